@@ -1,0 +1,6 @@
+//! `accelerometer_landing_to_trusted`: see `stedi::transitions::accelerometer_landing_to_trusted`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    stedi::lambda::serve(stedi::Transition::AccelerometerLandingToTrusted).await
+}

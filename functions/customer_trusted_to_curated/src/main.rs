@@ -1,0 +1,6 @@
+//! `customer_trusted_to_curated`: see `stedi::transitions::customer_trusted_to_curated`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    stedi::lambda::serve(stedi::Transition::CustomerTrustedToCurated).await
+}

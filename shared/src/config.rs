@@ -1,0 +1,141 @@
+//! Configuration, read once at cold start from environment variables. Every variable has a
+//! default; the README lists them all.
+
+use crate::error::{Error, Result};
+
+/// Runtime configuration shared by every function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `GLUE_DATABASE` (default `stedi`): the Glue database holding the eight tables.
+    pub database: String,
+    /// `CONSENT_AS_OF` (default `false`): keep only readings taken at or after the
+    /// customer's `sharewithresearchasofdate`.
+    pub consent_as_of: bool,
+    /// `MAX_LINE_BYTES` (default 1 MiB): a longer landing line is quarantined, not parsed.
+    pub max_line_bytes: usize,
+    /// `QUARANTINE_LINE_BYTES` (default 4096): how much of a bad line the quarantine keeps.
+    pub quarantine_line_bytes: usize,
+    /// `ROW_GROUP_ROWS` (default 65536): rows per Parquet row group (bounds writer memory).
+    pub row_group_rows: usize,
+    /// `SNAPSHOT_MAX_ATTEMPTS` (default 8): conditional-write attempts on a snapshot table
+    /// before the record is failed for SQS to redeliver.
+    pub snapshot_max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: "stedi".into(),
+            consent_as_of: false,
+            max_line_bytes: 1 << 20,
+            quarantine_line_bytes: 4096,
+            row_group_rows: 65536,
+            snapshot_max_attempts: 8,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the environment (unset variables take their defaults).
+    pub fn from_env() -> Result<Config> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let d = Config::default();
+        Ok(Config {
+            database: get("GLUE_DATABASE").unwrap_or(d.database),
+            consent_as_of: parse(&get, "CONSENT_AS_OF", d.consent_as_of, parse_bool)?,
+            max_line_bytes: parse(&get, "MAX_LINE_BYTES", d.max_line_bytes, positive)?,
+            quarantine_line_bytes: parse(
+                &get,
+                "QUARANTINE_LINE_BYTES",
+                d.quarantine_line_bytes,
+                positive,
+            )?,
+            row_group_rows: parse(&get, "ROW_GROUP_ROWS", d.row_group_rows, positive)?,
+            snapshot_max_attempts: parse(
+                &get,
+                "SNAPSHOT_MAX_ATTEMPTS",
+                d.snapshot_max_attempts,
+                |v| positive(v).and_then(|n| u32::try_from(n).map_err(|e| e.to_string())),
+            )?,
+        })
+    }
+}
+
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    f: impl Fn(&str) -> std::result::Result<T, String>,
+) -> Result<T> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => f(v.trim()).map_err(|reason| Error::Config {
+            name,
+            value: v.clone(),
+            reason,
+        }),
+    }
+}
+
+fn parse_bool(v: &str) -> std::result::Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn positive(v: &str) -> std::result::Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_when_unset() {
+        assert_eq!(cfg(&[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = cfg(&[
+            ("GLUE_DATABASE", "lake"),
+            ("CONSENT_AS_OF", "TRUE"),
+            ("MAX_LINE_BYTES", "100"),
+        ])
+        .unwrap();
+        assert_eq!(c.database, "lake");
+        assert!(c.consent_as_of);
+        assert_eq!(c.max_line_bytes, 100);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_name() {
+        let e = cfg(&[("CONSENT_AS_OF", "maybe")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bad configuration CONSENT_AS_OF=\"maybe\": expected true or false"
+        );
+        assert!(cfg(&[("ROW_GROUP_ROWS", "0")]).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! One error type for the library. Each variant says whether a retry can help
+//! ([`Error::is_retryable`]): retryable errors fail the SQS record so it is redelivered;
+//! the others are logged and acknowledged, since a retry would fail the same way.
+
+/// Library result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can fail in a zone transition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The invocation payload is not an event this product understands.
+    #[error("unrecognised event: {0}")]
+    BadEvent(String),
+    /// The object key is refused: outside the source prefix, wrong suffix, or it would write
+    /// outside the target prefix.
+    #[error("refused key s3://{bucket}/{key}: {reason}")]
+    RefusedKey {
+        /// Bucket of the refused object.
+        bucket: String,
+        /// The decoded key.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A configuration variable has an invalid value.
+    #[error("bad configuration {name}={value:?}: {reason}")]
+    Config {
+        /// Environment variable name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An S3 call failed.
+    #[error("s3 {op} s3://{bucket}/{key}: {message}")]
+    S3 {
+        /// Operation name.
+        op: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key or prefix.
+        key: String,
+        /// The service's or transport's message.
+        message: String,
+        /// Whether a retry may succeed (throttling, 5xx, timeouts, transport).
+        retryable: bool,
+    },
+    /// A Glue call failed.
+    #[error("glue {op} {table}: {message}")]
+    Glue {
+        /// Operation name.
+        op: &'static str,
+        /// Table (database.table).
+        table: String,
+        /// The service's or transport's message.
+        message: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+    /// A snapshot table kept losing the conditional-write race.
+    #[error("conditional write of s3://{bucket}/{key} lost {attempts} times in a row")]
+    Contention {
+        /// Bucket.
+        bucket: String,
+        /// Snapshot key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A Parquet object could not be read or written.
+    #[error("parquet {context}: {source}")]
+    Parquet {
+        /// Which object or table.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Arrow failed to build a batch (a schema mismatch in our own code or a foreign file).
+    #[error("arrow {context}: {source}")]
+    Arrow {
+        /// Which object or table.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+}
+
+impl Error {
+    /// Whether redelivering the event may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::S3 { retryable, .. } | Error::Glue { retryable, .. } => *retryable,
+            Error::Contention { .. } => true,
+            Error::BadEvent(_)
+            | Error::RefusedKey { .. }
+            | Error::Config { .. }
+            | Error::Parquet { .. }
+            | Error::Arrow { .. } => false,
+        }
+    }
+}

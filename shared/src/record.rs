@@ -1,0 +1,346 @@
+//! Parses one landing JSON line into typed cells of a table's columns.
+//!
+//! Field names match case-insensitively (as the landing tables' OpenX JSON SerDe does with
+//! `case.insensitive=TRUE`), unknown fields are ignored, and a repeated field keeps its
+//! last value. Values are coerced the way Hive would read them: numbers in strings are
+//! numbers, an integral float is an integer, a number where a string is expected is its
+//! text. Anything else (a fraction where an integer belongs, an object, a missing required
+//! field) is an error whose message becomes the quarantine reason.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::schema::{ColType, Column};
+
+/// One typed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Absent or JSON null.
+    Null,
+    /// A string.
+    Str(Cow<'a, str>),
+    /// A `bigint` or `int`.
+    Long(i64),
+    /// A `double`.
+    Double(f64),
+}
+
+impl Cell<'_> {
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Cell::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is one.
+    pub fn as_long(&self) -> Option<i64> {
+        match self {
+            Cell::Long(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// A copy that owns its data.
+    pub fn into_owned(self) -> Cell<'static> {
+        match self {
+            Cell::Null => Cell::Null,
+            Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
+            Cell::Long(v) => Cell::Long(v),
+            Cell::Double(v) => Cell::Double(v),
+        }
+    }
+}
+
+/// Parses `line` into `out` (one cell per column, cleared first).
+pub fn parse_line<'a>(
+    line: &'a [u8],
+    columns: &[Column],
+    out: &mut Vec<Cell<'a>>,
+) -> Result<(), String> {
+    out.clear();
+    out.resize(columns.len(), Cell::Null);
+    let mut de = serde_json::Deserializer::from_slice(line);
+    RowSeed { columns, out }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| e.to_string())?;
+    for ((name, _, required), cell) in columns.iter().zip(out.iter()) {
+        if *required && *cell == Cell::Null {
+            return Err(format!("missing required field `{name}`"));
+        }
+    }
+    Ok(())
+}
+
+struct RowSeed<'c, 'o, 'a> {
+    columns: &'c [Column],
+    out: &'o mut Vec<Cell<'a>>,
+}
+
+impl<'de, 'c, 'o> DeserializeSeed<'de> for RowSeed<'c, 'o, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'c, 'o> Visitor<'de> for RowSeed<'c, 'o, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match self
+                .columns
+                .iter()
+                .position(|c| c.0.eq_ignore_ascii_case(&key))
+            {
+                Some(i) => {
+                    let ty = self.columns[i].1;
+                    let cell = map.next_value_seed(CellSeed(ty)).map_err(|e| {
+                        de::Error::custom(format!("field `{}`: {e}", self.columns[i].0))
+                    })?;
+                    self.out[i] = cell;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the line when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct CellSeed(ColType);
+
+impl<'de> DeserializeSeed<'de> for CellSeed {
+    type Value = Cell<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cell<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const I32: std::ops::RangeInclusive<i64> = (i32::MIN as i64)..=(i32::MAX as i64);
+
+impl CellSeed {
+    fn long<E: de::Error>(&self, v: i64) -> Result<Cell<'static>, E> {
+        match self.0 {
+            ColType::Long => Ok(Cell::Long(v)),
+            ColType::Int if I32.contains(&v) => Ok(Cell::Long(v)),
+            ColType::Int => Err(E::custom(format!("{v} is out of range for int"))),
+            ColType::Double => Ok(Cell::Double(v as f64)),
+            ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed {
+    type Value = Cell<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} value", self.0.glue())
+    }
+
+    fn visit_unit<E>(self) -> Result<Cell<'de>, E> {
+        Ok(Cell::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell<'de>, E> {
+        match self.0 {
+            ColType::Str => Ok(Cell::Str(Cow::Borrowed(if v { "true" } else { "false" }))),
+            _ => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell<'de>, E> {
+        self.long(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell<'de>, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.long(v),
+            Err(_) if self.0 == ColType::Double => Ok(Cell::Double(v as f64)),
+            Err(_) if self.0 == ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
+            Err(_) => Err(E::custom(format!("{v} is out of range for {}", self.0.glue()))),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell<'de>, E> {
+        match self.0 {
+            ColType::Double => Ok(Cell::Double(v)),
+            ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
+            ColType::Long | ColType::Int => {
+                // 2^63 is exactly representable; anything at or beyond it is out of range.
+                if v.fract() == 0.0 && v >= -9.223_372_036_854_776e18 && v < 9.223_372_036_854_776e18
+                {
+                    self.long(v as i64)
+                } else {
+                    Err(E::custom(format!("{v} is not an integer")))
+                }
+            }
+        }
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cell<'de>, E> {
+        match self.0 {
+            ColType::Str => Ok(Cell::Str(Cow::Borrowed(v))),
+            _ => self.visit_str(v),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cell<'de>, E> {
+        let t = v.trim();
+        match self.0 {
+            ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
+            _ if t.is_empty() => Ok(Cell::Null),
+            ColType::Long | ColType::Int => match t.parse::<i64>() {
+                Ok(n) => self.long(n),
+                Err(_) => match t.parse::<f64>() {
+                    Ok(f) => self.visit_f64(f),
+                    Err(_) => Err(E::custom(format!("{v:?} is not a number"))),
+                },
+            },
+            ColType::Double => t
+                .parse::<f64>()
+                .map(Cell::Double)
+                .map_err(|_| E::custom(format!("{v:?} is not a number"))),
+        }
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Cell<'de>, A::Error> {
+        Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Cell<'de>, A::Error> {
+        Err(de::Error::invalid_type(de::Unexpected::Map, &self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Table;
+
+    fn parse(table: Table, line: &str) -> Result<Vec<Cell<'_>>, String> {
+        let mut out = Vec::new();
+        parse_line(line.as_bytes(), table.columns(), &mut out).map(|()| out)
+    }
+
+    fn s(v: &str) -> Cell<'_> {
+        Cell::Str(Cow::Borrowed(v))
+    }
+
+    #[test]
+    fn sample_lines_parse() {
+        let a = parse(
+            Table::AccelerometerLanding,
+            r#"{"user":"Santosh.Clayton@test.com","timestamp":1655564444103,"x":1.0,"y":-1.0,"z":-1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            [
+                s("Santosh.Clayton@test.com"),
+                Cell::Long(1655564444103),
+                Cell::Double(1.0),
+                Cell::Double(-1.0),
+                Cell::Double(-1.0)
+            ]
+        );
+        let st = parse(
+            Table::StepTrainerLanding,
+            r#"{"sensorReadingTime":1655564444103,"serialNumber":"50f7","distanceFromObject":218}"#,
+        )
+        .unwrap();
+        assert_eq!(st, [Cell::Long(1655564444103), s("50f7"), Cell::Long(218)]);
+    }
+
+    #[test]
+    fn names_are_case_insensitive_unknowns_ignored_last_duplicate_wins() {
+        let a = parse(
+            Table::AccelerometerLanding,
+            r#"{"USER":"u","timeStamp":"1655564376361","x":1,"y":2,"z":3,"extra":{"a":[1]},"x":4}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            [
+                s("u"),
+                Cell::Long(1655564376361),
+                Cell::Double(4.0),
+                Cell::Double(2.0),
+                Cell::Double(3.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn coercions_and_their_limits() {
+        let st = |v: &str| {
+            let line =
+                format!(r#"{{"sensorReadingTime":1,"serialNumber":"s","distanceFromObject":{v}}}"#);
+            parse(Table::StepTrainerLanding, &line).map(|cells| cells[2].clone().into_owned())
+        };
+        assert_eq!(st("218.0").unwrap(), Cell::Long(218));
+        assert_eq!(st("\"218\"").unwrap(), Cell::Long(218));
+        assert!(st("218.5").unwrap_err().contains("218.5 is not an integer"));
+        assert!(st("3000000000").unwrap_err().contains("out of range for int"));
+        assert!(st("\"abc\"").unwrap_err().contains("\"abc\" is not a number"));
+        assert!(st("[1]").unwrap_err().contains("field `distancefromobject`"));
+        assert_eq!(
+            st("null").unwrap_err(),
+            "missing required field `distancefromobject`"
+        );
+    }
+
+    #[test]
+    fn customers_keep_optional_fields_null_and_birthday_a_string() {
+        let c = parse(
+            Table::CustomerLanding,
+            r#"{"customerName":"Ben","email":"b@x","birthDay":"1399-01-01","serialNumber":5,"lastUpdateDate":7}"#,
+        )
+        .unwrap();
+        assert_eq!(c[3], s("1399-01-01"));
+        assert_eq!(c[4], Cell::Str(Cow::Owned("5".into())));
+        assert_eq!(c[7], Cell::Null);
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        for bad in ["", "{", "[1,2]", "{\"user\":\"u\"} trailing", "\"str\""] {
+            assert!(parse(Table::AccelerometerLanding, bad).is_err(), "{bad:?}");
+        }
+        let mut out = Vec::new();
+        let invalid_utf8 = b"{\"user\":\"\xff\",\"timestamp\":1,\"x\":1,\"y\":1,\"z\":1}";
+        assert!(parse_line(invalid_utf8, Table::AccelerometerLanding.columns(), &mut out).is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! The consent and join rules, as pure functions over rows. Each mirrors one line of the
+//! batch-truth SQL in DESIGN.md.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::record::Cell;
+
+/// Column positions of the customer tables (checked against the schema in a test).
+pub mod customer {
+    /// `email`
+    pub const EMAIL: usize = 1;
+    /// `serialnumber`
+    pub const SERIAL: usize = 4;
+    /// `lastupdatedate`
+    pub const LAST_UPDATE: usize = 6;
+    /// `sharewithresearchasofdate`
+    pub const RESEARCH: usize = 7;
+}
+
+/// Column positions of the accelerometer tables.
+pub mod accelerometer {
+    /// `user`
+    pub const USER: usize = 0;
+    /// `timestamp`
+    pub const TIMESTAMP: usize = 1;
+}
+
+/// Column positions of the step trainer tables.
+pub mod step_trainer {
+    /// `sensorreadingtime`
+    pub const TIME: usize = 0;
+    /// `serialnumber`
+    pub const SERIAL: usize = 1;
+}
+
+/// One customer row, all columns in schema order.
+pub type CustomerRow = Vec<Cell<'static>>;
+
+/// Consent is a non-null, positive `sharewithresearchasofdate`.
+pub fn consents(research_as_of: Option<i64>) -> bool {
+    research_as_of.is_some_and(|d| d > 0)
+}
+
+fn last_update(row: &[Cell<'_>]) -> i64 {
+    row[customer::LAST_UPDATE].as_long().unwrap_or(i64::MIN)
+}
+
+/// Whether `candidate` supersedes `current` (the later `lastupdatedate` wins; on a tie the
+/// candidate, i.e. the record seen later, wins).
+pub fn supersedes(candidate: &[Cell<'_>], current: &[Cell<'_>]) -> bool {
+    last_update(candidate) >= last_update(current)
+}
+
+/// Customers keyed by e-mail: the content of a customer snapshot table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Customers {
+    /// Rows by e-mail (sorted, so snapshots are written deterministically).
+    pub rows: BTreeMap<String, CustomerRow>,
+}
+
+impl Customers {
+    /// Keeps the latest record per e-mail among `rows`.
+    pub fn latest_of(rows: impl IntoIterator<Item = CustomerRow>) -> Customers {
+        let mut out = Customers::default();
+        for row in rows {
+            let Some(email) = row[customer::EMAIL].as_str().map(str::to_string) else {
+                continue;
+            };
+            match out.rows.get(&email) {
+                Some(cur) if !supersedes(&row, cur) => {}
+                _ => {
+                    out.rows.insert(email, row);
+                }
+            }
+        }
+        out
+    }
+
+    /// The research-consent date of a consenting customer.
+    pub fn consent_date(&self, email: &str) -> Option<i64> {
+        self.rows
+            .get(email)
+            .and_then(|r| r[customer::RESEARCH].as_long())
+    }
+
+    /// E-mail → `sharewithresearchasofdate` of every customer.
+    pub fn consent_dates(&self) -> HashMap<String, i64> {
+        self.rows
+            .iter()
+            .filter_map(|(e, r)| r[customer::RESEARCH].as_long().map(|d| (e.clone(), d)))
+            .collect()
+    }
+
+    /// Serial numbers of all customers.
+    pub fn serials(&self) -> std::collections::HashSet<String> {
+        self.rows
+            .values()
+            .filter_map(|r| r[customer::SERIAL].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+/// Result of folding a landing file's customers into the trusted snapshot.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Consenting records that are now in the snapshot.
+    pub upserted: u64,
+    /// Customers removed because their newer record withdraws consent.
+    pub withdrawn: u64,
+}
+
+/// customer_trusted: the latest record per e-mail, kept only while it consents. Incoming
+/// records older than the snapshot's are ignored; a newer non-consenting record removes
+/// the customer.
+pub fn merge_trusted(snapshot: &Customers, incoming: &Customers) -> (Customers, MergeStats) {
+    let mut out = snapshot.clone();
+    let mut stats = MergeStats::default();
+    for (email, row) in &incoming.rows {
+        if let Some(cur) = snapshot.rows.get(email) {
+            if !supersedes(row, cur) {
+                continue;
+            }
+        }
+        if consents(row[customer::RESEARCH].as_long()) {
+            out.rows.insert(email.clone(), row.clone());
+            stats.upserted += 1;
+        } else if out.rows.remove(email).is_some() {
+            stats.withdrawn += 1;
+        }
+    }
+    (out, stats)
+}
+
+/// customer_curated: add (or refresh) the trusted records of `users` who have readings.
+pub fn merge_curated(
+    curated: &Customers,
+    trusted: &Customers,
+    users: impl IntoIterator<Item = String>,
+) -> Customers {
+    let mut out = curated.clone();
+    for user in users {
+        if let Some(row) = trusted.rows.get(&user) {
+            out.rows.insert(user, row.clone());
+        }
+    }
+    out
+}
+
+/// accelerometer_trusted: a reading is kept when its user consents, and, with
+/// `CONSENT_AS_OF=true`, when it was taken at or after the consent date.
+pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of: bool) -> bool {
+    match consent_date {
+        Some(d) if d > 0 => !consent_as_of || timestamp >= d,
+        _ => false,
+    }
+}
+
+/// machine_learning_curated for one step trainer object: its readings keyed by serial and
+/// time, joined with the same customer's phone readings at the same millisecond.
+#[derive(Debug, Default)]
+pub struct MlJoin {
+    by_serial: HashMap<String, HashMap<i64, Vec<i32>>>,
+    serial_of: HashMap<String, String>,
+}
+
+impl MlJoin {
+    /// Indexes the step trainer readings `(time, serial, distance)`.
+    pub fn new(readings: impl IntoIterator<Item = (i64, String, i32)>) -> MlJoin {
+        let mut by_serial: HashMap<String, HashMap<i64, Vec<i32>>> = HashMap::new();
+        for (t, s, d) in readings {
+            by_serial.entry(s).or_default().entry(t).or_default().push(d);
+        }
+        MlJoin {
+            by_serial,
+            serial_of: HashMap::new(),
+        }
+    }
+
+    /// Attaches the customers whose device is one of the indexed serials (e-mail → serial).
+    pub fn with_customers(mut self, customers: &Customers) -> MlJoin {
+        self.serial_of = customers
+            .rows
+            .iter()
+            .filter_map(|(email, r)| {
+                let serial = r[customer::SERIAL].as_str()?;
+                self.by_serial
+                    .contains_key(serial)
+                    .then(|| (email.clone(), serial.to_string()))
+            })
+            .collect();
+        self
+    }
+
+    /// Whether no customer can match (nothing to probe).
+    pub fn is_empty(&self) -> bool {
+        self.serial_of.is_empty()
+    }
+
+    /// The step trainer matches of one phone reading: `(serial, distances)`.
+    pub fn probe(&self, user: &str, timestamp: i64) -> Option<(&str, &[i32])> {
+        let serial = self.serial_of.get(user)?;
+        let d = self.by_serial.get(serial)?.get(&timestamp)?;
+        Some((serial.as_str(), d.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Table;
+    use std::borrow::Cow;
+
+    fn cust(email: &str, serial: &str, updated: i64, research: Option<i64>) -> CustomerRow {
+        let mut row = vec![Cell::Null; 10];
+        row[customer::EMAIL] = Cell::Str(Cow::Owned(email.into()));
+        row[customer::SERIAL] = Cell::Str(Cow::Owned(serial.into()));
+        row[customer::LAST_UPDATE] = Cell::Long(updated);
+        row[customer::RESEARCH] = research.map_or(Cell::Null, Cell::Long);
+        row
+    }
+
+    #[test]
+    fn column_positions_match_the_schema() {
+        let c = Table::CustomerTrusted.columns();
+        assert_eq!(c[customer::EMAIL].0, "email");
+        assert_eq!(c[customer::SERIAL].0, "serialnumber");
+        assert_eq!(c[customer::LAST_UPDATE].0, "lastupdatedate");
+        assert_eq!(c[customer::RESEARCH].0, "sharewithresearchasofdate");
+        let a = Table::AccelerometerTrusted.columns();
+        assert_eq!((a[accelerometer::USER].0, a[accelerometer::TIMESTAMP].0), ("user", "timestamp"));
+        let s = Table::StepTrainerTrusted.columns();
+        assert_eq!((s[step_trainer::TIME].0, s[step_trainer::SERIAL].0), ("sensorreadingtime", "serialnumber"));
+    }
+
+    #[test]
+    fn consent_is_a_positive_date() {
+        assert!(consents(Some(1655564376361)));
+        assert!(!consents(Some(0)));
+        assert!(!consents(None));
+    }
+
+    #[test]
+    fn latest_record_per_email_wins() {
+        let c = Customers::latest_of([
+            cust("a", "s1", 2, Some(1)),
+            cust("a", "s1", 1, None),
+            cust("b", "s2", 5, None),
+        ]);
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.consent_date("a"), Some(1));
+        assert_eq!(c.consent_date("b"), None);
+    }
+
+    #[test]
+    fn trusted_merge_upserts_withdraws_and_ignores_older() {
+        let snap = Customers::latest_of([cust("a", "s1", 10, Some(1)), cust("b", "s2", 10, Some(1))]);
+        let incoming = Customers::latest_of([
+            cust("a", "s1", 11, Some(0)), // withdraws
+            cust("b", "s2", 9, None),     // older: ignored
+            cust("c", "s3", 1, Some(3)),  // new
+            cust("d", "s4", 1, None),     // never consented
+        ]);
+        let (out, stats) = merge_trusted(&snap, &incoming);
+        assert_eq!(out.rows.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(stats, MergeStats { upserted: 1, withdrawn: 1 });
+    }
+
+    #[test]
+    fn curated_takes_only_trusted_users() {
+        let trusted = Customers::latest_of([cust("a", "s1", 1, Some(1)), cust("b", "s2", 1, Some(1))]);
+        let out = merge_curated(&Customers::default(), &trusted, ["a".to_string(), "x".to_string()]);
+        assert_eq!(out.rows.keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn consent_as_of_keeps_later_readings_only() {
+        assert!(reading_allowed(Some(100), 50, false));
+        assert!(!reading_allowed(Some(100), 50, true));
+        assert!(reading_allowed(Some(100), 100, true));
+        assert!(!reading_allowed(None, 100, false));
+        assert!(!reading_allowed(Some(0), 100, false));
+    }
+
+    #[test]
+    fn ml_join_pairs_only_the_same_customer() {
+        let customers = Customers::latest_of([
+            cust("a", "s1", 1, Some(1)),
+            cust("b", "s2", 1, Some(1)),
+            cust("c", "s9", 1, Some(1)),
+        ]);
+        let join = MlJoin::new([(100, "s1".to_string(), 7), (100, "s2".to_string(), 8), (100, "s1".to_string(), 9)])
+            .with_customers(&customers);
+        // a's phone at t=100 meets a's device only, twice (two device readings).
+        assert_eq!(join.probe("a", 100), Some(("s1", &[7, 9][..])));
+        assert_eq!(join.probe("b", 100), Some(("s2", &[8][..])));
+        assert_eq!(join.probe("a", 101), None);
+        assert_eq!(join.probe("c", 100), None);
+        assert_eq!(join.probe("zz", 100), None);
+    }
+}

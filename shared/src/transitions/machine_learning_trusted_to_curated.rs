@@ -1,0 +1,132 @@
+//! step_trainer_trusted / accelerometer_trusted (new object) → machine_learning_curated.
+//!
+//! One output per step trainer object and `dt`, named after it: the object's readings
+//! joined with the same customer's phone readings at the same millisecond (which share its
+//! `dt`). A new step trainer object computes its own output; a new accelerometer object
+//! recomputes the outputs of every step trainer object in its `dt`, so the table is right
+//! whichever side arrives second.
+//!
+//! The customer side is customer_trusted: a customer joined to phone readings is curated
+//! by definition, and reading the trusted snapshot avoids racing the curated writer.
+
+use arrow_array::{Float64Array, Int32Array, Int64Array, StringArray};
+
+use crate::columnar::{PartitionedSink, column, read_parquet};
+use crate::error::Result;
+use crate::keys::{self, SourceKey};
+use crate::record::Cell;
+use crate::rules::MlJoin;
+use crate::schema::Table;
+use crate::store::Fetched;
+use crate::summary::Summary;
+
+use super::Ctx;
+
+/// Recomputes the machine-learning outputs affected by one trusted object.
+pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+    let mut s = Summary::default();
+    let Some(dt) = src.dt.as_deref() else {
+        return Ok(s);
+    };
+    let step_keys: Vec<String> = match src.table {
+        Table::StepTrainerTrusted => vec![src.key.clone()],
+        _ => ctx
+            .store
+            .list(bucket, &keys::partition_prefix(Table::StepTrainerTrusted, dt))
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect(),
+    };
+    for step_key in step_keys {
+        let Ok(step) = keys::accept(bucket, &step_key, &[Table::StepTrainerTrusted]) else {
+            continue;
+        };
+        recompute(ctx, bucket, &step, dt, &mut s).await?;
+    }
+    Ok(s)
+}
+
+async fn recompute(
+    ctx: &Ctx,
+    bucket: &str,
+    step: &SourceKey,
+    dt: &str,
+    s: &mut Summary,
+) -> Result<()> {
+    let target = Table::MachineLearningCurated;
+    let out_key = keys::output_key(target, dt, &step.stem);
+    let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &step.key, None).await? else {
+        ctx.store.delete(bucket, &out_key).await?;
+        return Ok(());
+    };
+    let mut readings = Vec::new();
+    for b in read_parquet(bytes, &[], &step.key)? {
+        let t = column::<Int64Array>(&b, "sensorreadingtime", &step.key)?;
+        let sn = column::<StringArray>(&b, "serialnumber", &step.key)?;
+        let d = column::<Int32Array>(&b, "distancefromobject", &step.key)?;
+        for i in 0..b.num_rows() {
+            readings.push((t.value(i), sn.value(i).to_string(), d.value(i)));
+        }
+    }
+    s.rows_in += readings.len() as u64;
+    let (customers, _) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let join = MlJoin::new(readings).with_customers(&customers);
+    let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
+    if !join.is_empty() {
+        let prefix = keys::partition_prefix(Table::AccelerometerTrusted, dt);
+        for acc_key in ctx.store.list(bucket, &prefix).await? {
+            if !acc_key.ends_with(".parquet") {
+                continue;
+            }
+            let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &acc_key, None).await? else {
+                continue;
+            };
+            for b in read_parquet(bytes, &[], &acc_key)? {
+                let user = column::<StringArray>(&b, "user", &acc_key)?;
+                let ts = column::<Int64Array>(&b, "timestamp", &acc_key)?;
+                let (x, y, z) = (
+                    column::<Float64Array>(&b, "x", &acc_key)?,
+                    column::<Float64Array>(&b, "y", &acc_key)?,
+                    column::<Float64Array>(&b, "z", &acc_key)?,
+                );
+                for i in 0..b.num_rows() {
+                    let Some((serial, distances)) = join.probe(user.value(i), ts.value(i)) else {
+                        continue;
+                    };
+                    for d in distances {
+                        let row = [
+                            Cell::Long(ts.value(i)),
+                            Cell::Str(serial.into()),
+                            Cell::Long(i64::from(*d)),
+                            Cell::Double(x.value(i)),
+                            Cell::Double(y.value(i)),
+                            Cell::Double(z.value(i)),
+                        ];
+                        sink.append(dt, &row)?;
+                    }
+                }
+            }
+        }
+    }
+    let parts = sink.finish()?;
+    match parts.into_iter().next() {
+        Some((dt, rows, bytes)) => {
+            ctx.store.put(bucket, &out_key, bytes).await?;
+            crate::catalog::register_partitions(
+                &ctx.glue,
+                &ctx.cfg.database,
+                bucket,
+                target,
+                &[dt],
+            )
+            .await?;
+            s.rows_out += rows;
+            s.outputs.push(out_key);
+        }
+        None => {
+            ctx.store.delete(bucket, &out_key).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! The five zone transitions, one module each, and what they share: the context (clients,
+//! configuration, cached reference data), streaming a landing file through the line
+//! splitter and parser with quarantine, publishing partitioned outputs, and the
+//! conditional-write loop of the snapshot tables.
+
+pub mod accelerometer_landing_to_trusted;
+pub mod customer_landing_to_trusted;
+pub mod customer_trusted_to_curated;
+pub mod machine_learning_trusted_to_curated;
+pub mod step_trainer_landing_to_trusted;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::catalog;
+use crate::columnar::{ParquetSink, read_parquet, row_cells};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::{self, SourceKey};
+use crate::lines::{Line, LineSplitter};
+use crate::record::{Cell, parse_line};
+use crate::rules::Customers;
+use crate::schema::Table;
+use crate::store::{Fetched, Precondition, PutOutcome, Store};
+use crate::summary::Summary;
+
+/// The five functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// customer_landing → customer_trusted.
+    CustomerLandingToTrusted,
+    /// accelerometer_landing → accelerometer_trusted.
+    AccelerometerLandingToTrusted,
+    /// accelerometer_trusted (new object) → customer_curated.
+    CustomerTrustedToCurated,
+    /// step_trainer_landing → step_trainer_trusted.
+    StepTrainerLandingToTrusted,
+    /// step_trainer_trusted or accelerometer_trusted (new object) → machine_learning_curated.
+    MachineLearningTrustedToCurated,
+}
+
+impl Transition {
+    /// All five, in the natural order of the data.
+    pub const ALL: [Transition; 5] = [
+        Transition::CustomerLandingToTrusted,
+        Transition::AccelerometerLandingToTrusted,
+        Transition::CustomerTrustedToCurated,
+        Transition::StepTrainerLandingToTrusted,
+        Transition::MachineLearningTrustedToCurated,
+    ];
+
+    /// Function name (as in `functions/` and `template.yaml`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transition::CustomerLandingToTrusted => "customer_landing_to_trusted",
+            Transition::AccelerometerLandingToTrusted => "accelerometer_landing_to_trusted",
+            Transition::CustomerTrustedToCurated => "customer_trusted_to_curated",
+            Transition::StepTrainerLandingToTrusted => "step_trainer_landing_to_trusted",
+            Transition::MachineLearningTrustedToCurated => "machine_learning_trusted_to_curated",
+        }
+    }
+
+    /// Looks a function up by name.
+    pub fn from_name(name: &str) -> Option<Transition> {
+        Transition::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Tables whose new objects fire this function.
+    pub fn sources(self) -> &'static [Table] {
+        match self {
+            Transition::CustomerLandingToTrusted => &[Table::CustomerLanding],
+            Transition::AccelerometerLandingToTrusted => &[Table::AccelerometerLanding],
+            Transition::CustomerTrustedToCurated => &[Table::AccelerometerTrusted],
+            Transition::StepTrainerLandingToTrusted => &[Table::StepTrainerLanding],
+            Transition::MachineLearningTrustedToCurated => {
+                &[Table::StepTrainerTrusted, Table::AccelerometerTrusted]
+            }
+        }
+    }
+
+    /// The table this function writes.
+    pub fn target(self) -> Table {
+        match self {
+            Transition::CustomerLandingToTrusted => Table::CustomerTrusted,
+            Transition::AccelerometerLandingToTrusted => Table::AccelerometerTrusted,
+            Transition::CustomerTrustedToCurated => Table::CustomerCurated,
+            Transition::StepTrainerLandingToTrusted => Table::StepTrainerTrusted,
+            Transition::MachineLearningTrustedToCurated => Table::MachineLearningCurated,
+        }
+    }
+
+    /// Processes one accepted source object.
+    pub async fn run(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+        let mut summary = match self {
+            Transition::CustomerLandingToTrusted => {
+                customer_landing_to_trusted::run(ctx, bucket, src).await?
+            }
+            Transition::AccelerometerLandingToTrusted => {
+                accelerometer_landing_to_trusted::run(ctx, bucket, src).await?
+            }
+            Transition::CustomerTrustedToCurated => {
+                customer_trusted_to_curated::run(ctx, bucket, src).await?
+            }
+            Transition::StepTrainerLandingToTrusted => {
+                step_trainer_landing_to_trusted::run(ctx, bucket, src).await?
+            }
+            Transition::MachineLearningTrustedToCurated => {
+                machine_learning_trusted_to_curated::run(ctx, bucket, src).await?
+            }
+        };
+        summary.sources.insert(0, src.key.clone());
+        Ok(summary)
+    }
+}
+
+/// What a function keeps across warm invocations: clients, configuration, and reference
+/// snapshots revalidated by ETag.
+#[derive(Debug)]
+pub struct Ctx {
+    /// S3.
+    pub store: Store,
+    /// Glue.
+    pub glue: aws_sdk_glue::Client,
+    /// Configuration read at cold start.
+    pub cfg: Config,
+    cache: Mutex<HashMap<(String, Table), (String, Arc<Customers>)>>,
+}
+
+impl Ctx {
+    /// A context over the given clients.
+    pub fn new(s3: aws_sdk_s3::Client, glue: aws_sdk_glue::Client, cfg: Config) -> Ctx {
+        Ctx {
+            store: Store::new(s3),
+            glue,
+            cfg,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A snapshot table's current content and ETag (`None` when it does not exist yet),
+    /// served from the warm cache when S3 says it has not changed.
+    pub async fn customers(
+        &self,
+        bucket: &str,
+        table: Table,
+    ) -> Result<(Arc<Customers>, Option<String>)> {
+        let key = snapshot_key(table)?;
+        let cache_key = (bucket.to_string(), table);
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&cache_key).cloned());
+        let etag = cached.as_ref().map(|(e, _)| e.as_str());
+        match self.store.fetch(bucket, &key, etag).await? {
+            Fetched::NotModified => match cached {
+                Some((etag, snap)) => Ok((snap, Some(etag))),
+                None => Err(Error::S3 {
+                    op: "GetObject",
+                    bucket: bucket.to_string(),
+                    key,
+                    message: "304 Not Modified without a cached copy".into(),
+                    retryable: true,
+                }),
+            },
+            Fetched::Missing => Ok((Arc::new(Customers::default()), None)),
+            Fetched::Body(bytes, etag) => {
+                let snap = Arc::new(decode_customers(bytes, &key)?);
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(cache_key, (etag.clone(), snap.clone()));
+                }
+                Ok((snap, Some(etag)))
+            }
+        }
+    }
+}
+
+fn snapshot_key(table: Table) -> Result<String> {
+    table.snapshot_key().ok_or_else(|| Error::Config {
+        name: "table",
+        value: table.name().to_string(),
+        reason: "not a snapshot table".into(),
+    })
+}
+
+fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
+    let batches = read_parquet(bytes, &[], key)?;
+    Ok(Customers::latest_of(
+        batches
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(move |i| row_cells(b, i))),
+    ))
+}
+
+fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {
+    let mut sink = ParquetSink::new(table, row_group_rows)?;
+    for row in c.rows.values() {
+        sink.append(row)?;
+    }
+    sink.finish()
+}
+
+/// What a landing row turned into.
+pub enum RowOutcome {
+    /// Written to the target.
+    Kept,
+    /// Dropped by a rule.
+    Filtered,
+    /// Not usable: quarantined with this reason.
+    Bad(String),
+}
+
+/// Bad lines of one landing file, written as JSON lines under `<zone>/quarantine/`.
+struct Quarantine {
+    source: String,
+    keep: usize,
+    body: Vec<u8>,
+    count: u64,
+}
+
+impl Quarantine {
+    fn add(&mut self, line: u64, reason: &str, raw: &[u8]) {
+        let cut = &raw[..raw.len().min(self.keep)];
+        let entry = serde_json::json!({
+            "source": self.source,
+            "line": line,
+            "reason": reason,
+            "raw": String::from_utf8_lossy(cut),
+            "raw_bytes": raw.len(),
+            "truncated": cut.len() < raw.len(),
+        });
+        self.body.extend_from_slice(entry.to_string().as_bytes());
+        self.body.push(b'\n');
+        self.count += 1;
+    }
+}
+
+/// The quarantine object of a landing source.
+pub fn quarantine_key(src: &SourceKey) -> String {
+    format!("{}{}.jsonl", src.table.quarantine_prefix(), src.stem)
+}
+
+/// Streams a landing object line by line into `on_row`; lines that do not parse, or that
+/// `on_row` calls bad, are quarantined. Returns the accounting (sources and outputs are
+/// left to the caller).
+pub async fn scan_landing(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    mut on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+) -> Result<Summary> {
+    let (mut body, _) = ctx.store.open(bucket, &src.key).await?;
+    let columns = src.table.columns();
+    let mut q = Quarantine {
+        source: src.key.clone(),
+        keep: ctx.cfg.quarantine_line_bytes,
+        body: Vec::new(),
+        count: 0,
+    };
+    let mut s = Summary::default();
+    let mut handle = |line: Line<'_>| -> Result<()> {
+        match line {
+            Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => {}
+            Line::Text { number, bytes } => {
+                s.rows_in += 1;
+                let mut cells = Vec::with_capacity(columns.len());
+                match parse_line(bytes, columns, &mut cells) {
+                    Err(reason) => q.add(number, &reason, bytes),
+                    Ok(()) => match on_row(&cells)? {
+                        RowOutcome::Kept => s.rows_out += 1,
+                        RowOutcome::Filtered => s.filtered += 1,
+                        RowOutcome::Bad(reason) => q.add(number, &reason, bytes),
+                    },
+                }
+            }
+            Line::TooLong { number, len, head } => {
+                s.rows_in += 1;
+                let reason = format!(
+                    "line of {len} bytes exceeds MAX_LINE_BYTES={}",
+                    ctx.cfg.max_line_bytes
+                );
+                q.add(number, &reason, head);
+            }
+        }
+        Ok(())
+    };
+    let mut splitter = LineSplitter::new(ctx.cfg.max_line_bytes, ctx.cfg.quarantine_line_bytes);
+    loop {
+        let chunk = body.try_next().await.map_err(|e| Error::S3 {
+            op: "GetObject",
+            bucket: bucket.to_string(),
+            key: src.key.clone(),
+            message: format!("reading body: {e}"),
+            retryable: true,
+        })?;
+        match chunk {
+            Some(chunk) => splitter.push(&chunk, &mut handle)?,
+            None => break,
+        }
+    }
+    splitter.finish(&mut handle)?;
+    s.quarantined = q.count;
+    let qkey = quarantine_key(src);
+    if q.count > 0 {
+        ctx.store.put(bucket, &qkey, Bytes::from(q.body)).await?;
+        s.outputs.push(qkey);
+    } else {
+        // A reprocessed file that is now clean leaves no old quarantine behind.
+        ctx.store.delete(bucket, &qkey).await?;
+    }
+    Ok(s)
+}
+
+/// The partition (`dt`) of an epoch-millisecond timestamp, remembering the last day so
+/// consecutive readings of one day format their date once.
+#[derive(Default)]
+pub struct DayCache {
+    day: Option<i64>,
+    dt: String,
+}
+
+impl DayCache {
+    /// `dt` of `ms`, or `None` when out of range.
+    pub fn dt(&mut self, ms: i64) -> Option<&str> {
+        let day = ms.div_euclid(86_400_000);
+        if self.day != Some(day) {
+            self.dt = keys::dt_of_millis(ms)?;
+            self.day = Some(day);
+        }
+        Some(&self.dt)
+    }
+}
+
+/// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote.
+fn manifest_key(table: Table, stem: &str) -> String {
+    format!("{}_manifests/{stem}.json", table.prefix())
+}
+
+/// Writes the outputs of one source object (one per `dt`), registers their partitions, and
+/// deletes outputs of earlier runs that this run no longer produces.
+pub async fn publish_partitioned(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    parts: Vec<(String, u64, Bytes)>,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut dts = Vec::with_capacity(parts.len());
+    for (dt, _, bytes) in parts {
+        let key = keys::output_key(table, &dt, stem);
+        ctx.store.put(bucket, &key, bytes).await?;
+        summary.outputs.push(key);
+        dts.push(dt);
+    }
+    catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, table, &dts).await?;
+    let mkey = manifest_key(table, stem);
+    let before: BTreeSet<String> = match ctx.store.fetch(bucket, &mkey, None).await? {
+        Fetched::Body(b, _) => serde_json::from_slice(&b).unwrap_or_default(),
+        _ => BTreeSet::new(),
+    };
+    for dt in before.iter().filter(|d| !dts.contains(d)) {
+        let key = keys::output_key(table, dt, stem);
+        ctx.store.delete(bucket, &key).await?;
+        summary.deleted.push(key);
+        // machine_learning_curated objects are derived one-to-one from step trainer ones.
+        if table == Table::StepTrainerTrusted {
+            let ml = keys::output_key(Table::MachineLearningCurated, dt, stem);
+            ctx.store.delete(bucket, &ml).await?;
+        }
+    }
+    let now: BTreeSet<&String> = dts.iter().collect();
+    if now.is_empty() {
+        ctx.store.delete(bucket, &mkey).await?;
+    } else {
+        let body = serde_json::to_vec(&now).unwrap_or_default();
+        ctx.store.put(bucket, &mkey, Bytes::from(body)).await?;
+    }
+    Ok(())
+}
+
+/// Rewrites a snapshot table with a conditional write: `update` maps the current content
+/// to the new one (`None`: nothing to change). On a lost race the snapshot is re-read and
+/// `update` applied again, with jittered exponential backoff, up to the configured
+/// attempts; then the record fails so SQS redelivers it.
+pub async fn rewrite_snapshot(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    summary: &mut Summary,
+    mut update: impl FnMut(&Customers) -> Option<Customers>,
+) -> Result<()> {
+    let key = snapshot_key(table)?;
+    let attempts = ctx.cfg.snapshot_max_attempts;
+    for attempt in 0..attempts {
+        let (current, etag) = ctx.customers(bucket, table).await?;
+        let Some(next) = update(&current) else {
+            return Ok(());
+        };
+        let body = encode_customers(table, &next, ctx.cfg.row_group_rows)?;
+        let pre = etag.map_or(Precondition::Absent, Precondition::Matches);
+        match ctx.store.put_if(bucket, &key, body, &pre).await? {
+            PutOutcome::Written(_) => {
+                summary.outputs.push(key);
+                return Ok(());
+            }
+            PutOutcome::PreconditionFailed => {
+                summary.conflicts += 1;
+                let base = 20u64 << attempt.min(6);
+                let jitter = rand::rng().random_range(0..=base);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+        }
+    }
+    Err(Error::Contention {
+        bucket: bucket.to_string(),
+        key,
+        attempts,
+    })
+}
