@@ -1,1 +1,290 @@
-fn main(){}
+//! `stedi`: the local stack and lake command. See the README for every command.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use stedi::Transition;
+use stedi::config::Config;
+use stedi_infra::lake;
+use stedi_infra::moto::Moto;
+use stedi_infra::runner::Runner;
+use stedi_infra::stack::{Stack, StackConfig};
+
+#[derive(Parser)]
+#[command(name = "stedi", about = "STEDI lakehouse: local stack, bootstrap, drop, run, counts")]
+struct Cli {
+    /// AWS endpoint (default: AWS_ENDPOINT_URL, else the stack started by `stedi up`, else
+    /// real AWS).
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// The lake bucket.
+    #[arg(long, global = true, env = "STEDI_BUCKET", default_value = "stedi-lake")]
+    bucket: String,
+    /// Prefix of queue and rule names.
+    #[arg(long, global = true, env = "STEDI_STACK_PREFIX", default_value = "stedi-")]
+    prefix: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start moto_server on 127.0.0.1 and the local runner (state under .stedi/).
+    Up {
+        /// Port for moto_server.
+        #[arg(long, env = "STEDI_PORT", default_value_t = 5000)]
+        port: u16,
+    },
+    /// Stop what `up` started.
+    Down,
+    /// Create the bucket, EventBridge rules, queues, Glue database and tables (idempotent).
+    Bootstrap,
+    /// Upload landing files; events flow through EventBridge and SQS to the handlers.
+    Drop {
+        /// A data folder (customer/, accelerometer/, step_trainer/), a zone folder or a file.
+        path: PathBuf,
+        /// The zone of PATH when it cannot be told from the path.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Deliver every upload's event this many more times.
+        #[arg(long, default_value_t = 0)]
+        redeliver: u32,
+    },
+    /// Run one function on one object, as a Lambda invocation would.
+    Run {
+        /// Function name, e.g. customer_landing_to_trusted.
+        function: String,
+        /// Object key.
+        #[arg(long)]
+        key: String,
+    },
+    /// One line per table: `<table> <rows>`.
+    Counts,
+    /// up, bootstrap, drop the sample data in natural order, print the counts.
+    Demo {
+        /// The sample data folder.
+        #[arg(long, default_value = "../shared/data/stedi")]
+        data: PathBuf,
+    },
+    /// Poll the queues forever (started in the background by `up`).
+    #[command(hide = true)]
+    Runner,
+}
+
+fn state_dir() -> PathBuf {
+    stedi_infra::project_root().join(".stedi")
+}
+
+fn local_endpoint() -> Option<String> {
+    std::fs::read_to_string(state_dir().join("endpoint"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn resolve_endpoint(cli: &Cli) -> Option<String> {
+    cli.endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(local_endpoint)
+}
+
+async fn connect(cli: &Cli) -> Result<Stack> {
+    let function = Config::from_env()?;
+    let cfg = StackConfig {
+        endpoint: resolve_endpoint(cli),
+        bucket: cli.bucket.clone(),
+        database: function.database.clone(),
+        name_prefix: cli.prefix.clone(),
+        max_receive_count: 5,
+        visibility_timeout: 2,
+        function,
+    };
+    Stack::connect(cfg, &stedi_infra::project_root().join("template.yaml")).await
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn read_pid(name: &str) -> Option<u32> {
+    std::fs::read_to_string(state_dir().join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn up(port: u16) -> Result<String> {
+    let dir = state_dir();
+    std::fs::create_dir_all(&dir)?;
+    if let (Some(pid), Some(ep)) = (read_pid("moto.pid"), local_endpoint()) {
+        if alive(pid) {
+            eprintln!("stack already up at {ep}");
+            return Ok(ep);
+        }
+    }
+    let root = stedi_infra::project_root();
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        bail!("port {port} is taken: pass --port or set STEDI_PORT");
+    }
+    let m = Moto::start(&root, Some(port), Some(&dir.join("moto.log")))?;
+    let endpoint = m.endpoint.clone();
+    std::fs::write(dir.join("moto.pid"), m.detach().to_string())?;
+    std::fs::write(dir.join("endpoint"), &endpoint)?;
+    let log = std::fs::File::create(dir.join("runner.log"))?;
+    let runner = std::process::Command::new(std::env::current_exe()?)
+        .arg("runner")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting the local runner")?;
+    std::fs::write(dir.join("runner.pid"), runner.id().to_string())?;
+    eprintln!("moto_server at {endpoint}; runner pid {}", runner.id());
+    Ok(endpoint)
+}
+
+fn down() -> Result<()> {
+    for name in ["runner.pid", "moto.pid"] {
+        if let Some(pid) = read_pid(name) {
+            if alive(pid) {
+                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+        let _ = std::fs::remove_file(state_dir().join(name));
+    }
+    let _ = std::fs::remove_file(state_dir().join("endpoint"));
+    eprintln!("stack stopped");
+    Ok(())
+}
+
+async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32) -> Result<()> {
+    let files = lake::landing_files(path, zone)?;
+    if files.is_empty() {
+        bail!("no .json files under {}", path.display());
+    }
+    let mut runner = Runner::new(stack).await?;
+    let tty = std::io::stderr().is_terminal();
+    let total = files.len();
+    let mut done = 0;
+    lake::drop_files(
+        stack,
+        &mut runner,
+        &files,
+        redeliver,
+        Duration::from_secs(600),
+        |key| {
+            done += 1;
+            if tty {
+                eprint!("\r[{done}/{total}] {key}\x1b[K");
+            }
+        },
+    )
+    .await?;
+    if tty {
+        eprintln!();
+    }
+    let s = &runner.summary;
+    eprintln!(
+        "dropped {total} files: {} invocations, rows in {} out {} filtered {} quarantined {}",
+        runner.invocations, s.rows_in, s.rows_out, s.filtered, s.quarantined
+    );
+    Ok(())
+}
+
+async fn print_counts(stack: &Stack) -> Result<()> {
+    for (table, rows) in lake::counts(stack).await? {
+        println!("{} {rows}", table.name());
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Up { port } => {
+            up(*port)?;
+        }
+        Command::Down => down()?,
+        Command::Bootstrap => {
+            let stack = connect(&cli).await?;
+            stack.bootstrap().await?;
+            eprintln!(
+                "bootstrapped bucket {} and database {}",
+                stack.cfg.bucket, stack.cfg.database
+            );
+        }
+        Command::Drop {
+            path,
+            zone,
+            redeliver,
+        } => {
+            let stack = connect(&cli).await?;
+            drop_cmd(&stack, path, zone.as_deref(), *redeliver).await?;
+        }
+        Command::Run { function, key } => {
+            let t = Transition::from_name(function)
+                .with_context(|| format!("unknown function {function}"))?;
+            let stack = connect(&cli).await?;
+            let ctx = stack.function_context();
+            let event = json!({"Records": [{
+                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": stack.cfg.bucket},
+                       "object": {"key": stedi::event::encode_key(key)}}
+            }]});
+            stedi::lambda::init_logging();
+            let (_, summary) = stedi::lambda::handle(&ctx, t, &event).await?;
+            println!("{}", stedi::lambda::summary_line(t, &summary));
+        }
+        Command::Counts => {
+            let stack = connect(&cli).await?;
+            print_counts(&stack).await?;
+        }
+        Command::Demo { data } => {
+            let port = std::env::var("STEDI_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(5000);
+            let endpoint = match resolve_endpoint(&cli) {
+                Some(ep) => ep,
+                None => up(port)?,
+            };
+            let stack = connect(&Cli {
+                endpoint: Some(endpoint),
+                bucket: cli.bucket.clone(),
+                prefix: cli.prefix.clone(),
+                command: Command::Counts,
+            })
+            .await?;
+            stack.bootstrap().await?;
+            drop_cmd(&stack, data, None, 0).await?;
+            print_counts(&stack).await?;
+            eprintln!("the stack is still up: `stedi counts`, `stedi down` when done");
+        }
+        Command::Runner => {
+            let stack = connect(&cli).await?;
+            let mut runner = loop {
+                // Queues appear at bootstrap, which may come after `up`.
+                match Runner::new(&stack).await {
+                    Ok(r) => break r,
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            };
+            runner.verbose = true;
+            loop {
+                if runner.pump_once().await? == 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+

@@ -14,7 +14,8 @@ use crate::transitions::{Ctx, Transition};
 
 /// Handles one invocation payload. For SQS batches the result lists the records to
 /// redeliver (`batchItemFailures`); for a direct invocation a retryable failure is the
-/// invocation's error.
+/// invocation's error. The summary is returned for the caller to log
+/// ([`summary_line`]), also when the invocation fails (inside the error's log).
 pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value, Summary)> {
     let started = Instant::now();
     let ev = parse_event(payload)?;
@@ -40,10 +41,7 @@ pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value,
                             failures.push(id.clone());
                         }
                     }
-                    _ => {
-                        log_summary(t, &total, started);
-                        return Err(e);
-                    }
+                    _ => return Err(e),
                 }
             }
             Err(e) => {
@@ -53,7 +51,7 @@ pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value,
             }
         }
     }
-    log_summary(t, &total, started);
+    total.ms = started.elapsed().as_millis() as u64;
     let failures: Vec<Value> = failures
         .into_iter()
         .map(|id| json!({ "itemIdentifier": id }))
@@ -61,11 +59,10 @@ pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value,
     Ok((json!({ "batchItemFailures": failures }), total))
 }
 
-fn log_summary(t: Transition, s: &Summary, started: Instant) {
-    let ms = started.elapsed().as_millis() as u64;
-    let now = chrono::Utc::now().timestamp_millis();
-    // EMF must be the log line itself, so it bypasses the tracing formatter.
-    println!("{}", s.to_emf(t.name(), ms, now));
+/// The invocation's summary line (CloudWatch EMF).
+pub fn summary_line(t: Transition, s: &Summary) -> String {
+    s.to_emf(t.name(), chrono::Utc::now().timestamp_millis())
+        .to_string()
 }
 
 /// Installs JSON logging (level from `RUST_LOG`, default `info`).
@@ -106,10 +103,12 @@ pub async fn serve(t: Transition) -> std::result::Result<(), lambda_runtime::Err
     let ctx = &ctx;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<Value>| async move {
-            handle(ctx, t, &ev.payload)
+            let (response, summary) = handle(ctx, t, &ev.payload)
                 .await
-                .map(|(v, _)| v)
-                .map_err(|e: Error| lambda_runtime::Error::from(e.to_string()))
+                .map_err(|e: Error| lambda_runtime::Error::from(e.to_string()))?;
+            // EMF must be the log line itself, so it bypasses the tracing formatter.
+            println!("{}", summary_line(t, &summary));
+            Ok::<Value, lambda_runtime::Error>(response)
         },
     ))
     .await

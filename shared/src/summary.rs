@@ -25,6 +25,8 @@ pub struct Summary {
     pub conflicts: u64,
     /// Objects refused or failed (with the reason).
     pub errors: Vec<String>,
+    /// Wall time of the invocation in milliseconds.
+    pub ms: u64,
 }
 
 impl Summary {
@@ -39,6 +41,7 @@ impl Summary {
         self.deleted.extend(o.deleted);
         self.conflicts += o.conflicts;
         self.errors.extend(o.errors);
+        self.ms += o.ms;
     }
 
     /// Whether every row read is accounted for.
@@ -46,8 +49,8 @@ impl Summary {
         self.rows_in == self.rows_out + self.filtered + self.quarantined
     }
 
-    /// The EMF JSON object for `function`, which took `ms`.
-    pub fn to_emf(&self, function: &str, ms: u64, timestamp_ms: i64) -> Value {
+    /// The EMF JSON object for `function`.
+    pub fn to_emf(&self, function: &str, timestamp_ms: i64) -> Value {
         let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
         json!({
             "_aws": {
@@ -72,7 +75,7 @@ impl Summary {
             "outputs": self.outputs,
             "deleted": self.deleted,
             "errors": self.errors,
-            "ms": ms,
+            "ms": self.ms,
         })
     }
 }
@@ -97,7 +100,8 @@ mod tests {
             ..Summary::default()
         });
         assert!(!s.balances());
-        let v = s.to_emf("f", 12, 1000);
+        s.ms = 12;
+        let v = s.to_emf("f", 1000);
         assert_eq!(v["rows_in"], 11);
         assert_eq!(v["function"], "f");
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 6);

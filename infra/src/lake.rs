@@ -1,0 +1,299 @@
+//! What the `stedi` command does to the lake: upload landing files (in the natural order of
+//! the data), redeliver their events, and count every table's rows the way Athena sees
+//! them (partitioned tables through their registered Glue partitions only).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde_json::json;
+use stedi::catalog;
+use stedi::schema::{Format, Table};
+
+use crate::runner::Runner;
+use crate::stack::Stack;
+
+/// The landing zones in the order the data naturally arrives.
+pub const NATURAL_ORDER: [Table; 3] = [
+    Table::CustomerLanding,
+    Table::AccelerometerLanding,
+    Table::StepTrainerLanding,
+];
+
+/// The zone named on the command line (`customer`, `accelerometer`, `step_trainer`).
+pub fn zone_table(zone: &str) -> Option<Table> {
+    NATURAL_ORDER
+        .into_iter()
+        .find(|t| t.prefix().split('/').next() == Some(zone))
+}
+
+/// One landing file to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandingFile {
+    /// Its landing table.
+    pub table: Table,
+    /// Local path.
+    pub path: PathBuf,
+    /// Key in the bucket.
+    pub key: String,
+}
+
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The landing files under `path`: a data folder with `customer/`, `accelerometer/`,
+/// `step_trainer/` (each file in its zone, natural order), or a folder or file of one zone
+/// (named by `zone`, or by a zone folder in the path).
+pub fn landing_files(path: &Path, zone: Option<&str>) -> Result<Vec<LandingFile>> {
+    let key_of = |table: Table, p: &Path| -> Result<String> {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name", p.display()))?;
+        Ok(format!("{}{name}", table.prefix()))
+    };
+    let forced = match zone {
+        Some(z) => Some(zone_table(z).with_context(|| {
+            format!("unknown zone {z}: use customer, accelerometer or step_trainer")
+        })?),
+        None => None,
+    };
+    let guess = |p: &Path| -> Option<Table> {
+        forced.or_else(|| {
+            p.components()
+                .rev()
+                .filter_map(|c| c.as_os_str().to_str())
+                .find_map(zone_table)
+        })
+    };
+    let mut out = Vec::new();
+    if path.is_file() {
+        let table = guess(path).with_context(|| {
+            format!("cannot tell the zone of {}: pass --zone", path.display())
+        })?;
+        out.push(LandingFile {
+            table,
+            key: key_of(table, path)?,
+            path: path.to_path_buf(),
+        });
+        return Ok(out);
+    }
+    if !path.is_dir() {
+        bail!("{} does not exist", path.display());
+    }
+    let zoned: Vec<(Table, PathBuf)> = NATURAL_ORDER
+        .iter()
+        .filter_map(|t| {
+            let z = t.prefix().split('/').next()?;
+            [path.join(z).join("landing"), path.join(z)]
+                .into_iter()
+                .find(|d| d.is_dir())
+                .map(|d| (*t, d))
+        })
+        .collect();
+    if forced.is_none() && !zoned.is_empty() {
+        for (table, dir) in zoned {
+            for p in json_files(&dir)? {
+                out.push(LandingFile {
+                    table,
+                    key: key_of(table, &p)?,
+                    path: p,
+                });
+            }
+        }
+        return Ok(out);
+    }
+    let table = guess(path)
+        .with_context(|| format!("cannot tell the zone of {}: pass --zone", path.display()))?;
+    for p in json_files(path)? {
+        out.push(LandingFile {
+            table,
+            key: key_of(table, &p)?,
+            path: p,
+        });
+    }
+    Ok(out)
+}
+
+/// Uploads one file.
+pub async fn upload(stack: &Stack, f: &LandingFile) -> Result<()> {
+    let body = ByteStream::from_path(&f.path)
+        .await
+        .with_context(|| format!("reading {}", f.path.display()))?;
+    stack
+        .s3
+        .put_object()
+        .bucket(&stack.cfg.bucket)
+        .key(&f.key)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("uploading s3://{}/{}", stack.cfg.bucket, f.key))?;
+    Ok(())
+}
+
+/// Sends the S3 "Object Created" event of `key` again through EventBridge, as an
+/// at-least-once delivery would.
+pub async fn redeliver(stack: &Stack, key: &str) -> Result<()> {
+    let detail = json!({
+        "version": "0",
+        "bucket": {"name": stack.cfg.bucket},
+        "object": {"key": key},
+        "reason": "PutObject",
+    });
+    let out = stack
+        .events
+        .put_events()
+        .entries(
+            PutEventsRequestEntry::builder()
+                .source("aws.s3")
+                .detail_type("Object Created")
+                .detail(detail.to_string())
+                .resources(format!("arn:aws:s3:::{}", stack.cfg.bucket))
+                .build(),
+        )
+        .send()
+        .await
+        .context("PutEvents")?;
+    if out.failed_entry_count() > 0 {
+        bail!("EventBridge refused the redelivery of {key}");
+    }
+    Ok(())
+}
+
+/// Uploads `files` zone by zone in natural order, letting the queues drain after each
+/// zone; then redelivers every upload's event `redeliver` times. `progress` is told each
+/// key as it goes.
+pub async fn drop_files(
+    stack: &Stack,
+    runner: &mut Runner<'_>,
+    files: &[LandingFile],
+    redeliver_times: u32,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<()> {
+    for zone in NATURAL_ORDER {
+        let batch: Vec<_> = files.iter().filter(|f| f.table == zone).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        for f in &batch {
+            upload(stack, f).await?;
+            progress(&f.key);
+        }
+        runner.drain(timeout).await?;
+    }
+    for _ in 0..redeliver_times {
+        for f in files {
+            redeliver(stack, &f.key).await?;
+        }
+        runner.drain(timeout).await?;
+    }
+    Ok(())
+}
+
+async fn get(stack: &Stack, key: &str) -> Result<Bytes> {
+    let out = stack
+        .s3
+        .get_object()
+        .bucket(&stack.cfg.bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("reading s3://{}/{key}", stack.cfg.bucket))?;
+    Ok(out.body.collect().await?.into_bytes())
+}
+
+async fn list(stack: &Stack, prefix: &str) -> Result<Vec<String>> {
+    stedi::store::Store::new(stack.s3.clone())
+        .list(&stack.cfg.bucket, prefix)
+        .await
+        .map_err(Into::into)
+}
+
+fn parquet_rows(bytes: Bytes, key: &str) -> Result<u64> {
+    let reader = SerializedFileReader::new(bytes).with_context(|| format!("reading {key}"))?;
+    Ok(reader.metadata().file_metadata().num_rows() as u64)
+}
+
+/// The Parquet objects of a table as Athena would read them: a snapshot's object, or the
+/// objects in each registered partition's location.
+pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
+    if let Some(key) = table.snapshot_key() {
+        let all = list(stack, table.prefix()).await?;
+        return Ok(all.into_iter().filter(|k| *k == key).collect());
+    }
+    let mut keys = Vec::new();
+    if table.partitioned() {
+        let parts =
+            catalog::list_partitions(&stack.glue, &stack.cfg.database, table).await?;
+        let root = format!("s3://{}/", stack.cfg.bucket);
+        for (_, loc) in parts {
+            let Some(prefix) = loc.strip_prefix(&root) else {
+                continue;
+            };
+            keys.extend(
+                list(stack, prefix)
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.ends_with(".parquet") && !k[prefix.len()..].contains('/')),
+            );
+        }
+    } else {
+        keys = list(stack, table.prefix()).await?;
+    }
+    Ok(keys)
+}
+
+/// Rows of every table, in [`Table::ALL`] order.
+pub async fn counts(stack: &Stack) -> Result<Vec<(Table, u64)>> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let mut rows = 0;
+        for key in table_objects(stack, table).await? {
+            let bytes = get(stack, &key).await?;
+            rows += match table.format() {
+                Format::Parquet => parquet_rows(bytes, &key)?,
+                Format::JsonLines => bytes
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                    .count() as u64,
+            };
+        }
+        out.push((table, rows));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_folder_is_dropped_in_natural_order() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/stedi");
+        let files = landing_files(&root, None).unwrap();
+        assert_eq!(files.len(), 13);
+        assert_eq!(files[0].key, "customer/landing/customer-1691348231425.json");
+        assert_eq!(files[1].table, Table::AccelerometerLanding);
+        assert_eq!(
+            files[12].key,
+            "step_trainer/landing/step_trainer-1691348232132.json"
+        );
+        let one = landing_files(&root.join("step_trainer/landing"), None).unwrap();
+        assert_eq!(one.len(), 3);
+        assert!(landing_files(&root.join("nowhere"), None).is_err());
+        assert!(landing_files(&root, Some("bogus")).is_err());
+    }
+}
