@@ -79,9 +79,8 @@ pub fn landing_files(path: &Path, zone: Option<&str>) -> Result<Vec<LandingFile>
     };
     let mut out = Vec::new();
     if path.is_file() {
-        let table = guess(path).with_context(|| {
-            format!("cannot tell the zone of {}: pass --zone", path.display())
-        })?;
+        let table = guess(path)
+            .with_context(|| format!("cannot tell the zone of {}: pass --zone", path.display()))?;
         out.push(LandingFile {
             table,
             key: key_of(table, path)?,
@@ -236,8 +235,7 @@ pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
     }
     let mut keys = Vec::new();
     if table.partitioned() {
-        let parts =
-            catalog::list_partitions(&stack.glue, &stack.cfg.database, table).await?;
+        let parts = catalog::list_partitions(&stack.glue, &stack.cfg.database, table).await?;
         let root = format!("s3://{}/", stack.cfg.bucket);
         for (_, loc) in parts {
             let Some(prefix) = loc.strip_prefix(&root) else {

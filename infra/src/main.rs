@@ -15,17 +15,30 @@ use stedi_infra::runner::Runner;
 use stedi_infra::stack::{Stack, StackConfig};
 
 #[derive(Parser)]
-#[command(name = "stedi", about = "STEDI lakehouse: local stack, bootstrap, drop, run, counts")]
+#[command(
+    name = "stedi",
+    about = "STEDI lakehouse: local stack, bootstrap, drop, run, counts"
+)]
 struct Cli {
     /// AWS endpoint (default: AWS_ENDPOINT_URL, else the stack started by `stedi up`, else
     /// real AWS).
     #[arg(long, global = true)]
     endpoint: Option<String>,
     /// The lake bucket.
-    #[arg(long, global = true, env = "STEDI_BUCKET", default_value = "stedi-lake")]
+    #[arg(
+        long,
+        global = true,
+        env = "STEDI_BUCKET",
+        default_value = "stedi-lake"
+    )]
     bucket: String,
     /// Prefix of queue and rule names.
-    #[arg(long, global = true, env = "STEDI_STACK_PREFIX", default_value = "stedi-")]
+    #[arg(
+        long,
+        global = true,
+        env = "STEDI_STACK_PREFIX",
+        default_value = "stedi-"
+    )]
     prefix: String,
     #[command(subcommand)]
     command: Command,
@@ -122,11 +135,11 @@ fn read_pid(name: &str) -> Option<u32> {
 fn up(port: u16) -> Result<String> {
     let dir = state_dir();
     std::fs::create_dir_all(&dir)?;
-    if let (Some(pid), Some(ep)) = (read_pid("moto.pid"), local_endpoint()) {
-        if alive(pid) {
-            eprintln!("stack already up at {ep}");
-            return Ok(ep);
-        }
+    if let (Some(pid), Some(ep)) = (read_pid("moto.pid"), local_endpoint())
+        && alive(pid)
+    {
+        eprintln!("stack already up at {ep}");
+        return Ok(ep);
     }
     let root = stedi_infra::project_root();
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -152,10 +165,12 @@ fn up(port: u16) -> Result<String> {
 
 fn down() -> Result<()> {
     for name in ["runner.pid", "moto.pid"] {
-        if let Some(pid) = read_pid(name) {
-            if alive(pid) {
-                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-            }
+        if let Some(pid) = read_pid(name)
+            && alive(pid)
+        {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
         }
         let _ = std::fs::remove_file(state_dir().join(name));
     }
@@ -287,4 +302,3 @@ async fn main() -> Result<()> {
     }
     Ok(())
 }
-

@@ -32,12 +32,12 @@ fn as_aws_sends(body: &str) -> String {
     let Ok(mut v) = serde_json::from_str::<Value>(body) else {
         return body.to_string();
     };
-    if v["source"] == "aws.s3" {
-        if let Some(key) = v["detail"]["object"]["key"].as_str() {
-            let encoded = encode_key(key);
-            v["detail"]["object"]["key"] = Value::String(encoded);
-            return v.to_string();
-        }
+    if v["source"] == "aws.s3"
+        && let Some(key) = v["detail"]["object"]["key"].as_str()
+    {
+        let encoded = encode_key(key);
+        v["detail"]["object"]["key"] = Value::String(encoded);
+        return v.to_string();
     }
     body.to_string()
 }

@@ -99,7 +99,11 @@ impl Stack {
 
     /// The function context the handlers run with (same clients as the stack).
     pub fn function_context(&self) -> stedi::Ctx {
-        stedi::Ctx::new(self.s3.clone(), self.glue.clone(), self.cfg.function.clone())
+        stedi::Ctx::new(
+            self.s3.clone(),
+            self.glue.clone(),
+            self.cfg.function.clone(),
+        )
     }
 
     fn queue_name(&self, logical_id: &str) -> String {

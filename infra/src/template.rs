@@ -55,9 +55,10 @@ pub fn routes_from_file(path: &Path) -> Result<Vec<Route>, TemplateError> {
 /// The logical id an `!GetAtt X.Arn` (or `Fn::GetAtt: [X, Arn]`) names.
 fn get_att_target(v: &Value) -> Option<String> {
     match v {
-        Value::Tagged(t) if t.tag == "!GetAtt" || t.tag == "GetAtt" => {
-            t.value.as_str().map(|s| s.trim_end_matches(".Arn").to_string())
-        }
+        Value::Tagged(t) if t.tag == "!GetAtt" || t.tag == "GetAtt" => t
+            .value
+            .as_str()
+            .map(|s| s.trim_end_matches(".Arn").to_string()),
         Value::Mapping(m) => m
             .get("Fn::GetAtt")
             .and_then(|a| a.get(0))
@@ -74,7 +75,12 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
         .get("Resources")
         .and_then(Value::as_mapping)
         .ok_or_else(|| TemplateError::Shape("no Resources".into()))?;
-    let kind = |v: &Value| v.get("Type").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = |v: &Value| {
+        v.get("Type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     // queue logical id -> (rule id, patterns)
     let mut rules: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for (id, r) in resources {
@@ -107,7 +113,10 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
         let Some(binary) = r["Metadata"]["BuildProperties"]["Binary"].as_str() else {
             continue;
         };
-        let events = r["Properties"]["Events"].as_mapping().cloned().unwrap_or_default();
+        let events = r["Properties"]["Events"]
+            .as_mapping()
+            .cloned()
+            .unwrap_or_default();
         for ev in events.values() {
             if ev.get("Type").and_then(Value::as_str) != Some("SQS") {
                 continue;
@@ -120,7 +129,9 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             })?;
             let dlq = resources
                 .get(queue.as_str())
-                .and_then(|q| get_att_target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+                .and_then(|q| {
+                    get_att_target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+                })
                 .ok_or_else(|| TemplateError::Shape(format!("{queue}: no dead-letter queue")))?;
             out.push(Route {
                 function: binary.to_string(),
@@ -160,9 +171,21 @@ mod tests {
 
     #[test]
     fn wildcards() {
-        assert!(wildcard_match("customer/landing/*.json", "customer/landing/a b.json"));
-        assert!(wildcard_match("customer/landing/*.json", "customer/landing/x/y.json"));
-        assert!(!wildcard_match("customer/landing/*.json", "customer/landing/a.csv"));
-        assert!(!wildcard_match("customer/landing/*.json", "customer/trusted/a.json"));
+        assert!(wildcard_match(
+            "customer/landing/*.json",
+            "customer/landing/a b.json"
+        ));
+        assert!(wildcard_match(
+            "customer/landing/*.json",
+            "customer/landing/x/y.json"
+        ));
+        assert!(!wildcard_match(
+            "customer/landing/*.json",
+            "customer/landing/a.csv"
+        ));
+        assert!(!wildcard_match(
+            "customer/landing/*.json",
+            "customer/trusted/a.json"
+        ));
     }
 }

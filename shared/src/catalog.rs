@@ -7,9 +7,7 @@
 
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_glue::types::{
-    Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
-};
+use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
 
 use crate::error::{Error, Result};
 use crate::schema::{Format, PARTITION_KEY, Table};
@@ -26,7 +24,10 @@ pub fn partition_location(bucket: &str, table: Table, dt: &str) -> String {
     format!("s3://{bucket}/{}", crate::keys::partition_prefix(table, dt))
 }
 
-fn glue_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+fn glue_err<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+>(
     op: &'static str,
     table: &str,
     e: SdkError<E, R>,
@@ -36,8 +37,11 @@ fn glue_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
             let code = se.err().code().unwrap_or("unknown");
             let retryable = matches!(
                 code,
-                "ThrottlingException" | "InternalServiceException" | "OperationTimeoutException"
-                    | "ConcurrentModificationException" | "ResourceNumberLimitExceededException"
+                "ThrottlingException"
+                    | "InternalServiceException"
+                    | "OperationTimeoutException"
+                    | "ConcurrentModificationException"
+                    | "ResourceNumberLimitExceededException"
             );
             (
                 format!("{code}: {}", se.err().message().unwrap_or("")),
@@ -46,7 +50,10 @@ fn glue_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         }
         SdkError::ConstructionFailure(_) => (format!("{e:?}"), false),
         _ => (
-            format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+            format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ),
             true,
         ),
     };
@@ -89,7 +96,9 @@ pub fn storage_descriptor(table: Table, location: String) -> Result<StorageDescr
         ),
         Format::Parquet => (
             SerDeInfo::builder()
-                .serialization_library("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+                .serialization_library(
+                    "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                )
                 .parameters("serialization.format", "1")
                 .build(),
             "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
@@ -274,7 +283,13 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            ["user string", "timestamp bigint", "x double", "y double", "z double"]
+            [
+                "user string",
+                "timestamp bigint",
+                "x double",
+                "y double",
+                "z double"
+            ]
         );
         assert_eq!(t.partition_keys()[0].name(), "dt");
         assert_eq!(

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int32Builder, Int64Builder, StringBuilder};
-use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -322,7 +324,9 @@ mod tests {
     #[test]
     fn partitions_round_trip_with_bounded_row_groups() {
         let mut sink = PartitionedSink::new(Table::StepTrainerTrusted, 2);
-        for (i, dt) in ["2022-06-18", "2022-06-19", "2022-06-18", "2022-06-18"].iter().enumerate()
+        for (i, dt) in ["2022-06-18", "2022-06-19", "2022-06-18", "2022-06-18"]
+            .iter()
+            .enumerate()
         {
             let cells = [
                 Cell::Long(i as i64),
@@ -354,7 +358,11 @@ mod tests {
         let full = read_parquet(parts[1].2.clone(), &[], "t").unwrap();
         assert_eq!(
             row_cells(&full[0], 0),
-            [Cell::Long(1), Cell::Str("serial".to_string().into()), Cell::Long(201)]
+            [
+                Cell::Long(1),
+                Cell::Str("serial".to_string().into()),
+                Cell::Long(201)
+            ]
         );
     }
 }

@@ -57,7 +57,9 @@ pub fn parse_event(payload: &Value) -> Result<ParsedEvent> {
     for record in records {
         if record.get("eventSource").and_then(Value::as_str) == Some("aws:sqs") {
             out.from_sqs = true;
-            let id = str_at(record, &["messageId"]).unwrap_or_default().to_string();
+            let id = str_at(record, &["messageId"])
+                .unwrap_or_default()
+                .to_string();
             let body = str_at(record, &["body"]).unwrap_or_default();
             let parsed = serde_json::from_str::<Value>(body)
                 .map_err(|e| Error::BadEvent(format!("SQS body is not JSON: {e}")))
@@ -157,8 +159,10 @@ mod tests {
         let records: Vec<Value> = bodies
             .iter()
             .enumerate()
-            .map(|(i, b)| json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
-                                 "body": b.to_string()}))
+            .map(|(i, b)| {
+                json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
+                                 "body": b.to_string()})
+            })
             .collect();
         json!({ "Records": records })
     }
@@ -175,7 +179,10 @@ mod tests {
         for k in ["a b+c/你好 😊.json", "x%y=z&w.json"] {
             assert_eq!(decode_key(&encode_key(k)), k);
         }
-        assert_eq!(encode_key("customer/landing/a b+c.json"), "customer/landing/a+b%2Bc.json");
+        assert_eq!(
+            encode_key("customer/landing/a b+c.json"),
+            "customer/landing/a+b%2Bc.json"
+        );
     }
 
     #[test]

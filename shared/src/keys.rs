@@ -31,7 +31,10 @@ pub fn accept(bucket: &str, key: &str, tables: &[Table]) -> Result<SourceKey> {
     };
     let Some(table) = tables.iter().copied().find(|t| key.starts_with(t.prefix())) else {
         let want: Vec<_> = tables.iter().map(|t| t.prefix()).collect();
-        return Err(refuse(format!("outside the source prefix {}", want.join(" or "))));
+        return Err(refuse(format!(
+            "outside the source prefix {}",
+            want.join(" or ")
+        )));
     };
     let rest = &key[table.prefix().len()..];
     let suffix = match table.format() {
@@ -50,7 +53,10 @@ pub fn accept(bucket: &str, key: &str, tables: &[Table]) -> Result<SourceKey> {
             "empty, '.', '..' or '\\' path segment: the output would escape its prefix".into(),
         ));
     }
-    if segments.iter().any(|s| s.starts_with('_') || s.starts_with('.')) {
+    if segments
+        .iter()
+        .any(|s| s.starts_with('_') || s.starts_with('.'))
+    {
         return Err(refuse("hidden path segment ('_' or '.' prefix)".into()));
     }
     let dt = if table.partitioned() {
@@ -142,7 +148,10 @@ mod tests {
     #[test]
     fn hostile_keys_are_refused_with_a_reason() {
         let cases = [
-            ("customer/trusted/x.json", "outside the source prefix customer/landing/"),
+            (
+                "customer/trusted/x.json",
+                "outside the source prefix customer/landing/",
+            ),
             ("customer/landing/x.csv", "not a .json object"),
             ("customer/landing/../trusted/x.json", "escape its prefix"),
             ("customer/landing//x.json", "escape its prefix"),

@@ -83,8 +83,8 @@ pub fn init_logging() {
 pub async fn context_from_env() -> Result<Ctx> {
     let cfg = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let path_style = std::env::var("AWS_ENDPOINT_URL").is_ok()
-        || std::env::var("AWS_ENDPOINT_URL_S3").is_ok();
+    let path_style =
+        std::env::var("AWS_ENDPOINT_URL").is_ok() || std::env::var("AWS_ENDPOINT_URL_S3").is_ok();
     let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(path_style)
         .build();

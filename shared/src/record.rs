@@ -190,7 +190,10 @@ impl<'de> Visitor<'de> for CellSeed {
             Ok(v) => self.long(v),
             Err(_) if self.0 == ColType::Double => Ok(Cell::Double(v as f64)),
             Err(_) if self.0 == ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
-            Err(_) => Err(E::custom(format!("{v} is out of range for {}", self.0.glue()))),
+            Err(_) => Err(E::custom(format!(
+                "{v} is out of range for {}",
+                self.0.glue()
+            ))),
         }
     }
 
@@ -200,7 +203,8 @@ impl<'de> Visitor<'de> for CellSeed {
             ColType::Str => Ok(Cell::Str(Cow::Owned(v.to_string()))),
             ColType::Long | ColType::Int => {
                 // 2^63 is exactly representable; anything at or beyond it is out of range.
-                if v.fract() == 0.0 && v >= -9.223_372_036_854_776e18 && v < 9.223_372_036_854_776e18
+                if v.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v)
                 {
                     self.long(v as i64)
                 } else {
@@ -313,9 +317,21 @@ mod tests {
         assert_eq!(st("218.0").unwrap(), Cell::Long(218));
         assert_eq!(st("\"218\"").unwrap(), Cell::Long(218));
         assert!(st("218.5").unwrap_err().contains("218.5 is not an integer"));
-        assert!(st("3000000000").unwrap_err().contains("out of range for int"));
-        assert!(st("\"abc\"").unwrap_err().contains("\"abc\" is not a number"));
-        assert!(st("[1]").unwrap_err().contains("field `distancefromobject`"));
+        assert!(
+            st("3000000000")
+                .unwrap_err()
+                .contains("out of range for int")
+        );
+        assert!(
+            st("\"abc\"")
+                .unwrap_err()
+                .contains("\"abc\" is not a number")
+        );
+        assert!(
+            st("[1]")
+                .unwrap_err()
+                .contains("field `distancefromobject`")
+        );
         assert_eq!(
             st("null").unwrap_err(),
             "missing required field `distancefromobject`"
@@ -341,6 +357,13 @@ mod tests {
         }
         let mut out = Vec::new();
         let invalid_utf8 = b"{\"user\":\"\xff\",\"timestamp\":1,\"x\":1,\"y\":1,\"z\":1}";
-        assert!(parse_line(invalid_utf8, Table::AccelerometerLanding.columns(), &mut out).is_err());
+        assert!(
+            parse_line(
+                invalid_utf8,
+                Table::AccelerometerLanding.columns(),
+                &mut out
+            )
+            .is_err()
+        );
     }
 }

@@ -116,10 +116,10 @@ pub fn merge_trusted(snapshot: &Customers, incoming: &Customers) -> (Customers, 
     let mut out = snapshot.clone();
     let mut stats = MergeStats::default();
     for (email, row) in &incoming.rows {
-        if let Some(cur) = snapshot.rows.get(email) {
-            if !supersedes(row, cur) {
-                continue;
-            }
+        if let Some(cur) = snapshot.rows.get(email)
+            && !supersedes(row, cur)
+        {
+            continue;
         }
         if consents(row[customer::RESEARCH].as_long()) {
             out.rows.insert(email.clone(), row.clone());
@@ -168,7 +168,12 @@ impl MlJoin {
     pub fn new(readings: impl IntoIterator<Item = (i64, String, i32)>) -> MlJoin {
         let mut by_serial: HashMap<String, HashMap<i64, Vec<i32>>> = HashMap::new();
         for (t, s, d) in readings {
-            by_serial.entry(s).or_default().entry(t).or_default().push(d);
+            by_serial
+                .entry(s)
+                .or_default()
+                .entry(t)
+                .or_default()
+                .push(d);
         }
         MlJoin {
             by_serial,
@@ -227,9 +232,15 @@ mod tests {
         assert_eq!(c[customer::LAST_UPDATE].0, "lastupdatedate");
         assert_eq!(c[customer::RESEARCH].0, "sharewithresearchasofdate");
         let a = Table::AccelerometerTrusted.columns();
-        assert_eq!((a[accelerometer::USER].0, a[accelerometer::TIMESTAMP].0), ("user", "timestamp"));
+        assert_eq!(
+            (a[accelerometer::USER].0, a[accelerometer::TIMESTAMP].0),
+            ("user", "timestamp")
+        );
         let s = Table::StepTrainerTrusted.columns();
-        assert_eq!((s[step_trainer::TIME].0, s[step_trainer::SERIAL].0), ("sensorreadingtime", "serialnumber"));
+        assert_eq!(
+            (s[step_trainer::TIME].0, s[step_trainer::SERIAL].0),
+            ("sensorreadingtime", "serialnumber")
+        );
     }
 
     #[test]
@@ -253,7 +264,8 @@ mod tests {
 
     #[test]
     fn trusted_merge_upserts_withdraws_and_ignores_older() {
-        let snap = Customers::latest_of([cust("a", "s1", 10, Some(1)), cust("b", "s2", 10, Some(1))]);
+        let snap =
+            Customers::latest_of([cust("a", "s1", 10, Some(1)), cust("b", "s2", 10, Some(1))]);
         let incoming = Customers::latest_of([
             cust("a", "s1", 11, Some(0)), // withdraws
             cust("b", "s2", 9, None),     // older: ignored
@@ -262,13 +274,24 @@ mod tests {
         ]);
         let (out, stats) = merge_trusted(&snap, &incoming);
         assert_eq!(out.rows.keys().collect::<Vec<_>>(), ["b", "c"]);
-        assert_eq!(stats, MergeStats { upserted: 1, withdrawn: 1 });
+        assert_eq!(
+            stats,
+            MergeStats {
+                upserted: 1,
+                withdrawn: 1
+            }
+        );
     }
 
     #[test]
     fn curated_takes_only_trusted_users() {
-        let trusted = Customers::latest_of([cust("a", "s1", 1, Some(1)), cust("b", "s2", 1, Some(1))]);
-        let out = merge_curated(&Customers::default(), &trusted, ["a".to_string(), "x".to_string()]);
+        let trusted =
+            Customers::latest_of([cust("a", "s1", 1, Some(1)), cust("b", "s2", 1, Some(1))]);
+        let out = merge_curated(
+            &Customers::default(),
+            &trusted,
+            ["a".to_string(), "x".to_string()],
+        );
         assert_eq!(out.rows.keys().collect::<Vec<_>>(), ["a"]);
     }
 
@@ -288,8 +311,12 @@ mod tests {
             cust("b", "s2", 1, Some(1)),
             cust("c", "s9", 1, Some(1)),
         ]);
-        let join = MlJoin::new([(100, "s1".to_string(), 7), (100, "s2".to_string(), 8), (100, "s1".to_string(), 9)])
-            .with_customers(&customers);
+        let join = MlJoin::new([
+            (100, "s1".to_string(), 7),
+            (100, "s2".to_string(), 8),
+            (100, "s1".to_string(), 9),
+        ])
+        .with_customers(&customers);
         // a's phone at t=100 meets a's device only, twice (two device readings).
         assert_eq!(join.probe("a", 100), Some(("s1", &[7, 9][..])));
         assert_eq!(join.probe("b", 100), Some(("s2", &[8][..])));

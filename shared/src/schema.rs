@@ -189,9 +189,7 @@ impl Table {
     pub fn partitioned(self) -> bool {
         matches!(
             self,
-            Table::AccelerometerTrusted
-                | Table::StepTrainerTrusted
-                | Table::MachineLearningCurated
+            Table::AccelerometerTrusted | Table::StepTrainerTrusted | Table::MachineLearningCurated
         )
     }
 

@@ -67,9 +67,13 @@ where
             (format!("{code}: {msg}"), retryable)
         }
         SdkError::ConstructionFailure(_) => (format!("{e:?}"), false),
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            (format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)), true)
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (
+            format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ),
+            true,
+        ),
         _ => (format!("{e}"), true),
     };
     Error::S3 {
@@ -174,7 +178,9 @@ impl Store {
             Precondition::Matches(etag) => req.if_match(etag),
         };
         match req.send().await {
-            Ok(out) => Ok(PutOutcome::Written(out.e_tag().unwrap_or_default().to_string())),
+            Ok(out) => Ok(PutOutcome::Written(
+                out.e_tag().unwrap_or_default().to_string(),
+            )),
             // 409 ConditionalRequestConflict: a concurrent conditional write is in flight.
             Err(e) if matches!(status(&e), Some(412) | Some(409)) => {
                 Ok(PutOutcome::PreconditionFailed)

@@ -104,6 +104,12 @@ mod tests {
         let v = s.to_emf("f", 1000);
         assert_eq!(v["rows_in"], 11);
         assert_eq!(v["function"], "f");
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 6);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
     }
 }

@@ -1,1 +1,6 @@
+//! Integration tests: every test starts its own moto_server and drives the real event path
+//! (S3 → EventBridge → SQS → handler → Parquet + Glue).
 
+mod events;
+mod pipeline;
+mod rows;

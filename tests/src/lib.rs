@@ -1,1 +1,143 @@
+//! Test harness: a private moto_server per test (on a free loopback port), a stack
+//! bootstrapped from `template.yaml`, and an independent computation of the batch truth
+//! over the sample data to compare the lake against.
 
+pub mod truth;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use stedi::config::Config;
+use stedi::schema::Table;
+use stedi::summary::Summary;
+use stedi_infra::lake;
+use stedi_infra::moto::Moto;
+use stedi_infra::runner::Runner;
+use stedi_infra::stack::{Stack, StackConfig};
+
+/// The sample landing data, `../shared/data/stedi` beside the repository.
+pub fn sample_dir() -> PathBuf {
+    stedi_infra::project_root().join("../shared/data/stedi")
+}
+
+/// One test's own AWS: moto_server plus a bootstrapped stack.
+pub struct Local {
+    /// The stack (bucket, queues, rules, Glue tables).
+    pub stack: Stack,
+    /// Stopped when the test ends.
+    pub moto: Moto,
+}
+
+impl Local {
+    /// Starts moto and bootstraps a stack with the default function configuration.
+    pub async fn start() -> Result<Local> {
+        Self::with_config(Config::default()).await
+    }
+
+    /// Starts moto and bootstraps a stack whose functions use `function`.
+    pub async fn with_config(function: Config) -> Result<Local> {
+        let root = stedi_infra::project_root();
+        let moto = Moto::start(&root, None, None)?;
+        let cfg = StackConfig {
+            endpoint: Some(moto.endpoint.clone()),
+            bucket: "stedi-test".into(),
+            database: function.database.clone(),
+            name_prefix: "t-".into(),
+            max_receive_count: 3,
+            visibility_timeout: 1,
+            function,
+        };
+        let stack = Stack::connect(cfg, &root.join("template.yaml")).await?;
+        stack.bootstrap().await?;
+        Ok(Local { stack, moto })
+    }
+
+    /// Drops `files` through the event path and returns what the handlers reported.
+    pub async fn drop(&self, files: &[lake::LandingFile], redeliver: u32) -> Result<Summary> {
+        let mut runner = Runner::new(&self.stack).await?;
+        lake::drop_files(
+            &self.stack,
+            &mut runner,
+            files,
+            redeliver,
+            Duration::from_secs(300),
+            |_| {},
+        )
+        .await?;
+        Ok(runner.summary)
+    }
+
+    /// Drops the whole sample in natural order.
+    pub async fn drop_sample(&self, redeliver: u32) -> Result<Summary> {
+        let files = lake::landing_files(&sample_dir(), None)?;
+        self.drop(&files, redeliver).await
+    }
+
+    /// Rows per table name.
+    pub async fn counts(&self) -> Result<BTreeMap<&'static str, u64>> {
+        Ok(lake::counts(&self.stack)
+            .await?
+            .into_iter()
+            .map(|(t, n)| (t.name(), n))
+            .collect())
+    }
+
+    /// Every key in the bucket.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        let mut keys = stedi::store::Store::new(self.stack.s3.clone())
+            .list(&self.stack.cfg.bucket, "")
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .stack
+            .s3
+            .get_object()
+            .bucket(&self.stack.cfg.bucket)
+            .key(key)
+            .send()
+            .await?;
+        Ok(out.body.collect().await?.into_bytes())
+    }
+
+    /// Writes an object (raw, as a user's upload).
+    pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.stack
+            .s3
+            .put_object()
+            .bucket(&self.stack.cfg.bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.into()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// The rows of a Parquet table as Athena would see them.
+    pub async fn batches(&self, table: Table) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for key in lake::table_objects(&self.stack, table).await? {
+            out.extend(stedi::columnar::read_parquet(
+                self.get(&key).await?,
+                &[],
+                &key,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Drains the queues (after uploads done by the test itself).
+    pub async fn settle(&self) -> Result<Summary> {
+        let mut runner = Runner::new(&self.stack).await?;
+        runner.drain(Duration::from_secs(120)).await?;
+        Ok(runner.summary)
+    }
+}

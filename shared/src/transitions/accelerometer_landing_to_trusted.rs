@@ -21,7 +21,9 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let as_of = ctx.cfg.consent_as_of;
     let mut s = scan_landing(ctx, bucket, src, |cells| {
         let user = cells[accelerometer::USER].as_str().unwrap_or_default();
-        let ts = cells[accelerometer::TIMESTAMP].as_long().unwrap_or_default();
+        let ts = cells[accelerometer::TIMESTAMP]
+            .as_long()
+            .unwrap_or_default();
         if !reading_allowed(consent.get(user).copied(), ts, as_of) {
             return Ok(RowOutcome::Filtered);
         }

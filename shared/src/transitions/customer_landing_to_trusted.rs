@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::keys::SourceKey;
-use crate::rules::{self, Customers, CustomerRow};
+use crate::rules::{self, CustomerRow, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
 

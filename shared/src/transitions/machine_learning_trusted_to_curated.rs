@@ -32,7 +32,10 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         Table::StepTrainerTrusted => vec![src.key.clone()],
         _ => ctx
             .store
-            .list(bucket, &keys::partition_prefix(Table::StepTrainerTrusted, dt))
+            .list(
+                bucket,
+                &keys::partition_prefix(Table::StepTrainerTrusted, dt),
+            )
             .await?
             .into_iter()
             .filter(|k| k.ends_with(".parquet"))

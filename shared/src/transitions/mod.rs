@@ -95,23 +95,26 @@ impl Transition {
 
     /// Processes one accepted source object.
     pub async fn run(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-        let mut summary = match self {
-            Transition::CustomerLandingToTrusted => {
-                customer_landing_to_trusted::run(ctx, bucket, src).await?
-            }
-            Transition::AccelerometerLandingToTrusted => {
-                accelerometer_landing_to_trusted::run(ctx, bucket, src).await?
-            }
-            Transition::CustomerTrustedToCurated => {
-                customer_trusted_to_curated::run(ctx, bucket, src).await?
-            }
-            Transition::StepTrainerLandingToTrusted => {
-                step_trainer_landing_to_trusted::run(ctx, bucket, src).await?
-            }
-            Transition::MachineLearningTrustedToCurated => {
-                machine_learning_trusted_to_curated::run(ctx, bucket, src).await?
-            }
-        };
+        // Boxed: one future type for all five keeps the Lambda main's future shallow.
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + '_>> =
+            match self {
+                Transition::CustomerLandingToTrusted => {
+                    Box::pin(customer_landing_to_trusted::run(ctx, bucket, src))
+                }
+                Transition::AccelerometerLandingToTrusted => {
+                    Box::pin(accelerometer_landing_to_trusted::run(ctx, bucket, src))
+                }
+                Transition::CustomerTrustedToCurated => {
+                    Box::pin(customer_trusted_to_curated::run(ctx, bucket, src))
+                }
+                Transition::StepTrainerLandingToTrusted => {
+                    Box::pin(step_trainer_landing_to_trusted::run(ctx, bucket, src))
+                }
+                Transition::MachineLearningTrustedToCurated => {
+                    Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
+                }
+            };
+        let mut summary = fut.await?;
         summary.sources.insert(0, src.key.clone());
         Ok(summary)
     }
@@ -127,8 +130,11 @@ pub struct Ctx {
     pub glue: aws_sdk_glue::Client,
     /// Configuration read at cold start.
     pub cfg: Config,
-    cache: Mutex<HashMap<(String, Table), (String, Arc<Customers>)>>,
+    cache: Mutex<HashMap<(String, Table), Cached>>,
 }
+
+/// A snapshot as last read: its ETag and content.
+type Cached = (String, Arc<Customers>);
 
 impl Ctx {
     /// A context over the given clients.
@@ -189,11 +195,9 @@ fn snapshot_key(table: Table) -> Result<String> {
 
 fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
     let batches = read_parquet(bytes, &[], key)?;
-    Ok(Customers::latest_of(
-        batches
-            .iter()
-            .flat_map(|b| (0..b.num_rows()).map(move |i| row_cells(b, i))),
-    ))
+    Ok(Customers::latest_of(batches.iter().flat_map(|b| {
+        (0..b.num_rows()).map(move |i| row_cells(b, i))
+    })))
 }
 
 fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {

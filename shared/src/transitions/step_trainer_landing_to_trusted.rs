@@ -24,7 +24,9 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         }
         let ts = cells[step_trainer::TIME].as_long().unwrap_or_default();
         let Some(dt) = days.dt(ts) else {
-            return Ok(RowOutcome::Bad(format!("sensorreadingtime {ts} is out of range")));
+            return Ok(RowOutcome::Bad(format!(
+                "sensorreadingtime {ts} is out of range"
+            )));
         };
         sink.append(dt, cells)?;
         Ok(RowOutcome::Kept)

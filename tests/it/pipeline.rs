@@ -1,0 +1,143 @@
+//! The sample data through the five transitions, in natural order.
+
+use std::collections::BTreeMap;
+
+use stedi::catalog;
+use stedi::schema::Table;
+use stedi_tests::truth::Truth;
+use stedi_tests::{Local, sample_dir};
+
+use crate::rows;
+
+/// DESIGN.md's row counts on the sample.
+pub const EXPECTED: [(&str, u64); 8] = [
+    ("accelerometer_landing", 81273),
+    ("accelerometer_trusted", 40981),
+    ("customer_curated", 482),
+    ("customer_landing", 956),
+    ("customer_trusted", 482),
+    ("machine_learning_curated", 40981),
+    ("step_trainer_landing", 28680),
+    ("step_trainer_trusted", 14460),
+];
+
+pub async fn assert_batch_truth(local: &Local, truth: &Truth) {
+    let trusted = rows::emails(&local.batches(Table::CustomerTrusted).await.unwrap());
+    assert_eq!(
+        trusted,
+        truth.customer_trusted.iter().cloned().collect::<Vec<_>>()
+    );
+    let curated = rows::emails(&local.batches(Table::CustomerCurated).await.unwrap());
+    assert_eq!(
+        curated,
+        truth.customer_curated.iter().cloned().collect::<Vec<_>>()
+    );
+    let accel = rows::accel(&local.batches(Table::AccelerometerTrusted).await.unwrap());
+    assert!(
+        accel == truth.accelerometer_trusted,
+        "accelerometer_trusted differs"
+    );
+    let steps = rows::steps(&local.batches(Table::StepTrainerTrusted).await.unwrap());
+    assert!(
+        steps == truth.step_trainer_trusted,
+        "step_trainer_trusted differs"
+    );
+    let ml = rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    assert_eq!(ml.len(), truth.machine_learning_curated.len());
+    assert!(
+        ml == truth.machine_learning_curated,
+        "machine_learning_curated differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
+    let local = Local::start().await.unwrap();
+    let summary = local.drop_sample(0).await.unwrap();
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+
+    let counts = local.counts().await.unwrap();
+    assert_eq!(counts, BTreeMap::from(EXPECTED));
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+    assert_batch_truth(&local, &truth).await;
+
+    // Every dt partition is registered, at its location, and holds objects.
+    let bucket = &local.stack.cfg.bucket;
+    for table in [
+        Table::AccelerometerTrusted,
+        Table::StepTrainerTrusted,
+        Table::MachineLearningCurated,
+    ] {
+        let parts = catalog::list_partitions(&local.stack.glue, "stedi", table)
+            .await
+            .unwrap();
+        assert_eq!(
+            parts,
+            [(
+                "2022-06-18".to_string(),
+                format!("s3://{bucket}/{}dt=2022-06-18/", table.prefix())
+            )],
+            "{}",
+            table.name()
+        );
+    }
+
+    // The ML table: exactly its six columns, no personal data.
+    let ml = local.batches(Table::MachineLearningCurated).await.unwrap();
+    let cols: Vec<String> = ml[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "sensorreadingtime",
+            "serialnumber",
+            "distancefromobject",
+            "x",
+            "y",
+            "z"
+        ]
+    );
+
+    let keys_before = local.keys().await.unwrap();
+    assert_eq!(
+        keys_before.len(),
+        13 + 1 + 9 + 1 + 3 + 3 + 9 + 3,
+        "{keys_before:#?}"
+    );
+    let again = local.drop_sample(3).await.unwrap();
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert_eq!(local.counts().await.unwrap(), BTreeMap::from(EXPECTED));
+    assert_eq!(local.keys().await.unwrap(), keys_before);
+    assert_batch_truth(&local, &truth).await;
+}
+
+#[test]
+fn the_truth_reproduces_the_design_counts() {
+    // Guards the test oracle itself: DESIGN.md's numbers, and the Glue jobs' 43,681 when
+    // the customer condition is dropped from the ML join.
+    let t = Truth::compute(&sample_dir(), false).unwrap();
+    assert_eq!(t.customer_trusted.len(), 482);
+    assert_eq!(t.accelerometer_trusted.len(), 40981);
+    assert_eq!(t.customer_curated.len(), 482);
+    assert_eq!(t.step_trainer_trusted.len(), 14460);
+    assert_eq!(t.machine_learning_curated.len(), 40981);
+    let by_time: std::collections::HashMap<i64, usize> =
+        t.accelerometer_trusted
+            .iter()
+            .fold(Default::default(), |mut m, a| {
+                *m.entry(a.1).or_default() += 1;
+                m
+            });
+    let timestamp_only: usize = t
+        .step_trainer_trusted
+        .iter()
+        .map(|s| by_time.get(&s.0).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(timestamp_only, 43681);
+    let as_of = Truth::compute(&sample_dir(), true).unwrap();
+    assert_eq!(as_of.accelerometer_trusted.len(), 32025);
+}

@@ -1,0 +1,144 @@
+//! The batch-truth SQL of DESIGN.md, computed directly over the landing JSON with
+//! serde_json: an implementation independent of the pipeline's, to compare row sets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+/// Lower-cases every key of a JSON object (the landing tables are case-insensitive).
+fn lower(v: Value) -> BTreeMap<String, Value> {
+    match v {
+        Value::Object(m) => m.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn read_lines(dir: &Path) -> Result<Vec<BTreeMap<String, Value>>> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| dir.display().to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(&f)?.lines() {
+            if !line.trim().is_empty() {
+                out.push(lower(serde_json::from_str(line)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One accelerometer row: user, timestamp, x, y, z (floats as bit patterns for ordering).
+pub type Accel = (String, i64, u64, u64, u64);
+/// One step trainer row: time, serial, distance.
+pub type Step = (i64, String, i64);
+/// One ML row: time, serial, distance, x, y, z.
+pub type Ml = (i64, String, i64, u64, u64, u64);
+
+/// All tables of the batch truth.
+pub struct Truth {
+    /// customer_trusted e-mails.
+    pub customer_trusted: BTreeSet<String>,
+    /// accelerometer_trusted rows (a multiset: sorted list).
+    pub accelerometer_trusted: Vec<Accel>,
+    /// customer_curated e-mails.
+    pub customer_curated: BTreeSet<String>,
+    /// step_trainer_trusted rows.
+    pub step_trainer_trusted: Vec<Step>,
+    /// machine_learning_curated rows.
+    pub machine_learning_curated: Vec<Ml>,
+}
+
+fn f(v: &Value) -> u64 {
+    v.as_f64().unwrap_or(f64::NAN).to_bits()
+}
+
+impl Truth {
+    /// Computes the truth over a data folder (customer/, accelerometer/, step_trainer/).
+    pub fn compute(data: &Path, consent_as_of: bool) -> Result<Truth> {
+        let customers = read_lines(&data.join("customer/landing"))?;
+        let mut latest: HashMap<String, &BTreeMap<String, Value>> = HashMap::new();
+        for c in &customers {
+            let email = c["email"].as_str().unwrap_or_default().to_string();
+            let newer = latest
+                .get(&email)
+                .is_none_or(|cur| c["lastupdatedate"].as_i64() >= cur["lastupdatedate"].as_i64());
+            if newer {
+                latest.insert(email, c);
+            }
+        }
+        let trusted: HashMap<String, &BTreeMap<String, Value>> = latest
+            .into_iter()
+            .filter(|(_, c)| {
+                c.get("sharewithresearchasofdate")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|d| d > 0)
+            })
+            .collect();
+        let mut accel = Vec::new();
+        for a in read_lines(&data.join("accelerometer/landing"))? {
+            let user = a["user"].as_str().unwrap_or_default().to_string();
+            let ts = a["timestamp"].as_i64().unwrap_or_default();
+            let Some(c) = trusted.get(&user) else {
+                continue;
+            };
+            let consent = c["sharewithresearchasofdate"].as_i64().unwrap_or_default();
+            if consent_as_of && ts < consent {
+                continue;
+            }
+            accel.push((user, ts, f(&a["x"]), f(&a["y"]), f(&a["z"])));
+        }
+        accel.sort();
+        let users: BTreeSet<String> = accel.iter().map(|a| a.0.clone()).collect();
+        let curated: BTreeSet<String> = trusted
+            .keys()
+            .filter(|e| users.contains(*e))
+            .cloned()
+            .collect();
+        let serial_owners: HashMap<String, Vec<String>> =
+            curated.iter().fold(HashMap::new(), |mut m, e| {
+                let s = trusted[e]["serialnumber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                m.entry(s).or_default().push(e.clone());
+                m
+            });
+        let mut steps = Vec::new();
+        for s in read_lines(&data.join("step_trainer/landing"))? {
+            let serial = s["serialnumber"].as_str().unwrap_or_default().to_string();
+            if serial_owners.contains_key(&serial) {
+                steps.push((
+                    s["sensorreadingtime"].as_i64().unwrap_or_default(),
+                    serial,
+                    s["distancefromobject"].as_i64().unwrap_or_default(),
+                ));
+            }
+        }
+        steps.sort();
+        let mut accel_by: HashMap<(&str, i64), Vec<&Accel>> = HashMap::new();
+        for a in &accel {
+            accel_by.entry((a.0.as_str(), a.1)).or_default().push(a);
+        }
+        let mut ml = Vec::new();
+        for (t, serial, d) in &steps {
+            for email in &serial_owners[serial] {
+                for a in accel_by.get(&(email.as_str(), *t)).into_iter().flatten() {
+                    ml.push((*t, serial.clone(), *d, a.2, a.3, a.4));
+                }
+            }
+        }
+        ml.sort();
+        Ok(Truth {
+            customer_trusted: trusted.keys().cloned().collect(),
+            accelerometer_trusted: accel,
+            customer_curated: curated,
+            step_trainer_trusted: steps,
+            machine_learning_curated: ml,
+        })
+    }
+}
