@@ -3,6 +3,7 @@
 //! succeeded; the failed ones become visible again after the visibility timeout and are
 //! parked in the dead-letter queue after `maxReceiveCount` deliveries.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,6 +21,8 @@ pub struct Runner<'s> {
     queues: Vec<QueueInfo>,
     /// What the handlers did so far.
     pub summary: Summary,
+    /// The same, per function.
+    pub by_function: BTreeMap<&'static str, Summary>,
     /// Handler invocations so far.
     pub invocations: u64,
     /// Print each invocation's summary line to stderr.
@@ -45,11 +48,17 @@ fn as_aws_sends(body: &str) -> String {
 impl<'s> Runner<'s> {
     /// A runner over the bootstrapped `stack`.
     pub async fn new(stack: &'s Stack) -> Result<Runner<'s>> {
+        Self::with_context(stack, stack.function_context()).await
+    }
+
+    /// A runner whose handlers use `ctx` (e.g. clients behind a faulty network).
+    pub async fn with_context(stack: &'s Stack, ctx: stedi::Ctx) -> Result<Runner<'s>> {
         Ok(Runner {
-            ctx: stack.function_context(),
+            ctx,
             queues: stack.queues().await?,
             stack,
             summary: Summary::default(),
+            by_function: BTreeMap::new(),
             invocations: 0,
             verbose: false,
         })
@@ -92,6 +101,10 @@ impl<'s> Runner<'s> {
                         if self.verbose {
                             eprintln!("{}", stedi::lambda::summary_line(q.transition, &summary));
                         }
+                        self.by_function
+                            .entry(q.transition.name())
+                            .or_default()
+                            .absorb(summary.clone());
                         self.summary.absorb(summary);
                         resp["batchItemFailures"]
                             .as_array()

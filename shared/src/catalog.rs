@@ -237,6 +237,28 @@ async fn ensure_location(
     Ok(())
 }
 
+/// Removes partition `dt` of `table` (a missing partition is not an error).
+pub async fn drop_partition(glue: &Client, database: &str, table: Table, dt: &str) -> Result<()> {
+    let qualified = format!("{database}.{}", table.name());
+    match glue
+        .delete_partition()
+        .database_name(database)
+        .table_name(table.name())
+        .partition_values(dt)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_entity_not_found_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(glue_err("DeletePartition", &qualified, e)),
+    }
+}
+
 /// Every registered partition of `table`: `(dt, location)`.
 pub async fn list_partitions(
     glue: &Client,

@@ -9,7 +9,7 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
     let local = Local::start().await.unwrap();
     let path = sample_dir().join("customer/landing/customer-1691348231425.json");
     let key = "customer/landing/my file+1 你好 😊.json";
-    let summary = local
+    let out = local
         .drop(
             &[LandingFile {
                 table: Table::CustomerLanding,
@@ -20,12 +20,10 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
         )
         .await
         .unwrap();
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    assert_eq!(summary.sources, [key]);
-    assert_eq!(
-        (summary.rows_in, summary.rows_out, summary.filtered),
-        (956, 482, 474)
-    );
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let s = out.of_function("customer_landing_to_trusted");
+    assert_eq!(s.sources, [key]);
+    assert_eq!((s.rows_in, s.rows_out, s.filtered), (956, 482, 474));
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["customer_trusted"], 482);
 }

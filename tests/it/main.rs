@@ -2,5 +2,6 @@
 //! (S3 → EventBridge → SQS → handler → Parquet + Glue).
 
 mod events;
+mod hostile;
 mod pipeline;
 mod rows;

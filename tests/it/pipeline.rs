@@ -53,8 +53,24 @@ pub async fn assert_batch_truth(local: &Local, truth: &Truth) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     let local = Local::start().await.unwrap();
-    let summary = local.drop_sample(0).await.unwrap();
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let out = local.drop_sample(0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    for f in [
+        "customer_landing_to_trusted",
+        "accelerometer_landing_to_trusted",
+        "step_trainer_landing_to_trusted",
+    ] {
+        assert!(
+            out.of_function(f).balances(),
+            "{f}: {:?}",
+            out.of_function(f)
+        );
+    }
+    let acc = out.of_function("accelerometer_landing_to_trusted");
+    assert_eq!(
+        (acc.rows_in, acc.rows_out, acc.filtered, acc.quarantined),
+        (81273, 40981, 40292, 0)
+    );
 
     let counts = local.counts().await.unwrap();
     assert_eq!(counts, BTreeMap::from(EXPECTED));
@@ -109,7 +125,7 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         "{keys_before:#?}"
     );
     let again = local.drop_sample(3).await.unwrap();
-    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);
     assert_eq!(local.counts().await.unwrap(), BTreeMap::from(EXPECTED));
     assert_eq!(local.keys().await.unwrap(), keys_before);
     assert_batch_truth(&local, &truth).await;

@@ -2,6 +2,7 @@
 //! bootstrapped from `template.yaml`, and an independent computation of the batch truth
 //! over the sample data to compare the lake against.
 
+pub mod proxy;
 pub mod truth;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,29 @@ use stedi_infra::stack::{Stack, StackConfig};
 /// The sample landing data, `../shared/data/stedi` beside the repository.
 pub fn sample_dir() -> PathBuf {
     stedi_infra::project_root().join("../shared/data/stedi")
+}
+
+/// What the handlers did while a test's events settled.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Summed over every function.
+    pub total: Summary,
+    /// Per function name.
+    pub by_function: BTreeMap<&'static str, Summary>,
+}
+
+impl Outcome {
+    fn of(r: Runner<'_>) -> Outcome {
+        Outcome {
+            total: r.summary,
+            by_function: r.by_function,
+        }
+    }
+
+    /// One function's summary (empty when it did not run).
+    pub fn of_function(&self, name: &str) -> Summary {
+        self.by_function.get(name).cloned().unwrap_or_default()
+    }
 }
 
 /// One test's own AWS: moto_server plus a bootstrapped stack.
@@ -57,7 +81,7 @@ impl Local {
     }
 
     /// Drops `files` through the event path and returns what the handlers reported.
-    pub async fn drop(&self, files: &[lake::LandingFile], redeliver: u32) -> Result<Summary> {
+    pub async fn drop(&self, files: &[lake::LandingFile], redeliver: u32) -> Result<Outcome> {
         let mut runner = Runner::new(&self.stack).await?;
         lake::drop_files(
             &self.stack,
@@ -68,11 +92,11 @@ impl Local {
             |_| {},
         )
         .await?;
-        Ok(runner.summary)
+        Ok(Outcome::of(runner))
     }
 
     /// Drops the whole sample in natural order.
-    pub async fn drop_sample(&self, redeliver: u32) -> Result<Summary> {
+    pub async fn drop_sample(&self, redeliver: u32) -> Result<Outcome> {
         let files = lake::landing_files(&sample_dir(), None)?;
         self.drop(&files, redeliver).await
     }
@@ -134,10 +158,25 @@ impl Local {
         Ok(out)
     }
 
+    /// A second view of the same stack whose clients go to `endpoint` (e.g. a proxy).
+    pub async fn via(&self, endpoint: &str) -> Result<Stack> {
+        let cfg = StackConfig {
+            endpoint: Some(endpoint.to_string()),
+            ..self.stack.cfg.clone()
+        };
+        Stack::connect(cfg, &stedi_infra::project_root().join("template.yaml")).await
+    }
+
+    /// Uploads `body` under `key` and lets the events settle.
+    pub async fn drop_bytes(&self, key: &str, body: impl Into<Bytes>) -> Result<Outcome> {
+        self.put(key, body).await?;
+        self.settle().await
+    }
+
     /// Drains the queues (after uploads done by the test itself).
-    pub async fn settle(&self) -> Result<Summary> {
+    pub async fn settle(&self) -> Result<Outcome> {
         let mut runner = Runner::new(&self.stack).await?;
         runner.drain(Duration::from_secs(120)).await?;
-        Ok(runner.summary)
+        Ok(Outcome::of(runner))
     }
 }

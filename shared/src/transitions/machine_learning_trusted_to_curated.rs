@@ -61,7 +61,7 @@ async fn recompute(
     let out_key = keys::output_key(target, dt, &step.stem);
     let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &step.key, None).await? else {
         ctx.store.delete(bucket, &out_key).await?;
-        return Ok(());
+        return super::prune_partition(ctx, bucket, target, dt).await;
     };
     let mut readings = Vec::new();
     for b in read_parquet(bytes, &[], &step.key)? {
@@ -129,6 +129,7 @@ async fn recompute(
         }
         None => {
             ctx.store.delete(bucket, &out_key).await?;
+            super::prune_partition(ctx, bucket, target, dt).await?;
         }
     }
     Ok(())

@@ -371,10 +371,12 @@ pub async fn publish_partitioned(
         let key = keys::output_key(table, dt, stem);
         ctx.store.delete(bucket, &key).await?;
         summary.deleted.push(key);
+        prune_partition(ctx, bucket, table, dt).await?;
         // machine_learning_curated objects are derived one-to-one from step trainer ones.
         if table == Table::StepTrainerTrusted {
             let ml = keys::output_key(Table::MachineLearningCurated, dt, stem);
             ctx.store.delete(bucket, &ml).await?;
+            prune_partition(ctx, bucket, Table::MachineLearningCurated, dt).await?;
         }
     }
     let now: BTreeSet<&String> = dts.iter().collect();
@@ -383,6 +385,23 @@ pub async fn publish_partitioned(
     } else {
         let body = serde_json::to_vec(&now).unwrap_or_default();
         ctx.store.put(bucket, &mkey, Bytes::from(body)).await?;
+    }
+    Ok(())
+}
+
+/// Drops the Glue partition `dt` of `table` once no object is left in it, so no partition
+/// points at nothing. A writer that adds an object concurrently registers the partition
+/// again after its PUT; the re-check below narrows the window, and `reconcile` closes it.
+pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) -> Result<()> {
+    let prefix = keys::partition_prefix(table, dt);
+    let has_data = |keys: Vec<String>| keys.iter().any(|k| k.ends_with(".parquet"));
+    if has_data(ctx.store.list(bucket, &prefix).await?) {
+        return Ok(());
+    }
+    catalog::drop_partition(&ctx.glue, &ctx.cfg.database, table, dt).await?;
+    if has_data(ctx.store.list(bucket, &prefix).await?) {
+        let dts = [dt.to_string()];
+        catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, table, &dts).await?;
     }
     Ok(())
 }
