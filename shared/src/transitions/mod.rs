@@ -200,7 +200,8 @@ fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
     })))
 }
 
-fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {
+/// A customer snapshot as a Parquet object (rows in e-mail order).
+pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {
     let mut sink = ParquetSink::new(table, row_group_rows)?;
     for row in c.rows.values() {
         sink.append(row)?;
