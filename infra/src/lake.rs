@@ -8,10 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use bytes::Bytes;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::json;
 use stedi::catalog;
+use stedi::lambda::Function;
+use stedi::reconcile;
 use stedi::schema::{Format, Table};
 
 use crate::runner::Runner;
@@ -200,6 +203,97 @@ pub async fn drop_files(
         runner.drain(timeout).await?;
     }
     Ok(())
+}
+
+/// `stedi reconcile`: plans, fans the items out through the reconcile queue (where the
+/// runner hands them to the `reconcile` function), and plans again until nothing is left.
+pub async fn reconcile(
+    stack: &Stack,
+    runner: &mut Runner<'_>,
+    timeout: Duration,
+) -> Result<reconcile::Report> {
+    let ctx = stack.function_context();
+    let bucket = &stack.cfg.bucket;
+    let url = stack.queue_url(Function::Reconcile).await?;
+    let mut report = reconcile::Report::default();
+    for _ in 0..8 {
+        let plan = reconcile::plan(&ctx, bucket).await?;
+        report.add_plan(&plan);
+        if plan.stage.is_none() {
+            report.summary = runner
+                .by_function
+                .get("reconcile")
+                .cloned()
+                .unwrap_or_default();
+            return Ok(report);
+        }
+        for chunk in plan.items.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut body = serde_json::to_value(item)?;
+                    body["bucket"] = json!(bucket);
+                    Ok(SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body.to_string())
+                        .build()?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            stack
+                .sqs
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .context("queueing reconcile items")?;
+        }
+        let before = runner
+            .by_function
+            .get("reconcile")
+            .cloned()
+            .unwrap_or_default();
+        runner.drain(timeout).await?;
+        let after = runner
+            .by_function
+            .get("reconcile")
+            .cloned()
+            .unwrap_or_default();
+        if after.errors.len() > before.errors.len() {
+            bail!(
+                "reconcile items failed: {:?}",
+                &after.errors[before.errors.len()..]
+            );
+        }
+    }
+    report.summary = runner
+        .by_function
+        .get("reconcile")
+        .cloned()
+        .unwrap_or_default();
+    bail!("reconcile did not converge in 8 passes")
+}
+
+/// The lines `stedi reconcile` prints.
+pub fn describe(report: &reconcile::Report) -> Vec<String> {
+    if !report.changed() {
+        return vec![format!(
+            "reconcile: nothing to change; every table equals the batch truth ({} pass)",
+            report.passes
+        )];
+    }
+    let mut lines = Vec::new();
+    for (table, added, removed) in &report.snapshots {
+        lines.push(format!(
+            "{table}: rewritten, {added} added or changed, {removed} removed"
+        ));
+    }
+    for (table, n) in &report.items {
+        lines.push(format!("{table}: {n} work items"));
+    }
+    lines.push(format!("reconcile: {} passes", report.passes));
+    lines
 }
 
 async fn get(stack: &Stack, key: &str) -> Result<Bytes> {

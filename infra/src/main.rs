@@ -75,6 +75,8 @@ enum Command {
         #[arg(long)]
         key: String,
     },
+    /// Bring every trusted and curated table to the batch truth (the backfill).
+    Reconcile,
     /// One line per table: `<table> <rows>`.
     Counts,
     /// up, bootstrap, drop the sample data in natural order, print the counts.
@@ -256,7 +258,18 @@ async fn main() -> Result<()> {
             }]});
             stedi::lambda::init_logging();
             let (_, summary) = stedi::lambda::handle(&ctx, t, &event).await?;
-            println!("{}", stedi::lambda::summary_line(t, &summary));
+            println!(
+                "{}",
+                stedi::lambda::summary_line(stedi::lambda::Function::Transition(t), &summary)
+            );
+        }
+        Command::Reconcile => {
+            let stack = connect(&cli).await?;
+            let mut runner = Runner::new(&stack).await?;
+            let report = lake::reconcile(&stack, &mut runner, Duration::from_secs(1800)).await?;
+            for line in lake::describe(&report) {
+                println!("{line}");
+            }
         }
         Command::Counts => {
             let stack = connect(&cli).await?;

@@ -96,13 +96,13 @@ impl<'s> Runner<'s> {
             let payload = json!({ "Records": records });
             self.invocations += 1;
             let failed: Vec<String> =
-                match stedi::lambda::handle(&self.ctx, q.transition, &payload).await {
+                match stedi::lambda::handle_function(&self.ctx, q.function, &payload).await {
                     Ok((resp, summary)) => {
                         if self.verbose {
-                            eprintln!("{}", stedi::lambda::summary_line(q.transition, &summary));
+                            eprintln!("{}", stedi::lambda::summary_line(q.function, &summary));
                         }
                         self.by_function
-                            .entry(q.transition.name())
+                            .entry(q.function.name())
                             .or_default()
                             .absorb(summary.clone());
                         self.summary.absorb(summary);

@@ -11,9 +11,9 @@ use aws_sdk_glue::types::DatabaseInput;
 use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
-use stedi::Transition;
 use stedi::catalog;
 use stedi::config::Config;
+use stedi::lambda::Function;
 use stedi::schema::Table;
 
 use crate::template::{self, Route};
@@ -57,7 +57,7 @@ pub struct Stack {
 #[derive(Debug, Clone)]
 pub struct QueueInfo {
     /// The function it feeds.
-    pub transition: Transition,
+    pub function: Function,
     /// Its URL.
     pub url: String,
     /// Its dead-letter queue's URL.
@@ -137,6 +137,9 @@ impl Stack {
             let dlq_arn = self.queue_arn(&dlq).await?;
             let q = self.ensure_queue(&route.queue, Some(&dlq_arn)).await?;
             let q_arn = self.queue_arn(&q).await?;
+            let Some(rule) = &route.rule else {
+                continue;
+            };
             let patterns: Vec<_> = route
                 .key_patterns
                 .iter()
@@ -147,7 +150,7 @@ impl Stack {
                 "detail-type": ["Object Created"],
                 "detail": {"bucket": {"name": [bucket]}, "object": {"key": patterns}},
             });
-            let rule = self.queue_name(&route.rule);
+            let rule = self.queue_name(rule);
             self.events
                 .put_rule()
                 .name(&rule)
@@ -241,11 +244,21 @@ impl Stack {
             .with_context(|| format!("{url} has no ARN"))
     }
 
+    /// The URL of `function`'s queue.
+    pub async fn queue_url(&self, function: Function) -> Result<String> {
+        self.queues()
+            .await?
+            .into_iter()
+            .find(|q| q.function == function)
+            .map(|q| q.url)
+            .with_context(|| format!("no queue for {} in template.yaml", function.name()))
+    }
+
     /// The stack's queues (they must exist: run bootstrap first).
     pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
         let mut out = Vec::new();
         for route in &self.routes {
-            let Some(transition) = Transition::from_name(&route.function) else {
+            let Some(function) = Function::from_name(&route.function) else {
                 bail!("template.yaml names an unknown function {}", route.function);
             };
             let url = |id: &str| {
@@ -261,7 +274,7 @@ impl Stack {
                 }
             };
             out.push(QueueInfo {
-                transition,
+                function,
                 url: url(&route.queue).await?,
                 dlq_url: url(&route.dead_letter_queue).await?,
             });

@@ -17,8 +17,8 @@ pub struct Route {
     pub queue: String,
     /// Logical id of its dead-letter queue.
     pub dead_letter_queue: String,
-    /// Logical id of the rule feeding the queue.
-    pub rule: String,
+    /// Logical id of the rule feeding the queue (none for `reconcile`, fed by itself).
+    pub rule: Option<String>,
     /// The rule's `wildcard` patterns on `detail.object.key`.
     pub key_patterns: Vec<String>,
 }
@@ -124,9 +124,10 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             let queue = get_att_target(&ev["Properties"]["Queue"]).ok_or_else(|| {
                 TemplateError::Shape(format!("{binary}: SQS event without !GetAtt queue"))
             })?;
-            let (rule, key_patterns) = rules.get(&queue).cloned().ok_or_else(|| {
-                TemplateError::Shape(format!("{binary}: no EventBridge rule targets {queue}"))
-            })?;
+            let (rule, key_patterns) = match rules.get(&queue).cloned() {
+                Some((rule, patterns)) => (Some(rule), patterns),
+                None => (None, Vec::new()),
+            };
             let dlq = resources
                 .get(queue.as_str())
                 .and_then(|q| {

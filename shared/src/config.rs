@@ -20,6 +20,9 @@ pub struct Config {
     /// `SNAPSHOT_MAX_ATTEMPTS` (default 8): conditional-write attempts on a snapshot table
     /// before the record is failed for SQS to redeliver.
     pub snapshot_max_attempts: u32,
+    /// `RECONCILE_QUEUE_URL` (default unset): where `reconcile` fans its work items out;
+    /// unset, a planning invocation runs the items itself.
+    pub reconcile_queue_url: Option<String>,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             quarantine_line_bytes: 4096,
             row_group_rows: 65536,
             snapshot_max_attempts: 8,
+            reconcile_queue_url: None,
         }
     }
 }
@@ -61,6 +65,7 @@ impl Config {
                 d.snapshot_max_attempts,
                 |v| positive(v).and_then(|n| u32::try_from(n).map_err(|e| e.to_string())),
             )?,
+            reconcile_queue_url: get("RECONCILE_QUEUE_URL").filter(|v| !v.trim().is_empty()),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod event;
 pub mod keys;
 pub mod lambda;
 pub mod lines;
+pub mod reconcile;
 pub mod record;
 pub mod rules;
 pub mod schema;

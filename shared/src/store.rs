@@ -191,6 +191,20 @@ impl Store {
 
     /// Every key under `prefix`.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_with_etags(bucket, prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every key under `prefix` with its ETag, in key order.
+    pub async fn list_with_etags(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -201,11 +215,10 @@ impl Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify("ListObjectsV2", bucket, prefix, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let etag = o.e_tag().unwrap_or_default().to_string();
+                o.key().map(|k| (k.to_string(), etag))
+            }));
         }
         Ok(keys)
     }

@@ -261,29 +261,34 @@ async fn an_endpoint_outage_mid_drop_is_retried_to_the_batch_truth() {
         .await
         .unwrap();
     let files = stedi_infra::lake::landing_files(&sample_dir(), None).unwrap();
+    let zone = |t: Table| -> Vec<_> { files.iter().filter(|f| f.table == t).cloned().collect() };
+    let timeout = Duration::from_secs(300);
+    let customers = zone(Table::CustomerLanding);
+    stedi_infra::lake::drop_files(&local.stack, &mut runner, &customers, 0, timeout, |_| {})
+        .await
+        .unwrap();
 
-    // Cut the endpoint while the accelerometer files are being processed.
-    let cut = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        proxy.set_down(true);
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        proxy.set_down(false);
-    };
-    let drop = stedi_infra::lake::drop_files(
-        &local.stack,
-        &mut runner,
-        &files,
-        0,
-        Duration::from_secs(300),
-        |_| {},
-    );
-    let (result, ()) = tokio::join!(drop, cut);
-    result.unwrap();
+    // The endpoint goes away while the accelerometer files are being processed ...
+    proxy.set_down(true);
+    for f in zone(Table::AccelerometerLanding) {
+        stedi_infra::lake::upload(&local.stack, &f).await.unwrap();
+    }
+    assert_eq!(runner.pump_once().await.unwrap(), 9);
     assert!(proxy.refused() > 0, "the outage never hit a request");
-    assert!(
-        !runner.summary.errors.is_empty(),
-        "no record failed during the outage"
+    let failed = runner.by_function["accelerometer_landing_to_trusted"]
+        .errors
+        .len();
+    assert_eq!(
+        failed, 9,
+        "every record of the batch fails and stays in the queue"
     );
+    // ... and comes back: SQS redelivers the failed records.
+    proxy.set_down(false);
+    runner.drain(timeout).await.unwrap();
+    let steps = zone(Table::StepTrainerLanding);
+    stedi_infra::lake::drop_files(&local.stack, &mut runner, &steps, 0, timeout, |_| {})
+        .await
+        .unwrap();
     assert_eq!(runner.dead_letters().await.unwrap(), 0);
     let counts = local.counts().await.unwrap();
     assert_eq!(counts, std::collections::BTreeMap::from(pipeline::EXPECTED));

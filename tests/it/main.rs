@@ -4,5 +4,6 @@
 mod concurrency;
 mod events;
 mod hostile;
+mod order;
 mod pipeline;
 mod rows;

@@ -118,12 +118,17 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         ]
     );
 
-    let keys_before = local.keys().await.unwrap();
+    // Natural order needs no extra step: reconcile finds nothing to do.
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "{report:?}");
     assert_eq!(
-        keys_before.len(),
-        13 + 1 + 9 + 1 + 3 + 3 + 9 + 3,
-        "{keys_before:#?}"
+        stedi_infra::lake::describe(&report),
+        ["reconcile: nothing to change; every table equals the batch truth (1 pass)"]
     );
+
+    let keys_before = local.keys().await.unwrap();
+    // 13 landing, 2 snapshots, 9 + 3 + 3 outputs, 9 + 3 + 3 manifests.
+    assert_eq!(keys_before.len(), 13 + 2 + 15 + 15, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);
     assert_eq!(local.counts().await.unwrap(), BTreeMap::from(EXPECTED));

@@ -173,6 +173,12 @@ impl Local {
         self.settle().await
     }
 
+    /// `stedi reconcile` through the reconcile queue.
+    pub async fn reconcile(&self) -> Result<stedi::reconcile::Report> {
+        let mut runner = Runner::new(&self.stack).await?;
+        lake::reconcile(&self.stack, &mut runner, Duration::from_secs(300)).await
+    }
+
     /// Drains the queues (after uploads done by the test itself).
     pub async fn settle(&self) -> Result<Outcome> {
         let mut runner = Runner::new(&self.stack).await?;

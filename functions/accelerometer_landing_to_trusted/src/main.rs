@@ -2,5 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    stedi::lambda::serve(stedi::Transition::AccelerometerLandingToTrusted).await
+    stedi::lambda::serve(stedi::lambda::Function::Transition(
+        stedi::Transition::AccelerometerLandingToTrusted,
+    ))
+    .await
 }

@@ -2,5 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    stedi::lambda::serve(stedi::Transition::StepTrainerLandingToTrusted).await
+    stedi::lambda::serve(stedi::lambda::Function::Transition(
+        stedi::Transition::StepTrainerLandingToTrusted,
+    ))
+    .await
 }

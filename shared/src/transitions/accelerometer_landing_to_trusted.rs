@@ -13,13 +13,13 @@ use super::{Ctx, DayCache, RowOutcome, publish_partitioned, scan_landing};
 
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let (customers, _) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let (customers, ref_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
     let consent = customers.consent_dates();
     let target = Table::AccelerometerTrusted;
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
     let mut days = DayCache::default();
     let as_of = ctx.cfg.consent_as_of;
-    let mut s = scan_landing(ctx, bucket, src, |cells| {
+    let (mut s, source_etag) = scan_landing(ctx, bucket, src, |cells| {
         let user = cells[accelerometer::USER].as_str().unwrap_or_default();
         let ts = cells[accelerometer::TIMESTAMP]
             .as_long()
@@ -34,6 +34,16 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         Ok(RowOutcome::Kept)
     })
     .await?;
-    publish_partitioned(ctx, bucket, target, &src.stem, sink.finish()?, &mut s).await?;
+    let lineage = (source_etag, ref_etag.unwrap_or_default());
+    publish_partitioned(
+        ctx,
+        bucket,
+        target,
+        &src.stem,
+        sink.finish()?,
+        lineage,
+        &mut s,
+    )
+    .await?;
     Ok(s)
 }

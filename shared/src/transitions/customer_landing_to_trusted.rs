@@ -12,7 +12,7 @@ use super::{Ctx, RowOutcome, rewrite_snapshot, scan_landing};
 /// Folds one landing file into the snapshot.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let mut rows: Vec<CustomerRow> = Vec::new();
-    let mut s = scan_landing(ctx, bucket, src, |cells| {
+    let (mut s, _) = scan_landing(ctx, bucket, src, |cells| {
         rows.push(cells.iter().cloned().map(|c| c.into_owned()).collect());
         Ok(RowOutcome::Kept)
     })

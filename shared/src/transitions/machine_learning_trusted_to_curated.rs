@@ -50,7 +50,40 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     Ok(s)
 }
 
-async fn recompute(
+/// Where the lineage of the output of step trainer object `stem` in `dt` is kept.
+pub fn manifest_key(dt: &str, stem: &str) -> String {
+    format!(
+        "{}_manifests/dt={dt}/{stem}.json",
+        Table::MachineLearningCurated.prefix()
+    )
+}
+
+/// The inputs an output is computed from: the step trainer object, every accelerometer
+/// object of its `dt`, and customer_trusted.
+pub fn inputs_digest(step_etag: &str, accel: &[(String, String)], customers: &str) -> String {
+    let mut parts = vec![step_etag, customers];
+    for (k, e) in accel {
+        parts.push(k);
+        parts.push(e);
+    }
+    super::digest(parts)
+}
+
+/// The accelerometer_trusted objects of `dt` with their ETags.
+pub async fn accel_objects(ctx: &Ctx, bucket: &str, dt: &str) -> Result<Vec<(String, String)>> {
+    let prefix = keys::partition_prefix(Table::AccelerometerTrusted, dt);
+    Ok(ctx
+        .store
+        .list_with_etags(bucket, &prefix)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".parquet"))
+        .collect())
+}
+
+/// Recomputes the output of one step trainer object (deleting it when the object is gone
+/// or nothing joins).
+pub async fn recompute(
     ctx: &Ctx,
     bucket: &str,
     step: &SourceKey,
@@ -59,10 +92,15 @@ async fn recompute(
 ) -> Result<()> {
     let target = Table::MachineLearningCurated;
     let out_key = keys::output_key(target, dt, &step.stem);
-    let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &step.key, None).await? else {
+    let mkey = manifest_key(dt, &step.stem);
+    let Fetched::Body(bytes, step_etag) = ctx.store.fetch(bucket, &step.key, None).await? else {
         ctx.store.delete(bucket, &out_key).await?;
+        ctx.store.delete(bucket, &mkey).await?;
         return super::prune_partition(ctx, bucket, target, dt).await;
     };
+    let accel = accel_objects(ctx, bucket, dt).await?;
+    let (customers, customers_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let inputs = inputs_digest(&step_etag, &accel, customers_etag.as_deref().unwrap_or(""));
     let mut readings = Vec::new();
     for b in read_parquet(bytes, &[], &step.key)? {
         let t = column::<Int64Array>(&b, "sensorreadingtime", &step.key)?;
@@ -73,25 +111,20 @@ async fn recompute(
         }
     }
     s.rows_in += readings.len() as u64;
-    let (customers, _) = ctx.customers(bucket, Table::CustomerTrusted).await?;
     let join = MlJoin::new(readings).with_customers(&customers);
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
     if !join.is_empty() {
-        let prefix = keys::partition_prefix(Table::AccelerometerTrusted, dt);
-        for acc_key in ctx.store.list(bucket, &prefix).await? {
-            if !acc_key.ends_with(".parquet") {
-                continue;
-            }
-            let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &acc_key, None).await? else {
+        for (acc_key, _) in &accel {
+            let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, acc_key, None).await? else {
                 continue;
             };
-            for b in read_parquet(bytes, &[], &acc_key)? {
-                let user = column::<StringArray>(&b, "user", &acc_key)?;
-                let ts = column::<Int64Array>(&b, "timestamp", &acc_key)?;
+            for b in read_parquet(bytes, &[], acc_key)? {
+                let user = column::<StringArray>(&b, "user", acc_key)?;
+                let ts = column::<Int64Array>(&b, "timestamp", acc_key)?;
                 let (x, y, z) = (
-                    column::<Float64Array>(&b, "x", &acc_key)?,
-                    column::<Float64Array>(&b, "y", &acc_key)?,
-                    column::<Float64Array>(&b, "z", &acc_key)?,
+                    column::<Float64Array>(&b, "x", acc_key)?,
+                    column::<Float64Array>(&b, "y", acc_key)?,
+                    column::<Float64Array>(&b, "z", acc_key)?,
                 );
                 for i in 0..b.num_rows() {
                     let Some((serial, distances)) = join.probe(user.value(i), ts.value(i)) else {
@@ -112,25 +145,26 @@ async fn recompute(
             }
         }
     }
-    let parts = sink.finish()?;
-    match parts.into_iter().next() {
+    let mut manifest = super::Manifest {
+        dts: Default::default(),
+        source_etag: step_etag,
+        inputs,
+    };
+    match sink.finish()?.into_iter().next() {
         Some((dt, rows, bytes)) => {
             ctx.store.put(bucket, &out_key, bytes).await?;
-            crate::catalog::register_partitions(
-                &ctx.glue,
-                &ctx.cfg.database,
-                bucket,
-                target,
-                &[dt],
-            )
-            .await?;
+            let dts = [dt];
+            crate::catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, target, &dts)
+                .await?;
             s.rows_out += rows;
             s.outputs.push(out_key);
+            manifest.dts.extend(dts);
         }
         None => {
             ctx.store.delete(bucket, &out_key).await?;
             super::prune_partition(ctx, bucket, target, dt).await?;
         }
     }
-    Ok(())
+    let body = serde_json::to_vec(&manifest).unwrap_or_default();
+    ctx.store.put(bucket, &mkey, body.into()).await
 }

@@ -131,6 +131,8 @@ pub struct Ctx {
     /// Configuration read at cold start.
     pub cfg: Config,
     cache: Mutex<HashMap<(String, Table), Cached>>,
+    /// The reconcile queue (client and URL), where `reconcile` fans out its items.
+    pub reconcile_queue: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 /// A snapshot as last read: its ETag and content.
@@ -144,6 +146,7 @@ impl Ctx {
             glue,
             cfg,
             cache: Mutex::new(HashMap::new()),
+            reconcile_queue: None,
         }
     }
 
@@ -257,8 +260,8 @@ pub async fn scan_landing(
     bucket: &str,
     src: &SourceKey,
     mut on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
-) -> Result<Summary> {
-    let (mut body, _) = ctx.store.open(bucket, &src.key).await?;
+) -> Result<(Summary, String)> {
+    let (body, etag) = ctx.store.open(bucket, &src.key).await?;
     let columns = src.table.columns();
     let mut q = Quarantine {
         source: src.key.clone(),
@@ -293,21 +296,7 @@ pub async fn scan_landing(
         }
         Ok(())
     };
-    let mut splitter = LineSplitter::new(ctx.cfg.max_line_bytes, ctx.cfg.quarantine_line_bytes);
-    loop {
-        let chunk = body.try_next().await.map_err(|e| Error::S3 {
-            op: "GetObject",
-            bucket: bucket.to_string(),
-            key: src.key.clone(),
-            message: format!("reading body: {e}"),
-            retryable: true,
-        })?;
-        match chunk {
-            Some(chunk) => splitter.push(&chunk, &mut handle)?,
-            None => break,
-        }
-    }
-    splitter.finish(&mut handle)?;
+    split_body(ctx, bucket, &src.key, body, &mut handle).await?;
     s.quarantined = q.count;
     let qkey = quarantine_key(src);
     if q.count > 0 {
@@ -317,7 +306,32 @@ pub async fn scan_landing(
         // A reprocessed file that is now clean leaves no old quarantine behind.
         ctx.store.delete(bucket, &qkey).await?;
     }
-    Ok(s)
+    Ok((s, etag))
+}
+
+/// Feeds an object's body through the line splitter.
+pub async fn split_body(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    handle: &mut impl FnMut(Line<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut splitter = LineSplitter::new(ctx.cfg.max_line_bytes, ctx.cfg.quarantine_line_bytes);
+    loop {
+        let chunk = body.try_next().await.map_err(|e| Error::S3 {
+            op: "GetObject",
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            message: format!("reading body: {e}"),
+            retryable: true,
+        })?;
+        match chunk {
+            Some(chunk) => splitter.push(&chunk, handle)?,
+            None => break,
+        }
+    }
+    splitter.finish(handle)
 }
 
 /// The partition (`dt`) of an epoch-millisecond timestamp, remembering the last day so
@@ -340,9 +354,43 @@ impl DayCache {
     }
 }
 
-/// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote.
-fn manifest_key(table: Table, stem: &str) -> String {
+/// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and
+/// the inputs they were computed from (the source's ETag, and the ETag or digest of the
+/// reference data), so `reconcile` recomputes only what is stale.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Partitions the source has an output in.
+    pub dts: BTreeSet<String>,
+    /// ETag of the source object when it was processed.
+    pub source_etag: String,
+    /// ETag (or digest of ETags) of the reference data it was filtered or joined with.
+    pub inputs: String,
+}
+
+/// Where the manifest of `stem`'s outputs in `table` is kept (Athena and the rules ignore
+/// `_`-prefixed folders).
+pub fn manifest_key(table: Table, stem: &str) -> String {
     format!("{}_manifests/{stem}.json", table.prefix())
+}
+
+/// Reads a manifest (`None` when there is none or it is unreadable).
+pub async fn read_manifest(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+    Ok(match ctx.store.fetch(bucket, key, None).await? {
+        Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
+        _ => None,
+    })
+}
+
+/// A stable digest of several ETags (FNV-1a, 64 bits, hex).
+pub fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// Writes the outputs of one source object (one per `dt`), registers their partitions, and
@@ -353,6 +401,7 @@ pub async fn publish_partitioned(
     table: Table,
     stem: &str,
     parts: Vec<(String, u64, Bytes)>,
+    lineage: (String, String),
     summary: &mut Summary,
 ) -> Result<()> {
     let mut dts = Vec::with_capacity(parts.len());
@@ -364,10 +413,10 @@ pub async fn publish_partitioned(
     }
     catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, table, &dts).await?;
     let mkey = manifest_key(table, stem);
-    let before: BTreeSet<String> = match ctx.store.fetch(bucket, &mkey, None).await? {
-        Fetched::Body(b, _) => serde_json::from_slice(&b).unwrap_or_default(),
-        _ => BTreeSet::new(),
-    };
+    let before = read_manifest(ctx, bucket, &mkey)
+        .await?
+        .map(|m| m.dts)
+        .unwrap_or_default();
     for dt in before.iter().filter(|d| !dts.contains(d)) {
         let key = keys::output_key(table, dt, stem);
         ctx.store.delete(bucket, &key).await?;
@@ -377,16 +426,19 @@ pub async fn publish_partitioned(
         if table == Table::StepTrainerTrusted {
             let ml = keys::output_key(Table::MachineLearningCurated, dt, stem);
             ctx.store.delete(bucket, &ml).await?;
+            let ml_manifest = machine_learning_trusted_to_curated::manifest_key(dt, stem);
+            ctx.store.delete(bucket, &ml_manifest).await?;
             prune_partition(ctx, bucket, Table::MachineLearningCurated, dt).await?;
         }
     }
-    let now: BTreeSet<&String> = dts.iter().collect();
-    if now.is_empty() {
-        ctx.store.delete(bucket, &mkey).await?;
-    } else {
-        let body = serde_json::to_vec(&now).unwrap_or_default();
-        ctx.store.put(bucket, &mkey, Bytes::from(body)).await?;
-    }
+    let (source_etag, inputs) = lineage;
+    let manifest = Manifest {
+        dts: dts.into_iter().collect(),
+        source_etag,
+        inputs,
+    };
+    let body = serde_json::to_vec(&manifest).unwrap_or_default();
+    ctx.store.put(bucket, &mkey, Bytes::from(body)).await?;
     Ok(())
 }
 

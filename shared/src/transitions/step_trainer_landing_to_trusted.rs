@@ -12,12 +12,12 @@ use super::{Ctx, DayCache, RowOutcome, publish_partitioned, scan_landing};
 
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let (curated, _) = ctx.customers(bucket, Table::CustomerCurated).await?;
+    let (curated, ref_etag) = ctx.customers(bucket, Table::CustomerCurated).await?;
     let serials = curated.serials();
     let target = Table::StepTrainerTrusted;
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
     let mut days = DayCache::default();
-    let mut s = scan_landing(ctx, bucket, src, |cells| {
+    let (mut s, source_etag) = scan_landing(ctx, bucket, src, |cells| {
         let serial = cells[step_trainer::SERIAL].as_str().unwrap_or_default();
         if !serials.contains(serial) {
             return Ok(RowOutcome::Filtered);
@@ -32,6 +32,16 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         Ok(RowOutcome::Kept)
     })
     .await?;
-    publish_partitioned(ctx, bucket, target, &src.stem, sink.finish()?, &mut s).await?;
+    let lineage = (source_etag, ref_etag.unwrap_or_default());
+    publish_partitioned(
+        ctx,
+        bucket,
+        target,
+        &src.stem,
+        sink.finish()?,
+        lineage,
+        &mut s,
+    )
+    .await?;
     Ok(s)
 }

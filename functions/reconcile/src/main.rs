@@ -1,0 +1,6 @@
+//! `reconcile`: see `stedi::reconcile`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    stedi::lambda::serve(stedi::lambda::Function::Reconcile).await
+}

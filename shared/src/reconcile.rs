@@ -1,0 +1,423 @@
+//! `reconcile`: brings every trusted and curated table to exactly the batch truth over all
+//! landing data, whatever order the events came in; also the backfill for data that was in
+//! the bucket before deployment, and what makes a consent withdrawal take effect.
+//!
+//! It scales out: [`plan`] compares each output's recorded lineage (source ETag and the
+//! ETag or digest of the reference data, see [`crate::transitions::Manifest`]) with the
+//! current state and returns one work [`Item`] per stale source object or (step trainer
+//! object, `dt`); items are fanned out through the reconcile queue and each is one ordinary
+//! transition run. The tables depend on each other in order — customer_trusted,
+//! accelerometer_trusted, customer_curated, step_trainer_trusted, machine_learning_curated —
+//! so a plan stops at the first stage with stale items; planning again after they ran
+//! continues with the next stage, until a plan finds nothing to do. The two snapshots are
+//! recomputed by the planner itself (customers are the small side).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow_array::StringArray;
+use serde::{Deserialize, Serialize};
+
+use crate::columnar::{column, read_parquet};
+use crate::error::Result;
+use crate::keys;
+use crate::lines::Line;
+use crate::record::parse_line;
+use crate::rules::{self, CustomerRow, Customers};
+use crate::schema::Table;
+use crate::store::Fetched;
+use crate::summary::Summary;
+use crate::transitions::{
+    Ctx, Transition, machine_learning_trusted_to_curated as ml, manifest_key, publish_partitioned,
+    read_manifest, rewrite_snapshot, split_body,
+};
+
+/// One unit of reconcile work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "item")]
+pub enum Item {
+    /// Run a landing transition on one landing object.
+    Landing {
+        /// `accelerometer_landing_to_trusted` or `step_trainer_landing_to_trusted`.
+        function: String,
+        /// The landing object.
+        key: String,
+    },
+    /// Remove the outputs of a landing object that no longer exists.
+    Orphan {
+        /// The trusted table.
+        table: String,
+        /// The vanished source's stem.
+        stem: String,
+    },
+    /// Recompute the machine-learning output of one step trainer object.
+    Ml {
+        /// The step_trainer_trusted object (it may be gone: its output is then deleted).
+        key: String,
+    },
+}
+
+/// What a planning pass found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// The stage the items belong to (the table they rebuild), or `None` when in step.
+    pub stage: Option<Table>,
+    /// Work to fan out.
+    pub items: Vec<Item>,
+    /// Snapshot tables the planner rewrote, with the customers added and removed.
+    pub snapshots: Vec<(Table, usize, usize)>,
+}
+
+impl Plan {
+    /// Whether the lake already equals the batch truth.
+    pub fn is_done(&self) -> bool {
+        self.items.is_empty() && self.snapshots.is_empty()
+    }
+}
+
+/// Latest record per e-mail over every customer landing object (unreadable lines skipped:
+/// the landing transition quarantines them).
+async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
+    let mut latest = Customers::default();
+    let columns = Table::CustomerLanding.columns();
+    for key in ctx
+        .store
+        .list(bucket, Table::CustomerLanding.prefix())
+        .await?
+    {
+        if keys::accept(bucket, &key, &[Table::CustomerLanding]).is_err() {
+            continue;
+        }
+        let (body, _) = ctx.store.open(bucket, &key).await?;
+        let mut rows: Vec<CustomerRow> = Vec::new();
+        split_body(ctx, bucket, &key, body, &mut |line| {
+            if let Line::Text { bytes, .. } = line {
+                let mut cells = Vec::with_capacity(columns.len());
+                if parse_line(bytes, columns, &mut cells).is_ok() {
+                    rows.push(cells.into_iter().map(|c| c.into_owned()).collect());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        for (email, row) in Customers::latest_of(rows).rows {
+            match latest.rows.get(&email) {
+                Some(cur) if !rules::supersedes(&row, cur) => {}
+                _ => {
+                    latest.rows.insert(email, row);
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Distinct users of every accelerometer_trusted object.
+async fn accelerometer_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
+    let mut users = BTreeSet::new();
+    for key in trusted_objects(ctx, bucket, Table::AccelerometerTrusted).await? {
+        let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key.0, None).await? else {
+            continue;
+        };
+        for b in read_parquet(bytes, &["user"], &key.0)? {
+            let col = column::<StringArray>(&b, "user", &key.0)?;
+            users.extend(col.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(users)
+}
+
+/// The `dt=…/x.parquet` objects of a partitioned table, with their ETags.
+async fn trusted_objects(ctx: &Ctx, bucket: &str, table: Table) -> Result<Vec<(String, String)>> {
+    Ok(ctx
+        .store
+        .list_with_etags(bucket, table.prefix())
+        .await?
+        .into_iter()
+        .filter(|(k, _)| keys::accept(bucket, k, &[table]).is_ok())
+        .collect())
+}
+
+/// Rewrites a snapshot to `want` if it differs; returns (added, removed) when it did.
+async fn converge_snapshot(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    want: &Customers,
+) -> Result<Option<(usize, usize)>> {
+    let mut diff = None;
+    let mut s = Summary::default();
+    rewrite_snapshot(ctx, bucket, table, &mut s, |cur| {
+        if cur == want {
+            return None;
+        }
+        let added = want
+            .rows
+            .iter()
+            .filter(|(e, r)| cur.rows.get(*e) != Some(*r))
+            .count();
+        let removed = cur
+            .rows
+            .keys()
+            .filter(|e| !want.rows.contains_key(*e))
+            .count();
+        diff = Some((added, removed));
+        Some(want.clone())
+    })
+    .await?;
+    Ok(diff)
+}
+
+/// Landing objects of `t` whose outputs are missing or stale, and outputs whose source is
+/// gone.
+async fn stale_landing(
+    ctx: &Ctx,
+    bucket: &str,
+    t: Transition,
+    reference_etag: &str,
+) -> Result<Vec<Item>> {
+    let source = t.sources()[0];
+    let target = t.target();
+    let mut items = Vec::new();
+    let mut stems = BTreeSet::new();
+    for (key, etag) in ctx.store.list_with_etags(bucket, source.prefix()).await? {
+        let Ok(src) = keys::accept(bucket, &key, &[source]) else {
+            continue;
+        };
+        stems.insert(src.stem.clone());
+        let m = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await?;
+        let fresh = m.is_some_and(|m| m.source_etag == etag && m.inputs == reference_etag);
+        if !fresh {
+            items.push(Item::Landing {
+                function: t.name().to_string(),
+                key,
+            });
+        }
+    }
+    let manifests = format!("{}_manifests/", target.prefix());
+    for key in ctx.store.list(bucket, &manifests).await? {
+        let Some(stem) = key[manifests.len()..].strip_suffix(".json") else {
+            continue;
+        };
+        if !stem.contains('/') && !stems.contains(stem) {
+            items.push(Item::Orphan {
+                table: target.name().to_string(),
+                stem: stem.to_string(),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// Step trainer objects whose machine-learning output is missing or stale, and outputs
+/// whose step trainer object is gone.
+async fn stale_ml(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
+    let (_, customers_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let customers_etag = customers_etag.unwrap_or_default();
+    let mut accel_by_dt: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut items = Vec::new();
+    let steps = trusted_objects(ctx, bucket, Table::StepTrainerTrusted).await?;
+    let step_keys: BTreeSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
+    for (key, etag) in &steps {
+        let Ok(src) = keys::accept(bucket, key, &[Table::StepTrainerTrusted]) else {
+            continue;
+        };
+        let dt = src.dt.clone().unwrap_or_default();
+        if !accel_by_dt.contains_key(&dt) {
+            let objects = ml::accel_objects(ctx, bucket, &dt).await?;
+            accel_by_dt.insert(dt.clone(), objects);
+        }
+        let accel = accel_by_dt.get(&dt).map(Vec::as_slice).unwrap_or_default();
+        let want = ml::inputs_digest(etag, accel, &customers_etag);
+        let m = read_manifest(ctx, bucket, &ml::manifest_key(&dt, &src.stem)).await?;
+        if m.is_none_or(|m| m.inputs != want) {
+            items.push(Item::Ml { key: key.clone() });
+        }
+    }
+    for (key, _) in trusted_objects(ctx, bucket, Table::MachineLearningCurated).await? {
+        let step_key = key.replacen(
+            Table::MachineLearningCurated.prefix(),
+            Table::StepTrainerTrusted.prefix(),
+            1,
+        );
+        if !step_keys.contains(step_key.as_str()) {
+            items.push(Item::Ml { key: step_key });
+        }
+    }
+    Ok(items)
+}
+
+/// One planning pass (see the module docs).
+pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let everyone = all_customers(ctx, bucket).await?;
+    let trusted = Customers {
+        rows: everyone
+            .rows
+            .into_iter()
+            .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
+            .collect(),
+    };
+    if let Some((a, r)) = converge_snapshot(ctx, bucket, Table::CustomerTrusted, &trusted).await? {
+        plan.snapshots.push((Table::CustomerTrusted, a, r));
+    }
+    let (_, trusted_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let t = Transition::AccelerometerLandingToTrusted;
+    plan.items = stale_landing(ctx, bucket, t, &trusted_etag.unwrap_or_default()).await?;
+    if !plan.items.is_empty() {
+        plan.stage = Some(Table::AccelerometerTrusted);
+        return Ok(plan);
+    }
+    let users = accelerometer_users(ctx, bucket).await?;
+    let curated = Customers {
+        rows: trusted
+            .rows
+            .into_iter()
+            .filter(|(e, _)| users.contains(e))
+            .collect(),
+    };
+    if let Some((a, r)) = converge_snapshot(ctx, bucket, Table::CustomerCurated, &curated).await? {
+        plan.snapshots.push((Table::CustomerCurated, a, r));
+    }
+    let (_, curated_etag) = ctx.customers(bucket, Table::CustomerCurated).await?;
+    let t = Transition::StepTrainerLandingToTrusted;
+    plan.items = stale_landing(ctx, bucket, t, &curated_etag.unwrap_or_default()).await?;
+    if !plan.items.is_empty() {
+        plan.stage = Some(Table::StepTrainerTrusted);
+        return Ok(plan);
+    }
+    plan.items = stale_ml(ctx, bucket).await?;
+    if !plan.items.is_empty() {
+        plan.stage = Some(Table::MachineLearningCurated);
+    }
+    Ok(plan)
+}
+
+/// Runs one work item.
+pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
+    match item {
+        Item::Landing { function, key } => {
+            let t = Transition::from_name(function).ok_or_else(|| {
+                crate::Error::BadEvent(format!("reconcile item names unknown function {function}"))
+            })?;
+            let src = keys::accept(bucket, key, t.sources())?;
+            t.run(ctx, bucket, &src).await
+        }
+        Item::Orphan { table, stem } => {
+            let table = Table::from_name(table)
+                .filter(|t| t.partitioned())
+                .ok_or_else(|| crate::Error::BadEvent(format!("no partitioned table {table}")))?;
+            let mut s = Summary::default();
+            publish_partitioned(
+                ctx,
+                bucket,
+                table,
+                stem,
+                Vec::new(),
+                Default::default(),
+                &mut s,
+            )
+            .await?;
+            ctx.store.delete(bucket, &manifest_key(table, stem)).await?;
+            Ok(s)
+        }
+        Item::Ml { key } => {
+            let src = keys::accept(bucket, key, &[Table::StepTrainerTrusted])?;
+            let mut s = Summary {
+                sources: vec![key.clone()],
+                ..Summary::default()
+            };
+            let dt = src.dt.clone().unwrap_or_default();
+            ml::recompute(ctx, bucket, &src, &dt, &mut s).await?;
+            Ok(s)
+        }
+    }
+}
+
+/// Counts of a whole reconcile (several plans and their items).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    /// Planning passes.
+    pub passes: u32,
+    /// Items executed per stage (table name).
+    pub items: BTreeMap<&'static str, u64>,
+    /// Snapshot rewrites: (table, added or changed, removed).
+    pub snapshots: Vec<(&'static str, usize, usize)>,
+    /// What the items did.
+    pub summary: Summary,
+}
+
+impl Report {
+    /// Whether the run changed anything.
+    pub fn changed(&self) -> bool {
+        !self.snapshots.is_empty()
+            || !self.summary.deleted.is_empty()
+            || self.items.values().any(|n| *n > 0)
+    }
+
+    /// Folds a plan in.
+    pub fn add_plan(&mut self, plan: &Plan) {
+        self.passes += 1;
+        for (t, a, r) in &plan.snapshots {
+            self.snapshots.push((t.name(), *a, *r));
+        }
+        if let Some(stage) = plan.stage {
+            *self.items.entry(stage.name()).or_default() += plan.items.len() as u64;
+        }
+    }
+}
+
+/// Plans and executes in this process until a plan finds nothing to do.
+pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
+    let mut report = Report::default();
+    // Five stages at most, each needing one pass to find its items.
+    for _ in 0..8 {
+        let plan = plan(ctx, bucket).await?;
+        report.add_plan(&plan);
+        if plan.items.is_empty() && plan.stage.is_none() && plan.snapshots.is_empty() {
+            break;
+        }
+        for item in &plan.items {
+            report.summary.absorb(execute(ctx, bucket, item).await?);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_travel_as_json() {
+        let items = [
+            Item::Landing {
+                function: "accelerometer_landing_to_trusted".into(),
+                key: "accelerometer/landing/a b.json".into(),
+            },
+            Item::Orphan {
+                table: "step_trainer_trusted".into(),
+                stem: "x".into(),
+            },
+            Item::Ml {
+                key: "step_trainer/trusted/dt=2022-06-18/x.parquet".into(),
+            },
+        ];
+        for item in items {
+            let text = serde_json::to_string(&item).unwrap();
+            assert_eq!(serde_json::from_str::<Item>(&text).unwrap(), item);
+        }
+        assert_eq!(
+            serde_json::to_string(&Item::Ml { key: "k".into() }).unwrap(),
+            r#"{"item":"ml","key":"k"}"#
+        );
+    }
+
+    #[test]
+    fn digests_are_stable_and_order_sensitive() {
+        use crate::transitions::digest;
+        assert_eq!(digest(["a", "b"]), digest(["a", "b"]));
+        assert_ne!(digest(["a", "b"]), digest(["b", "a"]));
+        assert_ne!(digest(["ab"]), digest(["a", "b"]));
+        assert_eq!(digest([]), "cbf29ce484222325");
+    }
+}

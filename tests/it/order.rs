@@ -1,0 +1,221 @@
+//! Properties 5 and 6: any arrival order converges to the batch truth after one
+//! reconcile; consent withdrawal removes a customer everywhere; CONSENT_AS_OF.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use stedi::config::Config;
+use stedi::schema::Table;
+use stedi_infra::lake::{self, LandingFile};
+use stedi_tests::truth::Truth;
+use stedi_tests::{Local, sample_dir};
+
+use crate::{pipeline, rows};
+
+/// A small deterministic generator for the permutations (xorshift64*).
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let r = seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        items.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+}
+
+async fn any_order_then_reconcile(seed: u64) {
+    let local = Local::start().await.unwrap();
+    let mut files = lake::landing_files(&sample_dir(), None).unwrap();
+    shuffle(&mut files, seed);
+    let order: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+    for f in &files {
+        // One file at a time, each fully processed, in this order.
+        local.drop(std::slice::from_ref(f), 0).await.unwrap();
+    }
+    let report = local.reconcile().await.unwrap();
+    assert_eq!(
+        local.counts().await.unwrap(),
+        BTreeMap::from(pipeline::EXPECTED),
+        "order {order:?}, {report:?}"
+    );
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let again = local.reconcile().await.unwrap();
+    assert!(!again.changed(), "second reconcile changed {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_before_customers_converge_after_one_reconcile() {
+    // Reverse natural order: step trainer, then accelerometer, then customers.
+    let local = Local::start().await.unwrap();
+    let mut files = lake::landing_files(&sample_dir(), None).unwrap();
+    files.reverse();
+    local.drop(&files[..3], 0).await.unwrap();
+    local.drop(&files[3..12], 0).await.unwrap();
+    local.drop(&files[12..], 0).await.unwrap();
+    let before = local.counts().await.unwrap();
+    assert_eq!(
+        before["step_trainer_trusted"], 0,
+        "no curated customers yet"
+    );
+    let report = local.reconcile().await.unwrap();
+    assert!(report.changed());
+    assert_eq!(report.items["step_trainer_trusted"], 3, "{report:?}");
+    assert_eq!(
+        local.counts().await.unwrap(),
+        BTreeMap::from(pipeline::EXPECTED)
+    );
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let again = local.reconcile().await.unwrap();
+    assert!(!again.changed(), "{again:?}");
+    assert_eq!(
+        lake::describe(&again),
+        ["reconcile: nothing to change; every table equals the batch truth (1 pass)"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_permutation_1() {
+    any_order_then_reconcile(0x5EED_0001).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_permutation_2() {
+    any_order_then_reconcile(0x5EED_0002).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_permutation_3() {
+    any_order_then_reconcile(0x5EED_0003).await;
+}
+
+/// A copy of the sample folder (symlinks) plus extra customer files, for the truth.
+fn data_with(extra: &[(&str, String)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "stedi-it-data-{}-{}",
+        std::process::id(),
+        extra.first().map(|e| e.0).unwrap_or("x")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    for zone in ["customer", "accelerometer", "step_trainer"] {
+        let to = dir.join(zone).join("landing");
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(sample_dir().join(zone).join("landing")).unwrap() {
+            let f = f.unwrap().path();
+            std::os::unix::fs::symlink(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    for (name, body) in extra {
+        std::fs::write(dir.join("customer/landing").join(name), body).unwrap();
+    }
+    dir
+}
+
+fn customer_record(email: &str) -> Value {
+    let text =
+        std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
+            .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["email"] == email)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_customer_disappears_from_every_trusted_and_curated_table() {
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let email = "Santosh.Clayton@test.com";
+    let mut rec = customer_record(email);
+    let serial = rec["serialNumber"].as_str().unwrap().to_string();
+    let ml_before = rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    assert!(
+        ml_before.iter().any(|r| r.1 == serial),
+        "the customer had ML rows"
+    );
+
+    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["shareWithResearchAsOfDate"] = json!(0);
+    let file = format!("{rec}\n");
+    let key = "customer/landing/withdrawal.json";
+    local
+        .drop(
+            &[LandingFile {
+                table: Table::CustomerLanding,
+                path: write_temp("withdrawal.json", &file),
+                key: key.into(),
+            }],
+            0,
+        )
+        .await
+        .unwrap();
+    // The event removes the customer from customer_trusted at once ...
+    let trusted = rows::emails(&local.batches(Table::CustomerTrusted).await.unwrap());
+    assert!(!trusted.contains(&email.to_string()));
+    // ... and reconcile removes their readings everywhere.
+    let report = local.reconcile().await.unwrap();
+    assert!(report.changed());
+    let truth = Truth::compute(&data_with(&[("withdrawal.json", file)]), false).unwrap();
+    assert!(!truth.customer_trusted.contains(email));
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let accel = rows::accel(&local.batches(Table::AccelerometerTrusted).await.unwrap());
+    assert!(accel.iter().all(|a| a.0 != email));
+    let steps = rows::steps(&local.batches(Table::StepTrainerTrusted).await.unwrap());
+    assert!(steps.iter().all(|s| s.1 != serial));
+    let ml = rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    assert!(ml.iter().all(|r| r.1 != serial));
+    // Every other row is unchanged.
+    let others: Vec<_> = ml_before.into_iter().filter(|r| r.1 != serial).collect();
+    assert_eq!(ml, others);
+    let counts = local.counts().await.unwrap();
+    assert_eq!(counts["customer_trusted"], 481);
+    assert_eq!(counts["customer_landing"], 957);
+
+    // Consent given again later: the customer comes back.
+    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["shareWithResearchAsOfDate"] = json!(1655564376361i64);
+    local
+        .put("customer/landing/regrant.json", format!("{rec}\n"))
+        .await
+        .unwrap();
+    local.settle().await.unwrap();
+    local.reconcile().await.unwrap();
+    let mut want = BTreeMap::from(pipeline::EXPECTED);
+    want.insert("customer_landing", 958);
+    assert_eq!(local.counts().await.unwrap(), want);
+}
+
+fn write_temp(name: &str, body: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("stedi-it-{}-{name}", std::process::id()));
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_as_of_keeps_only_readings_after_consent() {
+    let cfg = Config {
+        consent_as_of: true,
+        ..Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let report = local.reconcile().await.unwrap();
+    let truth = Truth::compute(&sample_dir(), true).unwrap();
+    let counts = local.counts().await.unwrap();
+    assert_eq!(counts["accelerometer_trusted"], 32025, "{report:?}");
+    assert_eq!(
+        counts["customer_curated"],
+        truth.customer_curated.len() as u64
+    );
+    assert_eq!(
+        counts["step_trainer_trusted"],
+        truth.step_trainer_trusted.len() as u64
+    );
+    assert_eq!(
+        counts["machine_learning_curated"],
+        truth.machine_learning_curated.len() as u64
+    );
+    pipeline::assert_batch_truth(&local, &truth).await;
+}
