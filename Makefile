@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup build test demo lint fmt clean down
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -14,11 +14,41 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+## Deployment and benchmark tools from PyPI: cargo-lambda, ziglang, aws-sam-cli, cfn-lint, duckdb.
+tools: $(VENV)/.tools
+
+$(VENV)/.tools: $(VENV)/.installed requirements-tools.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	touch $@
+
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Unit tests (no network) and integration tests (each against its own moto_server).
-test: setup
+## cfn-lint and `sam validate --lint` on template.yaml.
+check-template: tools
+	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+
+## A function under `cargo lambda watch`, invoked with `cargo lambda invoke`, against moto.
+lambda-smoke: setup tools
+	bash infra/lambda-smoke.sh
+
+## Release arm64 bootstraps of every function (what `sam build` runs), with their sizes.
+lambda-build: tools
+	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 \
+	  $(foreach f,$(FUNCTIONS),--bin $(f))
+	@for f in $(FUNCTIONS); do \
+	  b="$${CARGO_TARGET_DIR:-target}/lambda/$$f/bootstrap"; \
+	  printf '%-40s %s bytes\n' "$$f" "$$(stat -c %s "$$b")"; done
+
+FUNCTIONS := customer_landing_to_trusted accelerometer_landing_to_trusted \
+  customer_trusted_to_curated step_trainer_landing_to_trusted \
+  machine_learning_trusted_to_curated reconcile
+
+## Template checks, the cargo-lambda smoke test, then unit tests (no network) and
+## integration tests (each against its own moto_server).
+test: setup tools check-template lambda-smoke
 	$(CARGO) test --workspace
 
 ## Start the local stack, bootstrap it, drop the sample data, print every table's rows.

@@ -214,7 +214,10 @@ pub async fn reconcile(
 ) -> Result<reconcile::Report> {
     let ctx = stack.function_context();
     let bucket = &stack.cfg.bucket;
-    let url = stack.queue_url(Function::Reconcile).await?;
+    let Ok(url) = stack.queue_url(Function::Reconcile).await else {
+        // No local reconcile queue (e.g. against a SAM-deployed stack): run in process.
+        return Ok(reconcile::run_inline(&ctx, bucket).await?);
+    };
     let mut report = reconcile::Report::default();
     for _ in 0..8 {
         let plan = reconcile::plan(&ctx, bucket).await?;

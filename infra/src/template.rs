@@ -146,6 +146,124 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
     Ok(out)
 }
 
+/// The template's tag or mapping form of a `!Sub` string.
+fn sub_text(v: &Value) -> Option<&str> {
+    match v {
+        Value::Tagged(t) if t.tag == "!Sub" || t.tag == "Sub" => t.value.as_str(),
+        Value::Mapping(m) => m.get("Fn::Sub").and_then(Value::as_str),
+        other => other.as_str(),
+    }
+}
+
+fn column_list(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|cols| {
+            cols.iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["Name"].as_str().unwrap_or("?"),
+                        c["Type"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where `template.yaml` disagrees with the shared schemas and routes: every Glue table
+/// (name, location, columns, partition keys, SerDe) and every function's rule patterns.
+/// Empty when they agree.
+pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
+    use stedi::lambda::Function;
+    use stedi::schema::{Format, Table};
+    let doc: Value = serde_yaml_ng::from_str(text)?;
+    let mut problems = Vec::new();
+    let resources = doc["Resources"].as_mapping().cloned().unwrap_or_default();
+    let glue_tables: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Glue::Table"))
+        .map(|r| &r["Properties"]["TableInput"])
+        .collect();
+    for table in Table::ALL {
+        let Some(t) = glue_tables
+            .iter()
+            .find(|t| t["Name"].as_str() == Some(table.name()))
+        else {
+            problems.push(format!("{}: no AWS::Glue::Table", table.name()));
+            continue;
+        };
+        let want = stedi::catalog::table_input(table, "${BucketName}")
+            .map_err(|e| TemplateError::Shape(e.to_string()))?;
+        let sd = &t["StorageDescriptor"];
+        let want_sd = want.storage_descriptor();
+        let location = sub_text(&sd["Location"]).unwrap_or("");
+        if Some(location) != want_sd.and_then(|s| s.location()) {
+            problems.push(format!("{}: location {location}", table.name()));
+        }
+        let want_cols: Vec<String> = table
+            .columns()
+            .iter()
+            .map(|(n, ty, _)| format!("{n} {}", ty.glue()))
+            .collect();
+        let cols = column_list(&sd["Columns"]);
+        if cols != want_cols {
+            problems.push(format!(
+                "{}: columns {cols:?}, schema has {want_cols:?}",
+                table.name()
+            ));
+        }
+        let parts = column_list(&t["PartitionKeys"]);
+        let want_parts: Vec<String> = if table.partitioned() {
+            vec!["dt string".into()]
+        } else {
+            Vec::new()
+        };
+        if parts != want_parts {
+            problems.push(format!("{}: partition keys {parts:?}", table.name()));
+        }
+        let serde = sd["SerdeInfo"]["SerializationLibrary"].as_str();
+        let want_serde = want_sd
+            .and_then(|s| s.serde_info())
+            .and_then(|s| s.serialization_library());
+        if serde != want_serde {
+            problems.push(format!("{}: SerDe {serde:?}", table.name()));
+        }
+    }
+    let routes = routes(text)?;
+    for t in stedi::Transition::ALL {
+        let Some(route) = routes.iter().find(|r| r.function == t.name()) else {
+            problems.push(format!("{}: no function with an SQS event", t.name()));
+            continue;
+        };
+        let want: Vec<String> = t
+            .sources()
+            .iter()
+            .map(|s| {
+                let suffix = match s.format() {
+                    Format::JsonLines => ".json",
+                    Format::Parquet => ".parquet",
+                };
+                format!("{}*{suffix}", s.prefix())
+            })
+            .collect();
+        if route.key_patterns != want {
+            problems.push(format!(
+                "{}: rule matches {:?}, the function accepts {want:?}",
+                t.name(),
+                route.key_patterns
+            ));
+        }
+    }
+    if !routes
+        .iter()
+        .any(|r| Function::from_name(&r.function) == Some(Function::Reconcile))
+    {
+        problems.push("reconcile: no function with an SQS event".into());
+    }
+    Ok(problems)
+}
+
 /// Whether `key` matches an EventBridge `wildcard` pattern (`*` matches any run).
 pub fn wildcard_match(pattern: &str, key: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -169,6 +287,64 @@ pub fn wildcard_match(pattern: &str, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn template() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap()
+    }
+
+    #[test]
+    fn the_template_agrees_with_the_schemas_and_routes() {
+        assert_eq!(drift(&template()).unwrap(), Vec::<String>::new());
+        let routes = routes(&template()).unwrap();
+        let names: Vec<&str> = routes.iter().map(|r| r.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "customer_landing_to_trusted",
+                "accelerometer_landing_to_trusted",
+                "customer_trusted_to_curated",
+                "step_trainer_landing_to_trusted",
+                "machine_learning_trusted_to_curated",
+                "reconcile"
+            ]
+        );
+    }
+
+    #[test]
+    fn drift_is_caught() {
+        let t = template();
+        let changed_route = t.replacen(
+            "wildcard: \"step_trainer/landing/*.json\"",
+            "wildcard: \"step_trainer/landing/*\"",
+            1,
+        );
+        assert_eq!(
+            drift(&changed_route).unwrap(),
+            [
+                "step_trainer_landing_to_trusted: rule matches [\"step_trainer/landing/*\"], the function accepts [\"step_trainer/landing/*.json\"]"
+            ]
+        );
+        let changed_column = t.replacen(
+            "{Name: distancefromobject, Type: int}",
+            "{Name: distancefromobject, Type: bigint}",
+            1,
+        );
+        let problems = drift(&changed_column).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("step_trainer_landing: columns"),
+            "{problems:?}"
+        );
+        let moved = t.replacen(
+            "s3://${BucketName}/customer/curated/",
+            "s3://${BucketName}/customer/cur/",
+            1,
+        );
+        assert_eq!(
+            drift(&moved).unwrap(),
+            ["customer_curated: location s3://${BucketName}/customer/cur/"]
+        );
+    }
 
     #[test]
     fn wildcards() {

@@ -217,6 +217,31 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_events_parse_to_keys_their_function_accepts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        let mut seen = 0;
+        for t in crate::Transition::ALL {
+            for form in ["s3", "eventbridge", "sqs"] {
+                let path = dir.join(format!("{}.{form}.json", t.name()));
+                let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let p = parse_event(&v).unwrap();
+                assert_eq!(p.objects.len(), 1, "{}", path.display());
+                assert_eq!(p.from_sqs, form == "sqs");
+                let o = &p.objects[0];
+                crate::keys::accept(&o.bucket, &o.key, t.sources()).unwrap();
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 15);
+        let odd = dir.join("customer_landing_to_trusted.odd-key.s3.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(odd).unwrap()).unwrap();
+        assert_eq!(
+            parse_event(&v).unwrap().objects[0].key,
+            "customer/landing/my file+1 ✓.json"
+        );
+    }
+
+    #[test]
     fn garbage_is_a_clear_error_and_a_bad_sqs_body_is_isolated() {
         let e = parse_event(&json!({"hello": 1})).unwrap_err();
         assert!(e.to_string().starts_with("unrecognised event"), "{e}");
