@@ -9,13 +9,11 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use bytes::Bytes;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::json;
 use stedi::catalog;
 use stedi::lambda::Function;
 use stedi::reconcile;
-use stedi::schema::{Format, Table};
+use stedi::schema::Table;
 
 use crate::runner::Runner;
 use crate::stack::Stack;
@@ -299,28 +297,11 @@ pub fn describe(report: &reconcile::Report) -> Vec<String> {
     lines
 }
 
-async fn get(stack: &Stack, key: &str) -> Result<Bytes> {
-    let out = stack
-        .s3
-        .get_object()
-        .bucket(&stack.cfg.bucket)
-        .key(key)
-        .send()
-        .await
-        .with_context(|| format!("reading s3://{}/{key}", stack.cfg.bucket))?;
-    Ok(out.body.collect().await?.into_bytes())
-}
-
 async fn list(stack: &Stack, prefix: &str) -> Result<Vec<String>> {
     stedi::store::Store::new(stack.s3.clone())
         .list(&stack.cfg.bucket, prefix)
         .await
         .map_err(Into::into)
-}
-
-fn parquet_rows(bytes: Bytes, key: &str) -> Result<u64> {
-    let reader = SerializedFileReader::new(bytes).with_context(|| format!("reading {key}"))?;
-    Ok(reader.metadata().file_metadata().num_rows() as u64)
 }
 
 /// The Parquet objects of a table as Athena would read them: a snapshot's object, or the
@@ -351,22 +332,23 @@ pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// Rows of every table, in [`Table::ALL`] order.
+/// Rows of every table, in [`Table::ALL`] order, counted through the query path (what
+/// Athena would answer to `SELECT count(*)`).
 pub async fn counts(stack: &Stack) -> Result<Vec<(Table, u64)>> {
     let mut out = Vec::new();
     for table in Table::ALL {
-        let mut rows = 0;
-        for key in table_objects(stack, table).await? {
-            let bytes = get(stack, &key).await?;
-            rows += match table.format() {
-                Format::Parquet => parquet_rows(bytes, &key)?,
-                Format::JsonLines => bytes
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-                    .count() as u64,
-            };
-        }
-        out.push((table, rows));
+        let sql = format!("SELECT count(*) AS n FROM {}", table.name());
+        let batches = crate::query::query(stack, &sql).await?;
+        let n = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .with_context(|| format!("no count for {}", table.name()))?;
+        out.push((table, n as u64));
     }
     Ok(out)
 }

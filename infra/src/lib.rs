@@ -1,9 +1,12 @@
 //! The local stack and the `stedi` command: moto_server, the stack built from
 //! `template.yaml` and the shared schemas, the local SQS runner, and lake utilities.
 
+pub mod ddl;
 pub mod lake;
 pub mod moto;
+pub mod query;
 pub mod runner;
+pub mod s3store;
 pub mod stack;
 pub mod template;
 

@@ -79,6 +79,16 @@ enum Command {
     Reconcile,
     /// One line per table: `<table> <rows>`.
     Counts,
+    /// Athena-style SQL over the Glue catalog and the Parquet in S3.
+    Query {
+        /// The statement.
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: stedi_infra::query::OutputFormat,
+    },
+    /// Print the Athena DDL of all eight tables.
+    Ddl,
     /// up, bootstrap, drop the sample data in natural order, print the counts.
     Demo {
         /// The sample data folder.
@@ -223,8 +233,17 @@ async fn print_counts(stack: &Stack) -> Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Up { port } => {
             up(*port)?;
@@ -274,6 +293,20 @@ async fn main() -> Result<()> {
         Command::Counts => {
             let stack = connect(&cli).await?;
             print_counts(&stack).await?;
+        }
+        Command::Query { sql, format } => {
+            let stack = connect(&cli).await?;
+            let batches = stedi_infra::query::query(&stack, sql).await?;
+            print!("{}", stedi_infra::query::render(&batches, *format)?);
+            if *format == stedi_infra::query::OutputFormat::Table {
+                println!();
+            }
+        }
+        Command::Ddl => {
+            let database = Config::from_env()?.database;
+            for s in stedi_infra::ddl::statements(&database, &cli.bucket)? {
+                println!("{s}\n");
+            }
         }
         Command::Demo { data } => {
             let port = std::env::var("STEDI_PORT")

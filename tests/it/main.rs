@@ -6,4 +6,5 @@ mod events;
 mod hostile;
 mod order;
 mod pipeline;
+mod query;
 mod rows;

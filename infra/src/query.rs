@@ -1,0 +1,335 @@
+//! `stedi query`: Athena-style SQL over the lake, locally. Tables come from the Glue catalog
+//! (location, columns, partition keys, SerDe), partitions from `GetPartitions` — only
+//! registered partitions are visible, as in Athena — and the objects from S3 through a
+//! DataFusion object store over the AWS SDK. Landing tables are read with the functions'
+//! own case-insensitive JSON-lines reader (as the OpenX SerDe reads them; lines it cannot
+//! read are not rows). Only the tables a statement names are loaded.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use stedi::columnar::RowsBuilder;
+use stedi::lines::Line;
+use stedi::record::parse_line;
+use stedi::schema::Table;
+
+use crate::s3store::S3Store;
+use crate::stack::Stack;
+
+/// Output format of `stedi query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// A DataFusion session over the lake.
+pub struct Lake {
+    /// The session, with the statement's tables registered.
+    pub ctx: SessionContext,
+    /// The object store it reads through.
+    pub store: S3Store,
+}
+
+fn arrow_type(glue: &str) -> Result<DataType> {
+    Ok(match glue {
+        "string" => DataType::Utf8,
+        "bigint" => DataType::Int64,
+        "int" => DataType::Int32,
+        "double" => DataType::Float64,
+        other => bail!("unsupported Glue column type {other}"),
+    })
+}
+
+/// Whether `sql` names `table` as a word.
+fn mentions(sql: &str, table: &str) -> bool {
+    let sql = sql.to_ascii_lowercase();
+    sql.match_indices(table).any(|(i, _)| {
+        let before = sql[..i].chars().next_back();
+        let after = sql[i + table.len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    })
+}
+
+impl Lake {
+    /// A session with every Glue table that `sql` names.
+    pub async fn for_sql(stack: &Stack, sql: &str) -> Result<Lake> {
+        let ctx = SessionContext::new();
+        let store = S3Store::new(stack.s3.clone(), &stack.cfg.bucket);
+        let url = url::Url::parse(&format!("s3://{}", stack.cfg.bucket))?;
+        ctx.register_object_store(&url, Arc::new(store.clone()));
+        let lake = Lake { ctx, store };
+        let db = &stack.cfg.database;
+        let mut pages = stack
+            .glue
+            .get_tables()
+            .database_name(db)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.with_context(|| format!("listing the tables of Glue database {db}"))?;
+            for t in page.table_list() {
+                if mentions(sql, t.name()) {
+                    lake.register(stack, t).await?;
+                }
+            }
+        }
+        Ok(lake)
+    }
+
+    async fn register(&self, stack: &Stack, t: &aws_sdk_glue::types::Table) -> Result<()> {
+        let name = t.name();
+        let sd = t
+            .storage_descriptor()
+            .with_context(|| format!("Glue table {name} has no storage descriptor"))?;
+        let fields = sd
+            .columns()
+            .iter()
+            .map(|c| {
+                Ok(Field::new(
+                    c.name(),
+                    arrow_type(c.r#type().unwrap_or(""))?,
+                    true,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let location = sd.location().unwrap_or_default().to_string();
+        let serde = sd
+            .serde_info()
+            .and_then(|s| s.serialization_library())
+            .unwrap_or_default();
+        if serde.contains("JsonSerDe") {
+            let batches = self
+                .read_json_lines(stack, name, &location, &schema)
+                .await?;
+            let table = MemTable::try_new(schema, vec![batches])?;
+            self.ctx.register_table(name, Arc::new(table))?;
+            return Ok(());
+        }
+        if t.partition_keys().is_empty() {
+            let table = listing(&location, schema)?;
+            self.ctx.register_table(name, Arc::new(table))?;
+            return Ok(());
+        }
+        // One listing per registered partition, each with its `dt` as a constant: a
+        // filter on `dt` prunes the other partitions before any object is read.
+        let table = Table::from_name(name)
+            .with_context(|| format!("{name}: not a table of this product"))?;
+        let parts =
+            stedi::catalog::list_partitions(&stack.glue, &stack.cfg.database, table).await?;
+        let mut union: Option<DataFrame> = None;
+        for (dt, loc) in parts {
+            let df = self
+                .ctx
+                .read_table(Arc::new(listing(&loc, schema.clone())?))?;
+            let mut cols: Vec<_> = schema.fields().iter().map(|f| col(f.name())).collect();
+            cols.push(lit(dt).alias("dt"));
+            let df = df.select(cols)?;
+            union = Some(match union {
+                Some(u) => u.union(df)?,
+                None => df,
+            });
+        }
+        match union {
+            Some(df) => {
+                self.ctx.register_table(name, df.into_view())?;
+            }
+            None => {
+                let mut fields: Vec<Field> =
+                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new("dt", DataType::Utf8, true));
+                let empty = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+                self.ctx.register_table(name, Arc::new(empty))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_json_lines(
+        &self,
+        stack: &Stack,
+        name: &str,
+        location: &str,
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
+        let table = Table::from_name(name)
+            .with_context(|| format!("{name}: not a table of this product"))?;
+        let ours: Vec<&str> = table.columns().iter().map(|c| c.0).collect();
+        let theirs: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if ours != theirs {
+            bail!(
+                "Glue table {name} has columns {theirs:?}, expected {ours:?}: run `stedi bootstrap`"
+            );
+        }
+        let prefix = location
+            .strip_prefix(&format!("s3://{}/", stack.cfg.bucket))
+            .with_context(|| format!("{name} is not in bucket {}", stack.cfg.bucket))?;
+        let fctx = stack.function_context();
+        let columns = table.columns();
+        let mut rows = RowsBuilder::new(table);
+        for key in fctx.store.list(&stack.cfg.bucket, prefix).await? {
+            if !key.ends_with(".json") {
+                continue;
+            }
+            let (body, _) = fctx.store.open(&stack.cfg.bucket, &key).await?;
+            stedi::transitions::split_body(&fctx, &stack.cfg.bucket, &key, body, &mut |line| {
+                if let Line::Text { bytes, .. } = line {
+                    let mut cells = Vec::with_capacity(columns.len());
+                    if parse_line(bytes, columns, &mut cells).is_ok() {
+                        rows.append(&cells);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        // The lake's schema marks required columns non-null; the Glue view is nullable.
+        let batch = rows.finish()?;
+        Ok(vec![RecordBatch::try_new(
+            schema.clone(),
+            batch.columns().to_vec(),
+        )?])
+    }
+
+    /// Runs `sql`.
+    pub async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = self.ctx.sql(sql).await?;
+        Ok(df.collect().await?)
+    }
+}
+
+fn listing(location: &str, schema: SchemaRef) -> Result<ListingTable> {
+    let url = ListingTableUrl::parse(location)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(ListingTable::try_new(config)?)
+}
+
+/// Runs one statement against the lake.
+pub async fn query(stack: &Stack, sql: &str) -> Result<Vec<RecordBatch>> {
+    Lake::for_sql(stack, sql).await?.run(sql).await
+}
+
+/// Renders batches as a table, CSV or JSON.
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
+    let options = FormatOptions::default().with_null("");
+    match format {
+        OutputFormat::Table => {
+            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+        }
+        OutputFormat::Csv => {
+            let mut out = String::new();
+            if let Some(b) = batches.first() {
+                let names: Vec<String> = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| csv_field(f.name()))
+                    .collect();
+                out.push_str(&names.join(","));
+                out.push('\n');
+            }
+            for b in batches {
+                let fmts = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                for r in 0..b.num_rows() {
+                    let cells: Vec<String> = fmts
+                        .iter()
+                        .map(|f| csv_field(&f.value(r).to_string()))
+                        .collect();
+                    out.push_str(&cells.join(","));
+                    out.push('\n');
+                }
+            }
+            Ok(out)
+        }
+        OutputFormat::Json => {
+            let mut rows = Vec::new();
+            for b in batches {
+                let fmts = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                for r in 0..b.num_rows() {
+                    let mut obj = serde_json::Map::new();
+                    for ((field, fmt), c) in b.schema().fields().iter().zip(&fmts).zip(b.columns())
+                    {
+                        let text = fmt.value(r).to_string();
+                        let v = if c.is_null(r) {
+                            serde_json::Value::Null
+                        } else if c.data_type().is_numeric() {
+                            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                        } else {
+                            serde_json::Value::String(text)
+                        };
+                        obj.insert(field.name().clone(), v);
+                    }
+                    rows.push(serde_json::Value::Object(obj));
+                }
+            }
+            Ok(format!("{}\n", serde_json::Value::Array(rows)))
+        }
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_matched_as_words() {
+        assert!(mentions(
+            "select * from customer_trusted",
+            "customer_trusted"
+        ));
+        assert!(mentions(
+            "SELECT count(*) FROM Customer_Trusted;",
+            "customer_trusted"
+        ));
+        assert!(!mentions(
+            "select * from customer_trusted2",
+            "customer_trusted"
+        ));
+        assert!(!mentions(
+            "select * from my_customer_trusted",
+            "customer_trusted"
+        ));
+    }
+
+    #[test]
+    fn csv_quotes_when_needed() {
+        assert_eq!(csv_field("a"), "a");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,281 @@
+//! `stedi query` and `stedi ddl`: what Athena would see, from the Glue catalog and S3.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use datafusion::sql::sqlparser::ast::{HiveIOFormat, HiveRowFormat, Statement};
+use datafusion::sql::sqlparser::dialect::HiveDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use stedi::catalog;
+use stedi::schema::Table;
+use stedi_infra::query::{self, Lake, OutputFormat};
+use stedi_tests::truth::Truth;
+use stedi_tests::{Local, sample_dir};
+
+fn longs(b: &[RecordBatch], col: usize) -> Vec<i64> {
+    b.iter()
+        .flat_map(|b| {
+            let a = b.column(col).as_any().downcast_ref::<Int64Array>().unwrap();
+            (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn strings(b: &[RecordBatch], col: usize) -> Vec<String> {
+    b.iter()
+        .flat_map(|b| {
+            let a = b
+                .column(col)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer_the_batch_truth_and_see_only_registered_partitions() {
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let stack = &local.stack;
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+
+    // Rows per serial number in machine_learning_curated.
+    let b = query::query(
+        stack,
+        "SELECT serialnumber, count(*) AS n FROM machine_learning_curated \
+         GROUP BY serialnumber ORDER BY serialnumber",
+    )
+    .await
+    .unwrap();
+    let got: BTreeMap<String, i64> = strings(&b, 0).into_iter().zip(longs(&b, 1)).collect();
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for r in &truth.machine_learning_curated {
+        *want.entry(r.1.clone()).or_default() += 1;
+    }
+    assert_eq!(got, want);
+
+    // Curated customers whose device sent no step trainer readings.
+    let b = query::query(
+        stack,
+        "SELECT email FROM customer_curated WHERE serialnumber NOT IN \
+         (SELECT serialnumber FROM step_trainer_trusted) ORDER BY email",
+    )
+    .await
+    .unwrap();
+    let curated_serials: BTreeSet<&str> = truth
+        .step_trainer_trusted
+        .iter()
+        .map(|s| s.1.as_str())
+        .collect();
+    let customers =
+        std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
+            .unwrap();
+    let mut want: Vec<String> = customers
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|c| {
+            truth
+                .customer_curated
+                .contains(c["email"].as_str().unwrap())
+        })
+        .filter(|c| !curated_serials.contains(c["serialNumber"].as_str().unwrap()))
+        .map(|c| c["email"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(strings(&b, 0), want);
+
+    // A three-way join: readings per consenting customer with a device.
+    let b = query::query(
+        stack,
+        "SELECT count(*) FROM accelerometer_trusted a JOIN customer_trusted c ON a.user = c.email \
+         JOIN customer_curated k ON k.email = c.email",
+    )
+    .await
+    .unwrap();
+    assert_eq!(longs(&b, 0), [40981]);
+
+    // A partition in S3 but not in Glue is invisible until it is registered.
+    let ml = "step_trainer/curated/dt=2022-06-18/step_trainer-1691348232038.parquet";
+    let copy = "step_trainer/curated/dt=2022-06-19/step_trainer-1691348232038.parquet";
+    let bytes = local.get(ml).await.unwrap();
+    let rows_in_copy = stedi::columnar::read_parquet(bytes.clone(), &[], "t")
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows() as i64)
+        .sum::<i64>();
+    local.put(copy, bytes).await.unwrap();
+    let count = "SELECT count(*) FROM machine_learning_curated";
+    let on_19 = "SELECT count(*) FROM machine_learning_curated WHERE dt = '2022-06-19'";
+    assert_eq!(
+        longs(&query::query(stack, count).await.unwrap(), 0),
+        [40981]
+    );
+    assert_eq!(longs(&query::query(stack, on_19).await.unwrap(), 0), [0]);
+    let dts = ["2022-06-19".to_string()];
+    catalog::register_partitions(
+        &stack.glue,
+        "stedi",
+        &stack.cfg.bucket,
+        Table::MachineLearningCurated,
+        &dts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        longs(&query::query(stack, count).await.unwrap(), 0),
+        [40981 + rows_in_copy]
+    );
+
+    // Partition pruning: a filter on dt reads that partition's objects only.
+    let lake = Lake::for_sql(stack, on_19).await.unwrap();
+    assert_eq!(longs(&lake.run(on_19).await.unwrap(), 0), [rows_in_copy]);
+    let fetched = lake.store.fetched();
+    assert!(!fetched.is_empty());
+    assert!(
+        fetched
+            .iter()
+            .all(|k| k.starts_with("step_trainer/curated/dt=2022-06-19/")),
+        "{fetched:?}"
+    );
+
+    // The example from the issue, and the output formats.
+    let b = query::query(stack, "SELECT * FROM machine_learning_curated WHERE dt = '2022-06-18' ORDER BY sensorreadingtime, serialnumber, x, y, z LIMIT 2").await.unwrap();
+    let cols: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "sensorreadingtime",
+            "serialnumber",
+            "distancefromobject",
+            "x",
+            "y",
+            "z",
+            "dt"
+        ]
+    );
+    let csv = query::render(&b, OutputFormat::Csv).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.starts_with("sensorreadingtime,serialnumber,distancefromobject,x,y,z,dt\n"));
+    let json: serde_json::Value =
+        serde_json::from_str(&query::render(&b, OutputFormat::Json).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert_eq!(json[0]["dt"], "2022-06-18");
+    assert!(json[0]["sensorreadingtime"].is_i64());
+
+    // Bad SQL is a clear error, not a panic.
+    let e = query::query(stack, "SELEC 1").await.unwrap_err();
+    assert!(format!("{e:#}").contains("SQL error"), "{e:#}");
+    let e = query::query(stack, "SELECT nope FROM customer_trusted")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("nope"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_parses_and_matches_the_glue_tables() {
+    let local = Local::start().await.unwrap();
+    let statements = stedi_infra::ddl::statements("stedi", &local.stack.cfg.bucket).unwrap();
+    assert_eq!(statements.len(), 8 + 3);
+    let mut repaired = Vec::new();
+    for text in &statements {
+        if let Some(rest) = text.strip_prefix("MSCK REPAIR TABLE `stedi`.`") {
+            repaired.push(rest.trim_end_matches("`;").to_string());
+            continue;
+        }
+        let parsed =
+            Parser::parse_sql(&HiveDialect {}, text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let Statement::CreateTable(ct) = &parsed[0] else {
+            panic!("not a CREATE TABLE: {text}")
+        };
+        let name = ct
+            .name
+            .0
+            .last()
+            .unwrap()
+            .to_string()
+            .trim_matches('`')
+            .to_string();
+        let glue = local
+            .stack
+            .glue
+            .get_table()
+            .database_name("stedi")
+            .name(&name)
+            .send()
+            .await
+            .unwrap();
+        let glue = glue.table().unwrap();
+        let sd = glue.storage_descriptor().unwrap();
+        let cols: Vec<(String, String)> = ct
+            .columns
+            .iter()
+            .map(|c| (c.name.value.clone(), c.data_type.to_string().to_lowercase()))
+            .collect();
+        let glue_cols: Vec<(String, String)> = sd
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.r#type().unwrap().to_string()))
+            .collect();
+        assert_eq!(cols, glue_cols, "{name}");
+        let hive = ct.hive_formats.as_ref().unwrap();
+        assert_eq!(hive.location.as_deref(), sd.location(), "{name}");
+        let Some(HiveRowFormat::SERDE { class }) = &hive.row_format else {
+            panic!("{name}: no SerDe")
+        };
+        assert_eq!(
+            Some(class.as_str()),
+            sd.serde_info().unwrap().serialization_library()
+        );
+        let Some(HiveIOFormat::IOF { input_format, .. }) = &hive.storage else {
+            panic!("{name}: no input format")
+        };
+        assert_eq!(
+            input_format.to_string().trim_matches('\''),
+            sd.input_format().unwrap()
+        );
+        let glue_parts: Vec<String> = glue
+            .partition_keys()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let parts = ct_partitions(text);
+        assert_eq!(parts, glue_parts, "{name}");
+    }
+    assert_eq!(
+        repaired,
+        [
+            "accelerometer_trusted",
+            "step_trainer_trusted",
+            "machine_learning_curated"
+        ]
+    );
+}
+
+/// The partition columns of a DDL statement (by text: the parser keeps them in a
+/// dialect-specific place).
+fn ct_partitions(text: &str) -> Vec<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("PARTITIONED BY ("))
+        .map(|l| {
+            l.trim_end_matches(')')
+                .split(',')
+                .map(|c| {
+                    c.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_matches('`')
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
