@@ -89,7 +89,6 @@ pub fn storage_descriptor(table: Table, location: String) -> Result<StorageDescr
                 .parameters("case.insensitive", "TRUE")
                 .parameters("dots.in.keys", "FALSE")
                 .parameters("ignore.malformed.json", "FALSE")
-                .parameters("mapping", "TRUE")
                 .build(),
             "org.apache.hadoop.mapred.TextInputFormat",
             "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
