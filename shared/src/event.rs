@@ -216,6 +216,7 @@ mod tests {
         assert!(parse_event(&del).unwrap().objects.is_empty());
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn the_sample_events_parse_to_keys_their_function_accepts() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");

@@ -9,12 +9,10 @@
 //! The customer side is customer_trusted: a customer joined to phone readings is curated
 //! by definition, and reading the trusted snapshot avoids racing the curated writer.
 
-use arrow_array::{Float64Array, Int32Array, Int64Array, StringArray};
-
-use crate::columnar::{PartitionedSink, column, read_parquet};
+use crate::columnar::{PartitionedSink, read_parquet};
+use crate::compute::{ml_join_batch, step_readings};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
-use crate::record::Cell;
 use crate::rules::MlJoin;
 use crate::schema::Table;
 use crate::store::Fetched;
@@ -101,15 +99,7 @@ pub async fn recompute(
     let accel = accel_objects(ctx, bucket, dt).await?;
     let (customers, customers_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
     let inputs = inputs_digest(&step_etag, &accel, customers_etag.as_deref().unwrap_or(""));
-    let mut readings = Vec::new();
-    for b in read_parquet(bytes, &[], &step.key)? {
-        let t = column::<Int64Array>(&b, "sensorreadingtime", &step.key)?;
-        let sn = column::<StringArray>(&b, "serialnumber", &step.key)?;
-        let d = column::<Int32Array>(&b, "distancefromobject", &step.key)?;
-        for i in 0..b.num_rows() {
-            readings.push((t.value(i), sn.value(i).to_string(), d.value(i)));
-        }
-    }
+    let readings = step_readings(&read_parquet(bytes, &[], &step.key)?, &step.key)?;
     s.rows_in += readings.len() as u64;
     let join = MlJoin::new(readings).with_customers(&customers);
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
@@ -119,29 +109,7 @@ pub async fn recompute(
                 continue;
             };
             for b in read_parquet(bytes, &[], acc_key)? {
-                let user = column::<StringArray>(&b, "user", acc_key)?;
-                let ts = column::<Int64Array>(&b, "timestamp", acc_key)?;
-                let (x, y, z) = (
-                    column::<Float64Array>(&b, "x", acc_key)?,
-                    column::<Float64Array>(&b, "y", acc_key)?,
-                    column::<Float64Array>(&b, "z", acc_key)?,
-                );
-                for i in 0..b.num_rows() {
-                    let Some((serial, distances)) = join.probe(user.value(i), ts.value(i)) else {
-                        continue;
-                    };
-                    for d in distances {
-                        let row = [
-                            Cell::Long(ts.value(i)),
-                            Cell::Str(serial.into()),
-                            Cell::Long(i64::from(*d)),
-                            Cell::Double(x.value(i)),
-                            Cell::Double(y.value(i)),
-                            Cell::Double(z.value(i)),
-                        ];
-                        sink.append(dt, &row)?;
-                    }
-                }
+                ml_join_batch(&join, &b, dt, &mut sink, acc_key)?;
             }
         }
     }

@@ -18,11 +18,13 @@ use rand::Rng;
 
 use crate::catalog;
 use crate::columnar::{ParquetSink, read_parquet, row_cells};
+use crate::compute::LandingScan;
+pub use crate::compute::RowOutcome;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
 use crate::lines::{Line, LineSplitter};
-use crate::record::{Cell, parse_line};
+use crate::record::Cell;
 use crate::rules::Customers;
 use crate::schema::Table;
 use crate::store::{Fetched, Precondition, PutOutcome, Store};
@@ -212,92 +214,32 @@ pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> R
     sink.finish()
 }
 
-/// What a landing row turned into.
-pub enum RowOutcome {
-    /// Written to the target.
-    Kept,
-    /// Dropped by a rule.
-    Filtered,
-    /// Not usable: quarantined with this reason.
-    Bad(String),
-}
-
-/// Bad lines of one landing file, written as JSON lines under `<zone>/quarantine/`.
-struct Quarantine {
-    source: String,
-    keep: usize,
-    body: Vec<u8>,
-    count: u64,
-}
-
-impl Quarantine {
-    fn add(&mut self, line: u64, reason: &str, raw: &[u8]) {
-        let cut = &raw[..raw.len().min(self.keep)];
-        let entry = serde_json::json!({
-            "source": self.source,
-            "line": line,
-            "reason": reason,
-            "raw": String::from_utf8_lossy(cut),
-            "raw_bytes": raw.len(),
-            "truncated": cut.len() < raw.len(),
-        });
-        self.body.extend_from_slice(entry.to_string().as_bytes());
-        self.body.push(b'\n');
-        self.count += 1;
-    }
-}
-
 /// The quarantine object of a landing source.
 pub fn quarantine_key(src: &SourceKey) -> String {
     format!("{}{}.jsonl", src.table.quarantine_prefix(), src.stem)
 }
 
-/// Streams a landing object line by line into `on_row`; lines that do not parse, or that
-/// `on_row` calls bad, are quarantined. Returns the accounting (sources and outputs are
-/// left to the caller).
+/// Streams a landing object through a [`LandingScan`] into `on_row`; lines that do not
+/// parse, or that `on_row` calls bad, are quarantined (the quarantine object is replaced,
+/// or removed when the file is now clean). Returns the accounting and the source's ETag.
 pub async fn scan_landing(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    mut on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+    on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
 ) -> Result<(Summary, String)> {
-    let (body, etag) = ctx.store.open(bucket, &src.key).await?;
-    let columns = src.table.columns();
-    let mut q = Quarantine {
-        source: src.key.clone(),
-        keep: ctx.cfg.quarantine_line_bytes,
-        body: Vec::new(),
-        count: 0,
-    };
-    let mut s = Summary::default();
-    let mut handle = |line: Line<'_>| -> Result<()> {
-        match line {
-            Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => {}
-            Line::Text { number, bytes } => {
-                s.rows_in += 1;
-                let mut cells = Vec::with_capacity(columns.len());
-                match parse_line(bytes, columns, &mut cells) {
-                    Err(reason) => q.add(number, &reason, bytes),
-                    Ok(()) => match on_row(&cells)? {
-                        RowOutcome::Kept => s.rows_out += 1,
-                        RowOutcome::Filtered => s.filtered += 1,
-                        RowOutcome::Bad(reason) => q.add(number, &reason, bytes),
-                    },
-                }
-            }
-            Line::TooLong { number, len, head } => {
-                s.rows_in += 1;
-                let reason = format!(
-                    "line of {len} bytes exceeds MAX_LINE_BYTES={}",
-                    ctx.cfg.max_line_bytes
-                );
-                q.add(number, &reason, head);
-            }
-        }
-        Ok(())
-    };
-    split_body(ctx, bucket, &src.key, body, &mut handle).await?;
-    s.quarantined = q.count;
+    let (mut body, etag) = ctx.store.open(bucket, &src.key).await?;
+    let mut scan = LandingScan::new(src.table, &src.key, &ctx.cfg, on_row);
+    while let Some(chunk) = body.try_next().await.map_err(|e| Error::S3 {
+        op: "GetObject",
+        bucket: bucket.to_string(),
+        key: src.key.clone(),
+        message: format!("reading body: {e}"),
+        retryable: true,
+    })? {
+        scan.push(&chunk)?;
+    }
+    let (mut s, q) = scan.finish()?;
     let qkey = quarantine_key(src);
     if q.count > 0 {
         ctx.store.put(bucket, &qkey, Bytes::from(q.body)).await?;
@@ -332,26 +274,6 @@ pub async fn split_body(
         }
     }
     splitter.finish(handle)
-}
-
-/// The partition (`dt`) of an epoch-millisecond timestamp, remembering the last day so
-/// consecutive readings of one day format their date once.
-#[derive(Default)]
-pub struct DayCache {
-    day: Option<i64>,
-    dt: String,
-}
-
-impl DayCache {
-    /// `dt` of `ms`, or `None` when out of range.
-    pub fn dt(&mut self, ms: i64) -> Option<&str> {
-        let day = ms.div_euclid(86_400_000);
-        if self.day != Some(day) {
-            self.dt = keys::dt_of_millis(ms)?;
-            self.day = Some(day);
-        }
-        Some(&self.dt)
-    }
 }
 
 /// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and

@@ -1,0 +1,391 @@
+//! The benchmark's Rust side (the `stedi-bench` binary is its command line).
+//!
+//! - `gen --scale N --sample DIR --out DIR [--only STEM]`: a landing dataset N times the
+//!   sample. Replica k of every customer gets its own e-mail (`local.rK@domain`) and serial
+//!   (`serial-rK`), and every epoch-millisecond field of its records and readings moves k
+//!   days later, so the join structure is the sample's N times over, spread over N dates:
+//!   every table has exactly N times the sample's rows. Each output file holds the N
+//!   replicas of the sample file of the same name.
+//! - `compute --what customer|accelerometer|step_trainer|machine_learning|pipeline --data DIR`:
+//!   the functions' compute path in this process (parse, filter or join, Parquet encode),
+//!   files read in 8 MiB chunks as the functions read S3 bodies; prints one JSON line with
+//!   bytes, rows, seconds, the table counts and the peak RSS of this process.
+//! - `init --bin PATH`: cold start of a function binary: time from exec to its first call
+//!   to the Lambda runtime API (played by a listener here).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::StringArray;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use stedi::columnar::{ParquetSink, column, read_parquet};
+use stedi::compute::{
+    AccelerometerFilter, LandingScan, RowOutcome, StepTrainerFilter, ml_join_batch, step_readings,
+};
+use stedi::config::Config;
+use stedi::rules::{self, CustomerRow, Customers, MlJoin};
+use stedi::schema::Table;
+
+const DAY: i64 = 86_400_000;
+const CHUNK: usize = 8 << 20;
+
+/// Peak resident set of this process (VmHWM), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn landing_files(data: &Path, zone: &str) -> Result<Vec<PathBuf>> {
+    let dir = data.join(zone).join("landing");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| dir.display().to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+// ---------------------------------------------------------------- generator
+
+fn shift_replica(v: &mut Value, k: i64) {
+    let Value::Object(m) = v else { return };
+    for (key, val) in m.iter_mut() {
+        let lower = key.to_ascii_lowercase();
+        if let Some(n) = val.as_i64()
+            && (lower.ends_with("date") || lower == "timestamp" || lower == "sensorreadingtime")
+            && n > 0
+        {
+            *val = json!(n + k * DAY);
+        }
+        if k > 0
+            && (lower == "email" || lower == "user")
+            && let Some((local, domain)) = val.as_str().and_then(|s| s.split_once('@'))
+        {
+            *val = json!(format!("{local}.r{k}@{domain}"));
+        }
+        if k > 0
+            && lower == "serialnumber"
+            && let Some(s) = val.as_str()
+        {
+            *val = json!(format!("{s}-r{k}"));
+        }
+    }
+}
+
+pub fn generate(sample: &Path, out: &Path, scale: i64, only: Option<&str>) -> Result<()> {
+    for zone in ["customer", "accelerometer", "step_trainer"] {
+        let to = out.join(zone).join("landing");
+        std::fs::create_dir_all(&to)?;
+        for file in landing_files(sample, zone)? {
+            let stem = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if zone != "customer" && only.is_some_and(|o| o != stem) {
+                continue;
+            }
+            let lines: Vec<Value> = std::fs::read_to_string(&file)?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect::<std::result::Result<_, _>>()?;
+            let name = file.file_name().context("file name")?;
+            let mut w = BufWriter::new(std::fs::File::create(to.join(name))?);
+            for k in 0..scale {
+                for l in &lines {
+                    let mut v = l.clone();
+                    shift_replica(&mut v, k);
+                    serde_json::to_writer(&mut w, &v)?;
+                    w.write_all(b"\n")?;
+                }
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- compute
+
+#[derive(Default)]
+struct Stats {
+    bytes: u64,
+    rows_in: u64,
+    rows_out: u64,
+    secs: f64,
+}
+
+fn stream_file(path: &Path, mut push: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    let mut f = std::io::BufReader::with_capacity(CHUNK, std::fs::File::open(path)?);
+    let mut total = 0;
+    loop {
+        let buf = f.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let n = buf.len();
+        push(buf)?;
+        total += n as u64;
+        f.consume(n);
+    }
+}
+
+fn scan(
+    table: Table,
+    path: &Path,
+    cfg: &Config,
+    on_row: impl FnMut(&[stedi::record::Cell<'_>]) -> stedi::Result<RowOutcome>,
+    stats: &mut Stats,
+) -> Result<()> {
+    let key = path.display().to_string();
+    let mut s = LandingScan::new(table, &key, cfg, on_row);
+    stats.bytes += stream_file(path, |c| Ok(s.push(c)?))?;
+    let (summary, _) = s.finish()?;
+    stats.rows_in += summary.rows_in;
+    stats.rows_out += summary.rows_out;
+    Ok(())
+}
+
+fn customers_trusted(data: &Path, cfg: &Config, stats: &mut Stats) -> Result<Customers> {
+    let mut all = Customers::default();
+    for f in landing_files(data, "customer")? {
+        let mut rows: Vec<CustomerRow> = Vec::new();
+        scan(
+            Table::CustomerLanding,
+            &f,
+            cfg,
+            |c| {
+                rows.push(c.iter().cloned().map(|c| c.into_owned()).collect());
+                Ok(RowOutcome::Kept)
+            },
+            stats,
+        )?;
+        let (next, _) = rules::merge_trusted(&all, &Customers::latest_of(rows));
+        all = next;
+    }
+    Ok(all)
+}
+
+fn encode(table: Table, c: &Customers, cfg: &Config) -> Result<Bytes> {
+    let mut sink = ParquetSink::new(table, cfg.row_group_rows)?;
+    for row in c.rows.values() {
+        sink.append(row)?;
+    }
+    Ok(sink.finish()?)
+}
+
+type Outputs = Vec<(String, u64, Bytes)>;
+
+fn accelerometer(
+    data: &Path,
+    trusted: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+) -> Result<Outputs> {
+    let mut out = Vec::new();
+    for f in landing_files(data, "accelerometer")? {
+        let mut filter = AccelerometerFilter::new(trusted, cfg);
+        scan(
+            Table::AccelerometerLanding,
+            &f,
+            cfg,
+            |c| filter.row(c),
+            stats,
+        )?;
+        out.extend(filter.sink.finish()?);
+    }
+    Ok(out)
+}
+
+fn curated_from_outputs(accel: &Outputs, trusted: &Customers) -> Result<Customers> {
+    let mut users = BTreeSet::new();
+    for (_, _, bytes) in accel {
+        for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
+            let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
+            users.extend(col.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(rules::merge_curated(&Customers::default(), trusted, users))
+}
+
+fn step_trainer(
+    data: &Path,
+    curated: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+) -> Result<Outputs> {
+    let mut out = Vec::new();
+    for f in landing_files(data, "step_trainer")? {
+        let mut filter = StepTrainerFilter::new(curated, cfg);
+        scan(Table::StepTrainerLanding, &f, cfg, |c| filter.row(c), stats)?;
+        out.extend(filter.sink.finish()?);
+    }
+    Ok(out)
+}
+
+fn machine_learning(
+    steps: &Outputs,
+    accel: &Outputs,
+    trusted: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+) -> Result<u64> {
+    let mut by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+    for (dt, _, b) in accel {
+        by_dt.entry(dt.as_str()).or_default().push(b);
+    }
+    let mut rows = 0;
+    for (dt, n, bytes) in steps {
+        stats.rows_in += n;
+        stats.bytes += bytes.len() as u64;
+        let readings = step_readings(&read_parquet(bytes.clone(), &[], "step")?, "step")?;
+        let join = MlJoin::new(readings).with_customers(trusted);
+        let mut sink = stedi::columnar::PartitionedSink::new(
+            Table::MachineLearningCurated,
+            cfg.row_group_rows,
+        );
+        for a in by_dt.get(dt.as_str()).into_iter().flatten() {
+            for b in read_parquet((*a).clone(), &[], "accel")? {
+                ml_join_batch(&join, &b, dt, &mut sink, "accel")?;
+            }
+        }
+        rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
+    }
+    stats.rows_out += rows;
+    Ok(rows)
+}
+
+/// Trusted customers who have readings, computed by streaming the accelerometer landing
+/// files without keeping their outputs (the step trainer benchmark's reference data).
+fn curated_by_streaming(data: &Path, trusted: &Customers, cfg: &Config) -> Result<Customers> {
+    let consent = trusted.consent_dates();
+    let mut users = BTreeSet::new();
+    let mut stats = Stats::default();
+    for f in landing_files(data, "accelerometer")? {
+        scan(
+            Table::AccelerometerLanding,
+            &f,
+            cfg,
+            |c| {
+                let user = c[0].as_str().unwrap_or_default();
+                let ts = c[1].as_long().unwrap_or_default();
+                if rules::reading_allowed(consent.get(user).copied(), ts, cfg.consent_as_of) {
+                    users.insert(user.to_string());
+                }
+                Ok(RowOutcome::Kept)
+            },
+            &mut stats,
+        )?;
+    }
+    Ok(rules::merge_curated(&Customers::default(), trusted, users))
+}
+
+pub fn compute(what: &str, data: &Path) -> Result<Value> {
+    let cfg = Config::from_env()?;
+    let mut stats = Stats::default();
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let started;
+    match what {
+        "customer" => {
+            started = Instant::now();
+            let trusted = customers_trusted(data, &cfg, &mut stats)?;
+            encode(Table::CustomerTrusted, &trusted, &cfg)?;
+            counts.insert("customer_trusted", trusted.rows.len() as u64);
+        }
+        "accelerometer" => {
+            let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
+            started = Instant::now();
+            let out = accelerometer(data, &trusted, &cfg, &mut stats)?;
+            counts.insert("accelerometer_trusted", out.iter().map(|o| o.1).sum());
+        }
+        "step_trainer" => {
+            let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
+            let curated = curated_by_streaming(data, &trusted, &cfg)?;
+            started = Instant::now();
+            let out = step_trainer(data, &curated, &cfg, &mut stats)?;
+            counts.insert("step_trainer_trusted", out.iter().map(|o| o.1).sum());
+        }
+        "machine_learning" => {
+            let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
+            let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default())?;
+            let curated = curated_from_outputs(&accel, &trusted)?;
+            let steps = step_trainer(data, &curated, &cfg, &mut Stats::default())?;
+            started = Instant::now();
+            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats)?;
+            counts.insert("machine_learning_curated", rows);
+        }
+        "pipeline" => {
+            started = Instant::now();
+            let trusted = customers_trusted(data, &cfg, &mut stats)?;
+            encode(Table::CustomerTrusted, &trusted, &cfg)?;
+            let accel = accelerometer(data, &trusted, &cfg, &mut stats)?;
+            let curated = curated_from_outputs(&accel, &trusted)?;
+            encode(Table::CustomerCurated, &curated, &cfg)?;
+            let steps = step_trainer(data, &curated, &cfg, &mut stats)?;
+            let mut ml = Stats::default();
+            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml)?;
+            counts.insert("customer_trusted", trusted.rows.len() as u64);
+            counts.insert("accelerometer_trusted", accel.iter().map(|o| o.1).sum());
+            counts.insert("customer_curated", curated.rows.len() as u64);
+            counts.insert("step_trainer_trusted", steps.iter().map(|o| o.1).sum());
+            counts.insert("machine_learning_curated", rows);
+        }
+        other => bail!("unknown --what {other}"),
+    }
+    stats.secs = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "what": what,
+        "bytes": stats.bytes,
+        "rows_in": stats.rows_in,
+        "rows_out": stats.rows_out,
+        "secs": stats.secs,
+        "mb_per_s": stats.bytes as f64 / 1e6 / stats.secs.max(1e-9),
+        "rows_per_s": stats.rows_in as f64 / stats.secs.max(1e-9),
+        "counts": counts,
+    }))
+}
+
+// ---------------------------------------------------------------- cold start
+
+pub fn init_ms(bin: &str) -> Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    let (mut conn, _) = listener.accept()?;
+    let mut first = [0u8; 64];
+    let n = conn.read(&mut first)?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    if !first[..n].starts_with(b"GET /2018-06-01/runtime/invocation/next") {
+        bail!(
+            "{bin} did not poll the runtime API: {:?}",
+            String::from_utf8_lossy(&first[..n])
+        );
+    }
+    Ok(ms)
+}
