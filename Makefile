@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -57,6 +57,16 @@ demo: setup
 
 down:
 	$(CARGO) run --quiet -p stedi-cli -- down
+
+## The benchmark (see README "Performance"): builds what it measures, then prints the table
+## and RESULT lines. Takes long on a cold machine (release builds).
+bench: setup tools lambda-build
+	$(VENV)/bin/python bench/run.py
+
+## The benchmark's compute path on the sample: asserts the counts it processed.
+bench-smoke: setup tools
+	$(CARGO) test -p stedi-bench
+	$(VENV)/bin/python bench/run.py --smoke
 
 lint:
 	$(CARGO) fmt --check

@@ -198,6 +198,7 @@ async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32
     }
     let mut runner = Runner::new(stack).await?;
     let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     let total = files.len();
     let mut done = 0;
     lake::drop_files(
@@ -218,9 +219,25 @@ async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32
         eprintln!();
     }
     let s = &runner.summary;
+    let mut ms = runner.handler_ms.clone();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     eprintln!(
-        "dropped {total} files: {} invocations, rows in {} out {} filtered {} quarantined {}",
-        runner.invocations, s.rows_in, s.rows_out, s.filtered, s.quarantined
+        "dropped {total} files: {} invocations, rows in {} out {} filtered {} quarantined {}; \
+         wall {:.0} ms, handlers {:.0} ms (p50 {:.0} ms, p95 {:.0} ms per invocation)",
+        runner.invocations,
+        s.rows_in,
+        s.rows_out,
+        s.filtered,
+        s.quarantined,
+        started.elapsed().as_secs_f64() * 1000.0,
+        ms.iter().sum::<f64>(),
+        pct(0.5),
+        pct(0.95),
     );
     Ok(())
 }

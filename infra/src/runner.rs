@@ -27,6 +27,8 @@ pub struct Runner<'s> {
     pub invocations: u64,
     /// Print each invocation's summary line to stderr.
     pub verbose: bool,
+    /// Wall time of every handler invocation, in milliseconds.
+    pub handler_ms: Vec<f64>,
 }
 
 /// moto_server puts the raw key into EventBridge S3 events, while S3 URL-encodes it; the
@@ -61,6 +63,7 @@ impl<'s> Runner<'s> {
             by_function: BTreeMap::new(),
             invocations: 0,
             verbose: false,
+            handler_ms: Vec::new(),
         })
     }
 
@@ -95,33 +98,36 @@ impl<'s> Runner<'s> {
                 .collect();
             let payload = json!({ "Records": records });
             self.invocations += 1;
-            let failed: Vec<String> =
-                match stedi::lambda::handle_function(&self.ctx, q.function, &payload).await {
-                    Ok((resp, summary)) => {
-                        if self.verbose {
-                            eprintln!("{}", stedi::lambda::summary_line(q.function, &summary));
-                        }
-                        self.by_function
-                            .entry(q.function.name())
-                            .or_default()
-                            .absorb(summary.clone());
-                        self.summary.absorb(summary);
-                        resp["batchItemFailures"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|f| f["itemIdentifier"].as_str())
-                                    .map(str::to_string)
-                                    .collect()
-                            })
-                            .unwrap_or_default()
+            let started = std::time::Instant::now();
+            let outcome = stedi::lambda::handle_function(&self.ctx, q.function, &payload).await;
+            self.handler_ms
+                .push(started.elapsed().as_secs_f64() * 1000.0);
+            let failed: Vec<String> = match outcome {
+                Ok((resp, summary)) => {
+                    if self.verbose {
+                        eprintln!("{}", stedi::lambda::summary_line(q.function, &summary));
                     }
-                    // The whole invocation failed: every record is retried.
-                    Err(_) => messages
-                        .iter()
-                        .filter_map(|m| m.message_id().map(str::to_string))
-                        .collect(),
-                };
+                    self.by_function
+                        .entry(q.function.name())
+                        .or_default()
+                        .absorb(summary.clone());
+                    self.summary.absorb(summary);
+                    resp["batchItemFailures"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|f| f["itemIdentifier"].as_str())
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+                // The whole invocation failed: every record is retried.
+                Err(_) => messages
+                    .iter()
+                    .filter_map(|m| m.message_id().map(str::to_string))
+                    .collect(),
+            };
             let entries: Vec<DeleteMessageBatchRequestEntry> = messages
                 .iter()
                 .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))

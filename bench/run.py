@@ -1,0 +1,256 @@
+"""`make bench`: one run, one machine, every figure DESIGN.md asks for.
+
+1. per function, the in-process compute path on the sample, N=10 and N=50: rows/s, MB/s of
+   landing JSON per core (the compute path is single-threaded), peak RSS;
+2. the same five transitions as one DuckDB SQL batch over the N=50 files: wall time, peak
+   RSS, and our ratios to it;
+3. end to end through the local stack (upload -> EventBridge -> SQS -> handler -> Parquet +
+   Glue) on the sample: total wall time, p50/p95 per invocation, the emulator's share;
+4. one invocation's compute on a generated ~1 GB accelerometer file inside a 256 MiB memory
+   cgroup: peak RSS;
+5. release arm64 bootstrap sizes (`make lambda-build`) and cold-start init time.
+Ends with RESULT lines. `--smoke` runs (1) on the sample only."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "..", "shared", "data", "stedi")
+WORK = os.path.join(ROOT, ".bench")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+RELEASE_TARGET = os.environ.get("BENCH_TARGET_DIR", TARGET)
+VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+FUNCTIONS = ["customer", "accelerometer", "step_trainer", "machine_learning"]
+BINARIES = ["customer_landing_to_trusted", "accelerometer_landing_to_trusted",
+            "customer_trusted_to_curated", "step_trainer_landing_to_trusted",
+            "machine_learning_trusted_to_curated", "reconcile"]
+
+
+def run_measured(cmd, cgroup=None, env=None):
+    """Runs a child; returns (stdout, wall seconds, peak RSS MiB from wait4, exit status)."""
+    start = time.perf_counter()
+    preexec = None
+    if cgroup:
+        def preexec():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                         preexec_fn=preexec, env=env)
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return out.decode(), wall, usage.ru_maxrss / 1024.0, p.returncode
+
+
+def bench_bin():
+    return os.path.join(RELEASE_TARGET, "release", "stedi-bench")
+
+
+def build(smoke):
+    env = dict(os.environ, CARGO_TARGET_DIR=RELEASE_TARGET)
+    subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=ROOT, check=True, env=env)
+    if not smoke:
+        subprocess.run(["cargo", "build", "-p", "stedi-cli"], cwd=ROOT, check=True)
+
+
+def dataset(n):
+    if n == 1:
+        return SAMPLE
+    out = os.path.join(WORK, f"n{n}")
+    if not os.path.exists(os.path.join(out, ".done")):
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([bench_bin(), "gen", "--scale", str(n), "--sample", SAMPLE, "--out", out], check=True)
+        open(os.path.join(out, ".done"), "w").close()
+    return out
+
+
+def compute(what, data, cgroup=None):
+    out, wall, rss, code = run_measured([bench_bin(), "compute", "--what", what, "--data", data], cgroup)
+    if code != 0:
+        return {"what": what, "failed": code, "peak_rss_mb": rss, "wall": wall}
+    r = json.loads(out)
+    r["wall"], r["peak_rss_mb_wait4"] = wall, rss
+    return r
+
+
+def memory_cgroup(limit_mb):
+    base = "/sys/fs/cgroup/memory"
+    path = os.path.join(base, f"stedi-bench-{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit_mb * 1024 * 1024))
+        return path
+    except OSError:
+        unified = f"/sys/fs/cgroup/stedi-bench-{os.getpid()}"
+        try:
+            os.makedirs(unified, exist_ok=True)
+            with open(os.path.join(unified, "memory.max"), "w") as f:
+                f.write(str(limit_mb * 1024 * 1024))
+            return unified
+        except OSError:
+            return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def end_to_end():
+    port = free_port()
+    ep = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        stedi = os.path.join(TARGET, "debug", "stedi")
+        subprocess.run([stedi, "--endpoint", ep, "bootstrap"], check=True, capture_output=True)
+        p = subprocess.run([stedi, "--endpoint", ep, "drop", SAMPLE], check=True, capture_output=True, text=True)
+        line = p.stderr.strip().splitlines()[-1]
+        m = re.search(r"wall (\d+) ms, handlers (\d+) ms \(p50 (\d+) ms, p95 (\d+) ms", line)
+        wall, handlers, p50, p95 = (int(x) for x in m.groups())
+        inv = int(re.search(r"(\d+) invocations", line).group(1))
+        return {"wall_ms": wall, "handler_ms": handlers, "p50_ms": p50, "p95_ms": p95,
+                "invocations": inv, "emulator_share": 1 - handlers / wall}
+    finally:
+        moto.kill()
+        moto.wait()
+
+
+def main():
+    smoke = "--smoke" in sys.argv
+    build(smoke)
+    os.makedirs(WORK, exist_ok=True)
+    rows = []
+    scales = [1] if smoke else [1, 10, 50]
+    for n in scales:
+        data = dataset(n)
+        for what in FUNCTIONS:
+            r = compute(what, data)
+            rows.append((n, r))
+            print(f"N={n:<3} {what:<17} {r.get('rows_in', 0):>10} rows {r.get('secs', 0):8.3f} s "
+                  f"{r.get('mb_per_s', 0):8.1f} MB/s {r.get('rows_per_s', 0)/1e6:7.2f} Mrows/s "
+                  f"peak RSS {r['peak_rss_mb_wait4']:7.1f} MiB", flush=True)
+    if smoke:
+        counts = rows[-1][1]
+        print("bench-smoke:", json.dumps({r['what']: r['counts'] for _, r in rows}))
+        return
+    # 2. whole pipeline vs DuckDB at N=50
+    n50 = dataset(50)
+    ours = compute("pipeline", n50)
+    out, duck_wall, duck_rss, code = run_measured([VENV_PY, os.path.join(ROOT, "bench", "duckdb_batch.py"), n50, "2"])
+    duck = json.loads(out)
+    expect = {k: v * 50 for k, v in {"customer_trusted": 482, "accelerometer_trusted": 40981,
+              "customer_curated": 482, "step_trainer_trusted": 14460, "machine_learning_curated": 40981}.items()}
+    assert ours["counts"] == expect, ours["counts"]
+    assert duck["counts"] == expect, duck["counts"]
+    # 3. end to end
+    e2e = end_to_end()
+    # 4. ~1 GB file through a 256 MiB cap
+    gb = os.path.join(WORK, "gb")
+    if not os.path.exists(os.path.join(gb, ".done")):
+        shutil.rmtree(gb, ignore_errors=True)
+        subprocess.run([bench_bin(), "gen", "--scale", "1250", "--sample", SAMPLE, "--out", gb,
+                        "--only", "accelerometer-1691348231445"], check=True)
+        open(os.path.join(gb, ".done"), "w").close()
+    cg = memory_cgroup(256)
+    gbr = compute("accelerometer", gb, cg)
+    gb_bytes = sum(os.path.getsize(os.path.join(gb, "accelerometer", "landing", f))
+                   for f in os.listdir(os.path.join(gb, "accelerometer", "landing")))
+    # 5. binaries
+    sizes = {}
+    lam = os.path.join(os.environ.get("LAMBDA_TARGET_DIR", TARGET), "lambda")
+    for b in BINARIES:
+        p = os.path.join(lam, b, "bootstrap")
+        if os.path.exists(p):
+            sizes[b] = os.path.getsize(p) / 1e6
+    init = {}
+    for b in BINARIES:
+        for profile in ("release", "debug"):
+            p = os.path.join(TARGET, profile, b)
+            if os.path.exists(p):
+                samples = []
+                for _ in range(5):
+                    out, _, _, code = run_measured([bench_bin(), "init", "--bin", p])
+                    samples.append(json.loads(out)["init_ms"])
+                samples.sort()
+                init[b] = (samples[len(samples) // 2], profile)
+                break
+
+    print()
+    print("| what | N | landing MB | rows in | seconds | MB/s per core | Mrows/s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n, r in rows:
+        print(f"| {r['what']} | {n} | {r['bytes']/1e6:.1f} | {r['rows_in']} | {r['secs']:.3f} | "
+              f"{r['mb_per_s']:.1f} | {r['rows_per_s']/1e6:.2f} | {r['peak_rss_mb_wait4']:.1f} |")
+    print(f"| pipeline (all five) | 50 | {ours['bytes']/1e6:.1f} | {ours['rows_in']} | {ours['wall']:.3f} (wall) | "
+          f"{ours['mb_per_s']:.1f} | {ours['rows_per_s']/1e6:.2f} | {ours['peak_rss_mb_wait4']:.1f} |")
+    print(f"| DuckDB {duck['version']} batch, 2 threads | 50 | | | {duck_wall:.3f} (wall) | | | {duck_rss:.1f} |")
+    print()
+    print(f"end to end, sample through moto + local runner: {e2e['invocations']} invocations, wall {e2e['wall_ms']} ms, "
+          f"handlers {e2e['handler_ms']} ms (p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms); "
+          f"emulator share {e2e['emulator_share']:.0%}")
+    capped = "256 MiB memory cgroup" if cg else "NO memory cap available"
+    print(f"1 GB file: {gb_bytes/1e9:.2f} GB, {gbr.get('rows_in', 0)} rows, {gbr.get('secs', 0):.1f} s, "
+          f"peak RSS {gbr.get('peak_rss_mb_wait4', gbr.get('peak_rss_mb', 0)):.1f} MiB in a {capped}"
+          + ("" if "failed" not in gbr else f" -- FAILED (exit {gbr['failed']})"))
+    for b in BINARIES:
+        size = f"{sizes[b]:.1f} MB" if b in sizes else "not built (make lambda-build)"
+        i = f"{init[b][0]:.1f} ms ({init[b][1]} x86_64 build)" if b in init else "n/a"
+        print(f"{b:<40} arm64 bootstrap {size:<12} init {i}")
+
+    acc = [r for n, r in rows if r["what"] in ("accelerometer", "step_trainer") and n == 50]
+    thr = min(r["mb_per_s"] for r in acc)
+    speedup = duck_wall / ours["wall"]
+    rss_ratio = ours["peak_rss_mb_wait4"] / duck_rss
+    gb_rss = gbr.get("peak_rss_mb_wait4", 0)
+    acc1 = next(r for n, r in rows if r["what"] == "accelerometer" and n == 1)
+    acc50 = next(r for n, r in rows if r["what"] == "accelerometer" and n == 50)
+    growth = acc50["peak_rss_mb_wait4"] / acc1["peak_rss_mb_wait4"] - 1
+    max_bin = max(sizes.values()) if sizes else float("nan")
+    max_init = max(v[0] for v in init.values()) if init else float("nan")
+    print()
+    checks = [
+        ("throughput >= 150 MB/s per core (accelerometer, step trainer, N=50)", thr >= 150),
+        ("N=50 pipeline faster than DuckDB", speedup > 1),
+        ("N=50 pipeline peak RSS lower than DuckDB", rss_ratio < 1),
+        ("1 GB file under a 256 MiB cap, peak RSS < 200 MiB", "failed" not in gbr and bool(cg) and gb_rss < 200),
+        ("accelerometer peak RSS at N=50 within 10% of the sample's", growth <= 0.10),
+        ("release binary <= 20 MB", max_bin <= 20),
+        ("init <= 50 ms", max_init <= 50),
+    ]
+    for name, ok in checks:
+        print(f"target {'HELD  ' if ok else 'MISSED'} {name}")
+    print(f"RESULT throughput_mb_s_per_core={thr:.1f}")
+    print(f"RESULT n50_speedup_vs_duckdb={speedup:.2f}")
+    print(f"RESULT n50_rss_ratio_vs_duckdb={rss_ratio:.2f}")
+    print(f"RESULT gb_file_peak_rss_mb={gb_rss:.1f}")
+    print(f"RESULT max_binary_mb={max_bin:.1f}")
+    print(f"RESULT max_init_ms={max_init:.1f}")
+    if cg:
+        try:
+            os.rmdir(cg)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()
