@@ -156,7 +156,8 @@ def main():
     # 2. whole pipeline vs DuckDB at N=50
     n50 = dataset(50)
     ours = compute("pipeline", n50)
-    out, duck_wall, duck_rss, code = run_measured([VENV_PY, os.path.join(ROOT, "bench", "duckdb_batch.py"), n50, "2"])
+    threads = os.environ.get("BENCH_THREADS", str(os.cpu_count()))
+    out, duck_wall, duck_rss, code = run_measured([VENV_PY, os.path.join(ROOT, "bench", "duckdb_batch.py"), n50, threads])
     duck = json.loads(out)
     expect = {k: v * 50 for k, v in {"customer_trusted": 482, "accelerometer_trusted": 40981,
               "customer_curated": 482, "step_trainer_trusted": 14460, "machine_learning_curated": 40981}.items()}
@@ -201,9 +202,9 @@ def main():
     for n, r in rows:
         print(f"| {r['what']} | {n} | {r['bytes']/1e6:.1f} | {r['rows_in']} | {r['secs']:.3f} | "
               f"{r['mb_per_s']:.1f} | {r['rows_per_s']/1e6:.2f} | {r['peak_rss_mb_wait4']:.1f} |")
-    print(f"| pipeline (all five) | 50 | {ours['bytes']/1e6:.1f} | {ours['rows_in']} | {ours['wall']:.3f} (wall) | "
+    print(f"| pipeline (all five), {threads} threads | 50 | {ours['bytes']/1e6:.1f} | {ours['rows_in']} | {ours['wall']:.3f} (wall) | "
           f"{ours['mb_per_s']:.1f} | {ours['rows_per_s']/1e6:.2f} | {ours['peak_rss_mb_wait4']:.1f} |")
-    print(f"| DuckDB {duck['version']} batch, 2 threads | 50 | | | {duck_wall:.3f} (wall) | | | {duck_rss:.1f} |")
+    print(f"| DuckDB {duck['version']} batch, {threads} threads | 50 | | | {duck_wall:.3f} (wall) | | | {duck_rss:.1f} |")
     print()
     print(f"end to end, sample through moto + local runner: {e2e['invocations']} invocations, wall {e2e['wall_ms']} ms, "
           f"handlers {e2e['handler_ms']} ms (p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms); "

@@ -5,7 +5,9 @@
 //!   (`serial-rK`), and every epoch-millisecond field of its records and readings moves k
 //!   days later, so the join structure is the sample's N times over, spread over N dates:
 //!   every table has exactly N times the sample's rows. Each output file holds the N
-//!   replicas of the sample file of the same name.
+//!   replicas of the sample file of the same name. With `--only STEM` one reading file is
+//!   generated N-fold with its readings' owners kept (dates still move) and the sample's
+//!   customers, for the one-big-file memory test.
 //! - `compute --what customer|accelerometer|step_trainer|machine_learning|pipeline --data DIR`:
 //!   the functions' compute path in this process (parse, filter or join, Parquet encode),
 //!   files read in 8 MiB chunks as the functions read S3 bodies; prints one JSON line with
@@ -58,7 +60,7 @@ pub fn landing_files(data: &Path, zone: &str) -> Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- generator
 
-fn shift_replica(v: &mut Value, k: i64) {
+fn shift_replica(v: &mut Value, k: i64, rename: bool) {
     let Value::Object(m) = v else { return };
     for (key, val) in m.iter_mut() {
         let lower = key.to_ascii_lowercase();
@@ -68,13 +70,15 @@ fn shift_replica(v: &mut Value, k: i64) {
         {
             *val = json!(n + k * DAY);
         }
-        if k > 0
+        if rename
+            && k > 0
             && (lower == "email" || lower == "user")
             && let Some((local, domain)) = val.as_str().and_then(|s| s.split_once('@'))
         {
             *val = json!(format!("{local}.r{k}@{domain}"));
         }
-        if k > 0
+        if rename
+            && k > 0
             && lower == "serialnumber"
             && let Some(s) = val.as_str()
         {
@@ -102,10 +106,17 @@ pub fn generate(sample: &Path, out: &Path, scale: i64, only: Option<&str>) -> Re
                 .collect::<std::result::Result<_, _>>()?;
             let name = file.file_name().context("file name")?;
             let mut w = BufWriter::new(std::fs::File::create(to.join(name))?);
-            for k in 0..scale {
+            // With --only (one big file) the customers stay the sample's, and the
+            // readings keep their owners: only their dates move.
+            let (replicas, rename) = match only {
+                Some(_) if zone == "customer" => (1, false),
+                Some(_) => (scale, false),
+                None => (scale, true),
+            };
+            for k in 0..replicas {
                 for l in &lines {
                     let mut v = l.clone();
-                    shift_replica(&mut v, k);
+                    shift_replica(&mut v, k, rename);
                     serde_json::to_writer(&mut w, &v)?;
                     w.write_all(b"\n")?;
                 }
@@ -187,25 +198,66 @@ fn encode(table: Table, c: &Customers, cfg: &Config) -> Result<Bytes> {
 
 type Outputs = Vec<(String, u64, Bytes)>;
 
+/// Runs `one` over `files` on `threads` threads (files round-robin), merging the outputs
+/// (kept only when `keep`, as a function drops them once written) and the stats.
+fn over_files(
+    files: Vec<PathBuf>,
+    threads: usize,
+    keep: bool,
+    stats: &mut Stats,
+    one: impl Fn(&Path, &mut Stats) -> Result<Outputs> + Sync,
+) -> Result<Outputs> {
+    let threads = threads.max(1);
+    let results: Vec<Result<(Stats, Outputs)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (files, one) = (&files, &one);
+                scope.spawn(move || -> Result<(Stats, Outputs)> {
+                    let mut st = Stats::default();
+                    let mut out = Vec::new();
+                    for f in files.iter().skip(t).step_by(threads) {
+                        let o = one(f, &mut st)?;
+                        if keep {
+                            out.extend(o);
+                        }
+                    }
+                    Ok((st, out))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        let (st, o) = r?;
+        stats.bytes += st.bytes;
+        stats.rows_in += st.rows_in;
+        stats.rows_out += st.rows_out;
+        out.extend(o);
+    }
+    Ok(out)
+}
+
 fn accelerometer(
     data: &Path,
     trusted: &Customers,
     cfg: &Config,
     stats: &mut Stats,
+    threads: usize,
+    keep: bool,
 ) -> Result<Outputs> {
-    let mut out = Vec::new();
-    for f in landing_files(data, "accelerometer")? {
+    let files = landing_files(data, "accelerometer")?;
+    over_files(files, threads, keep, stats, |f, st| {
         let mut filter = AccelerometerFilter::new(trusted, cfg);
-        scan(
-            Table::AccelerometerLanding,
-            &f,
-            cfg,
-            |c| filter.row(c),
-            stats,
-        )?;
-        out.extend(filter.sink.finish()?);
-    }
-    Ok(out)
+        scan(Table::AccelerometerLanding, f, cfg, |c| filter.row(c), st)?;
+        Ok(filter.sink.finish()?)
+    })
 }
 
 fn curated_from_outputs(accel: &Outputs, trusted: &Customers) -> Result<Customers> {
@@ -224,43 +276,81 @@ fn step_trainer(
     curated: &Customers,
     cfg: &Config,
     stats: &mut Stats,
+    threads: usize,
+    keep: bool,
 ) -> Result<Outputs> {
-    let mut out = Vec::new();
-    for f in landing_files(data, "step_trainer")? {
+    let files = landing_files(data, "step_trainer")?;
+    over_files(files, threads, keep, stats, |f, st| {
         let mut filter = StepTrainerFilter::new(curated, cfg);
-        scan(Table::StepTrainerLanding, &f, cfg, |c| filter.row(c), stats)?;
-        out.extend(filter.sink.finish()?);
-    }
-    Ok(out)
+        scan(Table::StepTrainerLanding, f, cfg, |c| filter.row(c), st)?;
+        Ok(filter.sink.finish()?)
+    })
 }
 
+/// machine_learning_curated: per `dt`, the accelerometer objects are decoded once and every
+/// step trainer object of that `dt` is joined with them (one output each); `dt`s are spread
+/// over `threads`.
 fn machine_learning(
     steps: &Outputs,
     accel: &Outputs,
     trusted: &Customers,
     cfg: &Config,
     stats: &mut Stats,
+    threads: usize,
 ) -> Result<u64> {
-    let mut by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+    let mut accel_by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
     for (dt, _, b) in accel {
-        by_dt.entry(dt.as_str()).or_default().push(b);
+        accel_by_dt.entry(dt.as_str()).or_default().push(b);
     }
-    let mut rows = 0;
+    let mut steps_by_dt: BTreeMap<&str, Vec<&Bytes>> = BTreeMap::new();
     for (dt, n, bytes) in steps {
         stats.rows_in += n;
         stats.bytes += bytes.len() as u64;
-        let readings = step_readings(&read_parquet(bytes.clone(), &[], "step")?, "step")?;
-        let join = MlJoin::new(readings).with_customers(trusted);
-        let mut sink = stedi::columnar::PartitionedSink::new(
-            Table::MachineLearningCurated,
-            cfg.row_group_rows,
-        );
-        for a in by_dt.get(dt.as_str()).into_iter().flatten() {
-            for b in read_parquet((*a).clone(), &[], "accel")? {
-                ml_join_batch(&join, &b, dt, &mut sink, "accel")?;
-            }
-        }
-        rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
+        steps_by_dt.entry(dt.as_str()).or_default().push(bytes);
+    }
+    let dts: Vec<&str> = steps_by_dt.keys().copied().collect();
+    let threads = threads.max(1);
+    let index = trusted.serial_index();
+    let per_thread: Vec<Result<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (dts, steps_by_dt, accel_by_dt, index) =
+                    (&dts, &steps_by_dt, &accel_by_dt, &index);
+                scope.spawn(move || -> Result<u64> {
+                    let mut rows = 0;
+                    for dt in dts.iter().skip(t).step_by(threads) {
+                        let mut batches = Vec::new();
+                        for a in accel_by_dt.get(dt).into_iter().flatten() {
+                            batches.extend(read_parquet((*a).clone(), &[], "accel")?);
+                        }
+                        for bytes in steps_by_dt.get(dt).into_iter().flatten() {
+                            let step = read_parquet((*bytes).clone(), &[], "step")?;
+                            let join = MlJoin::new(step_readings(&step, "step")?).with_index(index);
+                            let mut sink = stedi::columnar::PartitionedSink::new(
+                                Table::MachineLearningCurated,
+                                cfg.row_group_rows,
+                            );
+                            for b in &batches {
+                                ml_join_batch(&join, b, dt, &mut sink, "accel")?;
+                            }
+                            rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
+                        }
+                    }
+                    Ok(rows)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect()
+    });
+    let mut rows = 0;
+    for r in per_thread {
+        rows += r?;
     }
     stats.rows_out += rows;
     Ok(rows)
@@ -306,35 +396,36 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "accelerometer" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
             started = Instant::now();
-            let out = accelerometer(data, &trusted, &cfg, &mut stats)?;
-            counts.insert("accelerometer_trusted", out.iter().map(|o| o.1).sum());
+            accelerometer(data, &trusted, &cfg, &mut stats, 1, false)?;
+            counts.insert("accelerometer_trusted", stats.rows_out);
         }
         "step_trainer" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
             let curated = curated_by_streaming(data, &trusted, &cfg)?;
             started = Instant::now();
-            let out = step_trainer(data, &curated, &cfg, &mut stats)?;
-            counts.insert("step_trainer_trusted", out.iter().map(|o| o.1).sum());
+            step_trainer(data, &curated, &cfg, &mut stats, 1, false)?;
+            counts.insert("step_trainer_trusted", stats.rows_out);
         }
         "machine_learning" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
-            let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default())?;
+            let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default(), 2, true)?;
             let curated = curated_from_outputs(&accel, &trusted)?;
-            let steps = step_trainer(data, &curated, &cfg, &mut Stats::default())?;
+            let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
             started = Instant::now();
-            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats)?;
+            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
             counts.insert("machine_learning_curated", rows);
         }
         "pipeline" => {
             started = Instant::now();
             let trusted = customers_trusted(data, &cfg, &mut stats)?;
             encode(Table::CustomerTrusted, &trusted, &cfg)?;
-            let accel = accelerometer(data, &trusted, &cfg, &mut stats)?;
+            let threads = pipeline_threads();
+            let accel = accelerometer(data, &trusted, &cfg, &mut stats, threads, true)?;
             let curated = curated_from_outputs(&accel, &trusted)?;
             encode(Table::CustomerCurated, &curated, &cfg)?;
-            let steps = step_trainer(data, &curated, &cfg, &mut stats)?;
+            let steps = step_trainer(data, &curated, &cfg, &mut stats, threads, true)?;
             let mut ml = Stats::default();
-            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml)?;
+            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml, threads)?;
             counts.insert("customer_trusted", trusted.rows.len() as u64);
             counts.insert("accelerometer_trusted", accel.iter().map(|o| o.1).sum());
             counts.insert("customer_curated", curated.rows.len() as u64);
@@ -354,6 +445,15 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "rows_per_s": stats.rows_in as f64 / stats.secs.max(1e-9),
         "counts": counts,
     }))
+}
+
+/// Threads of the whole-pipeline run: `BENCH_THREADS`, else the machine's cores (the
+/// DuckDB peer gets the same number).
+pub fn pipeline_threads() -> usize {
+    std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 // ---------------------------------------------------------------- cold start

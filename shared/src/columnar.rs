@@ -180,6 +180,21 @@ impl ParquetSink {
         })
     }
 
+    /// Rows buffered (as builders or an open row group) and not yet encoded to the file.
+    fn pending(&self) -> usize {
+        self.rows.len() + self.writer.in_progress_rows()
+    }
+
+    /// Encodes everything buffered as a (possibly short) row group.
+    fn close_row_group(&mut self) -> Result<()> {
+        self.flush()?;
+        let table = self.rows.table;
+        self.writer.flush().map_err(|source| Error::Parquet {
+            context: table.name().to_string(),
+            source,
+        })
+    }
+
     /// Finishes the file and returns its bytes.
     pub fn finish(mut self) -> Result<Bytes> {
         self.flush()?;
@@ -192,11 +207,14 @@ impl ParquetSink {
     }
 }
 
-/// Parquet objects of one source object, one per `dt`.
+/// Parquet objects of one source object, one per `dt`. Rows buffered over all partitions
+/// are bounded by one row group's worth: past it, the partitions holding the most rows are
+/// encoded (a file spanning many dates must not keep them all as open row groups).
 pub struct PartitionedSink {
     table: Table,
     row_group_rows: usize,
     parts: BTreeMap<String, ParquetSink>,
+    appended: usize,
 }
 
 impl PartitionedSink {
@@ -206,7 +224,38 @@ impl PartitionedSink {
             table,
             row_group_rows,
             parts: BTreeMap::new(),
+            appended: 0,
         }
+    }
+
+    /// Keeps the rows buffered over all partitions under `row_group_rows`.
+    fn bound(&mut self) -> Result<()> {
+        self.appended += 1;
+        if self.appended < self.row_group_rows / 4 || self.parts.len() < 2 {
+            return Ok(());
+        }
+        self.appended = 0;
+        let mut pending: Vec<(usize, String)> = self
+            .parts
+            .iter()
+            .map(|(dt, s)| (s.pending(), dt.clone()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        let mut total: usize = pending.iter().map(|(n, _)| n).sum();
+        if total < self.row_group_rows {
+            return Ok(());
+        }
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        for (n, dt) in pending {
+            if total <= self.row_group_rows / 2 {
+                break;
+            }
+            if let Some(sink) = self.parts.get_mut(&dt) {
+                sink.close_row_group()?;
+            }
+            total -= n;
+        }
+        Ok(())
     }
 
     /// Appends a row to partition `dt`.
@@ -216,9 +265,10 @@ impl PartitionedSink {
             self.parts.insert(dt.to_string(), sink);
         }
         match self.parts.get_mut(dt) {
-            Some(sink) => sink.append(cells),
-            None => Ok(()),
+            Some(sink) => sink.append(cells)?,
+            None => return Ok(()),
         }
+        self.bound()
     }
 
     /// The sink of partition `dt`, created if needed.
@@ -320,6 +370,28 @@ pub fn row_cells(batch: &RecordBatch, i: usize) -> Vec<Cell<'static>> {
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    #[test]
+    fn many_partitions_keep_few_rows_buffered() {
+        let mut sink = PartitionedSink::new(Table::StepTrainerTrusted, 64);
+        for i in 0..10_000i64 {
+            let dt = format!("2022-06-{:02}", 1 + i % 20);
+            let cells = [Cell::Long(i), Cell::Str(Cow::Borrowed("s")), Cell::Long(1)];
+            sink.append(&dt, &cells).unwrap();
+            let buffered: usize = sink.parts.values().map(ParquetSink::pending).sum();
+            assert!(buffered <= 64 + 16, "{buffered} rows buffered after {i}");
+        }
+        let parts = sink.finish().unwrap();
+        assert_eq!(parts.len(), 20);
+        let rows: u64 = parts.iter().map(|p| p.1).sum();
+        assert_eq!(rows, 10_000);
+        let back: usize = parts
+            .iter()
+            .flat_map(|p| read_parquet(p.2.clone(), &[], "t").unwrap())
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(back, 10_000);
+    }
 
     #[test]
     fn partitions_round_trip_with_bounded_row_groups() {

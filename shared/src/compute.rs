@@ -58,6 +58,8 @@ impl Quarantine {
 
 struct ScanState<F> {
     columns: &'static [Column],
+    /// The cells buffer, kept empty between lines so its allocation is reused.
+    cells: Vec<Cell<'static>>,
     max_line_bytes: usize,
     summary: Summary,
     quarantine: Quarantine,
@@ -70,14 +72,22 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> ScanState<F> {
             Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Line::Text { number, bytes } => {
                 self.summary.rows_in += 1;
-                let mut cells = Vec::with_capacity(self.columns.len());
-                match parse_line(bytes, self.columns, &mut cells) {
-                    Err(reason) => self.quarantine.add(number, &reason, bytes),
-                    Ok(()) => match (self.on_row)(&cells)? {
-                        RowOutcome::Kept => self.summary.rows_out += 1,
-                        RowOutcome::Filtered => self.summary.filtered += 1,
-                        RowOutcome::Bad(reason) => self.quarantine.add(number, &reason, bytes),
-                    },
+                // Collecting an empty Vec into one of a same-layout type reuses its
+                // allocation: the cells buffer is not reallocated per line.
+                let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells)
+                    .into_iter()
+                    .map(|_| Cell::Null)
+                    .collect();
+                let outcome = match parse_line(bytes, self.columns, &mut cells) {
+                    Err(reason) => RowOutcome::Bad(reason),
+                    Ok(()) => (self.on_row)(&cells)?,
+                };
+                cells.clear();
+                self.cells = cells.into_iter().map(|_| Cell::Null).collect();
+                match outcome {
+                    RowOutcome::Kept => self.summary.rows_out += 1,
+                    RowOutcome::Filtered => self.summary.filtered += 1,
+                    RowOutcome::Bad(reason) => self.quarantine.add(number, &reason, bytes),
                 }
             }
             Line::TooLong { number, len, head } => {
@@ -107,6 +117,7 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> LandingScan<F> {
             splitter: LineSplitter::new(cfg.max_line_bytes, cfg.quarantine_line_bytes),
             state: ScanState {
                 columns: table.columns(),
+                cells: Vec::with_capacity(table.columns().len()),
                 max_line_bytes: cfg.max_line_bytes,
                 summary: Summary::default(),
                 quarantine: Quarantine {
@@ -256,8 +267,19 @@ pub fn ml_join_batch(
         column::<Float64Array>(b, "y", context)?,
         column::<Float64Array>(b, "z", context)?,
     );
+    // Readings arrive grouped by user: look the device up once per run of one user.
+    let mut last: Option<(&str, Option<usize>)> = None;
     for i in 0..b.num_rows() {
-        let Some((serial, distances)) = join.probe(user.value(i), ts.value(i)) else {
+        let u = user.value(i);
+        let device = match last {
+            Some((prev, device)) if prev == u => device,
+            _ => {
+                let device = join.device_of(u);
+                last = Some((u, device));
+                device
+            }
+        };
+        let Some((serial, distances)) = device.and_then(|d| join.at(d, ts.value(i))) else {
             continue;
         };
         for d in distances {

@@ -159,8 +159,29 @@ pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of:
 /// time, joined with the same customer's phone readings at the same millisecond.
 #[derive(Debug, Default)]
 pub struct MlJoin {
-    by_serial: HashMap<String, HashMap<i64, Vec<i32>>>,
-    serial_of: HashMap<String, String>,
+    /// One entry per serial: the serial and its readings by time.
+    devices: Vec<(String, HashMap<i64, Vec<i32>>)>,
+    /// E-mail → index into `devices`.
+    owner: HashMap<String, usize>,
+}
+
+/// Serial number → e-mails of the customers with that device (built once per snapshot).
+pub type SerialIndex = HashMap<String, Vec<String>>;
+
+impl Customers {
+    /// The serial index of these customers.
+    pub fn serial_index(&self) -> SerialIndex {
+        let mut index = SerialIndex::new();
+        for (email, r) in &self.rows {
+            if let Some(serial) = r[customer::SERIAL].as_str() {
+                index
+                    .entry(serial.to_string())
+                    .or_default()
+                    .push(email.clone());
+            }
+        }
+        index
+    }
 }
 
 impl MlJoin {
@@ -176,21 +197,29 @@ impl MlJoin {
                 .push(d);
         }
         MlJoin {
-            by_serial,
-            serial_of: HashMap::new(),
+            devices: by_serial.into_iter().collect(),
+            owner: HashMap::new(),
         }
     }
 
-    /// Attaches the customers whose device is one of the indexed serials (e-mail → serial).
-    pub fn with_customers(mut self, customers: &Customers) -> MlJoin {
-        self.serial_of = customers
-            .rows
+    /// Attaches the customers whose device is one of the indexed serials.
+    pub fn with_customers(self, customers: &Customers) -> MlJoin {
+        self.with_index(&customers.serial_index())
+    }
+
+    /// Attaches owners through a prebuilt serial index (cheap: looks up only this
+    /// object's serials).
+    pub fn with_index(mut self, index: &SerialIndex) -> MlJoin {
+        self.owner = self
+            .devices
             .iter()
-            .filter_map(|(email, r)| {
-                let serial = r[customer::SERIAL].as_str()?;
-                self.by_serial
-                    .contains_key(serial)
-                    .then(|| (email.clone(), serial.to_string()))
+            .enumerate()
+            .flat_map(|(i, (serial, _))| {
+                index
+                    .get(serial)
+                    .into_iter()
+                    .flatten()
+                    .map(move |email| (email.clone(), i))
             })
             .collect();
         self
@@ -198,14 +227,25 @@ impl MlJoin {
 
     /// Whether no customer can match (nothing to probe).
     pub fn is_empty(&self) -> bool {
-        self.serial_of.is_empty()
+        self.owner.is_empty()
+    }
+
+    /// The device of a phone's user, if it is in this object.
+    pub fn device_of(&self, user: &str) -> Option<usize> {
+        self.owner.get(user).copied()
+    }
+
+    /// The readings of `device` at `timestamp`: `(serial, distances)`.
+    pub fn at(&self, device: usize, timestamp: i64) -> Option<(&str, &[i32])> {
+        let (serial, by_time) = self.devices.get(device)?;
+        by_time
+            .get(&timestamp)
+            .map(|d| (serial.as_str(), d.as_slice()))
     }
 
     /// The step trainer matches of one phone reading: `(serial, distances)`.
     pub fn probe(&self, user: &str, timestamp: i64) -> Option<(&str, &[i32])> {
-        let serial = self.serial_of.get(user)?;
-        let d = self.by_serial.get(serial)?.get(&timestamp)?;
-        Some((serial.as_str(), d.as_slice()))
+        self.at(self.device_of(user)?, timestamp)
     }
 }
 
