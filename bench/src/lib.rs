@@ -260,13 +260,36 @@ fn accelerometer(
     })
 }
 
-fn curated_from_outputs(accel: &Outputs, trusted: &Customers) -> Result<Customers> {
+/// customer_curated from the accelerometer outputs' `user` column (as the function reads
+/// each new object), the objects spread over `threads`.
+fn curated_from_outputs(accel: &Outputs, trusted: &Customers, threads: usize) -> Result<Customers> {
+    let threads = threads.max(1);
+    let sets: Vec<Result<BTreeSet<String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> Result<BTreeSet<String>> {
+                    let mut users = BTreeSet::new();
+                    for (_, _, bytes) in accel.iter().skip(t).step_by(threads) {
+                        for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
+                            let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
+                            users.extend(col.iter().flatten().map(str::to_string));
+                        }
+                    }
+                    Ok(users)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect()
+    });
     let mut users = BTreeSet::new();
-    for (_, _, bytes) in accel {
-        for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
-            let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
-            users.extend(col.iter().flatten().map(str::to_string));
-        }
+    for set in sets {
+        users.extend(set?);
     }
     Ok(rules::merge_curated(&Customers::default(), trusted, users))
 }
@@ -385,6 +408,7 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
     let cfg = Config::from_env()?;
     let mut stats = Stats::default();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut stages: Vec<(&'static str, f64)> = Vec::new();
     let started;
     match what {
         "customer" => {
@@ -409,7 +433,7 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "machine_learning" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
             let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default(), 2, true)?;
-            let curated = curated_from_outputs(&accel, &trusted)?;
+            let curated = curated_from_outputs(&accel, &trusted, 2)?;
             let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
             started = Instant::now();
             let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
@@ -417,15 +441,25 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         }
         "pipeline" => {
             started = Instant::now();
+            let lap = |stages: &mut Vec<(&'static str, f64)>, name, t: Instant| {
+                stages.push((name, t.elapsed().as_secs_f64()));
+                Instant::now()
+            };
+            let t = Instant::now();
             let trusted = customers_trusted(data, &cfg, &mut stats)?;
             encode(Table::CustomerTrusted, &trusted, &cfg)?;
+            let t = lap(&mut stages, "customer_landing_to_trusted", t);
             let threads = pipeline_threads();
             let accel = accelerometer(data, &trusted, &cfg, &mut stats, threads, true)?;
-            let curated = curated_from_outputs(&accel, &trusted)?;
+            let t = lap(&mut stages, "accelerometer_landing_to_trusted", t);
+            let curated = curated_from_outputs(&accel, &trusted, threads)?;
             encode(Table::CustomerCurated, &curated, &cfg)?;
+            let t = lap(&mut stages, "customer_trusted_to_curated", t);
             let steps = step_trainer(data, &curated, &cfg, &mut stats, threads, true)?;
+            let t = lap(&mut stages, "step_trainer_landing_to_trusted", t);
             let mut ml = Stats::default();
             let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml, threads)?;
+            lap(&mut stages, "machine_learning_trusted_to_curated", t);
             counts.insert("customer_trusted", trusted.rows.len() as u64);
             counts.insert("accelerometer_trusted", accel.iter().map(|o| o.1).sum());
             counts.insert("customer_curated", curated.rows.len() as u64);
@@ -444,6 +478,7 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "mb_per_s": stats.bytes as f64 / 1e6 / stats.secs.max(1e-9),
         "rows_per_s": stats.rows_in as f64 / stats.secs.max(1e-9),
         "counts": counts,
+        "stages_secs": stages.into_iter().collect::<BTreeMap<_, _>>(),
     }))
 }
 

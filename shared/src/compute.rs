@@ -169,6 +169,8 @@ impl DayCache {
 /// accelerometer_landing → accelerometer_trusted, row by row.
 pub struct AccelerometerFilter {
     consent: HashMap<String, i64>,
+    /// The last user looked up and their consent date: readings come grouped by user.
+    last: Option<(String, Option<i64>)>,
     as_of: bool,
     days: DayCache,
     /// The outputs, one per `dt`.
@@ -180,6 +182,7 @@ impl AccelerometerFilter {
     pub fn new(customers: &Customers, cfg: &Config) -> Self {
         AccelerometerFilter {
             consent: customers.consent_dates(),
+            last: None,
             as_of: cfg.consent_as_of,
             days: DayCache::default(),
             sink: PartitionedSink::new(Table::AccelerometerTrusted, cfg.row_group_rows),
@@ -192,7 +195,15 @@ impl AccelerometerFilter {
         let ts = cells[accelerometer::TIMESTAMP]
             .as_long()
             .unwrap_or_default();
-        if !rules::reading_allowed(self.consent.get(user).copied(), ts, self.as_of) {
+        let consent = match &self.last {
+            Some((u, c)) if u == user => *c,
+            _ => {
+                let c = self.consent.get(user).copied();
+                self.last = Some((user.to_string(), c));
+                c
+            }
+        };
+        if !rules::reading_allowed(consent, ts, self.as_of) {
             return Ok(RowOutcome::Filtered);
         }
         let Some(dt) = self.days.dt(ts) else {
@@ -206,6 +217,8 @@ impl AccelerometerFilter {
 /// step_trainer_landing → step_trainer_trusted, row by row.
 pub struct StepTrainerFilter {
     serials: HashSet<String>,
+    /// The last serial looked up and whether it is curated: readings come grouped.
+    last: Option<(String, bool)>,
     days: DayCache,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
@@ -216,6 +229,7 @@ impl StepTrainerFilter {
     pub fn new(curated: &Customers, cfg: &Config) -> Self {
         StepTrainerFilter {
             serials: curated.serials(),
+            last: None,
             days: DayCache::default(),
             sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
         }
@@ -224,7 +238,15 @@ impl StepTrainerFilter {
     /// Decides one reading.
     pub fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         let serial = cells[step_trainer::SERIAL].as_str().unwrap_or_default();
-        if !self.serials.contains(serial) {
+        let curated = match &self.last {
+            Some((s, c)) if s == serial => *c,
+            _ => {
+                let c = self.serials.contains(serial);
+                self.last = Some((serial.to_string(), c));
+                c
+            }
+        };
+        if !curated {
             return Ok(RowOutcome::Filtered);
         }
         let ts = cells[step_trainer::TIME].as_long().unwrap_or_default();
