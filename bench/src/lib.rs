@@ -198,6 +198,25 @@ fn encode(table: Table, c: &Customers, cfg: &Config) -> Result<Bytes> {
 
 type Outputs = Vec<(String, u64, Bytes)>;
 
+/// Runs `f(t)` for `t` in `0..threads` on scoped threads and collects the results.
+fn on_threads<T: Send>(threads: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                let f = &f;
+                scope.spawn(move || f(t))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect()
+    })
+}
+
 /// Runs `one` over `files` on `threads` threads (files round-robin), merging the outputs
 /// (kept only when `keep`, as a function drops them once written) and the stats.
 fn over_files(
@@ -208,34 +227,19 @@ fn over_files(
     one: impl Fn(&Path, &mut Stats) -> Result<Outputs> + Sync,
 ) -> Result<Outputs> {
     let threads = threads.max(1);
-    let results: Vec<Result<(Stats, Outputs)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (files, one) = (&files, &one);
-                scope.spawn(move || -> Result<(Stats, Outputs)> {
-                    let mut st = Stats::default();
-                    let mut out = Vec::new();
-                    for f in files.iter().skip(t).step_by(threads) {
-                        let o = one(f, &mut st)?;
-                        if keep {
-                            out.extend(o);
-                        }
-                    }
-                    Ok((st, out))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
-            })
-            .collect()
-    });
+    let results = on_threads(threads, |t| {
+        let mut st = Stats::default();
+        let mut out = Vec::new();
+        for f in files.iter().skip(t).step_by(threads) {
+            let o = one(f, &mut st)?;
+            if keep {
+                out.extend(o);
+            }
+        }
+        Ok((st, out))
+    })?;
     let mut out = Vec::new();
-    for r in results {
-        let (st, o) = r?;
+    for (st, o) in results {
         stats.bytes += st.bytes;
         stats.rows_in += st.rows_in;
         stats.rows_out += st.rows_out;
@@ -264,33 +268,17 @@ fn accelerometer(
 /// each new object), the objects spread over `threads`.
 fn curated_from_outputs(accel: &Outputs, trusted: &Customers, threads: usize) -> Result<Customers> {
     let threads = threads.max(1);
-    let sets: Vec<Result<BTreeSet<String>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || -> Result<BTreeSet<String>> {
-                    let mut users = BTreeSet::new();
-                    for (_, _, bytes) in accel.iter().skip(t).step_by(threads) {
-                        for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
-                            let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
-                            users.extend(col.iter().flatten().map(str::to_string));
-                        }
-                    }
-                    Ok(users)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
-            })
-            .collect()
-    });
-    let mut users = BTreeSet::new();
-    for set in sets {
-        users.extend(set?);
-    }
+    let sets = on_threads(threads, |t| {
+        let mut users = BTreeSet::new();
+        for (_, _, bytes) in accel.iter().skip(t).step_by(threads) {
+            for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
+                let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
+                users.extend(col.iter().flatten().map(str::to_string));
+            }
+        }
+        Ok(users)
+    })?;
+    let users: BTreeSet<String> = sets.into_iter().flatten().collect();
     Ok(rules::merge_curated(&Customers::default(), trusted, users))
 }
 
@@ -334,47 +322,29 @@ fn machine_learning(
     let dts: Vec<&str> = steps_by_dt.keys().copied().collect();
     let threads = threads.max(1);
     let index = trusted.serial_index();
-    let per_thread: Vec<Result<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (dts, steps_by_dt, accel_by_dt, index) =
-                    (&dts, &steps_by_dt, &accel_by_dt, &index);
-                scope.spawn(move || -> Result<u64> {
-                    let mut rows = 0;
-                    for dt in dts.iter().skip(t).step_by(threads) {
-                        let mut batches = Vec::new();
-                        for a in accel_by_dt.get(dt).into_iter().flatten() {
-                            batches.extend(read_parquet((*a).clone(), &[], "accel")?);
-                        }
-                        for bytes in steps_by_dt.get(dt).into_iter().flatten() {
-                            let step = read_parquet((*bytes).clone(), &[], "step")?;
-                            let join = MlJoin::new(step_readings(&step, "step")?).with_index(index);
-                            let mut sink = stedi::columnar::PartitionedSink::new(
-                                Table::MachineLearningCurated,
-                                cfg.row_group_rows,
-                            );
-                            for b in &batches {
-                                ml_join_batch(&join, b, dt, &mut sink, "accel")?;
-                            }
-                            rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
-                        }
-                    }
-                    Ok(rows)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
-            })
-            .collect()
-    });
-    let mut rows = 0;
-    for r in per_thread {
-        rows += r?;
-    }
+    let per_thread = on_threads(threads, |t| {
+        let mut rows = 0;
+        for dt in dts.iter().skip(t).step_by(threads) {
+            let mut batches = Vec::new();
+            for a in accel_by_dt.get(dt).into_iter().flatten() {
+                batches.extend(read_parquet((*a).clone(), &[], "accel")?);
+            }
+            for bytes in steps_by_dt.get(dt).into_iter().flatten() {
+                let step = read_parquet((*bytes).clone(), &[], "step")?;
+                let join = MlJoin::new(step_readings(&step, "step")?).with_index(&index);
+                let mut sink = stedi::columnar::PartitionedSink::new(
+                    Table::MachineLearningCurated,
+                    cfg.row_group_rows,
+                );
+                for b in &batches {
+                    ml_join_batch(&join, b, dt, &mut sink, "accel")?;
+                }
+                rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
+            }
+        }
+        Ok(rows)
+    })?;
+    let rows: u64 = per_thread.into_iter().sum();
     stats.rows_out += rows;
     Ok(rows)
 }

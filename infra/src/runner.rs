@@ -154,25 +154,34 @@ impl<'s> Runner<'s> {
         Ok(received)
     }
 
-    /// Messages waiting or in flight over all queues.
-    pub async fn backlog(&self) -> Result<u64> {
+    /// The sum of SQS approximate-count `attributes` over `urls`.
+    async fn approximate(&self, urls: &[&str], attributes: &[QueueAttributeName]) -> Result<u64> {
         let mut total = 0;
-        for q in &self.queues {
+        for url in urls {
             let out = self
                 .stack
                 .sqs
                 .get_queue_attributes()
-                .queue_url(&q.url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .queue_url(*url)
+                .set_attribute_names(Some(attributes.to_vec()))
                 .send()
                 .await
-                .with_context(|| format!("reading {}", q.url))?;
+                .with_context(|| format!("reading {url}"))?;
             for v in out.attributes().map(|a| a.values()).into_iter().flatten() {
                 total += v.parse::<u64>().unwrap_or(0);
             }
         }
         Ok(total)
+    }
+
+    /// Messages waiting or in flight over all queues.
+    pub async fn backlog(&self) -> Result<u64> {
+        let urls: Vec<&str> = self.queues.iter().map(|q| q.url.as_str()).collect();
+        let attrs = [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ];
+        self.approximate(&urls, &attrs).await
     }
 
     /// Pumps until every queue is empty with nothing in flight (or `timeout` passes).
@@ -193,21 +202,9 @@ impl<'s> Runner<'s> {
 
     /// Messages parked in the dead-letter queues.
     pub async fn dead_letters(&self) -> Result<u64> {
-        let mut total = 0;
-        for q in &self.queues {
-            let out = self
-                .stack
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&q.dlq_url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await?;
-            for v in out.attributes().map(|a| a.values()).into_iter().flatten() {
-                total += v.parse::<u64>().unwrap_or(0);
-            }
-        }
-        Ok(total)
+        let urls: Vec<&str> = self.queues.iter().map(|q| q.dlq_url.as_str()).collect();
+        self.approximate(&urls, &[QueueAttributeName::ApproximateNumberOfMessages])
+            .await
     }
 }
 
