@@ -100,11 +100,6 @@ pub fn dt_of_millis(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string())
 }
 
-/// Splits `s3://bucket/key` style paths (for the CLI) or returns `None`.
-pub fn stem_of_output(key: &str) -> Option<&str> {
-    key.rsplit('/').next()?.strip_suffix(".parquet")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
