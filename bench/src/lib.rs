@@ -24,12 +24,13 @@ use anyhow::{Context, Result, bail};
 use arrow_array::StringArray;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use stedi::columnar::{ParquetSink, column, read_parquet};
+use stedi::columnar::{column, read_parquet};
 use stedi::compute::{
-    AccelerometerFilter, LandingScan, RowOutcome, StepTrainerFilter, ml_join_batch, step_readings,
+    AccelerometerFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers,
+    ml_join_batch, step_readings,
 };
 use stedi::config::Config;
-use stedi::rules::{self, CustomerRow, Customers, MlJoin};
+use stedi::rules::{self, Customers, MlJoin};
 use stedi::schema::Table;
 
 const DAY: i64 = 86_400_000;
@@ -171,29 +172,21 @@ fn scan(
 fn customers_trusted(data: &Path, cfg: &Config, stats: &mut Stats) -> Result<Customers> {
     let mut all = Customers::default();
     for f in landing_files(data, "customer")? {
-        let mut rows: Vec<CustomerRow> = Vec::new();
+        let mut incoming = Customers::default();
         scan(
             Table::CustomerLanding,
             &f,
             cfg,
             |c| {
-                rows.push(c.iter().cloned().map(|c| c.into_owned()).collect());
+                incoming.offer(c.iter().cloned().map(|c| c.into_owned()).collect());
                 Ok(RowOutcome::Kept)
             },
             stats,
         )?;
-        let (next, _) = rules::merge_trusted(&all, &Customers::latest_of(rows));
+        let (next, _) = rules::merge_trusted(&all, &incoming);
         all = next;
     }
     Ok(all)
-}
-
-fn encode(table: Table, c: &Customers, cfg: &Config) -> Result<Bytes> {
-    let mut sink = ParquetSink::new(table, cfg.row_group_rows)?;
-    for row in c.rows.values() {
-        sink.append(row)?;
-    }
-    Ok(sink.finish()?)
 }
 
 type Outputs = Vec<(String, u64, Bytes)>;
@@ -384,7 +377,7 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "customer" => {
             started = Instant::now();
             let trusted = customers_trusted(data, &cfg, &mut stats)?;
-            encode(Table::CustomerTrusted, &trusted, &cfg)?;
+            encode_customers(Table::CustomerTrusted, &trusted, cfg.row_group_rows)?;
             counts.insert("customer_trusted", trusted.rows.len() as u64);
         }
         "accelerometer" => {
@@ -417,13 +410,13 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             };
             let t = Instant::now();
             let trusted = customers_trusted(data, &cfg, &mut stats)?;
-            encode(Table::CustomerTrusted, &trusted, &cfg)?;
+            encode_customers(Table::CustomerTrusted, &trusted, cfg.row_group_rows)?;
             let t = lap(&mut stages, "customer_landing_to_trusted", t);
             let threads = pipeline_threads();
             let accel = accelerometer(data, &trusted, &cfg, &mut stats, threads, true)?;
             let t = lap(&mut stages, "accelerometer_landing_to_trusted", t);
             let curated = curated_from_outputs(&accel, &trusted, threads)?;
-            encode(Table::CustomerCurated, &curated, &cfg)?;
+            encode_customers(Table::CustomerCurated, &curated, cfg.row_group_rows)?;
             let t = lap(&mut stages, "customer_trusted_to_curated", t);
             let steps = step_trainer(data, &curated, &cfg, &mut stats, threads, true)?;
             let t = lap(&mut stages, "step_trainer_landing_to_trusted", t);

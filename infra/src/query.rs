@@ -18,8 +18,6 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use stedi::columnar::RowsBuilder;
-use stedi::lines::Line;
-use stedi::record::parse_line;
 use stedi::schema::Table;
 
 use crate::s3store::S3Store;
@@ -180,21 +178,15 @@ impl Lake {
             .strip_prefix(&format!("s3://{}/", stack.cfg.bucket))
             .with_context(|| format!("{name} is not in bucket {}", stack.cfg.bucket))?;
         let fctx = stack.function_context();
-        let columns = table.columns();
         let mut rows = RowsBuilder::new(table);
         for key in fctx.store.list(&stack.cfg.bucket, prefix).await? {
             if !key.ends_with(".json") {
                 continue;
             }
-            let (body, _) = fctx.store.open(&stack.cfg.bucket, &key).await?;
-            stedi::transitions::split_body(&fctx, &stack.cfg.bucket, &key, body, &mut |line| {
-                if let Line::Text { bytes, .. } = line {
-                    let mut cells = Vec::with_capacity(columns.len());
-                    if parse_line(bytes, columns, &mut cells).is_ok() {
-                        rows.append(&cells);
-                    }
-                }
-                Ok(())
+            // Lines the functions would quarantine are not rows here either.
+            stedi::transitions::read_landing(&fctx, &stack.cfg.bucket, &key, table, |cells| {
+                rows.append(cells);
+                Ok(stedi::compute::RowOutcome::Kept)
             })
             .await?;
         }

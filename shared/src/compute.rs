@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 
-use crate::columnar::{PartitionedSink, column};
+use bytes::Bytes;
+
+use crate::columnar::{ParquetSink, PartitionedSink, column};
 use crate::config::Config;
 use crate::error::Result;
 use crate::keys;
@@ -258,6 +260,15 @@ impl StepTrainerFilter {
         self.sink.append(dt, cells)?;
         Ok(RowOutcome::Kept)
     }
+}
+
+/// A customer snapshot as a Parquet object (rows in e-mail order).
+pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {
+    let mut sink = ParquetSink::new(table, row_group_rows)?;
+    for row in c.rows.values() {
+        sink.append(row)?;
+    }
+    sink.finish()
 }
 
 /// The step trainer readings of a step_trainer_trusted object.

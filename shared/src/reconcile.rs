@@ -18,17 +18,16 @@ use arrow_array::StringArray;
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::{column, read_parquet};
+use crate::compute::RowOutcome;
 use crate::error::Result;
 use crate::keys;
-use crate::lines::Line;
-use crate::record::parse_line;
-use crate::rules::{self, CustomerRow, Customers};
+use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
 use crate::transitions::{
     Ctx, Transition, machine_learning_trusted_to_curated as ml, manifest_key, publish_partitioned,
-    read_manifest, rewrite_snapshot, split_body,
+    read_landing, read_manifest, rewrite_snapshot,
 };
 
 /// One unit of reconcile work.
@@ -78,35 +77,16 @@ impl Plan {
 /// the landing transition quarantines them).
 async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
     let mut latest = Customers::default();
-    let columns = Table::CustomerLanding.columns();
-    for key in ctx
-        .store
-        .list(bucket, Table::CustomerLanding.prefix())
-        .await?
-    {
-        if keys::accept(bucket, &key, &[Table::CustomerLanding]).is_err() {
+    let table = Table::CustomerLanding;
+    for key in ctx.store.list(bucket, table.prefix()).await? {
+        if keys::accept(bucket, &key, &[table]).is_err() {
             continue;
         }
-        let (body, _) = ctx.store.open(bucket, &key).await?;
-        let mut rows: Vec<CustomerRow> = Vec::new();
-        split_body(ctx, bucket, &key, body, &mut |line| {
-            if let Line::Text { bytes, .. } = line {
-                let mut cells = Vec::with_capacity(columns.len());
-                if parse_line(bytes, columns, &mut cells).is_ok() {
-                    rows.push(cells.into_iter().map(|c| c.into_owned()).collect());
-                }
-            }
-            Ok(())
+        read_landing(ctx, bucket, &key, table, |cells| {
+            latest.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
+            Ok(RowOutcome::Kept)
         })
         .await?;
-        for (email, row) in Customers::latest_of(rows).rows {
-            match latest.rows.get(&email) {
-                Some(cur) if !rules::supersedes(&row, cur) => {}
-                _ => {
-                    latest.rows.insert(email, row);
-                }
-            }
-        }
     }
     Ok(latest)
 }

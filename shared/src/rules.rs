@@ -63,17 +63,22 @@ impl Customers {
     pub fn latest_of(rows: impl IntoIterator<Item = CustomerRow>) -> Customers {
         let mut out = Customers::default();
         for row in rows {
-            let Some(email) = row[customer::EMAIL].as_str().map(str::to_string) else {
-                continue;
-            };
-            match out.rows.get(&email) {
-                Some(cur) if !supersedes(&row, cur) => {}
-                _ => {
-                    out.rows.insert(email, row);
-                }
-            }
+            out.offer(row);
         }
         out
+    }
+
+    /// Keeps `row` if it is its e-mail's latest record so far.
+    pub fn offer(&mut self, row: CustomerRow) {
+        let Some(email) = row[customer::EMAIL].as_str().map(str::to_string) else {
+            return;
+        };
+        match self.rows.get(&email) {
+            Some(cur) if !supersedes(&row, cur) => {}
+            _ => {
+                self.rows.insert(email, row);
+            }
+        }
     }
 
     /// The research-consent date of a consenting customer.

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::keys::SourceKey;
-use crate::rules::{self, CustomerRow, Customers};
+use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
 
@@ -11,14 +11,13 @@ use super::{Ctx, RowOutcome, rewrite_snapshot, scan_landing};
 
 /// Folds one landing file into the snapshot.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let mut rows: Vec<CustomerRow> = Vec::new();
+    let mut incoming = Customers::default();
     let (mut s, _) = scan_landing(ctx, bucket, src, |cells| {
-        rows.push(cells.iter().cloned().map(|c| c.into_owned()).collect());
+        incoming.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
         Ok(RowOutcome::Kept)
     })
     .await?;
     let parsed = s.rows_out;
-    let incoming = Customers::latest_of(rows);
     let mut upserted = 0;
     rewrite_snapshot(ctx, bucket, Table::CustomerTrusted, &mut s, |current| {
         let (next, stats) = rules::merge_trusted(current, &incoming);

@@ -17,13 +17,13 @@ use bytes::Bytes;
 use rand::Rng;
 
 use crate::catalog;
-use crate::columnar::{ParquetSink, read_parquet, row_cells};
-use crate::compute::LandingScan;
+use crate::columnar::{read_parquet, row_cells};
 pub use crate::compute::RowOutcome;
+pub use crate::compute::encode_customers;
+use crate::compute::{LandingScan, Quarantine};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
-use crate::lines::{Line, LineSplitter};
 use crate::record::Cell;
 use crate::rules::Customers;
 use crate::schema::Table;
@@ -205,41 +205,44 @@ fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
     })))
 }
 
-/// A customer snapshot as a Parquet object (rows in e-mail order).
-pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> Result<Bytes> {
-    let mut sink = ParquetSink::new(table, row_group_rows)?;
-    for row in c.rows.values() {
-        sink.append(row)?;
-    }
-    sink.finish()
-}
-
 /// The quarantine object of a landing source.
 pub fn quarantine_key(src: &SourceKey) -> String {
     format!("{}{}.jsonl", src.table.quarantine_prefix(), src.stem)
 }
 
-/// Streams a landing object through a [`LandingScan`] into `on_row`; lines that do not
-/// parse, or that `on_row` calls bad, are quarantined (the quarantine object is replaced,
-/// or removed when the file is now clean). Returns the accounting and the source's ETag.
+/// Streams the landing object `key` (of `table`) through a [`LandingScan`] into
+/// `on_row`: the accounting, the quarantined lines, and the object's ETag.
+pub async fn read_landing(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    table: Table,
+    on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+) -> Result<(Summary, Quarantine, String)> {
+    let (mut body, etag) = ctx.store.open(bucket, key).await?;
+    let mut scan = LandingScan::new(table, key, &ctx.cfg, on_row);
+    while let Some(chunk) = body.try_next().await.map_err(|e| Error::S3 {
+        op: "GetObject",
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message: format!("reading body: {e}"),
+        retryable: true,
+    })? {
+        scan.push(&chunk)?;
+    }
+    let (s, q) = scan.finish()?;
+    Ok((s, q, etag))
+}
+
+/// [`read_landing`] for a transition: the quarantine object is replaced, or removed when
+/// the file is now clean. Returns the accounting and the source's ETag.
 pub async fn scan_landing(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
     on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
 ) -> Result<(Summary, String)> {
-    let (mut body, etag) = ctx.store.open(bucket, &src.key).await?;
-    let mut scan = LandingScan::new(src.table, &src.key, &ctx.cfg, on_row);
-    while let Some(chunk) = body.try_next().await.map_err(|e| Error::S3 {
-        op: "GetObject",
-        bucket: bucket.to_string(),
-        key: src.key.clone(),
-        message: format!("reading body: {e}"),
-        retryable: true,
-    })? {
-        scan.push(&chunk)?;
-    }
-    let (mut s, q) = scan.finish()?;
+    let (mut s, q, etag) = read_landing(ctx, bucket, &src.key, src.table, on_row).await?;
     let qkey = quarantine_key(src);
     if q.count > 0 {
         ctx.store.put(bucket, &qkey, Bytes::from(q.body)).await?;
@@ -249,31 +252,6 @@ pub async fn scan_landing(
         ctx.store.delete(bucket, &qkey).await?;
     }
     Ok((s, etag))
-}
-
-/// Feeds an object's body through the line splitter.
-pub async fn split_body(
-    ctx: &Ctx,
-    bucket: &str,
-    key: &str,
-    mut body: aws_sdk_s3::primitives::ByteStream,
-    handle: &mut impl FnMut(Line<'_>) -> Result<()>,
-) -> Result<()> {
-    let mut splitter = LineSplitter::new(ctx.cfg.max_line_bytes, ctx.cfg.quarantine_line_bytes);
-    loop {
-        let chunk = body.try_next().await.map_err(|e| Error::S3 {
-            op: "GetObject",
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            message: format!("reading body: {e}"),
-            retryable: true,
-        })?;
-        match chunk {
-            Some(chunk) => splitter.push(&chunk, handle)?,
-            None => break,
-        }
-    }
-    splitter.finish(handle)
 }
 
 /// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and
