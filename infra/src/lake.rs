@@ -335,10 +335,13 @@ pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
 /// Rows of every table, in [`Table::ALL`] order, counted through the query path (what
 /// Athena would answer to `SELECT count(*)`).
 pub async fn counts(stack: &Stack) -> Result<Vec<(Table, u64)>> {
+    let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+    // One session with all eight tables: the catalog and the landing files are read once.
+    let lake = crate::query::Lake::for_sql(stack, &names.join(" ")).await?;
     let mut out = Vec::new();
     for table in Table::ALL {
         let sql = format!("SELECT count(*) AS n FROM {}", table.name());
-        let batches = crate::query::query(stack, &sql).await?;
+        let batches = lake.run(&sql).await?;
         let n = batches
             .first()
             .and_then(|b| {

@@ -240,11 +240,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
                 out.push('\n');
             }
             for b in batches {
-                let fmts = b
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let fmts = formatters(b, &options)?;
                 for r in 0..b.num_rows() {
                     let cells: Vec<String> = fmts
                         .iter()
@@ -259,11 +255,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
         OutputFormat::Json => {
             let mut rows = Vec::new();
             for b in batches {
-                let fmts = b
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let fmts = formatters(b, &options)?;
                 for r in 0..b.num_rows() {
                     let mut obj = serde_json::Map::new();
                     for ((field, fmt), c) in b.schema().fields().iter().zip(&fmts).zip(b.columns())
@@ -284,6 +276,17 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
             Ok(format!("{}\n", serde_json::Value::Array(rows)))
         }
     }
+}
+
+/// One display formatter per column of `b`.
+fn formatters<'a>(
+    b: &'a RecordBatch,
+    options: &'a FormatOptions<'a>,
+) -> Result<Vec<ArrayFormatter<'a>>> {
+    Ok(b.columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), options))
+        .collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 fn csv_field(s: &str) -> String {

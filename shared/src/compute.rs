@@ -168,6 +168,33 @@ impl DayCache {
     }
 }
 
+/// A landing transition's row rule: decides each row and collects the kept ones into
+/// per-`dt` outputs.
+pub trait RowFilter {
+    /// Decides one row.
+    fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome>;
+    /// The outputs collected.
+    fn into_sink(self) -> PartitionedSink;
+}
+
+impl RowFilter for AccelerometerFilter {
+    fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
+        AccelerometerFilter::row(self, cells)
+    }
+    fn into_sink(self) -> PartitionedSink {
+        self.sink
+    }
+}
+
+impl RowFilter for StepTrainerFilter {
+    fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
+        StepTrainerFilter::row(self, cells)
+    }
+    fn into_sink(self) -> PartitionedSink {
+        self.sink
+    }
+}
+
 /// accelerometer_landing → accelerometer_trusted, row by row.
 pub struct AccelerometerFilter {
     consent: HashMap<String, i64>,

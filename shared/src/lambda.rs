@@ -76,9 +76,11 @@ pub async fn handle_reconcile(ctx: &Ctx, payload: &Value) -> Result<(Value, Summ
         let body = r.get("body").and_then(Value::as_str).unwrap_or_default();
         let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         let outcome = if body.get("item").is_some() {
-            match serde_json::from_value::<reconcile::Item>(body) {
-                Ok(item) => reconcile::execute(ctx, &bucket_of(r), &item).await,
-                Err(e) => Err(Error::BadEvent(format!("reconcile item: {e}"))),
+            let item = serde_json::from_value::<reconcile::Item>(body.clone())
+                .map_err(|e| Error::BadEvent(format!("reconcile item: {e}")));
+            match (item, message_bucket(&body)) {
+                (Ok(item), Ok(bucket)) => reconcile::execute(ctx, &bucket, &item).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
         } else {
             plan_and_fan_out(ctx, &body).await
@@ -99,22 +101,9 @@ pub async fn handle_reconcile(ctx: &Ctx, payload: &Value) -> Result<(Value, Summ
     Ok((json!({ "batchItemFailures": failures }), total))
 }
 
-/// The lake bucket: `LAKE_BUCKET`, or the `bucket` field of a message.
-fn bucket_of(record: &Value) -> String {
-    let body: Value = record
-        .get("body")
-        .and_then(Value::as_str)
-        .and_then(|b| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    body.get("bucket")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| std::env::var("LAKE_BUCKET").ok())
-        .unwrap_or_default()
-}
-
-async fn plan_and_fan_out(ctx: &Ctx, message: &Value) -> Result<Summary> {
-    let bucket = message
+/// The lake bucket a reconcile message names, else `LAKE_BUCKET`.
+fn message_bucket(message: &Value) -> Result<String> {
+    message
         .get("bucket")
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -123,7 +112,11 @@ async fn plan_and_fan_out(ctx: &Ctx, message: &Value) -> Result<Summary> {
             name: "LAKE_BUCKET",
             value: String::new(),
             reason: "reconcile needs the lake bucket".into(),
-        })?;
+        })
+}
+
+async fn plan_and_fan_out(ctx: &Ctx, message: &Value) -> Result<Summary> {
+    let bucket = message_bucket(message)?;
     let Some((sqs, url)) = &ctx.reconcile_queue else {
         let report = reconcile::run_inline(ctx, &bucket).await?;
         return Ok(report.summary);

@@ -307,7 +307,8 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 ..Summary::default()
             };
             let dt = src.dt.clone().unwrap_or_default();
-            ml::recompute(ctx, bucket, &src, &dt, &mut s).await?;
+            let inputs = ml::DtInputs::load(ctx, bucket, &dt).await?;
+            ml::recompute(ctx, bucket, &src, &inputs, &mut s).await?;
             Ok(s)
         }
     }

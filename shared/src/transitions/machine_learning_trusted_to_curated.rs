@@ -13,7 +13,7 @@ use crate::columnar::{PartitionedSink, read_parquet};
 use crate::compute::{ml_join_batch, step_readings};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
-use crate::rules::MlJoin;
+use crate::rules::{MlJoin, SerialIndex};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -39,13 +39,36 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             .filter(|k| k.ends_with(".parquet"))
             .collect(),
     };
+    let inputs = DtInputs::load(ctx, bucket, dt).await?;
     for step_key in step_keys {
         let Ok(step) = keys::accept(bucket, &step_key, &[Table::StepTrainerTrusted]) else {
             continue;
         };
-        recompute(ctx, bucket, &step, dt, &mut s).await?;
+        recompute(ctx, bucket, &step, &inputs, &mut s).await?;
     }
     Ok(s)
+}
+
+/// What every output of one `dt` is joined with, loaded once per invocation: the
+/// accelerometer objects of the `dt` and the consenting customers' device index.
+pub struct DtInputs {
+    dt: String,
+    accel: Vec<(String, String)>,
+    customers_etag: String,
+    devices: SerialIndex,
+}
+
+impl DtInputs {
+    /// Lists the `dt`'s accelerometer objects and indexes customer_trusted by serial.
+    pub async fn load(ctx: &Ctx, bucket: &str, dt: &str) -> Result<DtInputs> {
+        let (customers, etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+        Ok(DtInputs {
+            dt: dt.to_string(),
+            accel: accel_objects(ctx, bucket, dt).await?,
+            customers_etag: etag.unwrap_or_default(),
+            devices: customers.serial_index(),
+        })
+    }
 }
 
 /// Where the lineage of the output of step trainer object `stem` in `dt` is kept.
@@ -85,9 +108,10 @@ pub async fn recompute(
     ctx: &Ctx,
     bucket: &str,
     step: &SourceKey,
-    dt: &str,
+    inputs: &DtInputs,
     s: &mut Summary,
 ) -> Result<()> {
+    let (dt, accel) = (inputs.dt.as_str(), &inputs.accel);
     let target = Table::MachineLearningCurated;
     let out_key = keys::output_key(target, dt, &step.stem);
     let mkey = manifest_key(dt, &step.stem);
@@ -96,15 +120,13 @@ pub async fn recompute(
         ctx.store.delete(bucket, &mkey).await?;
         return super::prune_partition(ctx, bucket, target, dt).await;
     };
-    let accel = accel_objects(ctx, bucket, dt).await?;
-    let (customers, customers_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
-    let inputs = inputs_digest(&step_etag, &accel, customers_etag.as_deref().unwrap_or(""));
+    let digest = inputs_digest(&step_etag, accel, &inputs.customers_etag);
     let readings = step_readings(&read_parquet(bytes, &[], &step.key)?, &step.key)?;
     s.rows_in += readings.len() as u64;
-    let join = MlJoin::new(readings).with_customers(&customers);
+    let join = MlJoin::new(readings).with_index(&inputs.devices);
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
     if !join.is_empty() {
-        for (acc_key, _) in &accel {
+        for (acc_key, _) in accel {
             let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, acc_key, None).await? else {
                 continue;
             };
@@ -116,7 +138,7 @@ pub async fn recompute(
     let mut manifest = super::Manifest {
         dts: Default::default(),
         source_etag: step_etag,
-        inputs,
+        inputs: digest,
     };
     match sink.finish()?.into_iter().next() {
         Some((dt, rows, bytes)) => {

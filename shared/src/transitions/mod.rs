@@ -20,7 +20,7 @@ use crate::catalog;
 use crate::columnar::{read_parquet, row_cells};
 pub use crate::compute::RowOutcome;
 pub use crate::compute::encode_customers;
-use crate::compute::{LandingScan, Quarantine};
+use crate::compute::{LandingScan, Quarantine, RowFilter};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
@@ -252,6 +252,26 @@ pub async fn scan_landing(
         ctx.store.delete(bucket, &qkey).await?;
     }
     Ok((s, etag))
+}
+
+/// A landing transition that filters readings against a reference snapshot: the filter is
+/// built from the snapshot, the file streamed through it, and its outputs published with
+/// their lineage (source ETag, snapshot ETag).
+pub async fn filter_landing<F: RowFilter>(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    t: Transition,
+    reference: Table,
+    make: impl FnOnce(&Customers, &Config) -> F,
+) -> Result<Summary> {
+    let (snapshot, ref_etag) = ctx.customers(bucket, reference).await?;
+    let mut filter = make(&snapshot, &ctx.cfg);
+    let (mut s, source_etag) = scan_landing(ctx, bucket, src, |cells| filter.row(cells)).await?;
+    let lineage = (source_etag, ref_etag.unwrap_or_default());
+    let parts = filter.into_sink().finish()?;
+    publish_partitioned(ctx, bucket, t.target(), &src.stem, parts, lineage, &mut s).await?;
+    Ok(s)
 }
 
 /// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and

@@ -8,24 +8,18 @@ use crate::keys::SourceKey;
 use crate::schema::Table;
 use crate::summary::Summary;
 
-use super::{Ctx, publish_partitioned, scan_landing};
+use super::{Ctx, Transition, filter_landing};
 
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let (curated, ref_etag) = ctx.customers(bucket, Table::CustomerCurated).await?;
-    let mut filter = StepTrainerFilter::new(&curated, &ctx.cfg);
-    let (mut s, source_etag) = scan_landing(ctx, bucket, src, |cells| filter.row(cells)).await?;
-    let lineage = (source_etag, ref_etag.unwrap_or_default());
-    let parts = filter.sink.finish()?;
-    publish_partitioned(
+    let t = Transition::StepTrainerLandingToTrusted;
+    filter_landing(
         ctx,
         bucket,
-        Table::StepTrainerTrusted,
-        &src.stem,
-        parts,
-        lineage,
-        &mut s,
+        src,
+        t,
+        Table::CustomerCurated,
+        StepTrainerFilter::new,
     )
-    .await?;
-    Ok(s)
+    .await
 }
