@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke bench-scale
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -24,10 +24,15 @@ $(VENV)/.tools: $(VENV)/.installed requirements-tools.txt
 build:
 	$(CARGO) build --workspace --all-targets
 
-## cfn-lint and `sam validate --lint` on template.yaml.
+## cfn-lint, `sam validate --lint` and checkov (in .venv/checkov, see requirements-tools.txt) on template.yaml.
 check-template: tools
 	$(VENV)/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+	test -x $(VENV)/checkov/bin/pip || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check \
+	  $$(sed -n 's/^# isolated: *//p' requirements-tools.txt)
+	$(VENV)/checkov/bin/checkov -f template.yaml --framework cloudformation \
+	  --compact --quiet --skip-download
 
 ## A function under `cargo lambda watch`, invoked with `cargo lambda invoke`, against moto.
 lambda-smoke: setup tools
@@ -62,6 +67,11 @@ down:
 ## and RESULT lines. Takes long on a cold machine (release builds).
 bench: setup tools lambda-build
 	$(VENV)/bin/python bench/run.py
+
+## Customer-scale probe (not in `make test`): 100k and 1M registrations through the
+## functions' own code path; peak RSS, ms and bytes per function, cold and warm.
+bench-scale: setup
+	$(VENV)/bin/python bench/scale.py
 
 ## The benchmark's compute path on the sample: asserts the counts it processed.
 bench-smoke: setup tools

@@ -157,13 +157,13 @@ fn scan(
     table: Table,
     path: &Path,
     cfg: &Config,
-    on_row: impl FnMut(&[stedi::record::Cell<'_>]) -> stedi::Result<RowOutcome>,
+    mut on_row: impl FnMut(&[stedi::record::Cell<'_>]) -> stedi::Result<RowOutcome>,
     stats: &mut Stats,
 ) -> Result<()> {
     let key = path.display().to_string();
-    let mut s = LandingScan::new(table, &key, cfg, on_row);
-    stats.bytes += stream_file(path, |c| Ok(s.push(c)?))?;
-    let (summary, _) = s.finish()?;
+    let mut s = LandingScan::new(table, &key, cfg);
+    stats.bytes += stream_file(path, |c| Ok(s.push(c, &mut on_row)?))?;
+    let (summary, _) = s.finish(&mut on_row)?;
     stats.rows_in += summary.rows_in;
     stats.rows_out += summary.rows_out;
     Ok(())

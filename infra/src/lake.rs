@@ -172,35 +172,220 @@ pub async fn redeliver(stack: &Stack, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// What [`drop_files`] tells its caller as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropEvent<'a> {
+    /// `file` was uploaded; `bytes` is its size.
+    Uploaded {
+        /// The file.
+        file: &'a LandingFile,
+        /// Its size in bytes.
+        bytes: u64,
+    },
+    /// A zone's files are uploaded; the handlers run until the queues are drained.
+    Draining(Table),
+    /// Every upload's event is being sent again (`round` of `rounds`).
+    Redelivering {
+        /// 1-based.
+        round: u32,
+        /// All rounds.
+        rounds: u32,
+    },
+}
+
+/// What one function did during a drop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionReport {
+    /// The function.
+    pub function: Function,
+    /// Rows read (non-blank lines for a landing function).
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Rows dropped by a rule.
+    pub filtered: u64,
+    /// Lines quarantined.
+    pub quarantined: u64,
+    /// Handler invocations.
+    pub invocations: u64,
+    /// Wall time of those invocations, in milliseconds.
+    pub handler_ms: f64,
+}
+
+impl FunctionReport {
+    /// Whether the function reads landing files, so that every row read is accounted
+    /// for: `rows_in = rows_out + filtered + quarantined`.
+    pub fn reads_landing(&self) -> bool {
+        match self.function {
+            Function::Transition(t) => t.sources().iter().all(|s| NATURAL_ORDER.contains(s)),
+            Function::Reconcile => false,
+        }
+    }
+
+    /// Whether a landing function's rows balance (always true for the others).
+    pub fn balances(&self) -> bool {
+        !self.reads_landing() || self.rows_in == self.rows_out + self.filtered + self.quarantined
+    }
+
+    /// `<function> rows in N out N filtered N quarantined N; N invocations, handlers N ms`
+    /// (`name_width` pads the function name, to align several lines).
+    pub fn line(&self, name_width: usize) -> String {
+        let s = |n: u64| if n == 1 { "" } else { "s" };
+        format!(
+            "{:<name_width$} rows in {} out {} filtered {} quarantined {}; {} invocation{}, handlers {:.0} ms{}",
+            self.function.name(),
+            self.rows_in,
+            self.rows_out,
+            self.filtered,
+            self.quarantined,
+            self.invocations,
+            s(self.invocations),
+            self.handler_ms,
+            if self.balances() {
+                ""
+            } else {
+                " (does not balance)"
+            },
+        )
+    }
+}
+
+/// What [`drop_files`] did: the files, and per function what its handlers did meanwhile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DropReport {
+    /// Files uploaded.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Every function that ran, in the natural order of the data.
+    pub functions: Vec<FunctionReport>,
+}
+
+impl DropReport {
+    /// One [`FunctionReport::line`] per function, names aligned.
+    pub fn lines(&self) -> Vec<String> {
+        let width = self
+            .functions
+            .iter()
+            .map(|f| f.function.name().len())
+            .max()
+            .unwrap_or(0);
+        self.functions.iter().map(|f| f.line(width)).collect()
+    }
+
+    /// One function's report.
+    pub fn function(&self, name: &str) -> Option<&FunctionReport> {
+        self.functions.iter().find(|f| f.function.name() == name)
+    }
+}
+
+/// Every function, in the natural order of the data.
+fn all_functions() -> impl Iterator<Item = Function> {
+    stedi::Transition::ALL
+        .into_iter()
+        .map(Function::Transition)
+        .chain([Function::Reconcile])
+}
+
+/// The runner's per-function counters at one moment.
+struct Tally {
+    summaries: Vec<(u64, u64, u64, u64)>,
+    invocations: Vec<usize>,
+}
+
+impl Tally {
+    fn of(runner: &Runner<'_>) -> Tally {
+        let mut summaries = Vec::new();
+        let mut invocations = Vec::new();
+        for f in all_functions() {
+            let s = runner.by_function.get(f.name());
+            summaries.push(s.map_or((0, 0, 0, 0), |s| {
+                (s.rows_in, s.rows_out, s.filtered, s.quarantined)
+            }));
+            invocations.push(
+                runner
+                    .handler_ms_by_function
+                    .get(f.name())
+                    .map_or(0, Vec::len),
+            );
+        }
+        Tally {
+            summaries,
+            invocations,
+        }
+    }
+
+    /// What each function did in `runner` since `self` was taken.
+    fn since(&self, runner: &Runner<'_>) -> Vec<FunctionReport> {
+        let now = Tally::of(runner);
+        let mut out = Vec::new();
+        for (i, f) in all_functions().enumerate() {
+            let (a, b) = (self.summaries[i], now.summaries[i]);
+            let ms = runner
+                .handler_ms_by_function
+                .get(f.name())
+                .map(|v| v.get(self.invocations[i]..).unwrap_or_default())
+                .unwrap_or_default();
+            if ms.is_empty() {
+                continue;
+            }
+            out.push(FunctionReport {
+                function: f,
+                rows_in: b.0 - a.0,
+                rows_out: b.1 - a.1,
+                filtered: b.2 - a.2,
+                quarantined: b.3 - a.3,
+                invocations: (now.invocations[i] - self.invocations[i]) as u64,
+                handler_ms: ms.iter().sum(),
+            });
+        }
+        out
+    }
+}
+
 /// Uploads `files` zone by zone in natural order, letting the queues drain after each
-/// zone; then redelivers every upload's event `redeliver` times. `progress` is told each
-/// key as it goes.
+/// zone; then redelivers every upload's event `redeliver_times` times. `progress` is told
+/// what happens as it goes. Returns what each function's handlers did meanwhile.
 pub async fn drop_files(
     stack: &Stack,
     runner: &mut Runner<'_>,
     files: &[LandingFile],
     redeliver_times: u32,
     timeout: Duration,
-    mut progress: impl FnMut(&str),
-) -> Result<()> {
+    mut progress: impl FnMut(DropEvent<'_>),
+) -> Result<DropReport> {
+    let before = Tally::of(runner);
+    let mut report = DropReport::default();
     for zone in NATURAL_ORDER {
         let batch: Vec<_> = files.iter().filter(|f| f.table == zone).collect();
         if batch.is_empty() {
             continue;
         }
-        for f in &batch {
+        for f in batch {
+            let bytes = tokio::fs::metadata(&f.path)
+                .await
+                .with_context(|| format!("reading {}", f.path.display()))?
+                .len();
             upload(stack, f).await?;
-            progress(&f.key);
+            report.files += 1;
+            report.bytes += bytes;
+            progress(DropEvent::Uploaded { file: f, bytes });
         }
+        progress(DropEvent::Draining(zone));
         runner.drain(timeout).await?;
     }
-    for _ in 0..redeliver_times {
+    for round in 1..=redeliver_times {
+        progress(DropEvent::Redelivering {
+            round,
+            rounds: redeliver_times,
+        });
         for f in files {
             redeliver(stack, &f.key).await?;
         }
         runner.drain(timeout).await?;
     }
-    Ok(())
+    report.functions = before.since(runner);
+    Ok(report)
 }
 
 /// `stedi reconcile`: plans, fans the items out through the reconcile queue (where the
@@ -285,6 +470,13 @@ pub fn describe(report: &reconcile::Report) -> Vec<String> {
         )];
     }
     let mut lines = Vec::new();
+    if report.migrated > 0 {
+        lines.push(format!(
+            "bookkeeping: {} objects moved out of table locations to {}",
+            report.migrated,
+            stedi::keys::BOOKKEEPING_PREFIX
+        ));
+    }
     for (table, added, removed) in &report.snapshots {
         lines.push(format!(
             "{table}: rewritten, {added} added or changed, {removed} removed"
@@ -304,12 +496,16 @@ async fn list(stack: &Stack, prefix: &str) -> Result<Vec<String>> {
         .map_err(Into::into)
 }
 
-/// The Parquet objects of a table as Athena would read them: a snapshot's object, or the
-/// objects in each registered partition's location.
+/// The Parquet objects of a table as Athena would read them: every object under an
+/// unpartitioned table's location (a customer table's shards), or the objects in each
+/// registered partition's location.
 pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
-    if let Some(key) = table.snapshot_key() {
+    if table.sharded() {
         let all = list(stack, table.prefix()).await?;
-        return Ok(all.into_iter().filter(|k| *k == key).collect());
+        return Ok(all
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect());
     }
     let mut keys = Vec::new();
     if table.partitioned() {

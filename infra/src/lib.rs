@@ -8,6 +8,7 @@ pub mod query;
 pub mod runner;
 pub mod s3store;
 pub mod stack;
+pub mod synthetic;
 pub mod template;
 
 use std::path::PathBuf;

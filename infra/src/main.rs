@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use stedi::Transition;
 use stedi::config::Config;
@@ -186,9 +187,154 @@ fn down() -> Result<()> {
         }
         let _ = std::fs::remove_file(state_dir().join(name));
     }
-    let _ = std::fs::remove_file(state_dir().join("endpoint"));
+    for name in ["endpoint", PAUSE, PAUSED] {
+        let _ = std::fs::remove_file(state_dir().join(name));
+    }
     eprintln!("stack stopped");
     Ok(())
+}
+
+/// Under `.stedi/`: the pid of a `stedi drop` or `stedi reconcile` that asks the background
+/// runner (started by `up`) to stand aside while it runs the handlers itself, so that its
+/// report counts every invocation.
+const PAUSE: &str = "runner.pause";
+/// Under `.stedi/`: the pid whose request the background runner honours (written between
+/// two pumps, so nothing of its own is in flight any more).
+const PAUSED: &str = "runner.paused";
+
+/// The background runner stands aside while this lives.
+struct Pause;
+
+impl Pause {
+    /// Asks the background runner, if one is alive, to stand aside, and waits until it has.
+    async fn request() -> Result<Option<Pause>> {
+        let Some(runner) = read_pid("runner.pid").filter(|p| alive(*p)) else {
+            return Ok(None);
+        };
+        let me = std::process::id();
+        let dir = state_dir();
+        let _ = std::fs::remove_file(dir.join(PAUSED));
+        std::fs::write(dir.join(PAUSE), me.to_string())
+            .with_context(|| format!("writing {}", dir.join(PAUSE).display()))?;
+        let pause = Pause;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read_pid(PAUSED) != Some(me) {
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "warning: the background runner (pid {runner}) did not stand aside; \
+                     what it runs is not in this report"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Some(pause))
+    }
+
+    /// In the background runner: whether a live process asked it to stand aside (the
+    /// request is acknowledged).
+    fn requested() -> bool {
+        let dir = state_dir();
+        match read_pid(PAUSE).filter(|p| alive(*p)) {
+            Some(pid) => {
+                if read_pid(PAUSED) != Some(pid) {
+                    let _ = std::fs::write(dir.join(PAUSED), pid.to_string());
+                }
+                true
+            }
+            None => {
+                let _ = std::fs::remove_file(dir.join(PAUSED));
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        if read_pid(PAUSE) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(state_dir().join(PAUSE));
+        }
+    }
+}
+
+/// Shows a drop's progress: a bar (files and bytes uploaded, what runs now) on a terminal,
+/// plain lines otherwise.
+struct DropProgress {
+    bar: ProgressBar,
+    tty: bool,
+    files: usize,
+    done: usize,
+    bytes: u64,
+}
+
+impl DropProgress {
+    fn new(files: &[lake::LandingFile]) -> Result<DropProgress> {
+        // Sizes for the bar's length; a file that cannot be read fails its upload later.
+        let bytes = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(&f.path).ok())
+            .map(|m| m.len())
+            .sum();
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed}] [{wide_bar}] {bytes}/{total_bytes} {prefix} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("0/{} files", files.len()));
+        if tty {
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        Ok(DropProgress {
+            bar,
+            tty,
+            files: files.len(),
+            done: 0,
+            bytes,
+        })
+    }
+
+    fn on(&mut self, event: lake::DropEvent<'_>) {
+        let text = match event {
+            lake::DropEvent::Uploaded { file, bytes } => {
+                self.done += 1;
+                self.bar.inc(bytes);
+                self.bar
+                    .set_prefix(format!("{}/{} files", self.done, self.files));
+                if self.tty {
+                    self.bar.set_message(file.key.clone());
+                    return;
+                }
+                format!(
+                    "uploaded {} ({}; {}/{} files, {} of {})",
+                    file.key,
+                    HumanBytes(bytes),
+                    self.done,
+                    self.files,
+                    HumanBytes(self.bar.position()),
+                    HumanBytes(self.bytes),
+                )
+            }
+            lake::DropEvent::Draining(zone) => {
+                format!("processing {}: draining the queues", zone.name())
+            }
+            lake::DropEvent::Redelivering { round, rounds } => {
+                format!("redelivering every event (round {round} of {rounds})")
+            }
+        };
+        if self.tty {
+            self.bar.set_message(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
 }
 
 async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32) -> Result<()> {
@@ -197,28 +343,20 @@ async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32
         bail!("no .json files under {}", path.display());
     }
     let mut runner = Runner::new(stack).await?;
-    let tty = std::io::stderr().is_terminal();
+    let _pause = Pause::request().await?;
     let started = std::time::Instant::now();
-    let total = files.len();
-    let mut done = 0;
-    lake::drop_files(
+    let mut progress = DropProgress::new(&files)?;
+    let report = lake::drop_files(
         stack,
         &mut runner,
         &files,
         redeliver,
         Duration::from_secs(600),
-        |key| {
-            done += 1;
-            if tty {
-                eprint!("\r[{done}/{total}] {key}\x1b[K");
-            }
-        },
+        |event| progress.on(event),
     )
-    .await?;
-    if tty {
-        eprintln!();
-    }
-    let s = &runner.summary;
+    .await;
+    progress.bar.finish_and_clear();
+    let report = report?;
     let mut ms = runner.handler_ms.clone();
     ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -227,18 +365,19 @@ async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32
             .unwrap_or(0.0)
     };
     eprintln!(
-        "dropped {total} files: {} invocations, rows in {} out {} filtered {} quarantined {}; \
-         wall {:.0} ms, handlers {:.0} ms (p50 {:.0} ms, p95 {:.0} ms per invocation)",
+        "dropped {} files ({}): {} invocations; wall {:.0} ms, handlers {:.0} ms \
+         (p50 {:.0} ms, p95 {:.0} ms per invocation)",
+        report.files,
+        HumanBytes(report.bytes),
         runner.invocations,
-        s.rows_in,
-        s.rows_out,
-        s.filtered,
-        s.quarantined,
         started.elapsed().as_secs_f64() * 1000.0,
         ms.iter().sum::<f64>(),
         pct(0.5),
         pct(0.95),
     );
+    for line in report.lines() {
+        eprintln!("{line}");
+    }
     Ok(())
 }
 
@@ -302,6 +441,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Reconcile => {
             let stack = connect(&cli).await?;
             let mut runner = Runner::new(&stack).await?;
+            let _pause = Pause::request().await?;
             let report = lake::reconcile(&stack, &mut runner, Duration::from_secs(1800)).await?;
             for line in lake::describe(&report) {
                 println!("{line}");
@@ -350,13 +490,19 @@ async fn run(cli: Cli) -> Result<()> {
             let stack = connect(&cli).await?;
             let mut runner = loop {
                 // Queues appear at bootstrap, which may come after `up`.
-                match Runner::new(&stack).await {
-                    Ok(r) => break r,
-                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                if !Pause::requested()
+                    && let Ok(r) = Runner::new(&stack).await
+                {
+                    break r;
                 }
+                tokio::time::sleep(Duration::from_millis(300)).await;
             };
             runner.verbose = true;
             loop {
+                if Pause::requested() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 if runner.pump_once().await? == 0 {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }

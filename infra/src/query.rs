@@ -4,6 +4,11 @@
 //! DataFusion object store over the AWS SDK. Landing tables are read with the functions'
 //! own case-insensitive JSON-lines reader (as the OpenX SerDe reads them; lines it cannot
 //! read are not rows). Only the tables a statement names are loaded.
+//!
+//! Names resolve as in Athena: the tables live in a schema named after the Glue database
+//! (`GLUE_DATABASE`, default `stedi`) of the catalog [`CATALOG`], which is also the default
+//! schema, so `customer_trusted`, `stedi.customer_trusted`, `"stedi"."customer_trusted"` and
+//! `awsdatacatalog.stedi.customer_trusted` name the same table.
 
 use std::sync::Arc;
 
@@ -11,12 +16,13 @@ use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use stedi::columnar::RowsBuilder;
 use stedi::schema::Table;
 
@@ -34,12 +40,17 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The catalog the Glue database is a schema of: Athena's name for the Glue Data Catalog.
+pub const CATALOG: &str = "awsdatacatalog";
+
 /// A DataFusion session over the lake.
 pub struct Lake {
     /// The session, with the statement's tables registered.
     pub ctx: SessionContext,
     /// The object store it reads through.
     pub store: S3Store,
+    /// The Glue database: the schema the tables are registered in (and the default one).
+    pub database: String,
 }
 
 fn arrow_type(glue: &str) -> Result<DataType> {
@@ -66,12 +77,19 @@ fn mentions(sql: &str, table: &str) -> bool {
 impl Lake {
     /// A session with every Glue table that `sql` names.
     pub async fn for_sql(stack: &Stack, sql: &str) -> Result<Lake> {
-        let ctx = SessionContext::new();
+        let db = &stack.cfg.database;
+        // The default catalog and schema are created by the session: unqualified names
+        // resolve in the Glue database, as in an Athena query run in that database.
+        let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, db);
+        let ctx = SessionContext::new_with_config(config);
         let store = S3Store::new(stack.s3.clone(), &stack.cfg.bucket);
         let url = url::Url::parse(&format!("s3://{}", stack.cfg.bucket))?;
         ctx.register_object_store(&url, Arc::new(store.clone()));
-        let lake = Lake { ctx, store };
-        let db = &stack.cfg.database;
+        let lake = Lake {
+            ctx,
+            store,
+            database: db.clone(),
+        };
         let mut pages = stack
             .glue
             .get_tables()
@@ -89,8 +107,14 @@ impl Lake {
         Ok(lake)
     }
 
+    /// `name` in the Glue database's schema.
+    fn table_ref(&self, name: &str) -> TableReference {
+        TableReference::full(CATALOG, self.database.as_str(), name)
+    }
+
     async fn register(&self, stack: &Stack, t: &aws_sdk_glue::types::Table) -> Result<()> {
         let name = t.name();
+        let qualified = self.table_ref(name);
         let sd = t
             .storage_descriptor()
             .with_context(|| format!("Glue table {name} has no storage descriptor"))?;
@@ -116,12 +140,12 @@ impl Lake {
                 .read_json_lines(stack, name, &location, &schema)
                 .await?;
             let table = MemTable::try_new(schema, vec![batches])?;
-            self.ctx.register_table(name, Arc::new(table))?;
+            self.ctx.register_table(qualified, Arc::new(table))?;
             return Ok(());
         }
         if t.partition_keys().is_empty() {
             let table = listing(&location, schema)?;
-            self.ctx.register_table(name, Arc::new(table))?;
+            self.ctx.register_table(qualified, Arc::new(table))?;
             return Ok(());
         }
         // One listing per registered partition, each with its `dt` as a constant: a
@@ -145,14 +169,14 @@ impl Lake {
         }
         match union {
             Some(df) => {
-                self.ctx.register_table(name, df.into_view())?;
+                self.ctx.register_table(qualified, df.into_view())?;
             }
             None => {
                 let mut fields: Vec<Field> =
                     schema.fields().iter().map(|f| f.as_ref().clone()).collect();
                 fields.push(Field::new("dt", DataType::Utf8, true));
                 let empty = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
-                self.ctx.register_table(name, Arc::new(empty))?;
+                self.ctx.register_table(qualified, Arc::new(empty))?;
             }
         }
         Ok(())
@@ -198,10 +222,17 @@ impl Lake {
         )?])
     }
 
-    /// Runs `sql`.
+    /// Runs `sql`. A result with no rows is one empty batch, so that it keeps its columns.
     pub async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = self.ctx.sql(sql).await?;
-        Ok(df.collect().await?)
+        // DataFusion's message already includes its causes: one line, not the chain.
+        let flat = |e: datafusion::error::DataFusionError| anyhow::anyhow!("{e}");
+        let df = self.ctx.sql(sql).await.map_err(flat)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut batches = df.collect().await.map_err(flat)?;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        Ok(batches)
     }
 }
 

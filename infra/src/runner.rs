@@ -29,6 +29,8 @@ pub struct Runner<'s> {
     pub verbose: bool,
     /// Wall time of every handler invocation, in milliseconds.
     pub handler_ms: Vec<f64>,
+    /// The same, per function (its length is the function's invocations).
+    pub handler_ms_by_function: BTreeMap<&'static str, Vec<f64>>,
 }
 
 /// moto_server puts the raw key into EventBridge S3 events, while S3 URL-encodes it; the
@@ -64,6 +66,7 @@ impl<'s> Runner<'s> {
             invocations: 0,
             verbose: false,
             handler_ms: Vec::new(),
+            handler_ms_by_function: BTreeMap::new(),
         })
     }
 
@@ -100,8 +103,12 @@ impl<'s> Runner<'s> {
             self.invocations += 1;
             let started = std::time::Instant::now();
             let outcome = stedi::lambda::handle_function(&self.ctx, q.function, &payload).await;
-            self.handler_ms
-                .push(started.elapsed().as_secs_f64() * 1000.0);
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.handler_ms.push(ms);
+            self.handler_ms_by_function
+                .entry(q.function.name())
+                .or_default()
+                .push(ms);
             let failed: Vec<String> = match outcome {
                 Ok((resp, summary)) => {
                     if self.verbose {

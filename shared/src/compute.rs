@@ -3,7 +3,8 @@
 //! functions feed it from S3; the benchmark feeds it from local files. Nothing here holds
 //! more than one line, one row group per output partition, and the encoded outputs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 
@@ -15,7 +16,9 @@ use crate::error::Result;
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, parse_line};
-use crate::rules::{self, Customers, MlJoin, accelerometer, step_trainer};
+use crate::rules::{
+    self, ConsentIndex, Customers, DeviceIndex, KeyIndex, MlJoin, accelerometer, step_trainer,
+};
 use crate::schema::{Column, Table};
 use crate::summary::Summary;
 
@@ -27,6 +30,9 @@ pub enum RowOutcome {
     Filtered,
     /// Not usable: quarantined with this reason.
     Bad(String),
+    /// Waits for reference data not loaded yet; the filter decides it later
+    /// ([`RowFilter::resolve`]) and the caller counts it then.
+    Deferred,
 }
 
 /// Bad lines of one landing file, as JSON lines (source, line number, reason, the raw line
@@ -58,18 +64,21 @@ impl Quarantine {
     }
 }
 
-struct ScanState<F> {
+struct ScanState {
     columns: &'static [Column],
     /// The cells buffer, kept empty between lines so its allocation is reused.
     cells: Vec<Cell<'static>>,
     max_line_bytes: usize,
     summary: Summary,
     quarantine: Quarantine,
-    on_row: F,
 }
 
-impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> ScanState<F> {
-    fn line(&mut self, line: Line<'_>) -> Result<()> {
+impl ScanState {
+    fn line(
+        &mut self,
+        line: Line<'_>,
+        on_row: &mut impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+    ) -> Result<()> {
         match line {
             Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Line::Text { number, bytes } => {
@@ -82,7 +91,7 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> ScanState<F> {
                     .collect();
                 let outcome = match parse_line(bytes, self.columns, &mut cells) {
                     Err(reason) => RowOutcome::Bad(reason),
-                    Ok(()) => (self.on_row)(&cells)?,
+                    Ok(()) => on_row(&cells)?,
                 };
                 cells.clear();
                 self.cells = cells.into_iter().map(|_| Cell::Null).collect();
@@ -90,6 +99,7 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> ScanState<F> {
                     RowOutcome::Kept => self.summary.rows_out += 1,
                     RowOutcome::Filtered => self.summary.filtered += 1,
                     RowOutcome::Bad(reason) => self.quarantine.add(number, &reason, bytes),
+                    RowOutcome::Deferred => {}
                 }
             }
             Line::TooLong { number, len, head } => {
@@ -106,15 +116,17 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> ScanState<F> {
 }
 
 /// Streams a landing file: push its chunks, then finish. Every non-blank line is counted
-/// once, as kept, filtered or quarantined.
-pub struct LandingScan<F> {
+/// once, as kept, filtered or quarantined (a deferred row is counted by whoever resolves
+/// it). Each push hands the parsed rows to `on_row`, so the caller keeps its row handler
+/// between chunks (to load reference data a deferred row waits for).
+pub struct LandingScan {
     splitter: LineSplitter,
-    state: ScanState<F>,
+    state: ScanState,
 }
 
-impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> LandingScan<F> {
-    /// A scan of `source` (a key of `table`) handing each parsed row to `on_row`.
-    pub fn new(table: Table, source: &str, cfg: &Config, on_row: F) -> Self {
+impl LandingScan {
+    /// A scan of `source` (a key of `table`).
+    pub fn new(table: Table, source: &str, cfg: &Config) -> Self {
         LandingScan {
             splitter: LineSplitter::new(cfg.max_line_bytes, cfg.quarantine_line_bytes),
             state: ScanState {
@@ -127,21 +139,27 @@ impl<F: FnMut(&[Cell<'_>]) -> Result<RowOutcome>> LandingScan<F> {
                     keep: cfg.quarantine_line_bytes,
                     ..Quarantine::default()
                 },
-                on_row,
             },
         }
     }
 
     /// Feeds the next chunk of the file.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        on_row: &mut impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+    ) -> Result<()> {
         let state = &mut self.state;
-        self.splitter.push(chunk, &mut |l| state.line(l))
+        self.splitter.push(chunk, &mut |l| state.line(l, on_row))
     }
 
     /// Ends the file: the counts (with `quarantined` set) and the quarantine.
-    pub fn finish(mut self) -> Result<(Summary, Quarantine)> {
+    pub fn finish(
+        mut self,
+        on_row: &mut impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+    ) -> Result<(Summary, Quarantine)> {
         let state = &mut self.state;
-        self.splitter.finish(&mut |l| state.line(l))?;
+        self.splitter.finish(&mut |l| state.line(l, on_row))?;
         let mut s = self.state.summary;
         s.quarantined = self.state.quarantine.count;
         Ok((s, self.state.quarantine))
@@ -168,18 +186,120 @@ impl DayCache {
     }
 }
 
+/// Reference data of a filter, loaded shard by shard: a key (e-mail, serial) is answered
+/// once its shard is loaded; until then the rows that need it wait.
+#[derive(Debug)]
+pub struct ShardedLookup<V> {
+    shards: u32,
+    loaded: HashMap<u32, Arc<KeyIndex<V>>>,
+}
+
+impl<V> ShardedLookup<V> {
+    /// Nothing loaded yet, over `shards` shards.
+    pub fn new(shards: u32) -> Self {
+        ShardedLookup {
+            shards: shards.max(1),
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// Every shard, built from all entries at once (the benchmark and tests).
+    pub fn complete(shards: u32, entries: impl IntoIterator<Item = (String, V)>) -> Self {
+        let mut parts: HashMap<u32, Vec<(String, V)>> = HashMap::new();
+        for (k, v) in entries {
+            parts
+                .entry(keys::shard_of(&k, shards))
+                .or_default()
+                .push((k, v));
+        }
+        let mut lookup = ShardedLookup::new(shards);
+        for shard in 0..lookup.shards {
+            let part = parts.remove(&shard).unwrap_or_default();
+            lookup.supply(shard, Arc::new(KeyIndex::build(part)));
+        }
+        lookup
+    }
+
+    /// Adds a loaded shard.
+    pub fn supply(&mut self, shard: u32, index: Arc<KeyIndex<V>>) {
+        self.loaded.insert(shard, index);
+    }
+
+    /// The values of `key`, or the shard to load first.
+    pub fn find(&self, key: &str) -> std::result::Result<&[V], u32> {
+        let shard = keys::shard_of(key, self.shards);
+        match self.loaded.get(&shard) {
+            Some(index) => Ok(index.get(key)),
+            None => Err(shard),
+        }
+    }
+}
+
+/// Rows waiting for a shard, and the shards they wait for.
+#[derive(Default)]
+struct Waiting {
+    rows: Vec<Vec<Cell<'static>>>,
+    shards: BTreeSet<u32>,
+}
+
+impl Waiting {
+    fn defer(&mut self, shard: u32, cells: &[Cell<'_>]) -> RowOutcome {
+        self.shards.insert(shard);
+        self.rows
+            .push(cells.iter().cloned().map(Cell::into_owned).collect());
+        RowOutcome::Deferred
+    }
+}
+
 /// A landing transition's row rule: decides each row and collects the kept ones into
-/// per-`dt` outputs.
+/// per-`dt` outputs. A row whose reference shard is not loaded yet is deferred; the caller
+/// loads the [`wanted`](RowFilter::wanted) shards, [`supply`](RowFilter::supply)s them
+/// and [`resolve`](RowFilter::resolve)s the waiting rows (after every chunk, so at most
+/// one chunk of rows waits).
 pub trait RowFilter {
+    /// The reference values of the filter's index.
+    type Value;
     /// Decides one row.
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome>;
+    /// Shards deferred rows wait for (taken: each is asked for once).
+    fn wanted(&mut self) -> Vec<u32>;
+    /// Adds a loaded shard.
+    fn supply(&mut self, shard: u32, index: Arc<KeyIndex<Self::Value>>);
+    /// Decides the waiting rows: `(kept, filtered)`.
+    fn resolve(&mut self) -> Result<(u64, u64)>;
     /// The outputs collected.
     fn into_sink(self) -> PartitionedSink;
 }
 
+fn resolve_waiting<F: RowFilter>(f: &mut F, rows: Vec<Vec<Cell<'static>>>) -> Result<(u64, u64)> {
+    let (mut kept, mut filtered) = (0, 0);
+    for row in rows {
+        match f.row(&row)? {
+            RowOutcome::Kept => kept += 1,
+            // Every shard was supplied before resolving: nothing is deferred twice, and the
+            // range check that quarantines comes before any lookup.
+            _ => filtered += 1,
+        }
+    }
+    Ok((kept, filtered))
+}
+
 impl RowFilter for AccelerometerFilter {
+    type Value = i64;
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         AccelerometerFilter::row(self, cells)
+    }
+    fn wanted(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.waiting.shards)
+            .into_iter()
+            .collect()
+    }
+    fn supply(&mut self, shard: u32, index: Arc<ConsentIndex>) {
+        self.consent.supply(shard, index);
+    }
+    fn resolve(&mut self) -> Result<(u64, u64)> {
+        let rows = std::mem::take(&mut self.waiting.rows);
+        resolve_waiting(self, rows)
     }
     fn into_sink(self) -> PartitionedSink {
         self.sink
@@ -187,8 +307,21 @@ impl RowFilter for AccelerometerFilter {
 }
 
 impl RowFilter for StepTrainerFilter {
+    type Value = Box<str>;
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         StepTrainerFilter::row(self, cells)
+    }
+    fn wanted(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.waiting.shards)
+            .into_iter()
+            .collect()
+    }
+    fn supply(&mut self, shard: u32, index: Arc<DeviceIndex>) {
+        self.devices.supply(shard, index);
+    }
+    fn resolve(&mut self) -> Result<(u64, u64)> {
+        let rows = std::mem::take(&mut self.waiting.rows);
+        resolve_waiting(self, rows)
     }
     fn into_sink(self) -> PartitionedSink {
         self.sink
@@ -197,23 +330,35 @@ impl RowFilter for StepTrainerFilter {
 
 /// accelerometer_landing → accelerometer_trusted, row by row.
 pub struct AccelerometerFilter {
-    consent: HashMap<String, i64>,
+    consent: ShardedLookup<i64>,
     /// The last user looked up and their consent date: readings come grouped by user.
     last: Option<(String, Option<i64>)>,
     as_of: bool,
     days: DayCache,
+    waiting: Waiting,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
 }
 
 impl AccelerometerFilter {
-    /// A filter against the consenting customers.
+    /// A filter against all consenting `customers` (every shard known up front).
     pub fn new(customers: &Customers, cfg: &Config) -> Self {
+        let lookup = ShardedLookup::complete(cfg.customer_shards, customers.consent_dates());
+        Self::with_lookup(lookup, cfg)
+    }
+
+    /// A filter whose consent shards are supplied as rows need them.
+    pub fn sharded(cfg: &Config) -> Self {
+        Self::with_lookup(ShardedLookup::new(cfg.customer_shards), cfg)
+    }
+
+    fn with_lookup(consent: ShardedLookup<i64>, cfg: &Config) -> Self {
         AccelerometerFilter {
-            consent: customers.consent_dates(),
+            consent,
             last: None,
             as_of: cfg.consent_as_of,
             days: DayCache::default(),
+            waiting: Waiting::default(),
             sink: PartitionedSink::new(Table::AccelerometerTrusted, cfg.row_group_rows),
         }
     }
@@ -224,20 +369,23 @@ impl AccelerometerFilter {
         let ts = cells[accelerometer::TIMESTAMP]
             .as_long()
             .unwrap_or_default();
+        let Some(dt) = self.days.dt(ts) else {
+            return Ok(RowOutcome::Bad(format!("timestamp {ts} is out of range")));
+        };
         let consent = match &self.last {
             Some((u, c)) if u == user => *c,
-            _ => {
-                let c = self.consent.get(user).copied();
-                self.last = Some((user.to_string(), c));
-                c
-            }
+            _ => match self.consent.find(user) {
+                Ok(found) => {
+                    let c = found.first().copied();
+                    self.last = Some((user.to_string(), c));
+                    c
+                }
+                Err(shard) => return Ok(self.waiting.defer(shard, cells)),
+            },
         };
         if !rules::reading_allowed(consent, ts, self.as_of) {
             return Ok(RowOutcome::Filtered);
         }
-        let Some(dt) = self.days.dt(ts) else {
-            return Ok(RowOutcome::Bad(format!("timestamp {ts} is out of range")));
-        };
         self.sink.append(dt, cells)?;
         Ok(RowOutcome::Kept)
     }
@@ -245,21 +393,36 @@ impl AccelerometerFilter {
 
 /// step_trainer_landing → step_trainer_trusted, row by row.
 pub struct StepTrainerFilter {
-    serials: HashSet<String>,
+    devices: ShardedLookup<Box<str>>,
     /// The last serial looked up and whether it is curated: readings come grouped.
     last: Option<(String, bool)>,
     days: DayCache,
+    waiting: Waiting,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
 }
 
 impl StepTrainerFilter {
-    /// A filter against the curated customers' devices.
+    /// A filter against all curated customers' devices (every shard known up front).
     pub fn new(curated: &Customers, cfg: &Config) -> Self {
+        let entries = curated
+            .device_entries()
+            .into_iter()
+            .map(|(s, e)| (s, e.into_boxed_str()));
+        Self::with_lookup(ShardedLookup::complete(cfg.customer_shards, entries), cfg)
+    }
+
+    /// A filter whose device-index shards are supplied as rows need them.
+    pub fn sharded(cfg: &Config) -> Self {
+        Self::with_lookup(ShardedLookup::new(cfg.customer_shards), cfg)
+    }
+
+    fn with_lookup(devices: ShardedLookup<Box<str>>, cfg: &Config) -> Self {
         StepTrainerFilter {
-            serials: curated.serials(),
+            devices,
             last: None,
             days: DayCache::default(),
+            waiting: Waiting::default(),
             sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
         }
     }
@@ -267,23 +430,26 @@ impl StepTrainerFilter {
     /// Decides one reading.
     pub fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         let serial = cells[step_trainer::SERIAL].as_str().unwrap_or_default();
-        let curated = match &self.last {
-            Some((s, c)) if s == serial => *c,
-            _ => {
-                let c = self.serials.contains(serial);
-                self.last = Some((serial.to_string(), c));
-                c
-            }
-        };
-        if !curated {
-            return Ok(RowOutcome::Filtered);
-        }
         let ts = cells[step_trainer::TIME].as_long().unwrap_or_default();
         let Some(dt) = self.days.dt(ts) else {
             return Ok(RowOutcome::Bad(format!(
                 "sensorreadingtime {ts} is out of range"
             )));
         };
+        let curated = match &self.last {
+            Some((s, c)) if s == serial => *c,
+            _ => match self.devices.find(serial) {
+                Ok(owners) => {
+                    let c = !owners.is_empty();
+                    self.last = Some((serial.to_string(), c));
+                    c
+                }
+                Err(shard) => return Ok(self.waiting.defer(shard, cells)),
+            },
+        };
+        if !curated {
+            return Ok(RowOutcome::Filtered);
+        }
         self.sink.append(dt, cells)?;
         Ok(RowOutcome::Kept)
     }
@@ -367,21 +533,21 @@ mod tests {
 {\"user\":\"b\",\"timestamp\":2,\"x\":1,\"y\":1,\"z\":1}";
         for size in [1, 7, file.len()] {
             let mut kept = Vec::new();
-            let mut scan =
-                LandingScan::new(Table::AccelerometerLanding, "k", &Config::default(), |c| {
-                    let user = c[0].as_str().unwrap_or_default().to_string();
-                    let keep = user == "a";
-                    kept.push(user);
-                    Ok(if keep {
-                        RowOutcome::Kept
-                    } else {
-                        RowOutcome::Filtered
-                    })
-                });
+            let mut on_row = |c: &[Cell<'_>]| {
+                let user = c[0].as_str().unwrap_or_default().to_string();
+                let keep = user == "a";
+                kept.push(user);
+                Ok(if keep {
+                    RowOutcome::Kept
+                } else {
+                    RowOutcome::Filtered
+                })
+            };
+            let mut scan = LandingScan::new(Table::AccelerometerLanding, "k", &Config::default());
             for chunk in file.chunks(size) {
-                scan.push(chunk).unwrap();
+                scan.push(chunk, &mut on_row).unwrap();
             }
-            let (s, q) = scan.finish().unwrap();
+            let (s, q) = scan.finish(&mut on_row).unwrap();
             assert_eq!(
                 (s.rows_in, s.rows_out, s.filtered, s.quarantined),
                 (3, 1, 1, 1)
@@ -393,6 +559,59 @@ mod tests {
             assert_eq!(entry["raw"], "{bad");
             drop(scan_users(kept));
         }
+    }
+
+    fn reading(user: &str, ts: i64) -> Vec<Cell<'static>> {
+        vec![
+            Cell::Str(user.to_string().into()),
+            Cell::Long(ts),
+            Cell::Double(1.0),
+            Cell::Double(2.0),
+            Cell::Double(3.0),
+        ]
+    }
+
+    #[test]
+    fn rows_wait_for_their_consent_shard_and_are_decided_once_it_is_supplied() {
+        let cfg = Config {
+            customer_shards: 4,
+            ..Config::default()
+        };
+        let consenting = [("a@x", 5), ("b@x", 5), ("c@x", 5)];
+        let all = ShardedLookup::complete(4, consenting.map(|(e, d)| (e.to_string(), d)));
+        let mut f = AccelerometerFilter::sharded(&cfg);
+        let users = ["a@x", "nobody@x", "b@x", "a@x", "c@x"];
+        for u in users {
+            assert!(matches!(
+                f.row(&reading(u, 100)).unwrap(),
+                RowOutcome::Deferred
+            ));
+        }
+        // Out of range: quarantined at once, whatever the consent.
+        assert!(matches!(
+            f.row(&reading("zzz", i64::MAX)).unwrap(),
+            RowOutcome::Bad(_)
+        ));
+        let mut wanted = f.wanted();
+        let mut expect: Vec<u32> = users.iter().map(|u| keys::shard_of(u, 4)).collect();
+        expect.sort();
+        expect.dedup();
+        assert_eq!(wanted, expect);
+        assert!(f.wanted().is_empty(), "each shard is asked for once");
+        for shard in wanted.drain(..) {
+            let index = all.loaded.get(&shard).unwrap().clone();
+            f.supply(shard, index);
+        }
+        assert_eq!(f.resolve().unwrap(), (4, 1));
+        assert_eq!(f.resolve().unwrap(), (0, 0));
+        // Loaded shards answer at once.
+        assert!(matches!(
+            f.row(&reading("c@x", 7)).unwrap(),
+            RowOutcome::Kept
+        ));
+        let parts = f.into_sink().finish().unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].1, 5);
     }
 
     fn scan_users(v: Vec<String>) -> Vec<String> {

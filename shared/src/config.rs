@@ -20,6 +20,13 @@ pub struct Config {
     /// `SNAPSHOT_MAX_ATTEMPTS` (default 8): conditional-write attempts on a snapshot table
     /// before the record is failed for SQS to redeliver.
     pub snapshot_max_attempts: u32,
+    /// `CUSTOMER_SHARDS` (default 256): objects customer_trusted and customer_curated (and
+    /// the device index) are split into, by a hash of the e-mail (of the serial for the
+    /// device index). Changing it takes effect at the next `reconcile`.
+    pub customer_shards: u32,
+    /// `REFERENCE_CACHE_BYTES` (default 64 MiB): how much decoded consent / device index a
+    /// warm function keeps (least recently used shards are dropped first).
+    pub reference_cache_bytes: usize,
     /// `RECONCILE_QUEUE_URL` (default unset): where `reconcile` fans its work items out;
     /// unset, a planning invocation runs the items itself.
     pub reconcile_queue_url: Option<String>,
@@ -34,6 +41,8 @@ impl Default for Config {
             quarantine_line_bytes: 4096,
             row_group_rows: 65536,
             snapshot_max_attempts: 8,
+            customer_shards: 256,
+            reference_cache_bytes: 64 << 20,
             reconcile_queue_url: None,
         }
     }
@@ -64,6 +73,18 @@ impl Config {
                 "SNAPSHOT_MAX_ATTEMPTS",
                 d.snapshot_max_attempts,
                 |v| positive(v).and_then(|n| u32::try_from(n).map_err(|e| e.to_string())),
+            )?,
+            customer_shards: parse(&get, "CUSTOMER_SHARDS", d.customer_shards, |v| {
+                positive(v).and_then(|n| match u32::try_from(n) {
+                    Ok(n) if n <= 65536 => Ok(n),
+                    _ => Err("must be at most 65536".into()),
+                })
+            })?,
+            reference_cache_bytes: parse(
+                &get,
+                "REFERENCE_CACHE_BYTES",
+                d.reference_cache_bytes,
+                positive,
             )?,
             reconcile_queue_url: get("RECONCILE_QUEUE_URL").filter(|v| !v.trim().is_empty()),
         })
@@ -142,5 +163,11 @@ mod tests {
             "bad configuration CONSENT_AS_OF=\"maybe\": expected true or false"
         );
         assert!(cfg(&[("ROW_GROUP_ROWS", "0")]).is_err());
+        assert!(cfg(&[("CUSTOMER_SHARDS", "0")]).is_err());
+        assert!(cfg(&[("CUSTOMER_SHARDS", "65537")]).is_err());
+        assert_eq!(
+            cfg(&[("CUSTOMER_SHARDS", "16")]).unwrap().customer_shards,
+            16
+        );
     }
 }

@@ -77,6 +77,15 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Lake bookkeeping (a manifest, a device-index line) could not be encoded or decoded.
+    #[error("json {context}: {source}")]
+    Json {
+        /// Which object.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Arrow failed to build a batch (a schema mismatch in our own code or a foreign file).
     #[error("arrow {context}: {source}")]
     Arrow {
@@ -86,6 +95,30 @@ pub enum Error {
         #[source]
         source: arrow_schema::ArrowError,
     },
+    /// An SQS call failed (reconcile's fan-out to its queue).
+    #[error("sqs {op} {queue}: {message}")]
+    Sqs {
+        /// Operation name.
+        op: &'static str,
+        /// Queue URL.
+        queue: String,
+        /// The service's or transport's message.
+        message: String,
+        /// Whether a retry may succeed (throttling, 5xx, timeouts, transport).
+        retryable: bool,
+        /// The SDK's error, when the call itself failed.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// An invocation payload or SQS message of a known kind does not have its shape.
+    #[error("unrecognised event: {context}: {source}")]
+    MalformedEvent {
+        /// What it was read as.
+        context: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl Error {
@@ -94,10 +127,13 @@ impl Error {
         match self {
             Error::S3 { retryable, .. } | Error::Glue { retryable, .. } => *retryable,
             Error::Contention { .. } => true,
+            Error::Sqs { retryable, .. } => *retryable,
+            Error::MalformedEvent { .. } => false,
             Error::BadEvent(_)
             | Error::RefusedKey { .. }
             | Error::Config { .. }
             | Error::Parquet { .. }
+            | Error::Json { .. }
             | Error::Arrow { .. } => false,
         }
     }

@@ -2,11 +2,26 @@
 //! SQS messages wrapping an EventBridge event or an S3 notification, an EventBridge
 //! "Object Created" event itself, and the classic S3 notification (`Records[]`).
 //!
-//! S3 URL-encodes keys in its notifications the way HTML forms do (`+` is a space, `%2B` a
-//! plus), so every key is form-decoded here, once. `s3:TestEvent` yields no objects.
+//! The payloads are read into the typed events of `aws_lambda_events` ([`SqsEvent`],
+//! [`S3Event`], [`EventBridgeEvent`] with an [`S3ObjectDetail`]); the functions answer SQS
+//! batches with an [`SqsBatchResponse`]. S3 URL-encodes keys in its notifications the way
+//! HTML forms do (`+` is a space, `%2B` a plus), so every key is form-decoded here, once.
+//! `s3:TestEvent` yields no objects. An SQS message whose body is not a notice is
+//! reported in [`ParsedEvent::unreadable`] (the caller logs and acknowledges it), so it
+//! never fails the rest of its batch.
 
+#[cfg(feature = "aws")]
+pub use aws_lambda_events::eventbridge::EventBridgeEvent;
+#[cfg(feature = "aws")]
+pub use aws_lambda_events::s3::{S3Event, S3EventRecord};
+#[cfg(feature = "aws")]
+pub use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+#[cfg(feature = "aws")]
+use serde::Deserialize;
+#[cfg(feature = "aws")]
 use serde_json::Value;
 
+#[cfg(feature = "aws")]
 use crate::error::{Error, Result};
 
 /// One object-created notice.
@@ -46,76 +61,165 @@ pub fn encode_key(key: &str) -> String {
         .replace("%2F", "/")
 }
 
-/// Parses any supported invocation payload.
-pub fn parse_event(payload: &Value) -> Result<ParsedEvent> {
-    let Some(records) = payload.get("Records").and_then(Value::as_array) else {
-        let mut out = ParsedEvent::default();
-        parse_notice(payload, None, &mut out.objects)?;
-        return Ok(out);
-    };
-    let mut out = ParsedEvent::default();
-    for record in records {
-        if record.get("eventSource").and_then(Value::as_str) == Some("aws:sqs") {
-            out.from_sqs = true;
-            let id = str_at(record, &["messageId"])
-                .unwrap_or_default()
-                .to_string();
-            let body = str_at(record, &["body"]).unwrap_or_default();
-            let parsed = serde_json::from_str::<Value>(body)
-                .map_err(|e| Error::BadEvent(format!("SQS body is not JSON: {e}")))
-                .and_then(|v| parse_notice(&v, Some(&id), &mut out.objects));
-            if let Err(e) = parsed {
-                out.unreadable.push((id, e.to_string()));
-            }
-        } else {
-            parse_s3_record(record, None, &mut out.objects)?;
-        }
+/// The `detail` of an EventBridge event from S3 (`source: aws.s3`), as far as it is read
+/// here: `aws_lambda_events` types the envelope, not this detail.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3ObjectDetail {
+    /// The bucket.
+    pub bucket: S3DetailBucket,
+    /// The object.
+    pub object: S3DetailObject,
+}
+
+/// `detail.bucket` of an EventBridge S3 event.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3DetailBucket {
+    /// Bucket name.
+    pub name: String,
+}
+
+/// `detail.object` of an EventBridge S3 event.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3DetailObject {
+    /// The URL-encoded key.
+    pub key: String,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// ETag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+/// The SQS batch `payload` is, if it is one (its records come from `aws:sqs`).
+#[cfg(feature = "aws")]
+pub fn sqs_batch(payload: &Value) -> Result<Option<SqsEvent>> {
+    let first = payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first());
+    if first
+        .and_then(|r| r.get("eventSource"))
+        .and_then(Value::as_str)
+        != Some("aws:sqs")
+    {
+        return Ok(None);
     }
+    SqsEvent::deserialize(payload)
+        .map(Some)
+        .map_err(|source| Error::MalformedEvent {
+            context: "SQS batch".into(),
+            source,
+        })
+}
+
+/// Parses any supported invocation payload.
+#[cfg(feature = "aws")]
+pub fn parse_event(payload: &Value) -> Result<ParsedEvent> {
+    if let Some(batch) = sqs_batch(payload)? {
+        return Ok(parse_sqs(&batch));
+    }
+    let mut out = ParsedEvent::default();
+    parse_notice(payload.clone(), None, &mut out.objects)?;
     Ok(out)
 }
 
+/// The objects of an SQS batch; a message that is not a notice is reported unreadable.
+#[cfg(feature = "aws")]
+pub fn parse_sqs(batch: &SqsEvent) -> ParsedEvent {
+    let mut out = ParsedEvent {
+        from_sqs: true,
+        ..ParsedEvent::default()
+    };
+    for m in &batch.records {
+        let id = m.message_id.clone().unwrap_or_default();
+        let parsed = sqs_body(m).and_then(|v| parse_notice(v, Some(&id), &mut out.objects));
+        if let Err(e) = parsed {
+            out.unreadable.push((id, e.to_string()));
+        }
+    }
+    out
+}
+
+/// An SQS message's body as JSON.
+#[cfg(feature = "aws")]
+pub fn sqs_body(m: &SqsMessage) -> Result<Value> {
+    let body = m
+        .body
+        .as_deref()
+        .ok_or_else(|| Error::BadEvent("SQS message without a body".into()))?;
+    serde_json::from_str(body).map_err(|source| Error::MalformedEvent {
+        context: "SQS body is not JSON".into(),
+        source,
+    })
+}
+
 /// One notice: an EventBridge event, an S3 notification, or a test event.
-fn parse_notice(v: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -> Result<()> {
+#[cfg(feature = "aws")]
+fn parse_notice(v: Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -> Result<()> {
     if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(());
     }
-    if let Some(records) = v.get("Records").and_then(Value::as_array) {
-        for r in records {
+    if v.get("Records").is_some_and(Value::is_array) {
+        for r in &s3_event(v)?.records {
             parse_s3_record(r, message_id, out)?;
         }
         return Ok(());
     }
     if v.get("source").and_then(Value::as_str) == Some("aws.s3") {
-        let detail_type = str_at(v, &["detail-type"]).unwrap_or_default();
-        if detail_type != "Object Created" {
+        let malformed = |source| Error::MalformedEvent {
+            context: "EventBridge S3 event".into(),
+            source,
+        };
+        let ev: EventBridgeEvent<Value> = serde_json::from_value(v).map_err(malformed)?;
+        if ev.detail_type != "Object Created" {
             return Ok(());
         }
-        let bucket = str_at(v, &["detail", "bucket", "name"]);
-        let key = str_at(v, &["detail", "object", "key"]);
-        return match (bucket, key) {
-            (Some(b), Some(k)) => {
-                out.push(object(b, k, message_id));
-                Ok(())
-            }
-            _ => Err(Error::BadEvent(
-                "EventBridge event without detail.bucket.name / detail.object.key".into(),
-            )),
-        };
+        let detail = S3ObjectDetail::deserialize(&ev.detail).map_err(malformed)?;
+        out.push(object(&detail.bucket.name, &detail.object.key, message_id));
+        return Ok(());
     }
     Err(Error::BadEvent(
         "neither an S3 notification, an EventBridge S3 event nor an SQS batch".into(),
     ))
 }
 
-fn parse_s3_record(r: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -> Result<()> {
-    let name = str_at(r, &["eventName"]).unwrap_or_default();
+/// Reads an S3 notification. AWS always sends `eventTime`, `userIdentity` and
+/// `requestParameters`, which the typed record requires; a hand-made notification (`stedi
+/// run`, tests) often has only `eventName` and `s3`, so those three are filled in (the
+/// epoch, empty) when absent. Nothing here reads them.
+#[cfg(feature = "aws")]
+pub fn s3_event(mut v: Value) -> Result<S3Event> {
+    if let Some(records) = v.get_mut("Records").and_then(Value::as_array_mut) {
+        for r in records.iter_mut().filter_map(Value::as_object_mut) {
+            r.entry("eventTime")
+                .or_insert_with(|| Value::from("1970-01-01T00:00:00Z"));
+            r.entry("userIdentity")
+                .or_insert_with(|| Value::Object(Default::default()));
+            r.entry("requestParameters")
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+    serde_json::from_value(v).map_err(|source| Error::MalformedEvent {
+        context: "S3 notification".into(),
+        source,
+    })
+}
+
+#[cfg(feature = "aws")]
+fn parse_s3_record(
+    r: &S3EventRecord,
+    message_id: Option<&str>,
+    out: &mut Vec<ObjectRef>,
+) -> Result<()> {
+    let name = r.event_name.as_deref().unwrap_or_default();
     if !name.starts_with("ObjectCreated") {
         return Ok(());
     }
-    match (
-        str_at(r, &["s3", "bucket", "name"]),
-        str_at(r, &["s3", "object", "key"]),
-    ) {
+    match (r.s3.bucket.name.as_deref(), r.s3.object.key.as_deref()) {
         (Some(b), Some(k)) => {
             out.push(object(b, k, message_id));
             Ok(())
@@ -126,6 +230,7 @@ fn parse_s3_record(r: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>
     }
 }
 
+#[cfg(feature = "aws")]
 fn object(bucket: &str, raw_key: &str, message_id: Option<&str>) -> ObjectRef {
     ObjectRef {
         bucket: bucket.to_string(),
@@ -134,15 +239,13 @@ fn object(bucket: &str, raw_key: &str, message_id: Option<&str>) -> ObjectRef {
     }
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, p| v.get(*p))?.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    #[cfg(feature = "aws")]
+    use serde_json::{Value, json};
 
+    #[cfg(feature = "aws")]
     fn s3_notification(key: &str) -> Value {
         json!({"Records": [{
             "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
@@ -150,11 +253,13 @@ mod tests {
         }]})
     }
 
+    #[cfg(feature = "aws")]
     fn eventbridge(key: &str) -> Value {
         json!({"version": "0", "source": "aws.s3", "detail-type": "Object Created",
                "detail": {"bucket": {"name": "lake"}, "object": {"key": key}}})
     }
 
+    #[cfg(feature = "aws")]
     fn sqs(bodies: &[Value]) -> Value {
         let records: Vec<Value> = bodies
             .iter()
@@ -185,6 +290,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn every_form_yields_the_same_object() {
         let raw = "customer/landing/my+file%2B1%E2%9C%93.json";
@@ -206,6 +312,7 @@ mod tests {
         assert_eq!(ids, [Some("m0".to_string()), Some("m1".to_string())]);
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn test_events_and_other_kinds_are_no_ops() {
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "lake"});
@@ -242,6 +349,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn garbage_is_a_clear_error_and_a_bad_sqs_body_is_isolated() {
         let e = parse_event(&json!({"hello": 1})).unwrap_err();
@@ -255,5 +363,64 @@ mod tests {
         assert_eq!(p.objects.len(), 1);
         assert_eq!(p.unreadable.len(), 1);
         assert_eq!(p.unreadable[0].0, "bad");
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn notifications_as_aws_sends_them_are_typed() {
+        // A complete S3 notification, delivered straight to SQS, and S3's test event.
+        let full = json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2026-11-23T10:00:00.000Z", "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "AWS:EXAMPLE"},
+            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+            "responseElements": {"x-amz-request-id": "R", "x-amz-id-2": "I"},
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "c",
+                   "bucket": {"name": "lake", "ownerIdentity": {"principalId": "A"},
+                              "arn": "arn:aws:s3:::lake"},
+                   "object": {"key": "customer/landing/a+b.json", "size": 3,
+                              "eTag": "e", "sequencer": "0A"}}
+        }]});
+        let typed = s3_event(full.clone()).unwrap();
+        assert_eq!(typed.records[0].s3.object.size, Some(3));
+        let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent",
+                          "Time": "2026-11-23T10:00:00.000Z", "Bucket": "lake"});
+        let p = parse_event(&sqs(&[full, test])).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].key, "customer/landing/a b.json");
+        assert_eq!(p.objects[0].message_id.as_deref(), Some("m0"));
+        assert!(p.unreadable.is_empty());
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn malformed_notices_are_errors_and_isolated_in_a_batch() {
+        let no_detail = json!({"source": "aws.s3", "detail-type": "Object Created"});
+        let no_key = json!({"source": "aws.s3", "detail-type": "Object Created",
+                            "detail": {"bucket": {"name": "lake"}, "object": {}}});
+        let bad_record = json!({"Records": [{"eventName": "ObjectCreated:Put"}]});
+        for ev in [&no_detail, &no_key, &bad_record] {
+            let e = parse_event(ev).unwrap_err();
+            assert!(e.to_string().starts_with("unrecognised event"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        let mut batch = sqs(&[no_key, eventbridge("a.json"), json!(["not", "a", "notice"])]);
+        // A message without a body at all.
+        batch["Records"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"eventSource": "aws:sqs", "messageId": "nobody"}));
+        let p = parse_event(&batch).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].message_id.as_deref(), Some("m1"));
+        let ids: Vec<&str> = p.unreadable.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["m0", "m2", "nobody"]);
+        // A batch that is not an SQS batch's shape fails as a whole.
+        let e =
+            parse_event(&json!({"Records": [{"eventSource": "aws:sqs", "body": 5}]})).unwrap_err();
+        assert!(
+            e.to_string().starts_with("unrecognised event: SQS batch"),
+            "{e}"
+        );
     }
 }

@@ -79,6 +79,55 @@ pub fn accept(bucket: &str, key: &str, tables: &[Table]) -> Result<SourceKey> {
     })
 }
 
+/// Where the lake keeps its bookkeeping (lineage manifests, indexes): a bucket-root prefix
+/// outside every table's location, so readers that list a table's location recursively
+/// (awswrangler, Glue crawlers, `aws s3 sync`) see only the table's Parquet data files.
+pub const BOOKKEEPING_PREFIX: &str = "_stedi/";
+
+/// The folder of the lineage manifests of `table`'s outputs.
+pub fn lineage_prefix(table: Table) -> String {
+    format!("{BOOKKEEPING_PREFIX}lineage/{}/", table.name())
+}
+
+/// The shard (of `shards`) a customer's e-mail, or a device's serial, falls in: FNV-1a
+/// (64 bits) of the bytes, modulo the shard count. Stable across processes and releases.
+pub fn shard_of(key: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}
+
+/// The object holding shard `shard` of a sharded customer table:
+/// `customer/trusted/part-00042.parquet`, directly under the table location.
+pub fn shard_key(table: Table, shard: u32) -> String {
+    format!("{}part-{shard:05}.parquet", table.prefix())
+}
+
+/// The shard a sharded table's object holds, if `key` is one of its shard objects.
+pub fn shard_of_key(table: Table, key: &str) -> Option<u32> {
+    let name = key.strip_prefix(table.prefix())?;
+    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    (digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The folder of the device index (serial → curated owners), sharded by serial.
+pub const DEVICES_PREFIX: &str = "_stedi/devices/";
+
+/// The object of device-index shard `shard`.
+pub fn device_shard_key(shard: u32) -> String {
+    format!("{DEVICES_PREFIX}part-{shard:05}.jsonl")
+}
+
+/// The single object the earlier layout kept a customer table in (migrated by `reconcile`).
+pub fn legacy_snapshot_key(table: Table) -> String {
+    format!("{}{}.parquet", table.prefix(), table.name())
+}
+
 /// The output key of `stem` in partition `dt` of `table`.
 pub fn output_key(table: Table, dt: &str, stem: &str) -> String {
     format!("{}dt={dt}/{stem}.parquet", table.prefix())
@@ -167,6 +216,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("dt=YYYY-MM-DD"), "{e}");
+    }
+
+    #[test]
+    fn shards_are_stable_and_keys_round_trip() {
+        // Pinned: changing the hash would move every customer to another shard.
+        assert_eq!(
+            shard_of("Santosh.Clayton@test.com", 256),
+            shard_of("Santosh.Clayton@test.com", 256)
+        );
+        assert_eq!(shard_of("", 256), (0xcbf2_9ce4_8422_2325u64 % 256) as u32);
+        assert_eq!(shard_of("a", 1), 0);
+        assert!((0..1000).all(|i| shard_of(&format!("u{i}@x"), 7) < 7));
+        let k = shard_key(Table::CustomerTrusted, 42);
+        assert_eq!(k, "customer/trusted/part-00042.parquet");
+        assert_eq!(shard_of_key(Table::CustomerTrusted, &k), Some(42));
+        assert_eq!(shard_of_key(Table::CustomerCurated, &k), None);
+        assert_eq!(
+            shard_of_key(
+                Table::CustomerTrusted,
+                "customer/trusted/customer_trusted.parquet"
+            ),
+            None
+        );
+        assert_eq!(device_shard_key(3), "_stedi/devices/part-00003.jsonl");
+        assert_eq!(
+            legacy_snapshot_key(Table::CustomerCurated),
+            "customer/curated/customer_curated.parquet"
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! The Lambda entry point every function shares: parse the event, run the transition on
-//! each object, report failed SQS records for redelivery, log one summary line.
+//! each object, report failed SQS records for redelivery (a typed [`SqsBatchResponse`]),
+//! log one summary line with the requests the invocation made.
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::event::parse_event;
+use crate::event::{self, SqsBatchResponse, parse_event};
 use crate::keys;
 use crate::reconcile;
+use crate::store::{Request, RequestCounts, count_invocation, record};
 use crate::summary::Summary;
 use crate::transitions::{Ctx, Transition};
 
@@ -40,56 +43,145 @@ impl Function {
     }
 }
 
-/// Handles one invocation payload of any function.
-pub async fn handle_function(ctx: &Ctx, f: Function, payload: &Value) -> Result<(Value, Summary)> {
+/// What an invocation answers (its response, serialised for Lambda as
+/// `{"batchItemFailures": [{"itemIdentifier": …}]}`) and what it did.
+pub type Invocation = (SqsBatchResponse, Summary);
+
+/// Handles one invocation payload of any function: the typed response and the summary,
+/// whose [`Summary::requests`] are the requests this invocation made.
+pub async fn invoke(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invocation> {
     // Boxed so the Lambda main's future stays shallow.
     match f {
-        Function::Transition(t) => Box::pin(handle(ctx, t, payload)).await,
-        Function::Reconcile => Box::pin(handle_reconcile(ctx, payload)).await,
+        Function::Transition(t) => Box::pin(invoke_transition(ctx, t, payload)).await,
+        Function::Reconcile => Box::pin(invoke_reconcile(ctx, payload)).await,
     }
+}
+
+/// [`invoke`] with the response as JSON.
+pub async fn handle_function(ctx: &Ctx, f: Function, payload: &Value) -> Result<(Value, Summary)> {
+    let (response, summary) = invoke(ctx, f, payload).await?;
+    Ok((response_json(&response), summary))
+}
+
+/// The JSON Lambda gets for `response` (what `lambda_runtime` serialises it to).
+pub fn response_json(response: &SqsBatchResponse) -> Value {
+    let failures: Vec<Value> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| json!({ "itemIdentifier": f.item_identifier }))
+        .collect();
+    json!({ "batchItemFailures": failures })
+}
+
+/// A response asking SQS to redeliver the messages `ids`.
+pub fn batch_response(ids: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.set_failures(ids);
+    response
+}
+
+/// Runs `work` as one invocation: the requests it makes are counted in counters of its own
+/// (so concurrent invocations on one context do not mix) and put in its summary.
+async fn counted(
+    work: impl std::future::Future<Output = Result<Invocation>>,
+) -> Result<Invocation> {
+    let counts = RequestCounts::shared();
+    let (response, mut summary) = count_invocation(counts.clone(), work).await?;
+    summary.requests = counts.snapshot();
+    Ok((response, summary))
+}
+
+/// A message on the reconcile queue that carries one work item (`{"item": …, "bucket": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The item.
+    #[serde(flatten)]
+    pub item: reconcile::Item,
+    /// The lake bucket (else `LAKE_BUCKET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+}
+
+/// Any other message to `reconcile` (the schedule's `{"reconcile": "plan", "bucket": …}`, a
+/// direct invocation, the follow-up message): plan, and fan the items out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    /// `"plan"` in the messages this product sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<String>,
+    /// The lake bucket (else `LAKE_BUCKET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+}
+
+impl PlanRequest {
+    /// Reads a payload that is not an SQS batch: an object is a plan request (`bucket`
+    /// optional); anything else (`null`, an empty invocation) plans with `LAKE_BUCKET`.
+    pub fn from_payload(payload: &Value) -> Result<PlanRequest> {
+        if !payload.is_object() {
+            return Ok(PlanRequest::default());
+        }
+        PlanRequest::deserialize(payload).map_err(|source| Error::MalformedEvent {
+            context: "reconcile plan request".into(),
+            source,
+        })
+    }
+}
+
+/// `reconcile`, JSON response: see [`invoke_reconcile`].
+pub async fn handle_reconcile(ctx: &Ctx, payload: &Value) -> Result<(Value, Summary)> {
+    let (response, summary) = invoke_reconcile(ctx, payload).await?;
+    Ok((response_json(&response), summary))
 }
 
 /// `reconcile`: an SQS batch of work items is executed (failed records reported for
 /// redelivery); anything else (the schedule, a direct invocation, a `plan` message) plans
 /// and fans the items out through the reconcile queue, with a follow-up `plan` message so
-/// the next stage starts once these are done. Without a queue the items run inline.
-pub async fn handle_reconcile(ctx: &Ctx, payload: &Value) -> Result<(Value, Summary)> {
+/// the next stage starts once these are done. Without a queue the items run inline. A
+/// message whose body is not JSON is logged and acknowledged.
+pub async fn invoke_reconcile(ctx: &Ctx, payload: &Value) -> Result<Invocation> {
+    counted(reconcile_uncounted(ctx, payload)).await
+}
+
+async fn reconcile_uncounted(ctx: &Ctx, payload: &Value) -> Result<Invocation> {
     let started = Instant::now();
     let mut total = Summary::default();
-    let records = payload.get("Records").and_then(Value::as_array);
-    let Some(records) = records.filter(|r| {
-        r.first()
-            .and_then(|r| r.get("eventSource"))
-            .and_then(Value::as_str)
-            == Some("aws:sqs")
-    }) else {
-        total.absorb(plan_and_fan_out(ctx, payload).await?);
+    let Some(batch) = event::sqs_batch(payload)? else {
+        let request = PlanRequest::from_payload(payload)?;
+        total.absorb(plan_and_fan_out(ctx, &request).await?);
         total.ms = started.elapsed().as_millis() as u64;
-        return Ok((json!({ "batchItemFailures": [] }), total));
+        return Ok((SqsBatchResponse::default(), total));
     };
     let mut failures = Vec::new();
-    for r in records {
-        let id = r
-            .get("messageId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let body = r.get("body").and_then(Value::as_str).unwrap_or_default();
-        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    for m in &batch.records {
+        let id = m.message_id.clone().unwrap_or_default();
+        let body = match event::sqs_body(m) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "unreadable SQS message acknowledged");
+                total.errors.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
         let outcome = if body.get("item").is_some() {
-            let item = serde_json::from_value::<reconcile::Item>(body.clone())
-                .map_err(|e| Error::BadEvent(format!("reconcile item: {e}")));
-            match (item, message_bucket(&body)) {
-                (Ok(item), Ok(bucket)) => reconcile::execute(ctx, &bucket, &item).await,
-                (Err(e), _) | (_, Err(e)) => Err(e),
+            match WorkItem::deserialize(&body) {
+                Ok(w) => match resolve_bucket(w.bucket.as_deref()) {
+                    Ok(bucket) => reconcile::execute(ctx, &bucket, &w.item).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(Error::BadEvent(format!("reconcile item: {e}"))),
             }
         } else {
-            plan_and_fan_out(ctx, &body).await
+            match PlanRequest::from_payload(&body) {
+                Ok(request) => plan_and_fan_out(ctx, &request).await,
+                Err(e) => Err(e),
+            }
         };
         match outcome {
             Ok(s) => total.absorb(s),
             Err(e) if e.is_retryable() => {
                 total.errors.push(e.to_string());
-                failures.push(json!({ "itemIdentifier": id }));
+                failures.push(id);
             }
             Err(e) => {
                 tracing::error!(error = %e, "reconcile record dropped");
@@ -98,14 +190,12 @@ pub async fn handle_reconcile(ctx: &Ctx, payload: &Value) -> Result<(Value, Summ
         }
     }
     total.ms = started.elapsed().as_millis() as u64;
-    Ok((json!({ "batchItemFailures": failures }), total))
+    Ok((batch_response(failures), total))
 }
 
 /// The lake bucket a reconcile message names, else `LAKE_BUCKET`.
-fn message_bucket(message: &Value) -> Result<String> {
-    message
-        .get("bucket")
-        .and_then(Value::as_str)
+fn resolve_bucket(named: Option<&str>) -> Result<String> {
+    named
         .map(str::to_string)
         .or_else(|| std::env::var("LAKE_BUCKET").ok())
         .ok_or_else(|| Error::Config {
@@ -115,8 +205,8 @@ fn message_bucket(message: &Value) -> Result<String> {
         })
 }
 
-async fn plan_and_fan_out(ctx: &Ctx, message: &Value) -> Result<Summary> {
-    let bucket = message_bucket(message)?;
+async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
+    let bucket = resolve_bucket(request.bucket.as_deref())?;
     let Some((sqs, url)) = &ctx.reconcile_queue else {
         let report = reconcile::run_inline(ctx, &bucket).await?;
         return Ok(report.summary);
@@ -130,26 +220,79 @@ async fn plan_and_fan_out(ctx: &Ctx, message: &Value) -> Result<Summary> {
     if plan.items.is_empty() && plan.stage.is_none() {
         return Ok(s);
     }
-    let mut bodies: Vec<String> = plan
+    let bodies = plan
         .items
         .iter()
         .map(|item| {
-            let mut v = serde_json::to_value(item).unwrap_or(Value::Null);
-            v["bucket"] = Value::String(bucket.clone());
-            v.to_string()
+            let message = WorkItem {
+                item: item.clone(),
+                bucket: Some(bucket.clone()),
+            };
+            serde_json::to_string(&message).map_err(|source| Error::Json {
+                context: "reconcile work item".into(),
+                source,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<String>>>()?;
     for chunk in bodies.chunks(10) {
-        send_batch(sqs, url, chunk, 0).await?;
+        send_batch(ctx, sqs, url, chunk, 0).await?;
     }
     // Plan again once these items have had time to run: the next stage follows.
-    bodies = vec![json!({ "reconcile": "plan", "bucket": bucket }).to_string()];
-    send_batch(sqs, url, &bodies, 60).await?;
+    let next = PlanRequest {
+        reconcile: Some("plan".into()),
+        bucket: Some(bucket),
+    };
+    let next = serde_json::to_string(&next).map_err(|source| Error::Json {
+        context: "reconcile plan request".into(),
+        source,
+    })?;
+    send_batch(ctx, sqs, url, &[next], 60).await?;
     s.rows_out = plan.items.len() as u64;
     Ok(s)
 }
 
+/// Whether an SQS error code is worth retrying (throttling, the service's own trouble).
+fn sqs_code_retryable(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestThrottled"
+            | "ThrottlingException"
+            | "KmsThrottled"
+            | "ServiceUnavailable"
+            | "InternalError"
+            | "InternalFailure"
+            | "AWS.SimpleQueueService.InternalError"
+    )
+}
+
+fn sqs_error(
+    op: &'static str,
+    url: &str,
+    e: aws_sdk_sqs::error::SdkError<
+        aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError,
+        aws_sdk_sqs::config::http::HttpResponse,
+    >,
+) -> Error {
+    use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+    let retryable = match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status >= 500 || se.err().code().is_some_and(sqs_code_retryable)
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    };
+    Error::Sqs {
+        op,
+        queue: url.to_string(),
+        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
 async fn send_batch(
+    ctx: &Ctx,
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     bodies: &[String],
@@ -158,45 +301,64 @@ async fn send_batch(
     let entries = bodies
         .iter()
         .enumerate()
-        .filter_map(|(i, b)| {
+        .map(|(i, b)| {
             aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(b)
                 .delay_seconds(delay)
                 .build()
-                .ok()
+                .map_err(|e| Error::Sqs {
+                    op: "SendMessageBatch",
+                    queue: url.to_string(),
+                    message: e.to_string(),
+                    retryable: false,
+                    source: Some(Box::new(e)),
+                })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
+    record(Some(ctx.store.counts()), Request::Sqs);
     let out = sqs
         .send_message_batch()
         .queue_url(url)
         .set_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| Error::S3 {
+        .map_err(|e| sqs_error("SendMessageBatch", url, e))?;
+    if let Some(first) = out.failed().first() {
+        let message = format!(
+            "{} of {} entries refused, e.g. {}: {}",
+            out.failed().len(),
+            bodies.len(),
+            first.code(),
+            first.message().unwrap_or_default()
+        );
+        return Err(Error::Sqs {
             op: "SendMessageBatch",
-            bucket: url.to_string(),
-            key: String::new(),
-            message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-            retryable: true,
-        })?;
-    if !out.failed().is_empty() {
-        return Err(Error::S3 {
-            op: "SendMessageBatch",
-            bucket: url.to_string(),
-            key: String::new(),
-            message: format!("{} entries refused", out.failed().len()),
-            retryable: true,
+            queue: url.to_string(),
+            message,
+            // Refused for the request's own fault, a retry would be refused again.
+            retryable: out.failed().iter().all(|f| !f.sender_fault()),
+            source: None,
         });
     }
     Ok(())
 }
 
-/// Handles one invocation payload. For SQS batches the result lists the records to
-/// redeliver (`batchItemFailures`); for a direct invocation a retryable failure is the
-/// invocation's error. The summary is returned for the caller to log
-/// ([`summary_line`]), also when the invocation fails (inside the error's log).
+/// Handles one invocation payload of a transition, JSON response: see [`invoke_transition`].
 pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value, Summary)> {
+    let (response, summary) = invoke_transition(ctx, t, payload).await?;
+    Ok((response_json(&response), summary))
+}
+
+/// Handles one invocation payload of a transition. For SQS batches the response lists the
+/// records to redeliver (`batchItemFailures`); for a direct invocation a retryable failure
+/// is the invocation's error. The summary is returned for the caller to log
+/// ([`summary_line`]).
+pub async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Invocation> {
+    counted(transition_uncounted(ctx, t, payload)).await
+}
+
+async fn transition_uncounted(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Invocation> {
     let started = Instant::now();
     let ev = parse_event(payload)?;
     let mut total = Summary::default();
@@ -232,11 +394,7 @@ pub async fn handle(ctx: &Ctx, t: Transition, payload: &Value) -> Result<(Value,
         }
     }
     total.ms = started.elapsed().as_millis() as u64;
-    let failures: Vec<Value> = failures
-        .into_iter()
-        .map(|id| json!({ "itemIdentifier": id }))
-        .collect();
-    Ok((json!({ "batchItemFailures": failures }), total))
+    Ok((batch_response(failures), total))
 }
 
 /// The invocation's summary line (CloudWatch EMF).
@@ -286,13 +444,202 @@ pub async fn serve(f: Function) -> std::result::Result<(), lambda_runtime::Error
     let ctx = &ctx;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<Value>| async move {
-            let (response, summary) = handle_function(ctx, f, &ev.payload)
+            let (response, summary) = invoke(ctx, f, &ev.payload)
                 .await
                 .map_err(|e: Error| lambda_runtime::Error::from(e.to_string()))?;
             // EMF must be the log line itself, so it bypasses the tracing formatter.
             println!("{}", summary_line(f, &summary));
-            Ok::<Value, lambda_runtime::Error>(response)
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
         },
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_ctx() -> Ctx {
+        // Nothing listens on port 9: every request fails fast with a retryable error.
+        let s3 = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_s3::config::Credentials::for_tests())
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .force_path_style(true)
+            .build();
+        let glue = aws_sdk_glue::Config::builder()
+            .behavior_version(aws_sdk_glue::config::BehaviorVersion::latest())
+            .region(aws_sdk_glue::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_glue::config::Credentials::for_tests())
+            .retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
+            .build();
+        Ctx::new(
+            aws_sdk_s3::Client::from_conf(s3),
+            aws_sdk_glue::Client::from_conf(glue),
+            Config::default(),
+        )
+    }
+
+    fn sqs(bodies: &[(&str, String)]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .map(|(id, body)| json!({"eventSource": "aws:sqs", "messageId": id, "body": body}))
+            .collect();
+        json!({ "Records": records })
+    }
+
+    fn eventbridge(bucket: &str, key: &str) -> String {
+        json!({"source": "aws.s3", "detail-type": "Object Created",
+               "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
+        .to_string()
+    }
+
+    #[test]
+    fn the_response_is_serialised_as_lambda_expects() {
+        let r = batch_response(["a".to_string(), "b".to_string()]);
+        let want = json!({"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]});
+        assert_eq!(serde_json::to_value(&r).unwrap(), want);
+        assert_eq!(response_json(&r), want);
+        let none = SqsBatchResponse::default();
+        assert_eq!(
+            serde_json::to_value(&none).unwrap(),
+            json!({"batchItemFailures": []})
+        );
+        assert_eq!(response_json(&none), json!({"batchItemFailures": []}));
+    }
+
+    #[test]
+    fn reconcile_messages_keep_their_shape() {
+        let item = WorkItem {
+            item: reconcile::Item::Ml {
+                key: "step_trainer/trusted/dt=2022-06-18/a.parquet".into(),
+            },
+            bucket: Some("lake".into()),
+        };
+        let v = serde_json::to_value(&item).unwrap();
+        assert_eq!(
+            v,
+            json!({"item": "ml", "key": "step_trainer/trusted/dt=2022-06-18/a.parquet",
+                   "bucket": "lake"})
+        );
+        assert_eq!(WorkItem::deserialize(&v).unwrap(), item);
+        let landing = json!({"item": "landing", "function": "accelerometer_landing_to_trusted",
+                             "key": "accelerometer/landing/a.json"});
+        let w = WorkItem::deserialize(&landing).unwrap();
+        assert_eq!(w.bucket, None);
+        assert!(matches!(w.item, reconcile::Item::Landing { .. }));
+
+        let plan = PlanRequest {
+            reconcile: Some("plan".into()),
+            bucket: Some("lake".into()),
+        };
+        let v = serde_json::to_value(&plan).unwrap();
+        assert_eq!(v, json!({"reconcile": "plan", "bucket": "lake"}));
+        assert_eq!(PlanRequest::from_payload(&v).unwrap(), plan);
+        // An EventBridge scheduled event, or nothing at all: plan with LAKE_BUCKET.
+        let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event",
+                               "detail": {}});
+        assert_eq!(
+            PlanRequest::from_payload(&scheduled).unwrap(),
+            PlanRequest::default()
+        );
+        assert_eq!(
+            PlanRequest::from_payload(&Value::Null).unwrap(),
+            PlanRequest::default()
+        );
+        assert!(PlanRequest::from_payload(&json!({"bucket": 5})).is_err());
+
+        // The sample events of `reconcile`.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        let read = |name: &str| -> Value {
+            serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+        };
+        let schedule = PlanRequest::from_payload(&read("reconcile.schedule.json")).unwrap();
+        assert_eq!(schedule.bucket.as_deref(), Some("stedi-lake"));
+        let batch = event::sqs_batch(&read("reconcile.sqs.json"))
+            .unwrap()
+            .unwrap();
+        let body = event::sqs_body(&batch.records[0]).unwrap();
+        let w = WorkItem::deserialize(&body).unwrap();
+        assert_eq!(w.bucket.as_deref(), Some("stedi-lake"));
+        assert!(matches!(w.item, reconcile::Item::Ml { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_batch_isolates_bad_messages_and_counts_its_requests() {
+        let ctx = offline_ctx();
+        let t = Transition::AccelerometerLandingToTrusted;
+        let test_event = json!({"Service": "Amazon S3", "Event": "s3:TestEvent"}).to_string();
+        let payload = sqs(&[
+            ("garbage", "{not json".to_string()),
+            ("test", test_event),
+            ("refused", eventbridge("lake", "customer/landing/a.json")),
+        ]);
+        let (response, summary) = invoke_transition(&ctx, t, &payload).await.unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(summary.errors.len(), 2, "{:?}", summary.errors);
+        assert!(summary.errors[0].starts_with("garbage: unrecognised event"));
+        assert!(summary.errors[1].starts_with("refused key"));
+        assert_eq!(summary.requests, crate::summary::Requests::default());
+
+        // S3 unreachable: the record is failed for redelivery, and its requests counted.
+        let payload = sqs(&[
+            ("ok", eventbridge("lake", "accelerometer/landing/a.json")),
+            ("garbage", "[]".to_string()),
+        ]);
+        let (response, summary) = invoke_transition(&ctx, t, &payload).await.unwrap();
+        assert_eq!(
+            response_json(&response),
+            json!({"batchItemFailures": [{"itemIdentifier": "ok"}]})
+        );
+        assert!(summary.requests.s3_get >= 1, "{:?}", summary.requests);
+        assert_eq!(summary.requests.bytes_read, 0);
+        // The store's own counters saw the same requests.
+        assert_eq!(ctx.store.counts().snapshot(), summary.requests);
+
+        // Invoked directly (not through SQS), a retryable failure fails the invocation.
+        let direct: Value =
+            serde_json::from_str(&eventbridge("lake", "accelerometer/landing/a.json")).unwrap();
+        assert!(
+            invoke_transition(&ctx, t, &direct)
+                .await
+                .unwrap_err()
+                .is_retryable()
+        );
+    }
+
+    #[tokio::test]
+    async fn reconcile_batches_acknowledge_what_a_retry_cannot_fix() {
+        let ctx = offline_ctx();
+        let item = json!({"item": "ml", "key": "step_trainer/trusted/dt=2022-06-18/a.parquet",
+                          "bucket": "lake"});
+        let payload = sqs(&[
+            ("garbage", "{not json".to_string()),
+            (
+                "bad-item",
+                json!({"item": "nonsense", "bucket": "lake"}).to_string(),
+            ),
+            ("item", item.to_string()),
+        ]);
+        let (response, summary) = invoke_reconcile(&ctx, &payload).await.unwrap();
+        // Only the item that failed on the (unreachable) network is redelivered.
+        assert_eq!(
+            response_json(&response),
+            json!({"batchItemFailures": [{"itemIdentifier": "item"}]})
+        );
+        assert_eq!(summary.errors.len(), 3, "{:?}", summary.errors);
+        assert!(
+            summary.errors[1].contains("reconcile item"),
+            "{:?}",
+            summary.errors
+        );
+        assert!(
+            summary.requests.s3_requests() >= 1,
+            "{:?}",
+            summary.requests
+        );
+    }
 }

@@ -2,15 +2,17 @@
 //! landing data, whatever order the events came in; also the backfill for data that was in
 //! the bucket before deployment, and what makes a consent withdrawal take effect.
 //!
-//! It scales out: [`plan`] compares each output's recorded lineage (source ETag and the
-//! ETag or digest of the reference data, see [`crate::transitions::Manifest`]) with the
+//! It scales out: [`plan`] compares each output's recorded lineage (source ETag, the ETag of
+//! every reference shard consulted, see [`crate::transitions::Manifest`]) with the
 //! current state and returns one work [`Item`] per stale source object or (step trainer
 //! object, `dt`); items are fanned out through the reconcile queue and each is one ordinary
 //! transition run. The tables depend on each other in order — customer_trusted,
 //! accelerometer_trusted, customer_curated, step_trainer_trusted, machine_learning_curated —
 //! so a plan stops at the first stage with stale items; planning again after they ran
-//! continues with the next stage, until a plan finds nothing to do. The two snapshots are
-//! recomputed by the planner itself (customers are the small side).
+//! continues with the next stage, until a plan finds nothing to do. The customer shards and
+//! the device index are recomputed by the planner itself (customers are the small side;
+//! the planner still holds the latest record per e-mail in memory), which also migrates a
+//! lake of an earlier layout (single snapshot objects, manifests inside table locations).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -26,8 +28,9 @@ use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
 use crate::transitions::{
-    Ctx, Transition, machine_learning_trusted_to_curated as ml, manifest_key, publish_partitioned,
-    read_landing, read_manifest, rewrite_snapshot,
+    Ctx, LAYOUT, Transition, by_shard, device_entries, encode_devices,
+    machine_learning_trusted_to_curated as ml, manifest_key, publish_partitioned, read_landing,
+    read_manifest, rewrite_object, rewrite_shard,
 };
 
 /// One unit of reconcile work.
@@ -64,12 +67,19 @@ pub struct Plan {
     pub items: Vec<Item>,
     /// Snapshot tables the planner rewrote, with the customers added and removed.
     pub snapshots: Vec<(Table, usize, usize)>,
+    /// Bookkeeping objects moved out of table locations (lakes of the earlier layout).
+    pub migrated: usize,
+    /// Device-index shards the planner rewrote.
+    pub device_shards: usize,
 }
 
 impl Plan {
     /// Whether the lake already equals the batch truth.
     pub fn is_done(&self) -> bool {
-        self.items.is_empty() && self.snapshots.is_empty()
+        self.items.is_empty()
+            && self.snapshots.is_empty()
+            && self.migrated == 0
+            && self.device_shards == 0
     }
 }
 
@@ -117,43 +127,107 @@ async fn trusted_objects(ctx: &Ctx, bucket: &str, table: Table) -> Result<Vec<(S
         .collect())
 }
 
-/// Rewrites a snapshot to `want` if it differs; returns (added, removed) when it did.
-async fn converge_snapshot(
+/// Brings a sharded customer table to `want`: each shard rewritten if it differs, and
+/// objects that are not a current shard (the earlier layout's single snapshot, shards of a
+/// larger `CUSTOMER_SHARDS`) deleted. Returns (added or changed, removed) when it changed.
+async fn converge_sharded(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
     want: &Customers,
 ) -> Result<Option<(usize, usize)>> {
-    let mut diff = None;
+    let shards = ctx.cfg.customer_shards;
+    let mut parts = by_shard(want.clone(), shards);
+    let (mut added, mut removed, mut changed) = (0, 0, false);
     let mut s = Summary::default();
-    rewrite_snapshot(ctx, bucket, table, &mut s, |cur| {
-        if cur == want {
-            return None;
+    for shard in 0..shards {
+        let want = parts.remove(&shard).unwrap_or_default();
+        rewrite_shard(ctx, bucket, table, shard, &mut s, |cur| {
+            if *cur == want {
+                return None;
+            }
+            changed = true;
+            added = want
+                .rows
+                .iter()
+                .filter(|(e, r)| cur.rows.get(*e) != Some(*r))
+                .count();
+            removed = cur
+                .rows
+                .keys()
+                .filter(|e| !want.rows.contains_key(*e))
+                .count();
+            Some(want.clone())
+        })
+        .await?;
+    }
+    for key in ctx.store.list(bucket, table.prefix()).await? {
+        if keys::shard_of_key(table, &key).is_none_or(|k| k >= shards) {
+            ctx.store.delete(bucket, &key).await?;
+            changed = true;
         }
-        let added = want
-            .rows
-            .iter()
-            .filter(|(e, r)| cur.rows.get(*e) != Some(*r))
-            .count();
-        let removed = cur
-            .rows
-            .keys()
-            .filter(|e| !want.rows.contains_key(*e))
-            .count();
-        diff = Some((added, removed));
-        Some(want.clone())
-    })
-    .await?;
-    Ok(diff)
+    }
+    Ok(changed.then_some((added, removed)))
 }
 
-/// Landing objects of `t` whose outputs are missing or stale, and outputs whose source is
-/// gone.
+/// Brings the device index (serial → curated owners) to the devices of `curated`; returns
+/// the shards rewritten or deleted.
+async fn converge_devices(ctx: &Ctx, bucket: &str, curated: &Customers) -> Result<usize> {
+    let shards = ctx.cfg.customer_shards;
+    let mut want: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+    for (serial, email) in curated.device_entries() {
+        want.entry(keys::shard_of(&serial, shards))
+            .or_default()
+            .push((serial, email));
+    }
+    let mut changed = 0;
+    let mut s = Summary::default();
+    for shard in 0..shards {
+        let mut entries = want.remove(&shard).unwrap_or_default();
+        entries.sort();
+        let key = keys::device_shard_key(shard);
+        rewrite_object(ctx, bucket, &key, &mut s, |cur| {
+            let mut have = match &cur {
+                Some(bytes) => device_entries(bytes, &key)?,
+                None => Vec::new(),
+            };
+            have.sort();
+            if have == entries && (cur.is_some() || entries.is_empty()) {
+                return Ok(None);
+            }
+            changed += 1;
+            encode_devices(&entries).map(Some)
+        })
+        .await?;
+    }
+    for key in ctx.store.list(bucket, keys::DEVICES_PREFIX).await? {
+        let current = (0..shards).any(|k| keys::device_shard_key(k) == key);
+        if !current {
+            ctx.store.delete(bucket, &key).await?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// Key → ETag of every object under `prefix` (the reference shards now).
+async fn etags(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<BTreeMap<String, String>> {
+    Ok(ctx
+        .store
+        .list_with_etags(bucket, prefix)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Landing objects of `t` whose outputs are missing or stale (another source ETag, a
+/// reference shard consulted that has changed since, a manifest of an earlier layout),
+/// and outputs whose source is gone.
 async fn stale_landing(
     ctx: &Ctx,
     bucket: &str,
     t: Transition,
-    reference_etag: &str,
+    refs_now: &BTreeMap<String, String>,
 ) -> Result<Vec<Item>> {
     let source = t.sources()[0];
     let target = t.target();
@@ -165,7 +239,9 @@ async fn stale_landing(
         };
         stems.insert(src.stem.clone());
         let m = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await?;
-        let fresh = m.is_some_and(|m| m.source_etag == etag && m.inputs == reference_etag);
+        let fresh = m.is_some_and(|m| {
+            m.layout == LAYOUT && m.lineage.source_etag == etag && m.lineage.refs_current(refs_now)
+        });
         if !fresh {
             items.push(Item::Landing {
                 function: t.name().to_string(),
@@ -173,7 +249,7 @@ async fn stale_landing(
             });
         }
     }
-    let manifests = format!("{}_manifests/", target.prefix());
+    let manifests = keys::lineage_prefix(target);
     for key in ctx.store.list(bucket, &manifests).await? {
         let Some(stem) = key[manifests.len()..].strip_suffix(".json") else {
             continue;
@@ -190,10 +266,12 @@ async fn stale_landing(
 
 /// Step trainer objects whose machine-learning output is missing or stale, and outputs
 /// whose step trainer object is gone.
-async fn stale_ml(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
-    let (_, customers_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
-    let customers_etag = customers_etag.unwrap_or_default();
-    let mut accel_by_dt: HashMap<String, Vec<(String, String)>> = HashMap::new();
+async fn stale_ml(
+    ctx: &Ctx,
+    bucket: &str,
+    devices_now: &BTreeMap<String, String>,
+) -> Result<Vec<Item>> {
+    let mut accel_by_dt: HashMap<String, String> = HashMap::new();
     let mut items = Vec::new();
     let steps = trusted_objects(ctx, bucket, Table::StepTrainerTrusted).await?;
     let step_keys: BTreeSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
@@ -204,12 +282,17 @@ async fn stale_ml(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
         let dt = src.dt.clone().unwrap_or_default();
         if !accel_by_dt.contains_key(&dt) {
             let objects = ml::accel_objects(ctx, bucket, &dt).await?;
-            accel_by_dt.insert(dt.clone(), objects);
+            accel_by_dt.insert(dt.clone(), ml::inputs_digest(&objects));
         }
-        let accel = accel_by_dt.get(&dt).map(Vec::as_slice).unwrap_or_default();
-        let want = ml::inputs_digest(etag, accel, &customers_etag);
+        let accel = accel_by_dt.get(&dt).cloned().unwrap_or_default();
         let m = read_manifest(ctx, bucket, &ml::manifest_key(&dt, &src.stem)).await?;
-        if m.is_none_or(|m| m.inputs != want) {
+        let fresh = m.is_some_and(|m| {
+            m.layout == LAYOUT
+                && m.lineage.source_etag == *etag
+                && m.lineage.inputs == accel
+                && m.lineage.refs_current(devices_now)
+        });
+        if !fresh {
             items.push(Item::Ml { key: key.clone() });
         }
     }
@@ -226,9 +309,38 @@ async fn stale_ml(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
     Ok(items)
 }
 
+/// Moves lineage manifests that the earlier layout kept inside table locations
+/// (`<table>/_manifests/…`) to the bookkeeping prefix, keeping a manifest already written
+/// there (it is newer), so generic readers of a table location see only data files.
+async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str) -> Result<usize> {
+    let mut moved = 0;
+    for table in Table::ALL.into_iter().filter(|t| t.partitioned()) {
+        let old_prefix = format!("{}_manifests/", table.prefix());
+        for old in ctx.store.list(bucket, &old_prefix).await? {
+            let new = format!(
+                "{}{}",
+                keys::lineage_prefix(table),
+                &old[old_prefix.len()..]
+            );
+            if let (Fetched::Body(body, _), Fetched::Missing) = (
+                ctx.store.fetch(bucket, &old, None).await?,
+                ctx.store.fetch(bucket, &new, None).await?,
+            ) {
+                ctx.store.put(bucket, &new, body).await?;
+            }
+            ctx.store.delete(bucket, &old).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 /// One planning pass (see the module docs).
 pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        migrated: migrate_bookkeeping(ctx, bucket).await?,
+        ..Plan::default()
+    };
     let everyone = all_customers(ctx, bucket).await?;
     let trusted = Customers {
         rows: everyone
@@ -237,12 +349,12 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
             .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
             .collect(),
     };
-    if let Some((a, r)) = converge_snapshot(ctx, bucket, Table::CustomerTrusted, &trusted).await? {
+    if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerTrusted, &trusted).await? {
         plan.snapshots.push((Table::CustomerTrusted, a, r));
     }
-    let (_, trusted_etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
+    let consent_now = etags(ctx, bucket, Table::CustomerTrusted.prefix()).await?;
     let t = Transition::AccelerometerLandingToTrusted;
-    plan.items = stale_landing(ctx, bucket, t, &trusted_etag.unwrap_or_default()).await?;
+    plan.items = stale_landing(ctx, bucket, t, &consent_now).await?;
     if !plan.items.is_empty() {
         plan.stage = Some(Table::AccelerometerTrusted);
         return Ok(plan);
@@ -255,17 +367,18 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
             .filter(|(e, _)| users.contains(e))
             .collect(),
     };
-    if let Some((a, r)) = converge_snapshot(ctx, bucket, Table::CustomerCurated, &curated).await? {
+    if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerCurated, &curated).await? {
         plan.snapshots.push((Table::CustomerCurated, a, r));
     }
-    let (_, curated_etag) = ctx.customers(bucket, Table::CustomerCurated).await?;
+    plan.device_shards = converge_devices(ctx, bucket, &curated).await?;
+    let devices_now = etags(ctx, bucket, keys::DEVICES_PREFIX).await?;
     let t = Transition::StepTrainerLandingToTrusted;
-    plan.items = stale_landing(ctx, bucket, t, &curated_etag.unwrap_or_default()).await?;
+    plan.items = stale_landing(ctx, bucket, t, &devices_now).await?;
     if !plan.items.is_empty() {
         plan.stage = Some(Table::StepTrainerTrusted);
         return Ok(plan);
     }
-    plan.items = stale_ml(ctx, bucket).await?;
+    plan.items = stale_ml(ctx, bucket, &devices_now).await?;
     if !plan.items.is_empty() {
         plan.stage = Some(Table::MachineLearningCurated);
     }
@@ -287,16 +400,8 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 .filter(|t| t.partitioned())
                 .ok_or_else(|| crate::Error::BadEvent(format!("no partitioned table {table}")))?;
             let mut s = Summary::default();
-            publish_partitioned(
-                ctx,
-                bucket,
-                table,
-                stem,
-                Vec::new(),
-                Default::default(),
-                &mut s,
-            )
-            .await?;
+            let lineage = Default::default();
+            publish_partitioned(ctx, bucket, table, stem, Vec::new(), lineage, &mut s).await?;
             ctx.store.delete(bucket, &manifest_key(table, stem)).await?;
             Ok(s)
         }
@@ -323,6 +428,10 @@ pub struct Report {
     pub items: BTreeMap<&'static str, u64>,
     /// Snapshot rewrites: (table, added or changed, removed).
     pub snapshots: Vec<(&'static str, usize, usize)>,
+    /// Bookkeeping objects moved out of table locations.
+    pub migrated: usize,
+    /// Device-index shards rewritten.
+    pub device_shards: usize,
     /// What the items did.
     pub summary: Summary,
 }
@@ -331,6 +440,8 @@ impl Report {
     /// Whether the run changed anything.
     pub fn changed(&self) -> bool {
         !self.snapshots.is_empty()
+            || self.migrated > 0
+            || self.device_shards > 0
             || !self.summary.deleted.is_empty()
             || self.items.values().any(|n| *n > 0)
     }
@@ -338,6 +449,8 @@ impl Report {
     /// Folds a plan in.
     pub fn add_plan(&mut self, plan: &Plan) {
         self.passes += 1;
+        self.migrated += plan.migrated;
+        self.device_shards += plan.device_shards;
         for (t, a, r) in &plan.snapshots {
             self.snapshots.push((t.name(), *a, *r));
         }
@@ -354,7 +467,7 @@ pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
     for _ in 0..8 {
         let plan = plan(ctx, bucket).await?;
         report.add_plan(&plan);
-        if plan.items.is_empty() && plan.stage.is_none() && plan.snapshots.is_empty() {
+        if plan.is_done() && plan.stage.is_none() {
             break;
         }
         for item in &plan.items {

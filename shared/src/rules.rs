@@ -105,6 +105,110 @@ impl Customers {
     }
 }
 
+/// A compact, read-only index of one reference shard: keys (e-mails or serials) in one
+/// buffer, sorted, with one value each (a key may repeat). No per-entry allocation and no
+/// customer row: what the reading filters keep of customer state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyIndex<V> {
+    text: String,
+    ends: Vec<u32>,
+    values: Vec<V>,
+}
+
+impl<V> Default for KeyIndex<V> {
+    fn default() -> Self {
+        KeyIndex {
+            text: String::new(),
+            ends: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<V> KeyIndex<V> {
+    /// Indexes `entries` (any order).
+    pub fn build(mut entries: Vec<(String, V)>) -> KeyIndex<V> {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut index = KeyIndex {
+            text: String::with_capacity(entries.iter().map(|e| e.0.len()).sum()),
+            ends: Vec::with_capacity(entries.len()),
+            values: Vec::with_capacity(entries.len()),
+        };
+        for (k, v) in entries {
+            index.text.push_str(&k);
+            index.ends.push(index.text.len() as u32);
+            index.values.push(v);
+        }
+        index
+    }
+
+    fn key(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// The values of `key` (empty when absent).
+    pub fn get(&self, key: &str) -> &[V] {
+        let lo = partition_point(self.ends.len(), |i| self.key(i) < key);
+        let hi = lo + partition_point(self.ends.len() - lo, |i| self.key(lo + i) == key);
+        &self.values[lo..hi]
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Approximate heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 4 + self.values.capacity() * size_of::<V>()
+    }
+}
+
+/// The first index in `0..n` for which `pred` is false (`pred` true on a prefix).
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// E-mail → research-consent date of one customer_trusted shard.
+pub type ConsentIndex = KeyIndex<i64>;
+
+/// Serial → e-mail of the curated customers owning it (one device-index shard).
+pub type DeviceIndex = KeyIndex<Box<str>>;
+
+impl Customers {
+    /// The consent index of these customers (consenting ones only).
+    pub fn consent_index(&self) -> ConsentIndex {
+        KeyIndex::build(self.consent_dates().into_iter().collect())
+    }
+
+    /// The device entries `(serial, e-mail)` of these customers.
+    pub fn device_entries(&self) -> Vec<(String, String)> {
+        self.rows
+            .iter()
+            .filter_map(|(e, r)| {
+                r[customer::SERIAL]
+                    .as_str()
+                    .map(|s| (s.to_string(), e.clone()))
+            })
+            .collect()
+    }
+}
+
 /// Result of folding a landing file's customers into the trusted snapshot.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -286,6 +390,27 @@ mod tests {
             (s[step_trainer::TIME].0, s[step_trainer::SERIAL].0),
             ("sensorreadingtime", "serialnumber")
         );
+    }
+
+    #[test]
+    fn key_index_finds_every_value_of_a_key() {
+        let idx = KeyIndex::build(vec![
+            ("s2".to_string(), "b"),
+            ("s1".to_string(), "a"),
+            ("s2".to_string(), "c"),
+            ("s10".to_string(), "d"),
+        ]);
+        assert_eq!(idx.len(), 4);
+        assert_eq!(idx.get("s1"), ["a"]);
+        let mut two = idx.get("s2").to_vec();
+        two.sort();
+        assert_eq!(two, ["b", "c"]);
+        assert_eq!(idx.get("s10"), ["d"]);
+        assert!(idx.get("s").is_empty() && idx.get("s3").is_empty() && idx.get("").is_empty());
+        assert!(KeyIndex::<i64>::default().get("x").is_empty());
+        let consent = Customers::latest_of([cust("a", "s1", 1, Some(5)), cust("b", "s2", 1, None)])
+            .consent_index();
+        assert_eq!((consent.get("a"), consent.get("b")), (&[5][..], &[][..]));
     }
 
     #[test]

@@ -101,11 +101,11 @@ pub enum Table {
     AccelerometerLanding,
     /// Raw Step Trainer readings.
     StepTrainerLanding,
-    /// Latest record per e-mail, consenting customers only (one snapshot object).
+    /// Latest record per e-mail, consenting customers only (shards by e-mail).
     CustomerTrusted,
     /// Readings of consenting customers, by `dt`.
     AccelerometerTrusted,
-    /// Trusted customers that have accelerometer readings (one snapshot object).
+    /// Trusted customers that have accelerometer readings (shards by e-mail).
     CustomerCurated,
     /// Step Trainer readings of curated customers' devices, by `dt`.
     StepTrainerTrusted,
@@ -193,14 +193,10 @@ impl Table {
         )
     }
 
-    /// The single object holding a snapshot table, if this is one.
-    pub fn snapshot_key(self) -> Option<String> {
-        match self {
-            Table::CustomerTrusted | Table::CustomerCurated => {
-                Some(format!("{}{}.parquet", self.prefix(), self.name()))
-            }
-            _ => None,
-        }
+    /// Whether the table is kept in shards by a hash of the e-mail
+    /// (`<prefix>part-NNNNN.parquet`, see [`crate::keys::shard_key`]).
+    pub fn sharded(self) -> bool {
+        matches!(self, Table::CustomerTrusted | Table::CustomerCurated)
     }
 
     /// Arrow schema of the table's Parquet files.
@@ -255,11 +251,8 @@ mod tests {
 
     #[test]
     fn snapshot_and_quarantine_locations() {
-        assert_eq!(
-            Table::CustomerTrusted.snapshot_key().as_deref(),
-            Some("customer/trusted/customer_trusted.parquet")
-        );
-        assert_eq!(Table::AccelerometerTrusted.snapshot_key(), None);
+        assert!(Table::CustomerTrusted.sharded() && Table::CustomerCurated.sharded());
+        assert!(!Table::AccelerometerTrusted.sharded());
         assert_eq!(
             Table::StepTrainerLanding.quarantine_prefix(),
             "step_trainer/quarantine/"

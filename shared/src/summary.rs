@@ -1,7 +1,99 @@
 //! The one summary line per invocation, in CloudWatch Embedded Metric Format: the counts
 //! become metrics (namespace `STEDI`, dimension `function`) with no extra API calls.
+//!
+//! Besides the rows, the line carries the requests the invocation made ([`Requests`]): S3
+//! and Glue bill per request, so the cost of a function is read off its metrics.
 
-use serde_json::{Value, json};
+use std::ops::{Add, AddAssign};
+
+use serde_json::{Map, Value, json};
+
+/// The requests one invocation (or any span of work) made, as counted by
+/// `stedi::store::RequestCounts`: S3 requests by kind (each page of a listing is one LIST),
+/// the bytes of GET response bodies received and of PUT bodies stored, Glue API calls and
+/// SQS API calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Requests {
+    /// S3 PutObject requests (conditional ones included, whether they won or not).
+    pub s3_put: u64,
+    /// S3 GetObject requests (a 304 or a 404 is a request too).
+    pub s3_get: u64,
+    /// S3 ListObjectsV2 requests (one per page).
+    pub s3_list: u64,
+    /// S3 HeadObject requests.
+    pub s3_head: u64,
+    /// S3 DeleteObject requests.
+    pub s3_delete: u64,
+    /// Bytes of GetObject bodies received.
+    pub bytes_read: u64,
+    /// Bytes of PutObject bodies S3 accepted.
+    pub bytes_written: u64,
+    /// Glue API calls (one per page of a paginated call).
+    pub glue_calls: u64,
+    /// SQS API calls (reconcile's fan-out).
+    pub sqs_calls: u64,
+}
+
+impl Requests {
+    /// Every count with its metric name and CloudWatch unit, in a fixed order.
+    pub fn metrics(&self) -> [(&'static str, u64, &'static str); 9] {
+        [
+            ("s3_put", self.s3_put, "Count"),
+            ("s3_get", self.s3_get, "Count"),
+            ("s3_list", self.s3_list, "Count"),
+            ("s3_head", self.s3_head, "Count"),
+            ("s3_delete", self.s3_delete, "Count"),
+            ("bytes_read", self.bytes_read, "Bytes"),
+            ("bytes_written", self.bytes_written, "Bytes"),
+            ("glue_calls", self.glue_calls, "Count"),
+            ("sqs_calls", self.sqs_calls, "Count"),
+        ]
+    }
+
+    /// S3 requests of every kind.
+    pub fn s3_requests(&self) -> u64 {
+        self.s3_put + self.s3_get + self.s3_list + self.s3_head + self.s3_delete
+    }
+
+    /// What was counted since `before` (an earlier reading of the same counters).
+    pub fn since(&self, before: &Requests) -> Requests {
+        Requests {
+            s3_put: self.s3_put.saturating_sub(before.s3_put),
+            s3_get: self.s3_get.saturating_sub(before.s3_get),
+            s3_list: self.s3_list.saturating_sub(before.s3_list),
+            s3_head: self.s3_head.saturating_sub(before.s3_head),
+            s3_delete: self.s3_delete.saturating_sub(before.s3_delete),
+            bytes_read: self.bytes_read.saturating_sub(before.bytes_read),
+            bytes_written: self.bytes_written.saturating_sub(before.bytes_written),
+            glue_calls: self.glue_calls.saturating_sub(before.glue_calls),
+            sqs_calls: self.sqs_calls.saturating_sub(before.sqs_calls),
+        }
+    }
+}
+
+impl Add for Requests {
+    type Output = Requests;
+
+    fn add(self, o: Requests) -> Requests {
+        Requests {
+            s3_put: self.s3_put + o.s3_put,
+            s3_get: self.s3_get + o.s3_get,
+            s3_list: self.s3_list + o.s3_list,
+            s3_head: self.s3_head + o.s3_head,
+            s3_delete: self.s3_delete + o.s3_delete,
+            bytes_read: self.bytes_read + o.bytes_read,
+            bytes_written: self.bytes_written + o.bytes_written,
+            glue_calls: self.glue_calls + o.glue_calls,
+            sqs_calls: self.sqs_calls + o.sqs_calls,
+        }
+    }
+}
+
+impl AddAssign for Requests {
+    fn add_assign(&mut self, o: Requests) {
+        *self = *self + o;
+    }
+}
 
 /// What one invocation did. For landing transitions `rows_in = rows_out + filtered +
 /// quarantined` always holds.
@@ -27,6 +119,8 @@ pub struct Summary {
     pub errors: Vec<String>,
     /// Wall time of the invocation in milliseconds.
     pub ms: u64,
+    /// The requests the invocation made (S3, Glue, SQS) and the bytes it moved.
+    pub requests: Requests,
 }
 
 impl Summary {
@@ -42,6 +136,7 @@ impl Summary {
         self.conflicts += o.conflicts;
         self.errors.extend(o.errors);
         self.ms += o.ms;
+        self.requests += o.requests;
     }
 
     /// Whether every row read is accounted for.
@@ -52,17 +147,23 @@ impl Summary {
     /// The EMF JSON object for `function`.
     pub fn to_emf(&self, function: &str, timestamp_ms: i64) -> Value {
         let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
-        json!({
+        let requests = self.requests.metrics();
+        let mut metrics = vec![
+            metric("rows_in", "Count"),
+            metric("rows_out", "Count"),
+            metric("filtered", "Count"),
+            metric("quarantined", "Count"),
+            metric("conflicts", "Count"),
+            metric("ms", "Milliseconds"),
+        ];
+        metrics.extend(requests.iter().map(|(name, _, unit)| metric(name, unit)));
+        let mut line = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": "STEDI",
                     "Dimensions": [["function"]],
-                    "Metrics": [
-                        metric("rows_in", "Count"), metric("rows_out", "Count"),
-                        metric("filtered", "Count"), metric("quarantined", "Count"),
-                        metric("conflicts", "Count"), metric("ms", "Milliseconds"),
-                    ],
+                    "Metrics": metrics,
                 }],
             },
             "function": function,
@@ -76,7 +177,15 @@ impl Summary {
             "deleted": self.deleted,
             "errors": self.errors,
             "ms": self.ms,
-        })
+        });
+        if let Some(fields) = line.as_object_mut() {
+            let counts: Map<String, Value> = requests
+                .iter()
+                .map(|(name, n, _)| ((*name).to_string(), Value::from(*n)))
+                .collect();
+            fields.extend(counts);
+        }
+        line
     }
 }
 
@@ -104,12 +213,74 @@ mod tests {
         let v = s.to_emf("f", 1000);
         assert_eq!(v["rows_in"], 11);
         assert_eq!(v["function"], "f");
+        let metrics = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
+        assert_eq!(metrics.len(), 15);
+        // Every metric has its value at the top level of the line, as EMF requires.
+        for m in metrics {
+            let name = m["Name"].as_str().unwrap();
+            assert!(v[name].is_u64(), "{name} missing from {v}");
+        }
+    }
+
+    #[test]
+    fn request_counts_add_up_and_become_metrics() {
+        let one = Requests {
+            s3_put: 2,
+            s3_get: 3,
+            s3_list: 1,
+            s3_delete: 1,
+            bytes_read: 100,
+            bytes_written: 40,
+            glue_calls: 1,
+            ..Requests::default()
+        };
+        let mut s = Summary {
+            requests: one,
+            ..Summary::default()
+        };
+        s.absorb(Summary {
+            requests: Requests {
+                s3_head: 1,
+                s3_get: 1,
+                bytes_read: 5,
+                sqs_calls: 2,
+                ..Requests::default()
+            },
+            ..Summary::default()
+        });
+        let r = s.requests;
         assert_eq!(
-            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-                .as_array()
-                .unwrap()
-                .len(),
-            6
+            (r.s3_put, r.s3_get, r.s3_list, r.s3_head, r.s3_delete),
+            (2, 4, 1, 1, 1)
         );
+        assert_eq!(
+            (r.bytes_read, r.bytes_written, r.glue_calls, r.sqs_calls),
+            (105, 40, 1, 2)
+        );
+        assert_eq!(r.s3_requests(), 9);
+        assert_eq!(
+            r.since(&one),
+            Requests {
+                s3_head: 1,
+                s3_get: 1,
+                bytes_read: 5,
+                sqs_calls: 2,
+                ..Requests::default()
+            }
+        );
+        let v = s.to_emf("f", 0);
+        assert_eq!(v["s3_get"], 4);
+        assert_eq!(v["bytes_read"], 105);
+        assert_eq!(v["glue_calls"], 1);
+        let units: Vec<(&str, &str)> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+            .collect();
+        assert!(units.contains(&("bytes_written", "Bytes")));
+        assert!(units.contains(&("s3_list", "Count")));
     }
 }

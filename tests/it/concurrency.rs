@@ -115,14 +115,15 @@ async fn a_lost_race_is_retried_on_the_fresh_snapshot() {
     let theirs = stedi::rules::Customers::latest_of([customer("theirs@x")]);
     let theirs =
         stedi::transitions::encode_customers(Table::CustomerTrusted, &theirs, 100).unwrap();
-    let key = Table::CustomerTrusted.snapshot_key().unwrap();
+    let key = stedi::keys::shard_key(Table::CustomerTrusted, 3);
     let runtime = tokio::runtime::Handle::current();
     let mut calls = 0;
     let mut summary = stedi::summary::Summary::default();
-    stedi::transitions::rewrite_snapshot(
+    stedi::transitions::rewrite_shard(
         &ctx,
         &bucket,
         Table::CustomerTrusted,
+        3,
         &mut summary,
         |cur| {
             calls += 1;

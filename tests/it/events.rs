@@ -27,3 +27,93 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["customer_trusted"], 482);
 }
+
+/// Requests are the bill: one accelerometer landing file, processed by a cold function
+/// after the customers are in, makes exactly these requests (GET the landing file, each
+/// consent shard its readers need and the old manifest; PUT the one `dt` output and the
+/// manifest; DELETE the stale quarantine object; one Glue BatchCreatePartition), and its
+/// byte counts are the sizes of what it read and wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_counts_its_requests() {
+    let local = Local::start().await.unwrap();
+    let landing = |table: Table, rel: &str| LandingFile {
+        table,
+        path: sample_dir().join(rel),
+        key: rel.to_string(),
+    };
+    let customers = landing(
+        Table::CustomerLanding,
+        "customer/landing/customer-1691348231425.json",
+    );
+    local.drop(&[customers], 0).await.unwrap();
+
+    // A new runner: a cold context, as a new Lambda instance would have.
+    let stem = "accelerometer-1691348232031";
+    let file = landing(
+        Table::AccelerometerLanding,
+        &format!("accelerometer/landing/{stem}.json"),
+    );
+    let landing_bytes = std::fs::metadata(&file.path).unwrap().len();
+    let out = local.drop(&[file], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let s = out.of_function("accelerometer_landing_to_trusted");
+    let output = format!("accelerometer/trusted/dt=2022-06-18/{stem}.parquet");
+    assert_eq!(s.outputs, std::slice::from_ref(&output));
+    let r = s.requests;
+    assert_eq!(
+        (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
+        (27, 2, 1, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
+
+    // The consent shards it read are the ones its manifest records.
+    let manifest = stedi::transitions::manifest_key(Table::AccelerometerTrusted, stem);
+    let manifest_bytes = local.get(&manifest).await.unwrap();
+    let lineage: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let mut shards = Vec::new();
+    strings_under(&lineage, "customer/trusted/", &mut shards);
+    shards.sort();
+    shards.dedup();
+    assert_eq!(shards.len(), 25, "{shards:?}");
+    assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1);
+    let mut shard_bytes = 0;
+    for k in &shards {
+        shard_bytes += local.get(k).await.unwrap().len() as u64;
+    }
+    assert_eq!(r.bytes_read, landing_bytes + shard_bytes);
+    let written = local.get(&output).await.unwrap().len() + manifest_bytes.len();
+    assert_eq!(r.bytes_written, written as u64);
+
+    // The summary line carries them as metrics.
+    let line: serde_json::Value = serde_json::from_str(&stedi::lambda::summary_line(
+        stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted),
+        &s,
+    ))
+    .unwrap();
+    assert_eq!(line["s3_get"], 27);
+    assert_eq!(line["bytes_written"], written as u64);
+    // The whole drop's total is the sum over the functions.
+    let sum = out
+        .by_function
+        .values()
+        .fold(stedi::summary::Requests::default(), |a, s| a + s.requests);
+    assert_eq!(out.total.requests, sum);
+}
+
+/// Every string (object key or value) in `v` that starts with `prefix`.
+fn strings_under(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.starts_with(prefix) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings_under(v, prefix, out)),
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if k.starts_with(prefix) {
+                    out.push(k.clone());
+                }
+                strings_under(v, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}

@@ -2,9 +2,13 @@
 //! (S3 → EventBridge → SQS → handler → Parquet + Glue).
 
 mod concurrency;
+mod drop;
 mod events;
 mod hostile;
+mod interop;
+mod layout;
 mod order;
 mod pipeline;
 mod query;
 mod rows;
+mod scale;

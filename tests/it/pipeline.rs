@@ -127,8 +127,43 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     );
 
     let keys_before = local.keys().await.unwrap();
-    // 13 landing, 2 snapshots, 9 + 3 + 3 outputs, 9 + 3 + 3 manifests.
-    assert_eq!(keys_before.len(), 13 + 2 + 15 + 15, "{keys_before:#?}");
+    // The customer tables are sharded by e-mail, the device index by serial: exactly the
+    // shards the sample's customers and their devices fall in exist.
+    let n = local.stack.cfg.function.customer_shards;
+    let shard_keys = |table: Table, emails: &std::collections::BTreeSet<String>| {
+        let shards: std::collections::BTreeSet<u32> =
+            emails.iter().map(|e| stedi::keys::shard_of(e, n)).collect();
+        shards
+            .into_iter()
+            .map(|k| stedi::keys::shard_key(table, k))
+            .collect::<Vec<_>>()
+    };
+    let under = |prefix: &str| {
+        keys_before
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let trusted_shards = shard_keys(Table::CustomerTrusted, &truth.customer_trusted);
+    let curated_shards = shard_keys(Table::CustomerCurated, &truth.customer_curated);
+    assert_eq!(under("customer/trusted/"), trusted_shards);
+    assert_eq!(under("customer/curated/"), curated_shards);
+    let curated = local.batches(Table::CustomerCurated).await.unwrap();
+    let serials: std::collections::BTreeSet<u32> = curated
+        .iter()
+        .flat_map(|b| {
+            let col = stedi::columnar::column::<arrow_array::StringArray>(b, "serialnumber", "t")
+                .unwrap();
+            (0..b.num_rows())
+                .map(|r| stedi::keys::shard_of(col.value(r), n))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(under(stedi::keys::DEVICES_PREFIX).len(), serials.len());
+    // 13 landing, the shards, 9 + 3 + 3 outputs, 9 + 3 + 3 manifests.
+    let shards = trusted_shards.len() + curated_shards.len() + serials.len();
+    assert_eq!(keys_before.len(), 13 + shards + 15 + 15, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);
     assert_eq!(local.counts().await.unwrap(), BTreeMap::from(EXPECTED));

@@ -25,6 +25,10 @@ pub fn sample_dir() -> PathBuf {
     stedi_infra::project_root().join("../shared/data/stedi")
 }
 
+/// Customer shards of the test stacks: fewer than the default 256 keeps every reconcile
+/// pass (which compares every shard) quick; the laws tested do not depend on the count.
+pub const TEST_SHARDS: u32 = 32;
+
 /// What the handlers did while a test's events settled.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -57,13 +61,18 @@ pub struct Local {
 }
 
 impl Local {
-    /// Starts moto and bootstraps a stack with the default function configuration.
+    /// Starts moto and bootstraps a stack with the default function configuration, but for
+    /// [`TEST_SHARDS`] customer shards.
     pub async fn start() -> Result<Local> {
         Self::with_config(Config::default()).await
     }
 
-    /// Starts moto and bootstraps a stack whose functions use `function`.
-    pub async fn with_config(function: Config) -> Result<Local> {
+    /// Starts moto and bootstraps a stack whose functions use `function` (with
+    /// [`TEST_SHARDS`] customer shards when it asks for the default 256).
+    pub async fn with_config(mut function: Config) -> Result<Local> {
+        if function.customer_shards == Config::default().customer_shards {
+            function.customer_shards = TEST_SHARDS;
+        }
         let root = stedi_infra::project_root();
         let moto = Moto::start(&root, None, None)?;
         let cfg = StackConfig {

@@ -1,5 +1,6 @@
 //! customer_landing → customer_trusted: the latest record per e-mail, consenting customers
-//! only, kept as one snapshot object rewritten with conditional writes.
+//! only, kept in shards by a hash of the e-mail; a file rewrites only the shards its
+//! e-mails fall in, each with a conditional write.
 
 use crate::error::Result;
 use crate::keys::SourceKey;
@@ -7,9 +8,9 @@ use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
 
-use super::{Ctx, RowOutcome, rewrite_snapshot, scan_landing};
+use super::{Ctx, RowOutcome, by_shard, rewrite_shard, scan_landing};
 
-/// Folds one landing file into the snapshot.
+/// Folds one landing file into the shards of customer_trusted.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let mut incoming = Customers::default();
     let (mut s, _) = scan_landing(ctx, bucket, src, |cells| {
@@ -19,12 +20,23 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     .await?;
     let parsed = s.rows_out;
     let mut upserted = 0;
-    rewrite_snapshot(ctx, bucket, Table::CustomerTrusted, &mut s, |current| {
-        let (next, stats) = rules::merge_trusted(current, &incoming);
-        upserted = stats.upserted;
-        (next != *current).then_some(next)
-    })
-    .await?;
+    for (shard, part) in by_shard(incoming, ctx.cfg.customer_shards) {
+        let mut n = 0;
+        rewrite_shard(
+            ctx,
+            bucket,
+            Table::CustomerTrusted,
+            shard,
+            &mut s,
+            |current| {
+                let (next, stats) = rules::merge_trusted(current, &part);
+                n = stats.upserted;
+                Some(next)
+            },
+        )
+        .await?;
+        upserted += n;
+    }
     // Superseded, non-consenting and already-known records are filtered, not lost.
     s.rows_out = upserted;
     s.filtered += parsed - upserted;

@@ -6,14 +6,17 @@
 //! recomputes the outputs of every step trainer object in its `dt`, so the table is right
 //! whichever side arrives second.
 //!
-//! The customer side is customer_trusted: a customer joined to phone readings is curated
-//! by definition, and reading the trusted snapshot avoids racing the curated writer.
+//! The customer side is the device index (serial → curated owners, sharded by serial):
+//! only the shards of the object's serials are read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::columnar::{PartitionedSink, read_parquet};
 use crate::compute::{ml_join_batch, step_readings};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
-use crate::rules::{MlJoin, SerialIndex};
+use crate::rules::{DeviceIndex, MlJoin, SerialIndex};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -49,24 +52,19 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     Ok(s)
 }
 
-/// What every output of one `dt` is joined with, loaded once per invocation: the
-/// accelerometer objects of the `dt` and the consenting customers' device index.
+/// What every output of one `dt` is joined with, listed once per invocation: the
+/// accelerometer objects of the `dt`.
 pub struct DtInputs {
     dt: String,
     accel: Vec<(String, String)>,
-    customers_etag: String,
-    devices: SerialIndex,
 }
 
 impl DtInputs {
-    /// Lists the `dt`'s accelerometer objects and indexes customer_trusted by serial.
+    /// Lists the `dt`'s accelerometer objects.
     pub async fn load(ctx: &Ctx, bucket: &str, dt: &str) -> Result<DtInputs> {
-        let (customers, etag) = ctx.customers(bucket, Table::CustomerTrusted).await?;
         Ok(DtInputs {
             dt: dt.to_string(),
             accel: accel_objects(ctx, bucket, dt).await?,
-            customers_etag: etag.unwrap_or_default(),
-            devices: customers.serial_index(),
         })
     }
 }
@@ -74,20 +72,14 @@ impl DtInputs {
 /// Where the lineage of the output of step trainer object `stem` in `dt` is kept.
 pub fn manifest_key(dt: &str, stem: &str) -> String {
     format!(
-        "{}_manifests/dt={dt}/{stem}.json",
-        Table::MachineLearningCurated.prefix()
+        "{}dt={dt}/{stem}.json",
+        keys::lineage_prefix(Table::MachineLearningCurated)
     )
 }
 
-/// The inputs an output is computed from: the step trainer object, every accelerometer
-/// object of its `dt`, and customer_trusted.
-pub fn inputs_digest(step_etag: &str, accel: &[(String, String)], customers: &str) -> String {
-    let mut parts = vec![step_etag, customers];
-    for (k, e) in accel {
-        parts.push(k);
-        parts.push(e);
-    }
-    super::digest(parts)
+/// The phone-side inputs of an output: every accelerometer object of its `dt`.
+pub fn inputs_digest(accel: &[(String, String)]) -> String {
+    super::digest(accel.iter().flat_map(|(k, e)| [k.as_str(), e.as_str()]))
 }
 
 /// The accelerometer_trusted objects of `dt` with their ETags.
@@ -100,6 +92,35 @@ pub async fn accel_objects(ctx: &Ctx, bucket: &str, dt: &str) -> Result<Vec<(Str
         .into_iter()
         .filter(|(k, _)| k.ends_with(".parquet"))
         .collect())
+}
+
+/// The owners of `serials` from the device-index shards they fall in, and those shards'
+/// ETags (key → ETag).
+async fn owners(
+    ctx: &Ctx,
+    bucket: &str,
+    serials: BTreeSet<&str>,
+) -> Result<(SerialIndex, BTreeMap<String, String>)> {
+    let shards = ctx.cfg.customer_shards;
+    let mut loaded: BTreeMap<u32, Arc<DeviceIndex>> = BTreeMap::new();
+    let mut refs = BTreeMap::new();
+    let mut index = SerialIndex::new();
+    for serial in serials {
+        let shard = keys::shard_of(serial, shards);
+        let devices = match loaded.entry(shard) {
+            std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let (devices, etag) = ctx.device_shard(bucket, shard).await?;
+                refs.insert(keys::device_shard_key(shard), etag.unwrap_or_default());
+                e.insert(devices).clone()
+            }
+        };
+        let emails: Vec<String> = devices.get(serial).iter().map(|e| e.to_string()).collect();
+        if !emails.is_empty() {
+            index.insert(serial.to_string(), emails);
+        }
+    }
+    Ok((index, refs))
 }
 
 /// Recomputes the output of one step trainer object (deleting it when the object is gone
@@ -120,10 +141,11 @@ pub async fn recompute(
         ctx.store.delete(bucket, &mkey).await?;
         return super::prune_partition(ctx, bucket, target, dt).await;
     };
-    let digest = inputs_digest(&step_etag, accel, &inputs.customers_etag);
     let readings = step_readings(&read_parquet(bytes, &[], &step.key)?, &step.key)?;
     s.rows_in += readings.len() as u64;
-    let join = MlJoin::new(readings).with_index(&inputs.devices);
+    let serials: BTreeSet<&str> = readings.iter().map(|r| r.1.as_str()).collect();
+    let (devices, refs) = owners(ctx, bucket, serials).await?;
+    let join = MlJoin::new(readings).with_index(&devices);
     let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
     if !join.is_empty() {
         for (acc_key, _) in accel {
@@ -136,9 +158,13 @@ pub async fn recompute(
         }
     }
     let mut manifest = super::Manifest {
+        layout: super::LAYOUT,
         dts: Default::default(),
-        source_etag: step_etag,
-        inputs: digest,
+        lineage: super::Lineage {
+            source_etag: step_etag,
+            inputs: inputs_digest(accel),
+            refs,
+        },
     };
     match sink.finish()?.into_iter().next() {
         Some((dt, rows, bytes)) => {
@@ -155,6 +181,5 @@ pub async fn recompute(
             super::prune_partition(ctx, bucket, target, dt).await?;
         }
     }
-    let body = serde_json::to_vec(&manifest).unwrap_or_default();
-    ctx.store.put(bucket, &mkey, body.into()).await
+    super::write_manifest(ctx, bucket, &mkey, &manifest).await
 }

@@ -1,7 +1,7 @@
 //! The five zone transitions, one module each, and what they share: the context (clients,
-//! configuration, cached reference data), streaming a landing file through the line
-//! splitter and parser with quarantine, publishing partitioned outputs, and the
-//! conditional-write loop of the snapshot tables.
+//! configuration, cached reference shards), streaming a landing file through the line
+//! splitter and parser with quarantine, publishing partitioned outputs with their lineage,
+//! and the conditional-write loop of the sharded customer tables.
 
 pub mod accelerometer_landing_to_trusted;
 pub mod customer_landing_to_trusted;
@@ -9,26 +9,28 @@ pub mod customer_trusted_to_curated;
 pub mod machine_learning_trusted_to_curated;
 pub mod step_trainer_landing_to_trusted;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+mod reference;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use rand::Rng;
 
 use crate::catalog;
-use crate::columnar::{read_parquet, row_cells};
 pub use crate::compute::RowOutcome;
 pub use crate::compute::encode_customers;
 use crate::compute::{LandingScan, Quarantine, RowFilter};
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
 use crate::record::Cell;
 use crate::rules::Customers;
 use crate::schema::Table;
-use crate::store::{Fetched, Precondition, PutOutcome, Store};
+use crate::store::{Fetched, Precondition, PutOutcome};
 use crate::summary::Summary;
+
+pub use reference::{Ctx, decode_customers, device_entries, encode_devices};
 
 /// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,92 +124,20 @@ impl Transition {
     }
 }
 
-/// What a function keeps across warm invocations: clients, configuration, and reference
-/// snapshots revalidated by ETag.
-#[derive(Debug)]
-pub struct Ctx {
-    /// S3.
-    pub store: Store,
-    /// Glue.
-    pub glue: aws_sdk_glue::Client,
-    /// Configuration read at cold start.
-    pub cfg: Config,
-    cache: Mutex<HashMap<(String, Table), Cached>>,
-    /// The reconcile queue (client and URL), where `reconcile` fans out its items.
-    pub reconcile_queue: Option<(aws_sdk_sqs::Client, String)>,
-}
-
-/// A snapshot as last read: its ETag and content.
-type Cached = (String, Arc<Customers>);
-
-impl Ctx {
-    /// A context over the given clients.
-    pub fn new(s3: aws_sdk_s3::Client, glue: aws_sdk_glue::Client, cfg: Config) -> Ctx {
-        Ctx {
-            store: Store::new(s3),
-            glue,
-            cfg,
-            cache: Mutex::new(HashMap::new()),
-            reconcile_queue: None,
-        }
-    }
-
-    /// A snapshot table's current content and ETag (`None` when it does not exist yet),
-    /// served from the warm cache when S3 says it has not changed.
-    pub async fn customers(
-        &self,
-        bucket: &str,
-        table: Table,
-    ) -> Result<(Arc<Customers>, Option<String>)> {
-        let key = snapshot_key(table)?;
-        let cache_key = (bucket.to_string(), table);
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&cache_key).cloned());
-        let etag = cached.as_ref().map(|(e, _)| e.as_str());
-        match self.store.fetch(bucket, &key, etag).await? {
-            Fetched::NotModified => match cached {
-                Some((etag, snap)) => Ok((snap, Some(etag))),
-                None => Err(Error::S3 {
-                    op: "GetObject",
-                    bucket: bucket.to_string(),
-                    key,
-                    message: "304 Not Modified without a cached copy".into(),
-                    retryable: true,
-                }),
-            },
-            Fetched::Missing => Ok((Arc::new(Customers::default()), None)),
-            Fetched::Body(bytes, etag) => {
-                let snap = Arc::new(decode_customers(bytes, &key)?);
-                if let Ok(mut c) = self.cache.lock() {
-                    c.insert(cache_key, (etag.clone(), snap.clone()));
-                }
-                Ok((snap, Some(etag)))
-            }
-        }
-    }
-}
-
-fn snapshot_key(table: Table) -> Result<String> {
-    table.snapshot_key().ok_or_else(|| Error::Config {
-        name: "table",
-        value: table.name().to_string(),
-        reason: "not a snapshot table".into(),
-    })
-}
-
-fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
-    let batches = read_parquet(bytes, &[], key)?;
-    Ok(Customers::latest_of(batches.iter().flat_map(|b| {
-        (0..b.num_rows()).map(move |i| row_cells(b, i))
-    })))
-}
-
 /// The quarantine object of a landing source.
 pub fn quarantine_key(src: &SourceKey) -> String {
     format!("{}{}.jsonl", src.table.quarantine_prefix(), src.stem)
+}
+
+/// The next chunk of an object body being streamed.
+async fn next_chunk(body: &mut ByteStream, bucket: &str, key: &str) -> Result<Option<Bytes>> {
+    body.try_next().await.map_err(|e| Error::S3 {
+        op: "GetObject",
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message: format!("reading body: {e}"),
+        retryable: true,
+    })
 }
 
 /// Streams the landing object `key` (of `table`) through a [`LandingScan`] into
@@ -217,21 +147,34 @@ pub async fn read_landing(
     bucket: &str,
     key: &str,
     table: Table,
-    on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
+    mut on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
 ) -> Result<(Summary, Quarantine, String)> {
     let (mut body, etag) = ctx.store.open(bucket, key).await?;
-    let mut scan = LandingScan::new(table, key, &ctx.cfg, on_row);
-    while let Some(chunk) = body.try_next().await.map_err(|e| Error::S3 {
-        op: "GetObject",
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        message: format!("reading body: {e}"),
-        retryable: true,
-    })? {
-        scan.push(&chunk)?;
+    let mut scan = LandingScan::new(table, key, &ctx.cfg);
+    while let Some(chunk) = next_chunk(&mut body, bucket, key).await? {
+        scan.push(&chunk, &mut on_row)?;
     }
-    let (s, q) = scan.finish()?;
+    let (s, q) = scan.finish(&mut on_row)?;
     Ok((s, q, etag))
+}
+
+/// Replaces a landing source's quarantine object, or removes it when the file is now clean.
+async fn write_quarantine(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    q: Quarantine,
+    s: &mut Summary,
+) -> Result<()> {
+    let qkey = quarantine_key(src);
+    if q.count > 0 {
+        ctx.store.put(bucket, &qkey, Bytes::from(q.body)).await?;
+        s.outputs.push(qkey);
+    } else {
+        // A reprocessed file that is now clean leaves no old quarantine behind.
+        ctx.store.delete(bucket, &qkey).await?;
+    }
+    Ok(())
 }
 
 /// [`read_landing`] for a transition: the quarantine object is replaced, or removed when
@@ -243,54 +186,179 @@ pub async fn scan_landing(
     on_row: impl FnMut(&[Cell<'_>]) -> Result<RowOutcome>,
 ) -> Result<(Summary, String)> {
     let (mut s, q, etag) = read_landing(ctx, bucket, &src.key, src.table, on_row).await?;
-    let qkey = quarantine_key(src);
-    if q.count > 0 {
-        ctx.store.put(bucket, &qkey, Bytes::from(q.body)).await?;
-        s.outputs.push(qkey);
-    } else {
-        // A reprocessed file that is now clean leaves no old quarantine behind.
-        ctx.store.delete(bucket, &qkey).await?;
-    }
+    write_quarantine(ctx, bucket, src, q, &mut s).await?;
     Ok((s, etag))
 }
 
-/// A landing transition that filters readings against a reference snapshot: the filter is
-/// built from the snapshot, the file streamed through it, and its outputs published with
-/// their lineage (source ETag, snapshot ETag).
+/// Which reference shards a filter reads: the consent index (customer_trusted) or the
+/// device index (curated customers' serials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// E-mail → consent date, from the customer_trusted shards.
+    Consent,
+    /// Serial → curated owners, from the device index.
+    Devices,
+}
+
+/// Loads the shards the filter's waiting rows need (recording each shard's ETag in
+/// `refs`), supplies them, and decides the waiting rows.
+async fn resolve_waiting<F: RowFilter>(
+    ctx: &Ctx,
+    bucket: &str,
+    filter: &mut F,
+    load: &impl ShardLoader<F::Value>,
+    refs: &mut BTreeMap<String, String>,
+    s: &mut Summary,
+) -> Result<()> {
+    let wanted = filter.wanted();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    for shard in wanted {
+        let (key, index, etag) = load.load(ctx, bucket, shard).await?;
+        refs.insert(key, etag.unwrap_or_default());
+        filter.supply(shard, index);
+    }
+    let (kept, filtered) = filter.resolve()?;
+    s.rows_out += kept;
+    s.filtered += filtered;
+    Ok(())
+}
+
+/// Loads one reference shard for a filter: its key, index and ETag.
+pub trait ShardLoader<V> {
+    /// Loads shard `shard`.
+    fn load(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        shard: u32,
+    ) -> impl std::future::Future<
+        Output = Result<(
+            String,
+            std::sync::Arc<crate::rules::KeyIndex<V>>,
+            Option<String>,
+        )>,
+    > + Send;
+}
+
+impl ShardLoader<i64> for Reference {
+    async fn load(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        shard: u32,
+    ) -> Result<(
+        String,
+        std::sync::Arc<crate::rules::ConsentIndex>,
+        Option<String>,
+    )> {
+        let (index, etag) = ctx.consent_shard(bucket, shard).await?;
+        Ok((keys::shard_key(Table::CustomerTrusted, shard), index, etag))
+    }
+}
+
+impl ShardLoader<Box<str>> for Reference {
+    async fn load(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        shard: u32,
+    ) -> Result<(
+        String,
+        std::sync::Arc<crate::rules::DeviceIndex>,
+        Option<String>,
+    )> {
+        let (index, etag) = ctx.device_shard(bucket, shard).await?;
+        Ok((keys::device_shard_key(shard), index, etag))
+    }
+}
+
+/// A landing transition that filters readings against reference shards: the file is
+/// streamed through the filter; after every chunk the shards its waiting rows need are
+/// loaded (from the warm cache when unchanged) and those rows decided; the outputs are
+/// published with their lineage (source ETag, ETag of every shard consulted).
 pub async fn filter_landing<F: RowFilter>(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
     t: Transition,
-    reference: Table,
-    make: impl FnOnce(&Customers, &Config) -> F,
-) -> Result<Summary> {
-    let (snapshot, ref_etag) = ctx.customers(bucket, reference).await?;
-    let mut filter = make(&snapshot, &ctx.cfg);
-    let (mut s, source_etag) = scan_landing(ctx, bucket, src, |cells| filter.row(cells)).await?;
-    let lineage = (source_etag, ref_etag.unwrap_or_default());
+    mut filter: F,
+) -> Result<Summary>
+where
+    Reference: ShardLoader<F::Value>,
+{
+    let load = match t {
+        Transition::StepTrainerLandingToTrusted => Reference::Devices,
+        _ => Reference::Consent,
+    };
+    let mut refs = BTreeMap::new();
+    let mut pending = Summary::default();
+    let (mut body, source_etag) = ctx.store.open(bucket, &src.key).await?;
+    let mut scan = LandingScan::new(src.table, &src.key, &ctx.cfg);
+    while let Some(chunk) = next_chunk(&mut body, bucket, &src.key).await? {
+        scan.push(&chunk, &mut |cells| filter.row(cells))?;
+        resolve_waiting(ctx, bucket, &mut filter, &load, &mut refs, &mut pending).await?;
+    }
+    let (mut s, q) = scan.finish(&mut |cells| filter.row(cells))?;
+    resolve_waiting(ctx, bucket, &mut filter, &load, &mut refs, &mut pending).await?;
+    s.rows_out += pending.rows_out;
+    s.filtered += pending.filtered;
+    write_quarantine(ctx, bucket, src, q, &mut s).await?;
+    let lineage = Lineage {
+        source_etag,
+        inputs: String::new(),
+        refs,
+    };
     let parts = filter.into_sink().finish()?;
     publish_partitioned(ctx, bucket, t.target(), &src.stem, parts, lineage, &mut s).await?;
     Ok(s)
 }
 
-/// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and
-/// the inputs they were computed from (the source's ETag, and the ETag or digest of the
-/// reference data), so `reconcile` recomputes only what is stale.
+/// The layout version manifests are written with; a manifest of an earlier layout is
+/// stale, so `reconcile` recomputes its outputs once after an upgrade.
+pub const LAYOUT: u32 = 2;
+
+/// What an output was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    /// Partitions the source has an output in.
-    pub dts: BTreeSet<String>,
+pub struct Lineage {
     /// ETag of the source object when it was processed.
     pub source_etag: String,
-    /// ETag (or digest of ETags) of the reference data it was filtered or joined with.
+    /// Digest of other inputs that are not reference shards (machine_learning_curated:
+    /// the phone objects of its `dt`).
     pub inputs: String,
+    /// Reference objects consulted (customer_trusted or device-index shards) → ETag.
+    pub refs: BTreeMap<String, String>,
 }
 
-/// Where the manifest of `stem`'s outputs in `table` is kept (Athena and the rules ignore
-/// `_`-prefixed folders).
+impl Lineage {
+    /// Whether every reference this lineage names still has its recorded ETag
+    /// (`current`: key → ETag of the reference objects now).
+    pub fn refs_current(&self, current: &BTreeMap<String, String>) -> bool {
+        self.refs
+            .iter()
+            .all(|(k, e)| current.get(k).map(String::as_str).unwrap_or_default() == e)
+    }
+}
+
+/// The manifest of one source's outputs in a partitioned table: which `dt`s it wrote, and
+/// the inputs they were computed from, so `reconcile` recomputes only what is stale.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`LAYOUT`]); 0 for manifests of the single-snapshot layout.
+    #[serde(default)]
+    pub layout: u32,
+    /// Partitions the source has an output in.
+    pub dts: BTreeSet<String>,
+    /// What the outputs were computed from.
+    #[serde(flatten)]
+    pub lineage: Lineage,
+}
+
+/// Where the manifest of `stem`'s outputs in `table` is kept: under the bookkeeping prefix,
+/// outside the table's location.
 pub fn manifest_key(table: Table, stem: &str) -> String {
-    format!("{}_manifests/{stem}.json", table.prefix())
+    format!("{}{stem}.json", keys::lineage_prefix(table))
 }
 
 /// Reads a manifest (`None` when there is none or it is unreadable).
@@ -299,6 +367,15 @@ pub async fn read_manifest(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<
         Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
         _ => None,
     })
+}
+
+/// Writes a manifest.
+pub async fn write_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<()> {
+    let body = serde_json::to_vec(m).map_err(|source| Error::Json {
+        context: key.to_string(),
+        source,
+    })?;
+    ctx.store.put(bucket, key, Bytes::from(body)).await
 }
 
 /// A stable digest of several ETags (FNV-1a, 64 bits, hex).
@@ -321,7 +398,7 @@ pub async fn publish_partitioned(
     table: Table,
     stem: &str,
     parts: Vec<(String, u64, Bytes)>,
-    lineage: (String, String),
+    lineage: Lineage,
     summary: &mut Summary,
 ) -> Result<()> {
     let mut dts = Vec::with_capacity(parts.len());
@@ -351,15 +428,12 @@ pub async fn publish_partitioned(
             prune_partition(ctx, bucket, Table::MachineLearningCurated, dt).await?;
         }
     }
-    let (source_etag, inputs) = lineage;
     let manifest = Manifest {
+        layout: LAYOUT,
         dts: dts.into_iter().collect(),
-        source_etag,
-        inputs,
+        lineage,
     };
-    let body = serde_json::to_vec(&manifest).unwrap_or_default();
-    ctx.store.put(bucket, &mkey, Bytes::from(body)).await?;
-    Ok(())
+    write_manifest(ctx, bucket, &mkey, &manifest).await
 }
 
 /// Drops the Glue partition `dt` of `table` once no object is left in it, so no partition
@@ -379,29 +453,30 @@ pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) ->
     Ok(())
 }
 
-/// Rewrites a snapshot table with a conditional write: `update` maps the current content
-/// to the new one (`None`: nothing to change). On a lost race the snapshot is re-read and
-/// `update` applied again, with jittered exponential backoff, up to the configured
-/// attempts; then the record fails so SQS redelivers it.
-pub async fn rewrite_snapshot(
+/// Rewrites one object with a conditional write: `update` maps its current content (with
+/// its ETag, `None` when absent) to the new body (`None`: nothing to change). On a lost
+/// race the object is re-read and `update` applied again, with jittered exponential
+/// backoff, up to the configured attempts; then the record fails so SQS redelivers it.
+pub async fn rewrite_object(
     ctx: &Ctx,
     bucket: &str,
-    table: Table,
+    key: &str,
     summary: &mut Summary,
-    mut update: impl FnMut(&Customers) -> Option<Customers>,
+    mut update: impl FnMut(Option<Bytes>) -> Result<Option<Bytes>>,
 ) -> Result<()> {
-    let key = snapshot_key(table)?;
     let attempts = ctx.cfg.snapshot_max_attempts;
     for attempt in 0..attempts {
-        let (current, etag) = ctx.customers(bucket, table).await?;
-        let Some(next) = update(&current) else {
+        let (current, etag) = match ctx.store.fetch(bucket, key, None).await? {
+            Fetched::Body(b, etag) => (Some(b), Some(etag)),
+            _ => (None, None),
+        };
+        let Some(body) = update(current)? else {
             return Ok(());
         };
-        let body = encode_customers(table, &next, ctx.cfg.row_group_rows)?;
         let pre = etag.map_or(Precondition::Absent, Precondition::Matches);
-        match ctx.store.put_if(bucket, &key, body, &pre).await? {
+        match ctx.store.put_if(bucket, key, body, &pre).await? {
             PutOutcome::Written(_) => {
-                summary.outputs.push(key);
+                summary.outputs.push(key.to_string());
                 return Ok(());
             }
             PutOutcome::PreconditionFailed => {
@@ -414,7 +489,45 @@ pub async fn rewrite_snapshot(
     }
     Err(Error::Contention {
         bucket: bucket.to_string(),
-        key,
+        key: key.to_string(),
         attempts,
     })
+}
+
+/// Rewrites shard `shard` of a sharded customer table: `update` maps the shard's current
+/// customers to the new ones (`None`: nothing to change); conditional write as
+/// [`rewrite_object`].
+pub async fn rewrite_shard(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    shard: u32,
+    summary: &mut Summary,
+    mut update: impl FnMut(&Customers) -> Option<Customers>,
+) -> Result<()> {
+    let key = keys::shard_key(table, shard);
+    let rows = ctx.cfg.row_group_rows;
+    rewrite_object(ctx, bucket, &key, summary, |current| {
+        let current = match current {
+            Some(bytes) => decode_customers(bytes, &key)?,
+            None => Customers::default(),
+        };
+        match update(&current) {
+            Some(next) if next != current => encode_customers(table, &next, rows).map(Some),
+            _ => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Groups customers by the shard their e-mail falls in.
+pub fn by_shard(customers: Customers, shards: u32) -> BTreeMap<u32, Customers> {
+    let mut out: BTreeMap<u32, Customers> = BTreeMap::new();
+    for (email, row) in customers.rows {
+        out.entry(keys::shard_of(&email, shards))
+            .or_default()
+            .rows
+            .insert(email, row);
+    }
+    out
 }

@@ -1,0 +1,129 @@
+"""`make bench-scale`: the customer-scale probe (issue: millions of customers in 256 MB).
+
+Starts its own moto_server, bootstraps a stack, registers customers through the
+functions' own code path (`stedi-scale grow`: customer_landing_to_trusted on 50k-record
+files) up to 100k and 1M registrations (and 5M with BENCH_SCALE_5M=1), and at each size
+runs every function as a fresh process (`stedi-scale probe`: first invocation cold, second
+warm) on small files, measuring peak resident memory (wait4) and the requests and bytes
+each invocation made. Ends with RESULT lines. Debug builds of the probe by default
+(CARGO_PROFILE=release for release numbers)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+PROFILE = os.environ.get("CARGO_PROFILE", "debug")
+SIZES = [100_000, 1_000_000] + ([5_000_000] if os.environ.get("BENCH_SCALE_5M") else [])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args, env):
+    """Runs stedi-scale; returns (JSON lines, peak RSS MiB of the process, seconds)."""
+    exe = os.path.join(TARGET, PROFILE, "stedi-scale")
+    start = time.perf_counter()
+    p = subprocess.run([exe] + args, capture_output=True, env=env, cwd=ROOT)
+    secs = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr.decode(errors="replace")[-3000:])
+        raise SystemExit(f"stedi-scale {' '.join(args)} failed")
+    lines = [json.loads(l) for l in p.stdout.decode().splitlines() if l.startswith("{")]
+    rss = lines[-1].get("peak_rss_mb") if lines and "peak_rss_mb" in lines[-1] else None
+    return lines, rss, secs
+
+
+def main():
+    flag = [] if PROFILE == "debug" else ["--release"]
+    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
+                   cwd=ROOT, check=True)
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", RUST_LOG="warn")
+    import boto3  # moto's dependency, in the project venv
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        run(["setup"], env)
+        have, rows, results = 0, [], []
+        for size in SIZES:
+            grown, grow_rss, grow_s = run(["grow", "--from", str(have), "--to", str(size)], env)
+            have = size
+            first, last = grown[0], grown[-2]
+            print(f"{size:>9} customers: {len(grown) - 1} files of 50k folded in {grow_s:.1f} s; "
+                  f"first file {first['ms']:.0f} ms, last {last['ms']:.0f} ms", flush=True)
+            # Probe files: one new consenting customer, and readings of consenting customers.
+            user = 2 * (size // 4)  # an even index: consenting
+            email, serial = f"c{user:08}@scale.test", f"S{user:08}"
+            keys = {}
+            for n in (1, 2):
+                new = 10_000_000 + 2 * size + 2 * n
+                line = json.dumps({"email": f"c{new:08}@scale.test", "serialNumber": f"S{new:08}",
+                                   "lastUpdateDate": 1, "shareWithResearchAsOfDate": 1})
+                k = f"customer/landing/probe-{size}-{n}.json"
+                s3.put_object(Bucket="stedi-scale", Key=k, Body=line + "\n")
+                keys.setdefault("customer_landing_to_trusted", []).append(k)
+                ts = 1_655_564_000_000 + n * 10_000_000
+                body = "".join(json.dumps({"user": email, "timestamp": ts + i, "x": 1, "y": 2, "z": 3})
+                               + "\n" for i in range(900))
+                k = f"accelerometer/landing/probe-{size}-{n}.json"
+                s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
+                keys.setdefault("accelerometer_landing_to_trusted", []).append(k)
+                keys.setdefault("customer_trusted_to_curated", []).append(
+                    f"accelerometer/trusted/dt=2022-06-18/probe-{size}-{n}.parquet")
+                body = "".join(json.dumps({"sensorReadingTime": ts + i, "serialNumber": serial,
+                                           "distanceFromObject": 200}) + "\n" for i in range(900))
+                k = f"step_trainer/landing/probe-{size}-{n}.json"
+                s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
+                keys.setdefault("step_trainer_landing_to_trusted", []).append(k)
+                keys.setdefault("machine_learning_trusted_to_curated", []).append(
+                    f"step_trainer/trusted/dt=2022-06-18/probe-{size}-{n}.parquet")
+            for function, ks in keys.items():
+                args = ["probe", "--function", function]
+                for k in ks:
+                    args += ["--key", k]
+                lines, _, _ = run(args, env)
+                rss = lines[-1]["peak_rss_mb"]
+                cold, warm = lines[0], lines[1]
+                rows.append((size, function, cold, warm, rss))
+                print(f"{size:>9} {function:<38} cold {cold['ms']:7.1f} ms {cold['bytes_read']:>9} B read "
+                      f"{cold['bytes_written']:>8} B written | warm {warm['ms']:7.1f} ms "
+                      f"{warm['bytes_read']:>9} B read {warm['bytes_written']:>8} B written | "
+                      f"rows out {cold['rows_out']}/{warm['rows_out']} | peak RSS {rss:.1f} MiB",
+                      flush=True)
+            results.append((size, first["ms"], last["ms"], grow_rss))
+        print()
+        for size, first_ms, last_ms, _ in results:
+            print(f"RESULT customers={size} fold_first_ms={first_ms:.0f} fold_last_ms={last_ms:.0f} "
+                  f"fold_ratio={last_ms / first_ms:.2f}")
+        for size, function, cold, warm, rss in rows:
+            print(f"RESULT customers={size} function={function} peak_rss_mb={rss:.1f} "
+                  f"cold_ms={cold['ms']:.1f} warm_ms={warm['ms']:.1f} "
+                  f"cold_bytes_read={cold['bytes_read']} warm_bytes_read={warm['bytes_read']} "
+                  f"cold_bytes_written={cold['bytes_written']} warm_bytes_written={warm['bytes_written']}")
+        for size, _, _, grow_rss in results:
+            print(f"RESULT customers={size} function=customer_landing_to_trusted_50k_files "
+                  f"peak_rss_mb={grow_rss:.1f}")
+        print(f"RESULT max_peak_rss_mb={max([r[4] for r in rows] + [r[3] for r in results]):.1f}")
+    finally:
+        moto.terminate()
+
+
+if __name__ == "__main__":
+    main()

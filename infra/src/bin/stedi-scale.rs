@@ -1,0 +1,148 @@
+//! `stedi-scale`: the customer-scale probe behind `make bench-scale` (see bench/scale.py).
+//!
+//! Runs the functions' own handlers in this process against a local stack, so a fresh
+//! process is a cold start and a repeated invocation a warm one:
+//!
+//! - `setup`: bootstrap the stack (bucket, Glue database and tables);
+//! - `grow --from A --to B [--file-rows R]`: register customers A..B (every other one
+//!   consenting) through `customer_landing_to_trusted`, R per landing file; one JSON line
+//!   per file (ms, requests);
+//! - `probe --function F --key K1 --key K2 …`: run F on each key in turn (the first cold,
+//!   the others warm); one JSON line per invocation, then the process's peak resident
+//!   memory (VmHWM).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use stedi::Transition;
+use stedi::config::Config;
+use stedi_infra::stack::{Stack, StackConfig};
+use stedi_infra::synthetic::customers_file;
+
+#[derive(Parser)]
+struct Cli {
+    /// The local endpoint (moto_server).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint: String,
+    /// The lake bucket.
+    #[arg(long, default_value = "stedi-scale")]
+    bucket: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bootstrap the stack.
+    Setup,
+    /// Register customers `from..to` through customer_landing_to_trusted.
+    Grow {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, default_value_t = 50_000)]
+        file_rows: u64,
+    },
+    /// Run one function on each key in turn, in this process (the first cold, the rest warm).
+    Probe {
+        #[arg(long)]
+        function: String,
+        #[arg(long, required = true)]
+        key: Vec<String>,
+    },
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn invoke(
+    stack: &Stack,
+    ctx: &stedi::Ctx,
+    t: Transition,
+    key: &str,
+) -> Result<serde_json::Value> {
+    let event = json!({"Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": stack.cfg.bucket},
+               "object": {"key": stedi::event::encode_key(key)}}
+    }]});
+    let started = Instant::now();
+    let (_, s) = stedi::lambda::handle(ctx, t, &event).await?;
+    if !s.errors.is_empty() {
+        bail!("{} on {key}: {:?}", t.name(), s.errors);
+    }
+    Ok(json!({
+        "function": t.name(), "key": key, "ms": started.elapsed().as_secs_f64() * 1000.0,
+        "rows_in": s.rows_in, "rows_out": s.rows_out,
+        "s3_get": s.requests.s3_get, "s3_put": s.requests.s3_put, "s3_list": s.requests.s3_list,
+        "bytes_read": s.requests.bytes_read, "bytes_written": s.requests.bytes_written,
+        "glue_calls": s.requests.glue_calls, "conflicts": s.conflicts,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cfg = StackConfig {
+        endpoint: Some(cli.endpoint.clone()),
+        bucket: cli.bucket.clone(),
+        database: "stedi".into(),
+        name_prefix: "scale-".into(),
+        max_receive_count: 3,
+        visibility_timeout: 30,
+        function: Config::from_env()?,
+    };
+    let stack = Stack::connect(cfg, &stedi_infra::project_root().join("template.yaml")).await?;
+    match cli.command {
+        Command::Setup => stack.bootstrap().await?,
+        Command::Grow {
+            from,
+            to,
+            file_rows,
+        } => {
+            let ctx = stack.function_context();
+            let mut start = from;
+            while start < to {
+                let end = (start + file_rows).min(to);
+                let body = customers_file(start, end);
+                let key = format!("customer/landing/scale-{start:08}.json");
+                stack
+                    .s3
+                    .put_object()
+                    .bucket(&stack.cfg.bucket)
+                    .key(&key)
+                    .body(body.into_bytes().into())
+                    .send()
+                    .await
+                    .with_context(|| format!("uploading {key}"))?;
+                let line = invoke(&stack, &ctx, Transition::CustomerLandingToTrusted, &key).await?;
+                println!("{line}");
+                start = end;
+            }
+            println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
+        }
+        Command::Probe { function, key } => {
+            let t = Transition::from_name(&function)
+                .with_context(|| format!("unknown function {function}"))?;
+            let ctx = stack.function_context();
+            for k in &key {
+                println!("{}", invoke(&stack, &ctx, t, k).await?);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
+        }
+    }
+    Ok(())
+}

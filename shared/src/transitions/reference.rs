@@ -1,0 +1,301 @@
+//! The function context and the reference data it keeps warm: compact consent and device
+//! indexes, one per shard, revalidated by ETag (a conditional GET that answers 304 costs no
+//! bytes), bounded by `REFERENCE_CACHE_BYTES` (least recently used shards go first).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, Int64Array, StringArray};
+use bytes::Bytes;
+
+use crate::columnar::{column, read_parquet, row_cells};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::rules::{ConsentIndex, Customers, DeviceIndex, KeyIndex};
+use crate::schema::Table;
+use crate::store::{Fetched, Store};
+
+/// What a function keeps across warm invocations: clients, configuration, and reference
+/// shards revalidated by ETag.
+#[derive(Debug)]
+pub struct Ctx {
+    /// S3.
+    pub store: Store,
+    /// Glue.
+    pub glue: aws_sdk_glue::Client,
+    /// Configuration read at cold start.
+    pub cfg: Config,
+    consent: Mutex<ShardCache<i64>>,
+    devices: Mutex<ShardCache<Box<str>>>,
+    /// The reconcile queue (client and URL), where `reconcile` fans out its items.
+    pub reconcile_queue: Option<(aws_sdk_sqs::Client, String)>,
+}
+
+/// Decoded shards by (bucket, key), with their ETags, in least-recently-used order.
+#[derive(Debug)]
+struct ShardCache<V> {
+    entries: HashMap<(String, String), Entry<V>>,
+    bytes: usize,
+    limit: usize,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    etag: String,
+    index: Arc<KeyIndex<V>>,
+    bytes: usize,
+    used: u64,
+}
+
+impl<V> ShardCache<V> {
+    fn new(limit: usize) -> Self {
+        ShardCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            limit,
+            tick: 0,
+        }
+    }
+
+    fn get(&mut self, id: &(String, String)) -> Option<(String, Arc<KeyIndex<V>>)> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(id).map(|e| {
+            e.used = tick;
+            (e.etag.clone(), e.index.clone())
+        })
+    }
+
+    fn remove(&mut self, id: &(String, String)) {
+        if let Some(e) = self.entries.remove(id) {
+            self.bytes -= e.bytes;
+        }
+    }
+
+    fn insert(&mut self, id: (String, String), etag: String, index: Arc<KeyIndex<V>>) {
+        self.remove(&id);
+        let bytes = index.heap_bytes() + id.1.len() + 64;
+        while self.bytes + bytes > self.limit {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        self.tick += 1;
+        self.bytes += bytes;
+        let used = self.tick;
+        self.entries.insert(
+            id,
+            Entry {
+                etag,
+                index,
+                bytes,
+                used,
+            },
+        );
+    }
+}
+
+impl Ctx {
+    /// A context over the given clients.
+    pub fn new(s3: aws_sdk_s3::Client, glue: aws_sdk_glue::Client, cfg: Config) -> Ctx {
+        let limit = cfg.reference_cache_bytes;
+        Ctx {
+            store: Store::new(s3),
+            glue,
+            cfg,
+            consent: Mutex::new(ShardCache::new(limit / 2)),
+            devices: Mutex::new(ShardCache::new(limit / 2)),
+            reconcile_queue: None,
+        }
+    }
+
+    /// The consent index (e-mail → consent date) of customer_trusted shard `shard`, and
+    /// the shard object's ETag (`None` when it does not exist: nobody consents there).
+    pub async fn consent_shard(
+        &self,
+        bucket: &str,
+        shard: u32,
+    ) -> Result<(Arc<ConsentIndex>, Option<String>)> {
+        let key = keys::shard_key(Table::CustomerTrusted, shard);
+        cached(&self.store, &self.consent, bucket, key, decode_consent).await
+    }
+
+    /// The device index (serial → curated owners) of shard `shard`, and its ETag.
+    pub async fn device_shard(
+        &self,
+        bucket: &str,
+        shard: u32,
+    ) -> Result<(Arc<DeviceIndex>, Option<String>)> {
+        let key = keys::device_shard_key(shard);
+        cached(&self.store, &self.devices, bucket, key, decode_devices).await
+    }
+
+    /// The full customer rows of shard `shard` of a sharded table (not cached: only the
+    /// writers and `reconcile` need whole rows).
+    pub async fn customer_shard(
+        &self,
+        bucket: &str,
+        table: Table,
+        shard: u32,
+    ) -> Result<Customers> {
+        let key = keys::shard_key(table, shard);
+        match self.store.fetch(bucket, &key, None).await? {
+            Fetched::Body(bytes, _) => decode_customers(bytes, &key),
+            _ => Ok(Customers::default()),
+        }
+    }
+}
+
+/// A shard from the cache when S3 says it has not changed, else fetched and decoded.
+async fn cached<V>(
+    store: &Store,
+    cache: &Mutex<ShardCache<V>>,
+    bucket: &str,
+    key: String,
+    decode: fn(Bytes, &str) -> Result<KeyIndex<V>>,
+) -> Result<(Arc<KeyIndex<V>>, Option<String>)> {
+    let id = (bucket.to_string(), key);
+    let known = cache.lock().ok().and_then(|mut c| c.get(&id));
+    let etag = known.as_ref().map(|(e, _)| e.as_str());
+    match store.fetch(bucket, &id.1, etag).await? {
+        Fetched::NotModified => match known {
+            Some((etag, index)) => Ok((index, Some(etag))),
+            None => Err(Error::S3 {
+                op: "GetObject",
+                bucket: bucket.to_string(),
+                key: id.1,
+                message: "304 Not Modified without a cached copy".into(),
+                retryable: true,
+            }),
+        },
+        Fetched::Missing => {
+            if let Ok(mut c) = cache.lock() {
+                c.remove(&id);
+            }
+            Ok((Arc::new(KeyIndex::default()), None))
+        }
+        Fetched::Body(bytes, etag) => {
+            let index = Arc::new(decode(bytes, &id.1)?);
+            if let Ok(mut c) = cache.lock() {
+                c.insert(id, etag.clone(), index.clone());
+            }
+            Ok((index, Some(etag)))
+        }
+    }
+}
+
+/// Full customer rows of a customer table object.
+pub fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
+    let batches = read_parquet(bytes, &[], key)?;
+    Ok(Customers::latest_of(batches.iter().flat_map(|b| {
+        (0..b.num_rows()).map(move |i| row_cells(b, i))
+    })))
+}
+
+/// The consent index of a customer_trusted shard: only `email` and
+/// `sharewithresearchasofdate` are decoded (projection), never names, phones or birthdays.
+fn decode_consent(bytes: Bytes, key: &str) -> Result<ConsentIndex> {
+    const COLUMNS: [&str; 2] = ["email", "sharewithresearchasofdate"];
+    let mut entries = Vec::new();
+    for b in read_parquet(bytes, &COLUMNS, key)? {
+        let email = column::<StringArray>(&b, COLUMNS[0], key)?;
+        let date = column::<Int64Array>(&b, COLUMNS[1], key)?;
+        for i in 0..b.num_rows() {
+            if email.is_valid(i) && date.is_valid(i) {
+                entries.push((email.value(i).to_string(), date.value(i)));
+            }
+        }
+    }
+    Ok(KeyIndex::build(entries))
+}
+
+/// A device-index shard as JSON lines, one `["serial","email"]` array per line, sorted.
+pub fn encode_devices(entries: &[(String, String)]) -> Result<Bytes> {
+    let mut sorted: Vec<&(String, String)> = entries.iter().collect();
+    sorted.sort();
+    let mut out = Vec::new();
+    for e in sorted {
+        serde_json::to_writer(&mut out, e).map_err(|source| Error::Json {
+            context: "device index".into(),
+            source,
+        })?;
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The `(serial, email)` entries of a device-index shard.
+pub fn device_entries(bytes: &[u8], key: &str) -> Result<Vec<(String, String)>> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).map_err(|source| Error::Json {
+                context: key.to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+fn decode_devices(bytes: Bytes, key: &str) -> Result<DeviceIndex> {
+    let entries = device_entries(&bytes, key)?;
+    Ok(KeyIndex::build(
+        entries
+            .into_iter()
+            .map(|(s, e)| (s, e.into_boxed_str()))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_shards_round_trip_sorted() {
+        let entries = vec![
+            ("s2".to_string(), "b@x".to_string()),
+            ("s1".to_string(), "a \"q\"@x".to_string()),
+        ];
+        let body = encode_devices(&entries).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "[\"s1\",\"a \\\"q\\\"@x\"]\n[\"s2\",\"b@x\"]\n"
+        );
+        let mut back = device_entries(&body, "k").unwrap();
+        back.sort();
+        let mut want = entries.clone();
+        want.sort();
+        assert_eq!(back, want);
+        assert!(device_entries(b"not json\n", "k").is_err());
+    }
+
+    #[test]
+    fn the_cache_drops_least_recently_used_shards_past_its_limit() {
+        let index = |n: usize| {
+            Arc::new(KeyIndex::build(
+                (0..n).map(|i| (format!("user{i:04}@x"), 1i64)).collect(),
+            ))
+        };
+        let one = index(100).heap_bytes() + 64 + 1;
+        let mut c = ShardCache::new(one * 2 + 10);
+        let id = |k: &str| ("b".to_string(), k.to_string());
+        c.insert(id("a"), "e1".into(), index(100));
+        c.insert(id("b"), "e2".into(), index(100));
+        assert!(c.get(&id("a")).is_some()); // a is now the most recent
+        c.insert(id("c"), "e3".into(), index(100));
+        assert!(c.get(&id("b")).is_none(), "b was least recently used");
+        assert_eq!(c.get(&id("a")).map(|(e, _)| e), Some("e1".to_string()));
+        assert!(c.get(&id("c")).is_some());
+        assert!(c.bytes <= c.limit);
+    }
+}
