@@ -116,7 +116,10 @@ def main():
             print(f"RESULT customers={size} function={function} peak_rss_mb={rss:.1f} "
                   f"cold_ms={cold['ms']:.1f} warm_ms={warm['ms']:.1f} "
                   f"cold_bytes_read={cold['bytes_read']} warm_bytes_read={warm['bytes_read']} "
-                  f"cold_bytes_written={cold['bytes_written']} warm_bytes_written={warm['bytes_written']}")
+                  f"cold_bytes_written={cold['bytes_written']} warm_bytes_written={warm['bytes_written']} "
+                  f"rows_out={warm['rows_out']} "
+                  f"warm_requests=get:{warm['s3_get']},put:{warm['s3_put']},list:{warm['s3_list']},"
+                  f"delete:{warm['s3_delete']},glue:{warm['glue_calls']}")
         for size, _, _, grow_rss in results:
             print(f"RESULT customers={size} function=customer_landing_to_trusted_50k_files "
                   f"peak_rss_mb={grow_rss:.1f}")

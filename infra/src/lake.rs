@@ -11,7 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::json;
 use stedi::catalog;
-use stedi::lambda::Function;
+use stedi::lambda::{Function, WorkItem};
 use stedi::reconcile;
 use stedi::schema::Table;
 
@@ -418,11 +418,13 @@ pub async fn reconcile(
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    let mut body = serde_json::to_value(item)?;
-                    body["bucket"] = json!(bucket);
+                    let body = WorkItem {
+                        item: item.clone(),
+                        bucket: Some(bucket.clone()),
+                    };
                     Ok(SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(body.to_string())
+                        .message_body(serde_json::to_string(&body)?)
                         .build()?)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -502,9 +504,11 @@ async fn list(stack: &Stack, prefix: &str) -> Result<Vec<String>> {
 pub async fn table_objects(stack: &Stack, table: Table) -> Result<Vec<String>> {
     if table.sharded() {
         let all = list(stack, table.prefix()).await?;
+        // Direct children, as in a partition's location below.
+        let prefix = table.prefix();
         return Ok(all
             .into_iter()
-            .filter(|k| k.ends_with(".parquet"))
+            .filter(|k| k.ends_with(".parquet") && !k[prefix.len()..].contains('/'))
             .collect());
     }
     let mut keys = Vec::new();

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
 use stedi::Transition;
 use stedi::config::Config;
 use stedi_infra::lake;
@@ -426,11 +425,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("unknown function {function}"))?;
             let stack = connect(&cli).await?;
             let ctx = stack.function_context();
-            let event = json!({"Records": [{
-                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": stack.cfg.bucket},
-                       "object": {"key": stedi::event::encode_key(key)}}
-            }]});
+            let event = stedi::event::s3_notification(&stack.cfg.bucket, key);
             stedi::lambda::init_logging();
             let (_, summary) = stedi::lambda::handle(&ctx, t, &event).await?;
             println!(

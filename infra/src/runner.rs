@@ -102,7 +102,7 @@ impl<'s> Runner<'s> {
             let payload = json!({ "Records": records });
             self.invocations += 1;
             let started = std::time::Instant::now();
-            let outcome = stedi::lambda::handle_function(&self.ctx, q.function, &payload).await;
+            let outcome = stedi::lambda::invoke(&self.ctx, q.function, &payload).await;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             self.handler_ms.push(ms);
             self.handler_ms_by_function
@@ -119,15 +119,10 @@ impl<'s> Runner<'s> {
                         .or_default()
                         .absorb(summary.clone());
                     self.summary.absorb(summary);
-                    resp["batchItemFailures"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|f| f["itemIdentifier"].as_str())
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default()
+                    resp.batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect()
                 }
                 // The whole invocation failed: every record is retried.
                 Err(_) => messages

@@ -5,19 +5,16 @@
 //! every item is checked: `AlreadyExists` is success once the existing partition is seen to
 //! point at the right location (it is updated if not); any other item error fails the call.
 //!
-//! Every Glue call is counted (one per page of a paginated call): through the counters of
-//! a [`Catalog`], and in the running invocation's (see [`crate::store::count_invocation`]);
-//! the free functions, which take a bare client, count in the invocation's only.
-
-use std::sync::Arc;
+//! Every Glue call is counted (one per page of a paginated call) in the running
+//! invocation's counters (see [`crate::store::count_invocation`]).
 
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sdk_message, sdk_retryable};
 use crate::schema::{Format, PARTITION_KEY, Table};
-use crate::store::{Request, RequestCounts, record};
+use crate::store::{Request, record};
 
 const BATCH: usize = 100;
 
@@ -31,43 +28,25 @@ pub fn partition_location(bucket: &str, table: Table, dt: &str) -> String {
     format!("s3://{bucket}/{}", crate::keys::partition_prefix(table, dt))
 }
 
-fn glue_err<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+fn glue_err<E, R>(op: &'static str, table: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
->(
-    op: &'static str,
-    table: &str,
-    e: SdkError<E, R>,
-) -> Error {
-    let (message, retryable) = match &e {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("unknown");
-            let retryable = matches!(
-                code,
-                "ThrottlingException"
-                    | "InternalServiceException"
-                    | "OperationTimeoutException"
-                    | "ConcurrentModificationException"
-                    | "ResourceNumberLimitExceededException"
-            );
-            (
-                format!("{code}: {}", se.err().message().unwrap_or("")),
-                retryable,
-            )
-        }
-        SdkError::ConstructionFailure(_) => (format!("{e:?}"), false),
-        _ => (
-            format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ),
-            true,
-        ),
-    };
+{
+    let retryable = sdk_retryable(&e, |code| {
+        matches!(
+            code,
+            "ThrottlingException"
+                | "InternalServiceException"
+                | "OperationTimeoutException"
+                | "ConcurrentModificationException"
+                | "ResourceNumberLimitExceededException"
+        )
+    });
     Error::Glue {
         op,
         table: table.to_string(),
-        message,
+        message: sdk_message(&e),
         retryable,
     }
 }
@@ -146,99 +125,9 @@ pub fn table_input(table: Table, bucket: &str) -> Result<TableInput> {
     t.build().map_err(|e| build_err(table, e))
 }
 
-/// The Glue client and the counters its calls are added to (shared with a
-/// [`crate::store::Store`], so one context counts S3 and Glue in one place).
-#[derive(Clone, Debug)]
-pub struct Catalog {
-    client: Client,
-    counts: Arc<RequestCounts>,
-}
-
-impl Catalog {
-    /// Glue calls through `client`, counted in `counts`.
-    pub fn new(client: Client, counts: Arc<RequestCounts>) -> Catalog {
-        Catalog { client, counts }
-    }
-
-    /// The underlying client (calls sent through it directly are not counted).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The counters of every call made through this catalog.
-    pub fn counts(&self) -> &Arc<RequestCounts> {
-        &self.counts
-    }
-
-    /// [`register_partitions`], counted.
-    pub async fn register_partitions(
-        &self,
-        database: &str,
-        bucket: &str,
-        table: Table,
-        dts: &[String],
-    ) -> Result<()> {
-        let g = Glue::counted(self);
-        register(g, database, bucket, table, dts).await
-    }
-
-    /// [`drop_partition`], counted.
-    pub async fn drop_partition(&self, database: &str, table: Table, dt: &str) -> Result<()> {
-        drop_one(Glue::counted(self), database, table, dt).await
-    }
-
-    /// [`list_partitions`], counted.
-    pub async fn list_partitions(
-        &self,
-        database: &str,
-        table: Table,
-    ) -> Result<Vec<(String, String)>> {
-        list(Glue::counted(self), database, table).await
-    }
-}
-
-/// A client and where its calls are counted.
-#[derive(Clone, Copy)]
-struct Glue<'a> {
-    client: &'a Client,
-    counts: Option<&'a Arc<RequestCounts>>,
-}
-
-impl<'a> Glue<'a> {
-    fn counted(c: &'a Catalog) -> Self {
-        Glue {
-            client: &c.client,
-            counts: Some(&c.counts),
-        }
-    }
-
-    fn bare(client: &'a Client) -> Self {
-        Glue {
-            client,
-            counts: None,
-        }
-    }
-
-    /// The client, for one call (which is counted).
-    fn call(&self) -> &'a Client {
-        record(self.counts, Request::Glue);
-        self.client
-    }
-}
-
 /// Registers partitions `dts` of `table`; existing ones are checked and repointed if needed.
 pub async fn register_partitions(
     glue: &Client,
-    database: &str,
-    bucket: &str,
-    table: Table,
-    dts: &[String],
-) -> Result<()> {
-    register(Glue::bare(glue), database, bucket, table, dts).await
-}
-
-async fn register(
-    glue: Glue<'_>,
     database: &str,
     bucket: &str,
     table: Table,
@@ -250,8 +139,8 @@ async fn register(
             .iter()
             .map(|dt| partition_input(bucket, table, dt))
             .collect::<Result<Vec<_>>>()?;
+        record(Request::Glue);
         let out = glue
-            .call()
             .batch_create_partition()
             .database_name(database)
             .table_name(table.name())
@@ -300,7 +189,7 @@ fn partition_input(bucket: &str, table: Table, dt: &str) -> Result<PartitionInpu
 }
 
 async fn ensure_location(
-    glue: Glue<'_>,
+    glue: &Client,
     database: &str,
     bucket: &str,
     table: Table,
@@ -308,8 +197,8 @@ async fn ensure_location(
 ) -> Result<()> {
     let qualified = format!("{database}.{}", table.name());
     let want = partition_location(bucket, table, dt);
+    record(Request::Glue);
     let got = glue
-        .call()
         .get_partition()
         .database_name(database)
         .table_name(table.name())
@@ -324,8 +213,8 @@ async fn ensure_location(
     if have == Some(want.as_str()) {
         return Ok(());
     }
-    glue.call()
-        .update_partition()
+    record(Request::Glue);
+    glue.update_partition()
         .database_name(database)
         .table_name(table.name())
         .partition_value_list(dt)
@@ -338,13 +227,9 @@ async fn ensure_location(
 
 /// Removes partition `dt` of `table` (a missing partition is not an error).
 pub async fn drop_partition(glue: &Client, database: &str, table: Table, dt: &str) -> Result<()> {
-    drop_one(Glue::bare(glue), database, table, dt).await
-}
-
-async fn drop_one(glue: Glue<'_>, database: &str, table: Table, dt: &str) -> Result<()> {
     let qualified = format!("{database}.{}", table.name());
+    record(Request::Glue);
     match glue
-        .call()
         .delete_partition()
         .database_name(database)
         .table_name(table.name())
@@ -369,21 +254,16 @@ pub async fn list_partitions(
     database: &str,
     table: Table,
 ) -> Result<Vec<(String, String)>> {
-    list(Glue::bare(glue), database, table).await
-}
-
-async fn list(glue: Glue<'_>, database: &str, table: Table) -> Result<Vec<(String, String)>> {
     let qualified = format!("{database}.{}", table.name());
     let mut out = Vec::new();
     let mut pages = glue
-        .client
         .get_partitions()
         .database_name(database)
         .table_name(table.name())
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        record(glue.counts, Request::Glue);
+        record(Request::Glue);
         let page = page.map_err(|e| glue_err("GetPartitions", &qualified, e))?;
         for p in page.partitions() {
             let dt = p.values().first().cloned().unwrap_or_default();
@@ -402,54 +282,32 @@ async fn list(glue: Glue<'_>, database: &str, table: Table) -> Result<Vec<(Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::count_invocation;
+    use crate::store::{RequestCounts, count_invocation};
     use crate::summary::Requests;
-
-    fn offline_client() -> Client {
-        // Nothing listens on port 9: every call fails fast, and is still a call.
-        let conf = aws_sdk_glue::Config::builder()
-            .behavior_version(aws_sdk_glue::config::BehaviorVersion::latest())
-            .region(aws_sdk_glue::config::Region::new("us-east-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .credentials_provider(aws_sdk_glue::config::Credentials::for_tests())
-            .retry_config(aws_sdk_glue::config::retry::RetryConfig::disabled())
-            .build();
-        Client::from_conf(conf)
-    }
+    use crate::testing::offline_glue;
 
     #[tokio::test]
     async fn glue_calls_are_counted() {
-        let counts = RequestCounts::shared();
-        let catalog = Catalog::new(offline_client(), counts.clone());
+        let client = offline_glue();
         let t = Table::AccelerometerTrusted;
         let dts = ["2022-06-18".to_string()];
-        assert!(
-            catalog
-                .register_partitions("db", "lake", t, &dts)
-                .await
-                .is_err()
-        );
-        assert!(catalog.drop_partition("db", t, "2022-06-18").await.is_err());
-        assert!(catalog.list_partitions("db", t).await.is_err());
-        assert_eq!(counts.snapshot().glue_calls, 3);
-        // No partition to register is no call.
-        catalog
-            .register_partitions("db", "lake", t, &[])
-            .await
-            .unwrap();
-        assert_eq!(counts.snapshot().glue_calls, 3);
-
-        // The free functions count in the running invocation's counters.
         let inv = RequestCounts::shared();
-        let client = offline_client();
         count_invocation(inv.clone(), async {
             assert!(
                 register_partitions(&client, "db", "lake", t, &dts)
                     .await
                     .is_err()
             );
-            assert!(drop_partition(&client, "db", t, "x").await.is_err());
-            assert!(catalog.list_partitions("db", t).await.is_err());
+            assert!(
+                drop_partition(&client, "db", t, "2022-06-18")
+                    .await
+                    .is_err()
+            );
+            assert!(list_partitions(&client, "db", t).await.is_err());
+            // No partition to register is no call.
+            register_partitions(&client, "db", "lake", t, &[])
+                .await
+                .unwrap();
         })
         .await;
         assert_eq!(
@@ -459,7 +317,6 @@ mod tests {
                 ..Requests::default()
             }
         );
-        assert_eq!(counts.snapshot().glue_calls, 4);
     }
 
     #[test]

@@ -16,9 +16,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, parse_line};
-use crate::rules::{
-    self, ConsentIndex, Customers, DeviceIndex, KeyIndex, MlJoin, accelerometer, step_trainer,
-};
+use crate::rules::{self, Customers, KeyIndex, MlJoin, accelerometer, step_trainer};
 use crate::schema::{Column, Table};
 use crate::summary::Summary;
 
@@ -192,6 +190,9 @@ impl DayCache {
 pub struct ShardedLookup<V> {
     shards: u32,
     loaded: HashMap<u32, Arc<KeyIndex<V>>>,
+    /// Rows waiting for a shard, and the shards they wait for.
+    waiting: Vec<Vec<Cell<'static>>>,
+    wanted: BTreeSet<u32>,
 }
 
 impl<V> ShardedLookup<V> {
@@ -200,6 +201,8 @@ impl<V> ShardedLookup<V> {
         ShardedLookup {
             shards: shards.max(1),
             loaded: HashMap::new(),
+            waiting: Vec::new(),
+            wanted: BTreeSet::new(),
         }
     }
 
@@ -233,19 +236,11 @@ impl<V> ShardedLookup<V> {
             None => Err(shard),
         }
     }
-}
 
-/// Rows waiting for a shard, and the shards they wait for.
-#[derive(Default)]
-struct Waiting {
-    rows: Vec<Vec<Cell<'static>>>,
-    shards: BTreeSet<u32>,
-}
-
-impl Waiting {
+    /// Keeps a row until `shard` is supplied.
     fn defer(&mut self, shard: u32, cells: &[Cell<'_>]) -> RowOutcome {
-        self.shards.insert(shard);
-        self.rows
+        self.wanted.insert(shard);
+        self.waiting
             .push(cells.iter().cloned().map(Cell::into_owned).collect());
         RowOutcome::Deferred
     }
@@ -256,32 +251,41 @@ impl Waiting {
 /// loads the [`wanted`](RowFilter::wanted) shards, [`supply`](RowFilter::supply)s them
 /// and [`resolve`](RowFilter::resolve)s the waiting rows (after every chunk, so at most
 /// one chunk of rows waits).
-pub trait RowFilter {
+pub trait RowFilter: Sized {
     /// The reference values of the filter's index.
     type Value;
     /// Decides one row.
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome>;
-    /// Shards deferred rows wait for (taken: each is asked for once).
-    fn wanted(&mut self) -> Vec<u32>;
-    /// Adds a loaded shard.
-    fn supply(&mut self, shard: u32, index: Arc<KeyIndex<Self::Value>>);
-    /// Decides the waiting rows: `(kept, filtered)`.
-    fn resolve(&mut self) -> Result<(u64, u64)>;
+    /// The filter's reference lookup (with its waiting rows).
+    fn lookup(&mut self) -> &mut ShardedLookup<Self::Value>;
     /// The outputs collected.
     fn into_sink(self) -> PartitionedSink;
-}
 
-fn resolve_waiting<F: RowFilter>(f: &mut F, rows: Vec<Vec<Cell<'static>>>) -> Result<(u64, u64)> {
-    let (mut kept, mut filtered) = (0, 0);
-    for row in rows {
-        match f.row(&row)? {
-            RowOutcome::Kept => kept += 1,
-            // Every shard was supplied before resolving: nothing is deferred twice, and the
-            // range check that quarantines comes before any lookup.
-            _ => filtered += 1,
-        }
+    /// Shards deferred rows wait for (taken: each is asked for once).
+    fn wanted(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.lookup().wanted)
+            .into_iter()
+            .collect()
     }
-    Ok((kept, filtered))
+
+    /// Adds a loaded shard.
+    fn supply(&mut self, shard: u32, index: Arc<KeyIndex<Self::Value>>) {
+        self.lookup().supply(shard, index);
+    }
+
+    /// Decides the waiting rows: `(kept, filtered)`.
+    fn resolve(&mut self) -> Result<(u64, u64)> {
+        let (mut kept, mut filtered) = (0, 0);
+        for row in std::mem::take(&mut self.lookup().waiting) {
+            match self.row(&row)? {
+                RowOutcome::Kept => kept += 1,
+                // Every shard was supplied before resolving: nothing is deferred twice, and
+                // the range check that quarantines comes before any lookup.
+                _ => filtered += 1,
+            }
+        }
+        Ok((kept, filtered))
+    }
 }
 
 impl RowFilter for AccelerometerFilter {
@@ -289,17 +293,8 @@ impl RowFilter for AccelerometerFilter {
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         AccelerometerFilter::row(self, cells)
     }
-    fn wanted(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.waiting.shards)
-            .into_iter()
-            .collect()
-    }
-    fn supply(&mut self, shard: u32, index: Arc<ConsentIndex>) {
-        self.consent.supply(shard, index);
-    }
-    fn resolve(&mut self) -> Result<(u64, u64)> {
-        let rows = std::mem::take(&mut self.waiting.rows);
-        resolve_waiting(self, rows)
+    fn lookup(&mut self) -> &mut ShardedLookup<i64> {
+        &mut self.consent
     }
     fn into_sink(self) -> PartitionedSink {
         self.sink
@@ -311,17 +306,8 @@ impl RowFilter for StepTrainerFilter {
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         StepTrainerFilter::row(self, cells)
     }
-    fn wanted(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.waiting.shards)
-            .into_iter()
-            .collect()
-    }
-    fn supply(&mut self, shard: u32, index: Arc<DeviceIndex>) {
-        self.devices.supply(shard, index);
-    }
-    fn resolve(&mut self) -> Result<(u64, u64)> {
-        let rows = std::mem::take(&mut self.waiting.rows);
-        resolve_waiting(self, rows)
+    fn lookup(&mut self) -> &mut ShardedLookup<Box<str>> {
+        &mut self.devices
     }
     fn into_sink(self) -> PartitionedSink {
         self.sink
@@ -335,7 +321,6 @@ pub struct AccelerometerFilter {
     last: Option<(String, Option<i64>)>,
     as_of: bool,
     days: DayCache,
-    waiting: Waiting,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
 }
@@ -358,7 +343,6 @@ impl AccelerometerFilter {
             last: None,
             as_of: cfg.consent_as_of,
             days: DayCache::default(),
-            waiting: Waiting::default(),
             sink: PartitionedSink::new(Table::AccelerometerTrusted, cfg.row_group_rows),
         }
     }
@@ -380,7 +364,7 @@ impl AccelerometerFilter {
                     self.last = Some((user.to_string(), c));
                     c
                 }
-                Err(shard) => return Ok(self.waiting.defer(shard, cells)),
+                Err(shard) => return Ok(self.consent.defer(shard, cells)),
             },
         };
         if !rules::reading_allowed(consent, ts, self.as_of) {
@@ -397,7 +381,6 @@ pub struct StepTrainerFilter {
     /// The last serial looked up and whether it is curated: readings come grouped.
     last: Option<(String, bool)>,
     days: DayCache,
-    waiting: Waiting,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
 }
@@ -422,7 +405,6 @@ impl StepTrainerFilter {
             devices,
             last: None,
             days: DayCache::default(),
-            waiting: Waiting::default(),
             sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
         }
     }
@@ -444,7 +426,7 @@ impl StepTrainerFilter {
                     self.last = Some((serial.to_string(), c));
                     c
                 }
-                Err(shard) => return Ok(self.waiting.defer(shard, cells)),
+                Err(shard) => return Ok(self.devices.defer(shard, cells)),
             },
         };
         if !curated {

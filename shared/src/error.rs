@@ -8,7 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can fail in a zone transition.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The invocation payload is not an event this product understands.
+    /// The invocation payload is not an event this product understands (see
+    /// [`Error::MalformedEvent`] when a decoder said why).
     #[error("unrecognised event: {0}")]
     BadEvent(String),
     /// The object key is refused: outside the source prefix, wrong suffix, or it would write
@@ -102,7 +103,8 @@ pub enum Error {
         op: &'static str,
         /// Queue URL.
         queue: String,
-        /// The service's or transport's message.
+        /// What went wrong (the service's code and message; the SDK's error itself, with
+        /// its causes, is `source`).
         message: String,
         /// Whether a retry may succeed (throttling, 5xx, timeouts, transport).
         retryable: bool,
@@ -137,4 +139,49 @@ impl Error {
             | Error::Arrow { .. } => false,
         }
     }
+}
+
+/// Whether a failed AWS SDK call (S3, Glue, SQS: one `SdkError` type) may succeed when
+/// retried: a service error if `retryable_code` says so of its code, never a request that
+/// could not be built, always a timeout or transport failure.
+#[cfg(feature = "aws")]
+pub(crate) fn sdk_retryable<E, R>(
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+    retryable_code: impl FnOnce(&str) -> bool,
+) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => se.err().code().is_some_and(retryable_code),
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
+/// The message of a failed AWS SDK call: the service's code and message, else the SDK's
+/// error with its causes.
+#[cfg(feature = "aws")]
+pub(crate) fn sdk_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => service_message(se),
+        None => aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// `code: message` of a service's error.
+#[cfg(feature = "aws")]
+pub(crate) fn service_message(
+    e: &impl aws_smithy_types::error::metadata::ProvideErrorMetadata,
+) -> String {
+    format!(
+        "{}: {}",
+        e.code().unwrap_or("unknown"),
+        e.message().unwrap_or("")
+    )
 }

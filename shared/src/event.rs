@@ -2,20 +2,22 @@
 //! SQS messages wrapping an EventBridge event or an S3 notification, an EventBridge
 //! "Object Created" event itself, and the classic S3 notification (`Records[]`).
 //!
-//! The payloads are read into the typed events of `aws_lambda_events` ([`SqsEvent`],
-//! [`S3Event`], [`EventBridgeEvent`] with an [`S3ObjectDetail`]); the functions answer SQS
-//! batches with an [`SqsBatchResponse`]. S3 URL-encodes keys in its notifications the way
+//! SQS batches and EventBridge envelopes are read into the typed events of
+//! `aws_lambda_events` ([`SqsEvent`], `EventBridgeEvent` with an [`S3ObjectDetail`]); of a
+//! classic S3 notification only what is used is read (a record's `eventName`, then its
+//! `s3` bucket and key), so hand-made notifications need nothing more. The functions answer
+//! SQS batches with an [`SqsBatchResponse`]. S3 URL-encodes keys in its notifications the way
 //! HTML forms do (`+` is a space, `%2B` a plus), so every key is form-decoded here, once.
 //! `s3:TestEvent` yields no objects. An SQS message whose body is not a notice is
 //! reported in [`ParsedEvent::unreadable`] (the caller logs and acknowledges it), so it
 //! never fails the rest of its batch.
 
 #[cfg(feature = "aws")]
-pub use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 #[cfg(feature = "aws")]
-pub use aws_lambda_events::s3::{S3Event, S3EventRecord};
+use aws_lambda_events::sqs::SqsMessage;
 #[cfg(feature = "aws")]
-pub use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+pub use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 #[cfg(feature = "aws")]
 use serde::Deserialize;
 #[cfg(feature = "aws")]
@@ -61,8 +63,18 @@ pub fn encode_key(key: &str) -> String {
         .replace("%2F", "/")
 }
 
+/// A classic S3 notification of one new object (what `stedi run` and the tests invoke a
+/// function with), its key encoded as S3 encodes it.
+pub fn s3_notification(bucket: &str, key: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encode_key(key)}}
+    }]})
+}
+
 /// The `detail` of an EventBridge event from S3 (`source: aws.s3`), as far as it is read
-/// here: `aws_lambda_events` types the envelope, not this detail.
+/// here (`aws_lambda_events` types the envelope, not this detail); also the `s3` of a
+/// classic notification's record.
 #[cfg(feature = "aws")]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3ObjectDetail {
@@ -123,7 +135,7 @@ pub fn parse_event(payload: &Value) -> Result<ParsedEvent> {
         return Ok(parse_sqs(&batch));
     }
     let mut out = ParsedEvent::default();
-    parse_notice(payload.clone(), None, &mut out.objects)?;
+    parse_notice(payload, None, &mut out.objects)?;
     Ok(out)
 }
 
@@ -136,7 +148,7 @@ pub fn parse_sqs(batch: &SqsEvent) -> ParsedEvent {
     };
     for m in &batch.records {
         let id = m.message_id.clone().unwrap_or_default();
-        let parsed = sqs_body(m).and_then(|v| parse_notice(v, Some(&id), &mut out.objects));
+        let parsed = sqs_body(m).and_then(|v| parse_notice(&v, Some(&id), &mut out.objects));
         if let Err(e) = parsed {
             out.unreadable.push((id, e.to_string()));
         }
@@ -159,13 +171,15 @@ pub fn sqs_body(m: &SqsMessage) -> Result<Value> {
 
 /// One notice: an EventBridge event, an S3 notification, or a test event.
 #[cfg(feature = "aws")]
-fn parse_notice(v: Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -> Result<()> {
+fn parse_notice(v: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -> Result<()> {
     if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(());
     }
-    if v.get("Records").is_some_and(Value::is_array) {
-        for r in &s3_event(v)?.records {
-            parse_s3_record(r, message_id, out)?;
+    if let Some(records) = v.get("Records").and_then(Value::as_array) {
+        for r in records {
+            if let Some(s3) = created(r)? {
+                out.push(object(&s3.bucket.name, &s3.object.key, message_id));
+            }
         }
         return Ok(());
     }
@@ -174,7 +188,7 @@ fn parse_notice(v: Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) ->
             context: "EventBridge S3 event".into(),
             source,
         };
-        let ev: EventBridgeEvent<Value> = serde_json::from_value(v).map_err(malformed)?;
+        let ev = EventBridgeEvent::<Value>::deserialize(v).map_err(malformed)?;
         if ev.detail_type != "Object Created" {
             return Ok(());
         }
@@ -187,47 +201,27 @@ fn parse_notice(v: Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) ->
     ))
 }
 
-/// Reads an S3 notification. AWS always sends `eventTime`, `userIdentity` and
-/// `requestParameters`, which the typed record requires; a hand-made notification (`stedi
-/// run`, tests) often has only `eventName` and `s3`, so those three are filled in (the
-/// epoch, empty) when absent. Nothing here reads them.
+/// A record of a classic S3 notification (`Records[]`), as far as it is read here.
 #[cfg(feature = "aws")]
-pub fn s3_event(mut v: Value) -> Result<S3Event> {
-    if let Some(records) = v.get_mut("Records").and_then(Value::as_array_mut) {
-        for r in records.iter_mut().filter_map(Value::as_object_mut) {
-            r.entry("eventTime")
-                .or_insert_with(|| Value::from("1970-01-01T00:00:00Z"));
-            r.entry("userIdentity")
-                .or_insert_with(|| Value::Object(Default::default()));
-            r.entry("requestParameters")
-                .or_insert_with(|| Value::Object(Default::default()));
-        }
-    }
-    serde_json::from_value(v).map_err(|source| Error::MalformedEvent {
-        context: "S3 notification".into(),
-        source,
-    })
+#[derive(Deserialize)]
+struct S3Record {
+    /// The bucket and object (shaped as an EventBridge event's detail).
+    s3: S3ObjectDetail,
 }
 
+/// The bucket and object of an S3 notification record if it is an `ObjectCreated` one;
+/// any other record is skipped unread.
 #[cfg(feature = "aws")]
-fn parse_s3_record(
-    r: &S3EventRecord,
-    message_id: Option<&str>,
-    out: &mut Vec<ObjectRef>,
-) -> Result<()> {
-    let name = r.event_name.as_deref().unwrap_or_default();
-    if !name.starts_with("ObjectCreated") {
-        return Ok(());
+fn created(record: &Value) -> Result<Option<S3ObjectDetail>> {
+    let name = record.get("eventName").and_then(Value::as_str);
+    if !name.is_some_and(|n| n.starts_with("ObjectCreated")) {
+        return Ok(None);
     }
-    match (r.s3.bucket.name.as_deref(), r.s3.object.key.as_deref()) {
-        (Some(b), Some(k)) => {
-            out.push(object(b, k, message_id));
-            Ok(())
-        }
-        _ => Err(Error::BadEvent(
-            "S3 record without s3.bucket.name / s3.object.key".into(),
-        )),
-    }
+    let r = S3Record::deserialize(record).map_err(|source| Error::MalformedEvent {
+        context: "S3 notification record".into(),
+        source,
+    })?;
+    Ok(Some(r.s3))
 }
 
 #[cfg(feature = "aws")]
@@ -381,8 +375,8 @@ mod tests {
                    "object": {"key": "customer/landing/a+b.json", "size": 3,
                               "eTag": "e", "sequencer": "0A"}}
         }]});
-        let typed = s3_event(full.clone()).unwrap();
-        assert_eq!(typed.records[0].s3.object.size, Some(3));
+        let s3 = created(&full["Records"][0]).unwrap().unwrap();
+        assert_eq!(s3.object.size, Some(3));
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent",
                           "Time": "2026-11-23T10:00:00.000Z", "Bucket": "lake"});
         let p = parse_event(&sqs(&[full, test])).unwrap();
@@ -422,5 +416,22 @@ mod tests {
             e.to_string().starts_with("unrecognised event: SQS batch"),
             "{e}"
         );
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn records_of_other_events_are_skipped_unread() {
+        // Malformed, but not about a new object: skipped, not an error.
+        let removed = json!({"eventName": "ObjectRemoved:Delete", "s3": 5});
+        let nameless = json!({"s3": {"bucket": {}}});
+        let ev = json!({"Records": [removed, nameless, s3_notification("a.json")["Records"][0]]});
+        let p = parse_event(&ev).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].key, "a.json");
+        // The same record as an object-created one is an error.
+        let created = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": 5}]});
+        let e = parse_event(&created).unwrap_err();
+        assert!(matches!(e, Error::MalformedEvent { .. }), "{e}");
+        assert!(!e.is_retryable());
     }
 }

@@ -108,8 +108,17 @@ pub fn shard_key(table: Table, shard: u32) -> String {
 
 /// The shard a sharded table's object holds, if `key` is one of its shard objects.
 pub fn shard_of_key(table: Table, key: &str) -> Option<u32> {
-    let name = key.strip_prefix(table.prefix())?;
-    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    part_number(key.strip_prefix(table.prefix())?, ".parquet")
+}
+
+/// The shard a device-index object holds, if `key` is one.
+pub fn device_shard_of_key(key: &str) -> Option<u32> {
+    part_number(key.strip_prefix(DEVICES_PREFIX)?, ".jsonl")
+}
+
+/// `N` of a `part-NNNNN<suffix>` name.
+fn part_number(name: &str, suffix: &str) -> Option<u32> {
+    let digits = name.strip_prefix("part-")?.strip_suffix(suffix)?;
     (digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
@@ -240,6 +249,8 @@ mod tests {
             None
         );
         assert_eq!(device_shard_key(3), "_stedi/devices/part-00003.jsonl");
+        assert_eq!(device_shard_of_key(&device_shard_key(3)), Some(3));
+        assert_eq!(device_shard_of_key("_stedi/devices/part-3.jsonl"), None);
         assert_eq!(
             legacy_snapshot_key(Table::CustomerCurated),
             "customer/curated/customer_curated.parquet"

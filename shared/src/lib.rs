@@ -20,6 +20,8 @@ pub mod schema;
 #[cfg(feature = "aws")]
 pub mod store;
 pub mod summary;
+#[cfg(all(test, feature = "aws"))]
+pub(crate) mod testing;
 #[cfg(feature = "aws")]
 pub mod transitions;
 

@@ -139,32 +139,45 @@ async fn converge_sharded(
     let shards = ctx.cfg.customer_shards;
     let mut parts = by_shard(want.clone(), shards);
     let (mut added, mut removed, mut changed) = (0, 0, false);
+    let mut existing = BTreeSet::new();
+    for key in ctx.store.list(bucket, table.prefix()).await? {
+        match keys::shard_of_key(table, &key).filter(|k| *k < shards) {
+            Some(k) => {
+                existing.insert(k);
+            }
+            None => {
+                ctx.store.delete(bucket, &key).await?;
+                changed = true;
+            }
+        }
+    }
     let mut s = Summary::default();
     for shard in 0..shards {
         let want = parts.remove(&shard).unwrap_or_default();
+        if want.rows.is_empty() && !existing.contains(&shard) {
+            continue;
+        }
+        let mut diff = None;
         rewrite_shard(ctx, bucket, table, shard, &mut s, |cur| {
             if *cur == want {
                 return None;
             }
-            changed = true;
-            added = want
+            let a = want
                 .rows
                 .iter()
                 .filter(|(e, r)| cur.rows.get(*e) != Some(*r))
                 .count();
-            removed = cur
+            let r = cur
                 .rows
                 .keys()
                 .filter(|e| !want.rows.contains_key(*e))
                 .count();
+            diff = Some((a, r));
             Some(want.clone())
         })
         .await?;
-    }
-    for key in ctx.store.list(bucket, table.prefix()).await? {
-        if keys::shard_of_key(table, &key).is_none_or(|k| k >= shards) {
-            ctx.store.delete(bucket, &key).await?;
-            changed = true;
+        if let Some((a, r)) = diff {
+            (added, removed, changed) = (added + a, removed + r, true);
         }
     }
     Ok(changed.then_some((added, removed)))
@@ -201,8 +214,7 @@ async fn converge_devices(ctx: &Ctx, bucket: &str, curated: &Customers) -> Resul
         .await?;
     }
     for key in ctx.store.list(bucket, keys::DEVICES_PREFIX).await? {
-        let current = (0..shards).any(|k| keys::device_shard_key(k) == key);
-        if !current {
+        if keys::device_shard_of_key(&key).is_none_or(|k| k >= shards) {
             ctx.store.delete(bucket, &key).await?;
             changed += 1;
         }

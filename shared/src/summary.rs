@@ -20,7 +20,7 @@ pub struct Requests {
     pub s3_get: u64,
     /// S3 ListObjectsV2 requests (one per page).
     pub s3_list: u64,
-    /// S3 HeadObject requests.
+    /// S3 HeadObject requests (none are made; kept as a metric, at 0).
     pub s3_head: u64,
     /// S3 DeleteObject requests.
     pub s3_delete: u64,
@@ -48,26 +48,6 @@ impl Requests {
             ("glue_calls", self.glue_calls, "Count"),
             ("sqs_calls", self.sqs_calls, "Count"),
         ]
-    }
-
-    /// S3 requests of every kind.
-    pub fn s3_requests(&self) -> u64 {
-        self.s3_put + self.s3_get + self.s3_list + self.s3_head + self.s3_delete
-    }
-
-    /// What was counted since `before` (an earlier reading of the same counters).
-    pub fn since(&self, before: &Requests) -> Requests {
-        Requests {
-            s3_put: self.s3_put.saturating_sub(before.s3_put),
-            s3_get: self.s3_get.saturating_sub(before.s3_get),
-            s3_list: self.s3_list.saturating_sub(before.s3_list),
-            s3_head: self.s3_head.saturating_sub(before.s3_head),
-            s3_delete: self.s3_delete.saturating_sub(before.s3_delete),
-            bytes_read: self.bytes_read.saturating_sub(before.bytes_read),
-            bytes_written: self.bytes_written.saturating_sub(before.bytes_written),
-            glue_calls: self.glue_calls.saturating_sub(before.glue_calls),
-            sqs_calls: self.sqs_calls.saturating_sub(before.sqs_calls),
-        }
     }
 }
 
@@ -258,17 +238,6 @@ mod tests {
         assert_eq!(
             (r.bytes_read, r.bytes_written, r.glue_calls, r.sqs_calls),
             (105, 40, 1, 2)
-        );
-        assert_eq!(r.s3_requests(), 9);
-        assert_eq!(
-            r.since(&one),
-            Requests {
-                s3_head: 1,
-                s3_get: 1,
-                bytes_read: 5,
-                sqs_calls: 2,
-                ..Requests::default()
-            }
         );
         let v = s.to_emf("f", 0);
         assert_eq!(v["s3_get"], 4);

@@ -24,13 +24,6 @@ fn customer_lines() -> Vec<String> {
         .collect()
 }
 
-fn s3_event(bucket: &str, key: &str) -> serde_json::Value {
-    json!({"Records": [{
-        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": bucket}, "object": {"key": stedi::event::encode_key(key)}}
-    }]})
-}
-
 /// Splits the sample's customers over `n` files and processes them all at once.
 async fn concurrent_customers(n: usize) {
     let local = Local::start().await.unwrap();
@@ -52,7 +45,7 @@ async fn concurrent_customers(n: usize) {
     for key in keys {
         let (ctx, bucket) = (ctx.clone(), local.stack.cfg.bucket.clone());
         tasks.spawn(async move {
-            let ev = s3_event(&bucket, &key);
+            let ev = stedi::event::s3_notification(&bucket, &key);
             stedi::lambda::handle(&ctx, Transition::CustomerLandingToTrusted, &ev)
                 .await
                 .unwrap()

@@ -127,11 +127,7 @@ async fn a_mixed_file_lands_its_good_lines_and_quarantines_each_bad_one() {
 /// Runs one function directly on one key (an S3 notification), as `stedi run` does.
 async fn run(local: &Local, t: Transition, key: &str) -> stedi::summary::Summary {
     let ctx = local.stack.function_context();
-    let event = json!({"Records": [{
-        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": local.stack.cfg.bucket},
-               "object": {"key": stedi::event::encode_key(key)}}
-    }]});
+    let event = stedi::event::s3_notification(&local.stack.cfg.bucket, key);
     let (resp, summary) = stedi::lambda::handle(&ctx, t, &event).await.unwrap();
     assert_eq!(resp, json!({"batchItemFailures": []}));
     summary

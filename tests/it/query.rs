@@ -1,6 +1,6 @@
 //! `stedi query` and `stedi ddl`: what Athena would see, from the Glue catalog and S3.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use datafusion::sql::sqlparser::ast::{HiveIOFormat, HiveRowFormat, Statement};
@@ -10,6 +10,7 @@ use stedi::catalog;
 use stedi::config::Config;
 use stedi::schema::Table;
 use stedi_infra::query::{self, Lake, OutputFormat};
+use stedi_infra::stack::Stack;
 use stedi_tests::truth::Truth;
 use stedi_tests::{Local, sample_dir};
 
@@ -59,36 +60,6 @@ async fn queries_answer_the_batch_truth_and_see_only_registered_partitions() {
     }
     assert_eq!(got, want);
 
-    // Curated customers whose device sent no step trainer readings.
-    let b = query::query(
-        stack,
-        "SELECT email FROM customer_curated WHERE serialnumber NOT IN \
-         (SELECT serialnumber FROM step_trainer_trusted) ORDER BY email",
-    )
-    .await
-    .unwrap();
-    let curated_serials: BTreeSet<&str> = truth
-        .step_trainer_trusted
-        .iter()
-        .map(|s| s.1.as_str())
-        .collect();
-    let customers =
-        std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
-            .unwrap();
-    let mut want: Vec<String> = customers
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|c| {
-            truth
-                .customer_curated
-                .contains(c["email"].as_str().unwrap())
-        })
-        .filter(|c| !curated_serials.contains(c["serialNumber"].as_str().unwrap()))
-        .map(|c| c["email"].as_str().unwrap().to_string())
-        .collect();
-    want.sort();
-    assert_eq!(strings(&b, 0), want);
-
     // A three-way join: readings per consenting customer with a device.
     let b = query::query(
         stack,
@@ -98,6 +69,8 @@ async fn queries_answer_the_batch_truth_and_see_only_registered_partitions() {
     .await
     .unwrap();
     assert_eq!(longs(&b, 0), [40981]);
+
+    athena_examples_run_unchanged_with_database_qualified_names(stack, &truth).await;
 
     // A partition in S3 but not in Glue is invisible until it is registered.
     let ml = "step_trainer/curated/dt=2022-06-18/step_trainer-1691348232038.parquet";
@@ -181,57 +154,8 @@ async fn queries_answer_the_batch_truth_and_see_only_registered_partitions() {
     assert!(format!("{e:#}").contains("nope"), "{e:#}");
 }
 
-/// The UTC date (`YYYY-MM-DD`) of a millisecond timestamp: the `dt` of a reading
-/// (days to civil date, H. Hinnant's algorithm).
-fn utc_date(ms: i64) -> String {
-    let z = ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The serial number of every customer's latest record (by `lastupdatedate`), from the
-/// landing file itself.
-fn latest_serials() -> HashMap<String, Option<String>> {
-    let text =
-        std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
-            .unwrap();
-    let mut latest: HashMap<String, (i64, Option<String>)> = HashMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let c: serde_json::Value = serde_json::from_str(line).unwrap();
-        let email = c["email"].as_str().unwrap().to_string();
-        let updated = c["lastUpdateDate"].as_i64().unwrap();
-        let serial = c["serialNumber"].as_str().map(str::to_string);
-        if latest.get(&email).is_none_or(|(u, _)| updated >= *u) {
-            latest.insert(email, (updated, serial));
-        }
-    }
-    latest.into_iter().map(|(e, (_, s))| (e, s)).collect()
-}
-
-#[test]
-fn utc_dates_of_timestamps() {
-    assert_eq!(utc_date(0), "1970-01-01");
-    assert_eq!(utc_date(1_655_564_376_361), "2022-06-18");
-    assert_eq!(utc_date(1_655_596_799_999), "2022-06-18");
-    assert_eq!(utc_date(1_655_596_800_000), "2022-06-19");
-    assert_eq!(utc_date(951_782_400_000), "2000-02-29");
-    assert_eq!(utc_date(-1), "1969-12-31");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn athena_examples_run_unchanged_with_database_qualified_names() {
-    let local = Local::start().await.unwrap();
-    local.drop_sample(0).await.unwrap();
-    let stack = &local.stack;
-    let truth = Truth::compute(&sample_dir(), false).unwrap();
-
+/// The README's Athena examples, verbatim, and every way Athena names a table.
+async fn athena_examples_run_unchanged_with_database_qualified_names(stack: &Stack, truth: &Truth) {
     // The README's first Athena example, verbatim (no ORDER BY: compared as a map).
     let b = query::query(
         stack,
@@ -245,7 +169,8 @@ async fn athena_examples_run_unchanged_with_database_qualified_names() {
     assert_eq!(got_map.len(), got.len(), "one row per (serialnumber, dt)");
     let mut want: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in &truth.machine_learning_curated {
-        *want.entry((r.1.clone(), utc_date(r.0))).or_default() += 1;
+        let dt = stedi::keys::dt_of_millis(r.0).unwrap();
+        *want.entry((r.1.clone(), dt)).or_default() += 1;
     }
     assert_eq!(got_map, want);
     assert_eq!(got.len(), 482);
@@ -265,17 +190,12 @@ async fn athena_examples_run_unchanged_with_database_qualified_names() {
         .iter()
         .map(|s| s.1.as_str())
         .collect();
-    let serials = latest_serials();
-    let want: Vec<String> = truth
-        .customer_curated
+    // Curated customers by whether their device sent readings (one partition, both sides).
+    let (matched, unmatched): (Vec<_>, Vec<_>) = truth
+        .curated_serials
         .iter()
-        .filter(|e| {
-            serials[e.as_str()]
-                .as_deref()
-                .is_some_and(|s| !stepped.contains(s))
-        })
-        .cloned()
-        .collect();
+        .partition(|(_, s)| stepped.contains(s.as_str()));
+    let want: Vec<String> = unmatched.into_iter().map(|(e, _)| e.clone()).collect();
     assert_eq!(got, want);
     // Every curated customer's device sent readings on the sample, so the answer is empty;
     // the complement shows the subquery is matched.
@@ -287,15 +207,7 @@ async fn athena_examples_run_unchanged_with_database_qualified_names() {
     )
     .await
     .unwrap();
-    let matched = truth
-        .customer_curated
-        .iter()
-        .filter(|e| {
-            serials[e.as_str()]
-                .as_deref()
-                .is_some_and(|s| stepped.contains(s))
-        })
-        .count();
+    let matched = matched.len();
     assert_eq!(longs(&b, 0), [matched as i64]);
     assert_eq!(matched, 482);
 

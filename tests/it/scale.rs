@@ -2,18 +2,13 @@
 //! grow with the number of customers in the lake. Counted in the store layer (requests and
 //! body bytes), at 2,000 and at 20,000 registrations.
 
-use serde_json::json;
 use stedi::Transition;
 use stedi::summary::Requests;
 use stedi_infra::synthetic::{customers_file, readings_file};
 use stedi_tests::Local;
 
 async fn run(local: &Local, ctx: &stedi::Ctx, t: Transition, key: &str) -> (Requests, u64) {
-    let event = json!({"Records": [{
-        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": local.stack.cfg.bucket},
-               "object": {"key": stedi::event::encode_key(key)}}
-    }]});
+    let event = stedi::event::s3_notification(&local.stack.cfg.bucket, key);
     let (_, s) = stedi::lambda::handle(ctx, t, &event).await.unwrap();
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     (s.requests, s.rows_out)

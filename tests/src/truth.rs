@@ -47,6 +47,8 @@ pub struct Truth {
     pub accelerometer_trusted: Vec<Accel>,
     /// customer_curated e-mails.
     pub customer_curated: BTreeSet<String>,
+    /// The device serial of each customer_curated customer (e-mail → serial).
+    pub curated_serials: BTreeMap<String, String>,
     /// step_trainer_trusted rows.
     pub step_trainer_trusted: Vec<Step>,
     /// machine_learning_curated rows.
@@ -99,15 +101,20 @@ impl Truth {
             .filter(|e| users.contains(*e))
             .cloned()
             .collect();
+        let curated_serials: BTreeMap<String, String> = curated
+            .iter()
+            .map(|e| {
+                let s = trusted[e]["serialnumber"].as_str().unwrap_or_default();
+                (e.clone(), s.to_string())
+            })
+            .collect();
         let serial_owners: HashMap<String, Vec<String>> =
-            curated.iter().fold(HashMap::new(), |mut m, e| {
-                let s = trusted[e]["serialnumber"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                m.entry(s).or_default().push(e.clone());
-                m
-            });
+            curated_serials
+                .iter()
+                .fold(HashMap::new(), |mut m, (e, s)| {
+                    m.entry(s.clone()).or_default().push(e.clone());
+                    m
+                });
         let mut steps = Vec::new();
         for s in read_lines(&data.join("step_trainer/landing"))? {
             let serial = s["serialnumber"].as_str().unwrap_or_default().to_string();
@@ -137,6 +144,7 @@ impl Truth {
             customer_trusted: trusted.keys().cloned().collect(),
             accelerometer_trusted: accel,
             customer_curated: curated,
+            curated_serials,
             step_trainer_trusted: steps,
             machine_learning_curated: ml,
         })

@@ -73,11 +73,7 @@ async fn invoke(
     t: Transition,
     key: &str,
 ) -> Result<serde_json::Value> {
-    let event = json!({"Records": [{
-        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": stack.cfg.bucket},
-               "object": {"key": stedi::event::encode_key(key)}}
-    }]});
+    let event = stedi::event::s3_notification(&stack.cfg.bucket, key);
     let started = Instant::now();
     let (_, s) = stedi::lambda::handle(ctx, t, &event).await?;
     if !s.errors.is_empty() {
@@ -87,6 +83,7 @@ async fn invoke(
         "function": t.name(), "key": key, "ms": started.elapsed().as_secs_f64() * 1000.0,
         "rows_in": s.rows_in, "rows_out": s.rows_out,
         "s3_get": s.requests.s3_get, "s3_put": s.requests.s3_put, "s3_list": s.requests.s3_list,
+        "s3_delete": s.requests.s3_delete,
         "bytes_read": s.requests.bytes_read, "bytes_written": s.requests.bytes_written,
         "glue_calls": s.requests.glue_calls, "conflicts": s.conflicts,
     }))

@@ -110,8 +110,8 @@ async fn owners(
         let devices = match loaded.entry(shard) {
             std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let (devices, etag) = ctx.device_shard(bucket, shard).await?;
-                refs.insert(keys::device_shard_key(shard), etag.unwrap_or_default());
+                let (key, devices, etag) = ctx.reference::<Box<str>>(bucket, shard).await?;
+                refs.insert(key, etag.unwrap_or_default());
                 e.insert(devices).clone()
             }
         };

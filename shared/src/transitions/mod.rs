@@ -30,7 +30,7 @@ use crate::schema::Table;
 use crate::store::{Fetched, Precondition, PutOutcome};
 use crate::summary::Summary;
 
-pub use reference::{Ctx, decode_customers, device_entries, encode_devices};
+pub use reference::{Ctx, Reference, decode_customers, device_entries, encode_devices};
 
 /// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,88 +190,23 @@ pub async fn scan_landing(
     Ok((s, etag))
 }
 
-/// Which reference shards a filter reads: the consent index (customer_trusted) or the
-/// device index (curated customers' serials).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reference {
-    /// E-mail → consent date, from the customer_trusted shards.
-    Consent,
-    /// Serial → curated owners, from the device index.
-    Devices,
-}
-
 /// Loads the shards the filter's waiting rows need (recording each shard's ETag in
-/// `refs`), supplies them, and decides the waiting rows.
+/// `refs`), supplies them, and decides the waiting rows: `(kept, filtered)`.
 async fn resolve_waiting<F: RowFilter>(
     ctx: &Ctx,
     bucket: &str,
     filter: &mut F,
-    load: &impl ShardLoader<F::Value>,
     refs: &mut BTreeMap<String, String>,
-    s: &mut Summary,
-) -> Result<()> {
-    let wanted = filter.wanted();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    for shard in wanted {
-        let (key, index, etag) = load.load(ctx, bucket, shard).await?;
+) -> Result<(u64, u64)>
+where
+    F::Value: Reference,
+{
+    for shard in filter.wanted() {
+        let (key, index, etag) = ctx.reference::<F::Value>(bucket, shard).await?;
         refs.insert(key, etag.unwrap_or_default());
         filter.supply(shard, index);
     }
-    let (kept, filtered) = filter.resolve()?;
-    s.rows_out += kept;
-    s.filtered += filtered;
-    Ok(())
-}
-
-/// Loads one reference shard for a filter: its key, index and ETag.
-pub trait ShardLoader<V> {
-    /// Loads shard `shard`.
-    fn load(
-        &self,
-        ctx: &Ctx,
-        bucket: &str,
-        shard: u32,
-    ) -> impl std::future::Future<
-        Output = Result<(
-            String,
-            std::sync::Arc<crate::rules::KeyIndex<V>>,
-            Option<String>,
-        )>,
-    > + Send;
-}
-
-impl ShardLoader<i64> for Reference {
-    async fn load(
-        &self,
-        ctx: &Ctx,
-        bucket: &str,
-        shard: u32,
-    ) -> Result<(
-        String,
-        std::sync::Arc<crate::rules::ConsentIndex>,
-        Option<String>,
-    )> {
-        let (index, etag) = ctx.consent_shard(bucket, shard).await?;
-        Ok((keys::shard_key(Table::CustomerTrusted, shard), index, etag))
-    }
-}
-
-impl ShardLoader<Box<str>> for Reference {
-    async fn load(
-        &self,
-        ctx: &Ctx,
-        bucket: &str,
-        shard: u32,
-    ) -> Result<(
-        String,
-        std::sync::Arc<crate::rules::DeviceIndex>,
-        Option<String>,
-    )> {
-        let (index, etag) = ctx.device_shard(bucket, shard).await?;
-        Ok((keys::device_shard_key(shard), index, etag))
-    }
+    filter.resolve()
 }
 
 /// A landing transition that filters readings against reference shards: the file is
@@ -286,24 +221,21 @@ pub async fn filter_landing<F: RowFilter>(
     mut filter: F,
 ) -> Result<Summary>
 where
-    Reference: ShardLoader<F::Value>,
+    F::Value: Reference,
 {
-    let load = match t {
-        Transition::StepTrainerLandingToTrusted => Reference::Devices,
-        _ => Reference::Consent,
-    };
     let mut refs = BTreeMap::new();
-    let mut pending = Summary::default();
+    let (mut kept, mut filtered) = (0, 0);
     let (mut body, source_etag) = ctx.store.open(bucket, &src.key).await?;
     let mut scan = LandingScan::new(src.table, &src.key, &ctx.cfg);
     while let Some(chunk) = next_chunk(&mut body, bucket, &src.key).await? {
         scan.push(&chunk, &mut |cells| filter.row(cells))?;
-        resolve_waiting(ctx, bucket, &mut filter, &load, &mut refs, &mut pending).await?;
+        let (k, f) = resolve_waiting(ctx, bucket, &mut filter, &mut refs).await?;
+        (kept, filtered) = (kept + k, filtered + f);
     }
     let (mut s, q) = scan.finish(&mut |cells| filter.row(cells))?;
-    resolve_waiting(ctx, bucket, &mut filter, &load, &mut refs, &mut pending).await?;
-    s.rows_out += pending.rows_out;
-    s.filtered += pending.filtered;
+    let (k, f) = resolve_waiting(ctx, bucket, &mut filter, &mut refs).await?;
+    s.rows_out += kept + k;
+    s.filtered += filtered + f;
     write_quarantine(ctx, bucket, src, q, &mut s).await?;
     let lineage = Lineage {
         source_etag,

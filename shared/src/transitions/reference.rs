@@ -34,7 +34,7 @@ pub struct Ctx {
 
 /// Decoded shards by (bucket, key), with their ETags, in least-recently-used order.
 #[derive(Debug)]
-struct ShardCache<V> {
+pub struct ShardCache<V> {
     entries: HashMap<(String, String), Entry<V>>,
     bytes: usize,
     limit: usize,
@@ -117,25 +117,18 @@ impl Ctx {
         }
     }
 
-    /// The consent index (e-mail → consent date) of customer_trusted shard `shard`, and
-    /// the shard object's ETag (`None` when it does not exist: nobody consents there).
-    pub async fn consent_shard(
+    /// Shard `shard` of a reference index (`V` says which: [`ConsentIndex`] values for the
+    /// customer_trusted shards, [`DeviceIndex`] values for the device index): its object's
+    /// key, the decoded index, and the object's ETag (`None` when it does not exist: the
+    /// shard is empty).
+    pub async fn reference<V: Reference>(
         &self,
         bucket: &str,
         shard: u32,
-    ) -> Result<(Arc<ConsentIndex>, Option<String>)> {
-        let key = keys::shard_key(Table::CustomerTrusted, shard);
-        cached(&self.store, &self.consent, bucket, key, decode_consent).await
-    }
-
-    /// The device index (serial → curated owners) of shard `shard`, and its ETag.
-    pub async fn device_shard(
-        &self,
-        bucket: &str,
-        shard: u32,
-    ) -> Result<(Arc<DeviceIndex>, Option<String>)> {
-        let key = keys::device_shard_key(shard);
-        cached(&self.store, &self.devices, bucket, key, decode_devices).await
+    ) -> Result<(String, Arc<KeyIndex<V>>, Option<String>)> {
+        let key = V::key(shard);
+        let (index, etag) = cached(&self.store, V::cache(self), bucket, key.clone()).await?;
+        Ok((key, index, etag))
     }
 
     /// The full customer rows of shard `shard` of a sharded table (not cached: only the
@@ -154,13 +147,49 @@ impl Ctx {
     }
 }
 
+/// The value type of a reference index, which says where its shards live and how they
+/// decode.
+pub trait Reference: Sized + Send + Sync + 'static {
+    /// The object holding shard `shard`.
+    fn key(shard: u32) -> String;
+    /// The warm cache of these shards.
+    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<Self>>;
+    /// Decodes a shard object.
+    fn decode(bytes: Bytes, key: &str) -> Result<KeyIndex<Self>>;
+}
+
+/// E-mail → consent date, from the customer_trusted shards.
+impl Reference for i64 {
+    fn key(shard: u32) -> String {
+        keys::shard_key(Table::CustomerTrusted, shard)
+    }
+    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<i64>> {
+        &ctx.consent
+    }
+    fn decode(bytes: Bytes, key: &str) -> Result<ConsentIndex> {
+        decode_consent(bytes, key)
+    }
+}
+
+/// Serial → curated owners, from the device index.
+impl Reference for Box<str> {
+    fn key(shard: u32) -> String {
+        keys::device_shard_key(shard)
+    }
+    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<Box<str>>> {
+        &ctx.devices
+    }
+    fn decode(bytes: Bytes, key: &str) -> Result<DeviceIndex> {
+        decode_devices(bytes, key)
+    }
+}
+
 /// A shard from the cache when S3 says it has not changed, else fetched and decoded.
-async fn cached<V>(
+async fn cached<V: Reference>(
     store: &Store,
     cache: &Mutex<ShardCache<V>>,
     bucket: &str,
     key: String,
-    decode: fn(Bytes, &str) -> Result<KeyIndex<V>>,
 ) -> Result<(Arc<KeyIndex<V>>, Option<String>)> {
     let id = (bucket.to_string(), key);
     let known = cache.lock().ok().and_then(|mut c| c.get(&id));
@@ -183,7 +212,7 @@ async fn cached<V>(
             Ok((Arc::new(KeyIndex::default()), None))
         }
         Fetched::Body(bytes, etag) => {
-            let index = Arc::new(decode(bytes, &id.1)?);
+            let index = Arc::new(V::decode(bytes, &id.1)?);
             if let Ok(mut c) = cache.lock() {
                 c.insert(id, etag.clone(), index.clone());
             }
