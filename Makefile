@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke bench-scale
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke bench-scale bench-dt
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -72,6 +72,11 @@ bench: setup tools lambda-build
 ## functions' own code path; peak RSS, ms and bytes per function, cold and warm.
 bench-scale: setup
 	$(VENV)/bin/python bench/scale.py
+
+## One dt filling up (not in `make test`): 91 phone files arriving one by one; rows the ML
+## function writes and handler time per arrival, first vs last (SCALE.md's probe).
+bench-dt: setup
+	cd bench && ../$(VENV)/bin/python dt_probe.py
 
 ## The benchmark's compute path on the sample: asserts the counts it processed.
 bench-smoke: setup tools

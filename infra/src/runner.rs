@@ -56,10 +56,18 @@ impl<'s> Runner<'s> {
     }
 
     /// A runner whose handlers use `ctx` (e.g. clients behind a faulty network).
-    pub async fn with_context(stack: &'s Stack, ctx: stedi::Ctx) -> Result<Runner<'s>> {
+    /// Its Step Trainer queue is where `customer_trusted_to_curated` sends waiting files,
+    /// as `STEP_TRAINER_QUEUE_URL` does in the deployed stack.
+    pub async fn with_context(stack: &'s Stack, mut ctx: stedi::Ctx) -> Result<Runner<'s>> {
+        let queues = stack.queues().await?;
+        let step =
+            stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
+        if let Some(q) = queues.iter().find(|q| q.function == step) {
+            ctx.step_trainer_queue = Some((stack.sqs.clone(), q.url.clone()));
+        }
         Ok(Runner {
             ctx,
-            queues: stack.queues().await?,
+            queues,
             stack,
             summary: Summary::default(),
             by_function: BTreeMap::new(),

@@ -46,6 +46,17 @@ pub fn readings_file(i: u64, ts: i64, n: i64) -> String {
         .collect()
 }
 
+/// `n` Step Trainer readings of customer `i`'s device from `ts` on, one per millisecond.
+pub fn step_file(i: u64, ts: i64, n: i64) -> String {
+    (0..n)
+        .map(|k| {
+            let line = json!({"sensorReadingTime": ts + k, "serialNumber": serial(i),
+                "distanceFromObject": k % 50});
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +71,8 @@ mod tests {
         assert!(odd["shareWithResearchAsOfDate"].is_null());
         assert_eq!(customers_file(0, 3).lines().count(), 3);
         assert_eq!(readings_file(0, 5, 2).lines().count(), 2);
+        let step: serde_json::Value = serde_json::from_str(step_file(4, 7, 1).trim_end()).unwrap();
+        assert_eq!(step["serialNumber"], "S00000004");
+        assert_eq!(step["sensorReadingTime"], 7);
     }
 }

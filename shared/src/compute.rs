@@ -3,7 +3,7 @@
 //! functions feed it from S3; the benchmark feeds it from local files. Nothing here holds
 //! more than one line, one row group per output partition, and the encoded outputs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, parse_line};
-use crate::rules::{self, Customers, KeyIndex, MlJoin, accelerometer, step_trainer};
+use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex, accelerometer, step_trainer};
 use crate::schema::{Column, Table};
 use crate::summary::Summary;
 
@@ -184,6 +184,31 @@ impl DayCache {
     }
 }
 
+/// What a filter's decision depends on of a key's reference values: the lineage records
+/// it per key, so an output goes stale only when the answer for one of its own keys
+/// changes, not when anything else in the same shard does.
+pub trait Answer: Sized {
+    /// The answer for a key with these values (`""` when it has none).
+    fn answer(values: &[Self]) -> String;
+}
+
+/// A consent date: the date itself (it decides `CONSENT_AS_OF`).
+impl Answer for i64 {
+    fn answer(values: &[i64]) -> String {
+        values.first().map(i64::to_string).unwrap_or_default()
+    }
+}
+
+/// The answer of a serial with a curated owner.
+pub const OWNED: &str = "owned";
+
+/// Device owners: whether the serial has any (the Step Trainer filter asks no more).
+impl Answer for Box<str> {
+    fn answer(values: &[Box<str>]) -> String {
+        if values.is_empty() { "" } else { OWNED }.to_string()
+    }
+}
+
 /// Reference data of a filter, loaded shard by shard: a key (e-mail, serial) is answered
 /// once its shard is loaded; until then the rows that need it wait.
 #[derive(Debug)]
@@ -193,9 +218,11 @@ pub struct ShardedLookup<V> {
     /// Rows waiting for a shard, and the shards they wait for.
     waiting: Vec<Vec<Cell<'static>>>,
     wanted: BTreeSet<u32>,
+    /// The answer given for each key asked (by the key's hash): the lineage.
+    consulted: BTreeMap<String, String>,
 }
 
-impl<V> ShardedLookup<V> {
+impl<V: Answer> ShardedLookup<V> {
     /// Nothing loaded yet, over `shards` shards.
     pub fn new(shards: u32) -> Self {
         ShardedLookup {
@@ -203,6 +230,7 @@ impl<V> ShardedLookup<V> {
             loaded: HashMap::new(),
             waiting: Vec::new(),
             wanted: BTreeSet::new(),
+            consulted: BTreeMap::new(),
         }
     }
 
@@ -228,11 +256,16 @@ impl<V> ShardedLookup<V> {
         self.loaded.insert(shard, index);
     }
 
-    /// The values of `key`, or the shard to load first.
-    pub fn find(&self, key: &str) -> std::result::Result<&[V], u32> {
+    /// The values of `key` (the answer recorded), or the shard to load first.
+    pub fn find(&mut self, key: &str) -> std::result::Result<&[V], u32> {
         let shard = keys::shard_of(key, self.shards);
         match self.loaded.get(&shard) {
-            Some(index) => Ok(index.get(key)),
+            Some(index) => {
+                let values = index.get(key);
+                self.consulted
+                    .insert(keys::hash_hex(key), V::answer(values));
+                Ok(values)
+            }
             None => Err(shard),
         }
     }
@@ -253,7 +286,7 @@ impl<V> ShardedLookup<V> {
 /// one chunk of rows waits).
 pub trait RowFilter: Sized {
     /// The reference values of the filter's index.
-    type Value;
+    type Value: Answer;
     /// Decides one row.
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome>;
     /// The filter's reference lookup (with its waiting rows).
@@ -271,6 +304,11 @@ pub trait RowFilter: Sized {
     /// Adds a loaded shard.
     fn supply(&mut self, shard: u32, index: Arc<KeyIndex<Self::Value>>) {
         self.lookup().supply(shard, index);
+    }
+
+    /// The answer given for every key asked, by the key's hash (taken).
+    fn consulted(&mut self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.lookup().consulted)
     }
 
     /// Decides the waiting rows: `(kept, filtered)`.
@@ -383,6 +421,8 @@ pub struct StepTrainerFilter {
     days: DayCache,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
+    /// Serials whose readings were filtered because no curated customer owns them (yet).
+    pub unowned: BTreeSet<String>,
 }
 
 impl StepTrainerFilter {
@@ -406,6 +446,7 @@ impl StepTrainerFilter {
             last: None,
             days: DayCache::default(),
             sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
+            unowned: BTreeSet::new(),
         }
     }
 
@@ -423,6 +464,9 @@ impl StepTrainerFilter {
             _ => match self.devices.find(serial) {
                 Ok(owners) => {
                     let c = !owners.is_empty();
+                    if !c {
+                        self.unowned.insert(serial.to_string());
+                    }
                     self.last = Some((serial.to_string(), c));
                     c
                 }
@@ -458,6 +502,37 @@ pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<Vec<(i64,
         }
     }
     Ok(readings)
+}
+
+/// The machine_learning_curated rows of one pair of trusted objects of `dt`: the step
+/// trainer `readings` whose serial is the device of one of the phone object's users
+/// (`serial_of`: user → serial), joined with that user's readings in `phone` at the same
+/// millisecond. `None` when nothing joins. Either side of the pair computes the same bytes.
+pub fn ml_pair(
+    readings: &[(i64, String, i32)],
+    phone: &[RecordBatch],
+    serial_of: &HashMap<String, String>,
+    dt: &str,
+    row_group_rows: usize,
+    context: &str,
+) -> Result<Option<(u64, Bytes)>> {
+    let mut owners = SerialIndex::new();
+    for (user, serial) in serial_of {
+        owners.entry(serial.clone()).or_default().push(user.clone());
+    }
+    let join = MlJoin::new(readings.iter().cloned()).with_index(&owners);
+    if join.is_empty() {
+        return Ok(None);
+    }
+    let mut sink = PartitionedSink::new(Table::MachineLearningCurated, row_group_rows);
+    for b in phone {
+        ml_join_batch(&join, b, dt, &mut sink, context)?;
+    }
+    Ok(sink
+        .finish()?
+        .into_iter()
+        .next()
+        .map(|(_, n, bytes)| (n, bytes)))
 }
 
 /// Joins one batch of accelerometer_trusted rows into machine_learning_curated rows of `dt`.

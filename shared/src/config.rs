@@ -30,6 +30,17 @@ pub struct Config {
     /// `RECONCILE_QUEUE_URL` (default unset): where `reconcile` fans its work items out;
     /// unset, a planning invocation runs the items itself.
     pub reconcile_queue_url: Option<String>,
+    /// `STEP_TRAINER_QUEUE_URL` (default unset; `customer_trusted_to_curated` only): where
+    /// Step Trainer files that waited for their device's owner are sent again once the
+    /// owner becomes curated; unset, the invocation processes them itself.
+    pub step_trainer_queue_url: Option<String>,
+    /// `ML_WIDE_SERIALS` (default 32): a trusted object with more distinct serials than this
+    /// registers once for its whole `dt` in the machine-learning join index instead of once
+    /// per serial (bulk files; per-session files hold one).
+    pub ml_wide_serials: usize,
+    /// `PARTITION_CACHE_SECONDS` (default 300): how long a warm function trusts that a
+    /// partition it registered is still in the catalog (0: check on every write).
+    pub partition_cache_seconds: u64,
 }
 
 impl Default for Config {
@@ -44,6 +55,9 @@ impl Default for Config {
             customer_shards: 256,
             reference_cache_bytes: 64 << 20,
             reconcile_queue_url: None,
+            step_trainer_queue_url: None,
+            ml_wide_serials: 32,
+            partition_cache_seconds: 300,
         }
     }
 }
@@ -87,6 +101,14 @@ impl Config {
                 positive,
             )?,
             reconcile_queue_url: get("RECONCILE_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            step_trainer_queue_url: get("STEP_TRAINER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            ml_wide_serials: parse(&get, "ML_WIDE_SERIALS", d.ml_wide_serials, positive)?,
+            partition_cache_seconds: parse(
+                &get,
+                "PARTITION_CACHE_SECONDS",
+                d.partition_cache_seconds,
+                |v| v.parse::<u64>().map_err(|e| e.to_string()),
+            )?,
         })
     }
 }

@@ -92,12 +92,31 @@ pub fn lineage_prefix(table: Table) -> String {
 /// The shard (of `shards`) a customer's e-mail, or a device's serial, falls in: FNV-1a
 /// (64 bits) of the bytes, modulo the shard count. Stable across processes and releases.
 pub fn shard_of(key: &str, shards: u32) -> u32 {
+    (fnv1a(key) % u64::from(shards.max(1))) as u32
+}
+
+fn fnv1a(key: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % u64::from(shards.max(1))) as u32
+    h
+}
+
+/// A key's name in bookkeeping paths: 16 hex digits of its FNV-1a hash (a serial or a
+/// source stem never appears in a join-index or waiting path as itself).
+pub fn hash_hex(key: &str) -> String {
+    format!("{:016x}", fnv1a(key))
+}
+
+/// Step Trainer landing objects filtered because a serial had no curated owner yet:
+/// `_stedi/waiting/<hash of the serial>/<stem>`, holding the landing key.
+pub const WAITING_PREFIX: &str = "_stedi/waiting/";
+
+/// The folder of the files waiting for `serial`'s owner.
+pub fn waiting_prefix(serial_hash: &str) -> String {
+    format!("{WAITING_PREFIX}{serial_hash}/")
 }
 
 /// The object holding shard `shard` of a sharded customer table:

@@ -225,7 +225,7 @@ async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
     Ok(s)
 }
 
-async fn send_batch(
+pub(crate) async fn send_batch(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     bodies: &[String],
@@ -368,12 +368,14 @@ pub async fn context_from_env() -> Result<Ctx> {
         .force_path_style(path_style)
         .build();
     let queue = cfg.reconcile_queue_url.clone();
+    let step_queue = cfg.step_trainer_queue_url.clone();
     let mut ctx = Ctx::new(
         aws_sdk_s3::Client::from_conf(s3_conf),
         aws_sdk_glue::Client::new(&sdk),
         cfg,
     );
     ctx.reconcile_queue = queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
+    ctx.step_trainer_queue = step_queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
     Ok(ctx)
 }
 

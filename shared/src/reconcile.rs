@@ -14,7 +14,7 @@
 //! the planner still holds the latest record per e-mail in memory), which also migrates a
 //! lake of an earlier layout (single snapshot objects, manifests inside table locations).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::StringArray;
 use serde::{Deserialize, Serialize};
@@ -27,10 +27,11 @@ use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
+use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
-    Ctx, LAYOUT, Transition, by_shard, device_entries, encode_devices,
-    machine_learning_trusted_to_curated as ml, manifest_key, publish_partitioned, read_landing,
-    read_manifest, rewrite_object, rewrite_shard,
+    Ctx, LAYOUT, Manifest, Transition, by_shard, device_entries, encode_devices,
+    machine_learning_trusted_to_curated as ml, manifest_key, prune_partition, publish_partitioned,
+    read_landing, read_manifest, rewrite_object, rewrite_shard,
 };
 
 /// One unit of reconcile work.
@@ -51,9 +52,15 @@ pub enum Item {
         /// The vanished source's stem.
         stem: String,
     },
-    /// Recompute the machine-learning output of one step trainer object.
+    /// Join one trusted object again (machine_learning_curated).
     Ml {
-        /// The step_trainer_trusted object (it may be gone: its output is then deleted).
+        /// The step_trainer_trusted or accelerometer_trusted object (it may be gone: its
+        /// pairs are then deleted).
+        key: String,
+    },
+    /// Delete an output no current source produces (or bookkeeping of an earlier layout).
+    Stray {
+        /// The object.
         key: String,
     },
 }
@@ -222,16 +229,6 @@ async fn converge_devices(ctx: &Ctx, bucket: &str, curated: &Customers) -> Resul
     Ok(changed)
 }
 
-/// Key → ETag of every object under `prefix` (the reference shards now).
-async fn etags(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<BTreeMap<String, String>> {
-    Ok(ctx
-        .store
-        .list_with_etags(bucket, prefix)
-        .await?
-        .into_iter()
-        .collect())
-}
-
 /// Landing objects of `t` whose outputs are missing or stale (another source ETag, a
 /// reference shard consulted that has changed since, a manifest of an earlier layout),
 /// and outputs whose source is gone.
@@ -276,46 +273,65 @@ async fn stale_landing(
     Ok(items)
 }
 
-/// Step trainer objects whose machine-learning output is missing or stale, and outputs
-/// whose step trainer object is gone.
+/// Trusted objects whose machine-learning join is missing or stale (another ETag, a
+/// customer shard consulted has changed), joins of objects that are gone, and outputs or
+/// bookkeeping that no current pair accounts for (outputs of the earlier layout among them).
 async fn stale_ml(
     ctx: &Ctx,
     bucket: &str,
-    devices_now: &BTreeMap<String, String>,
+    serials_now: &BTreeMap<String, String>,
 ) -> Result<Vec<Item>> {
-    let mut accel_by_dt: HashMap<String, String> = HashMap::new();
     let mut items = Vec::new();
-    let steps = trusted_objects(ctx, bucket, Table::StepTrainerTrusted).await?;
-    let step_keys: BTreeSet<&str> = steps.iter().map(|(k, _)| k.as_str()).collect();
-    for (key, etag) in &steps {
-        let Ok(src) = keys::accept(bucket, key, &[Table::StepTrainerTrusted]) else {
-            continue;
-        };
-        let dt = src.dt.clone().unwrap_or_default();
-        if !accel_by_dt.contains_key(&dt) {
-            let objects = ml::accel_objects(ctx, bucket, &dt).await?;
-            accel_by_dt.insert(dt.clone(), ml::inputs_digest(&objects));
+    let sides = ml::side_manifests(ctx, bucket).await?;
+    let mut present = BTreeSet::new();
+    for side in ml::Side::ALL {
+        for (key, etag) in trusted_objects(ctx, bucket, side.table()).await? {
+            let Ok(src) = keys::accept(bucket, &key, &[side.table()]) else {
+                continue;
+            };
+            let dt = src.dt.clone().unwrap_or_default();
+            let fresh = sides.get(&dt).is_some_and(|list| {
+                list.iter().any(|(sd, stem, m)| {
+                    *sd == side && *stem == src.stem && m.fresh(&etag, serials_now)
+                })
+            });
+            if !fresh {
+                items.push(Item::Ml { key: key.clone() });
+            }
+            present.insert((side, dt, src.stem));
         }
-        let accel = accel_by_dt.get(&dt).cloned().unwrap_or_default();
-        let m = read_manifest(ctx, bucket, &ml::manifest_key(&dt, &src.stem)).await?;
-        let fresh = m.is_some_and(|m| {
-            m.layout == LAYOUT
-                && m.lineage.source_etag == *etag
-                && m.lineage.inputs == accel
-                && m.lineage.refs_current(devices_now)
-        });
-        if !fresh {
-            items.push(Item::Ml { key: key.clone() });
+    }
+    for (dt, list) in &sides {
+        for (side, stem, _) in list {
+            if !present.contains(&(*side, dt.clone(), stem.clone())) {
+                let key = keys::output_key(side.table(), dt, stem);
+                items.push(Item::Ml { key });
+            }
+        }
+    }
+    if !items.is_empty() {
+        // Strays are judged once every side is current.
+        return Ok(items);
+    }
+    let mut expected = BTreeSet::new();
+    for (dt, list) in &sides {
+        for (_, step, sm) in list.iter().filter(|e| e.0 == ml::Side::Step) {
+            for (_, phone, pm) in list.iter().filter(|e| e.0 == ml::Side::Phone) {
+                if sm.meets_side(pm) {
+                    expected.insert(ml::pair_key(dt, step, phone));
+                }
+            }
         }
     }
     for (key, _) in trusted_objects(ctx, bucket, Table::MachineLearningCurated).await? {
-        let step_key = key.replacen(
-            Table::MachineLearningCurated.prefix(),
-            Table::StepTrainerTrusted.prefix(),
-            1,
-        );
-        if !step_keys.contains(step_key.as_str()) {
-            items.push(Item::Ml { key: step_key });
+        if !expected.contains(&key) {
+            items.push(Item::Stray { key });
+        }
+    }
+    let prefix = keys::lineage_prefix(Table::MachineLearningCurated);
+    for key in ctx.store.list(bucket, &prefix).await? {
+        if ml::parse_side_manifest(&key).is_none() {
+            items.push(Item::Stray { key });
         }
     }
     Ok(items)
@@ -364,7 +380,23 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerTrusted, &trusted).await? {
         plan.snapshots.push((Table::CustomerTrusted, a, r));
     }
-    let consent_now = etags(ctx, bucket, Table::CustomerTrusted.prefix()).await?;
+    // What each key answers now, as the transitions' lineage records it (see
+    // `compute::Answer`): consent dates and devices of e-mails, owners of serials.
+    let consent_now: BTreeMap<String, String> = trusted
+        .consent_dates()
+        .into_iter()
+        .map(|(e, d)| (keys::hash_hex(&e), d.to_string()))
+        .collect();
+    let serials_now: BTreeMap<String, String> = trusted
+        .rows
+        .iter()
+        .filter_map(|(e, r)| {
+            Some((
+                keys::hash_hex(e),
+                r[rules::customer::SERIAL].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     let t = Transition::AccelerometerLandingToTrusted;
     plan.items = stale_landing(ctx, bucket, t, &consent_now).await?;
     if !plan.items.is_empty() {
@@ -383,14 +415,18 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         plan.snapshots.push((Table::CustomerCurated, a, r));
     }
     plan.device_shards = converge_devices(ctx, bucket, &curated).await?;
-    let devices_now = etags(ctx, bucket, keys::DEVICES_PREFIX).await?;
+    let devices_now: BTreeMap<String, String> = curated
+        .device_entries()
+        .into_iter()
+        .map(|(serial, _)| (keys::hash_hex(&serial), crate::compute::OWNED.to_string()))
+        .collect();
     let t = Transition::StepTrainerLandingToTrusted;
     plan.items = stale_landing(ctx, bucket, t, &devices_now).await?;
     if !plan.items.is_empty() {
         plan.stage = Some(Table::StepTrainerTrusted);
         return Ok(plan);
     }
-    plan.items = stale_ml(ctx, bucket, &devices_now).await?;
+    plan.items = stale_ml(ctx, bucket, &serials_now).await?;
     if !plan.items.is_empty() {
         plan.stage = Some(Table::MachineLearningCurated);
     }
@@ -412,20 +448,39 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 .filter(|t| t.partitioned())
                 .ok_or_else(|| crate::Error::BadEvent(format!("no partitioned table {table}")))?;
             let mut s = Summary::default();
-            let lineage = Default::default();
-            publish_partitioned(ctx, bucket, table, stem, Vec::new(), lineage, &mut s).await?;
+            let before = publish_partitioned(
+                ctx,
+                bucket,
+                table,
+                stem,
+                Vec::new(),
+                Manifest::default(),
+                &mut s,
+            )
+            .await?;
+            for hash in before.map(|m| m.waiting).unwrap_or_default() {
+                ctx.store.delete(bucket, &waiting_key(&hash, stem)).await?;
+            }
             ctx.store.delete(bucket, &manifest_key(table, stem)).await?;
             Ok(s)
         }
         Item::Ml { key } => {
-            let src = keys::accept(bucket, key, &[Table::StepTrainerTrusted])?;
+            let t = Transition::MachineLearningTrustedToCurated;
+            let src = keys::accept(bucket, key, t.sources())?;
+            t.run(ctx, bucket, &src).await
+        }
+        Item::Stray { key } => {
+            ctx.store.delete(bucket, key).await?;
             let mut s = Summary {
-                sources: vec![key.clone()],
+                deleted: vec![key.clone()],
                 ..Summary::default()
             };
-            let dt = src.dt.clone().unwrap_or_default();
-            let inputs = ml::DtInputs::load(ctx, bucket, &dt).await?;
-            ml::recompute(ctx, bucket, &src, &inputs, &mut s).await?;
+            let table = Table::MachineLearningCurated;
+            if let Ok(src) = keys::accept(bucket, key, &[table]) {
+                let dt = src.dt.unwrap_or_default();
+                prune_partition(ctx, bucket, table, &dt).await?;
+                s.sources.push(key.clone());
+            }
             Ok(s)
         }
     }

@@ -54,6 +54,7 @@ async fn an_invocation_counts_its_requests() {
         &format!("accelerometer/landing/{stem}.json"),
     );
     let landing_bytes = std::fs::metadata(&file.path).unwrap().len();
+    let file_path = file.path.clone();
     let out = local.drop(&[file], 0).await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let s = out.of_function("accelerometer_landing_to_trusted");
@@ -67,14 +68,35 @@ async fn an_invocation_counts_its_requests() {
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
 
-    // The consent shards it read are the ones its manifest records.
+    // The lineage records one answer per user of the file (by the e-mail's hash: its
+    // consent date, or nothing), and the shards it read are those users' shards.
     let manifest = stedi::transitions::manifest_key(Table::AccelerometerTrusted, stem);
     let manifest_bytes = local.get(&manifest).await.unwrap();
     let lineage: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
-    let mut shards = Vec::new();
-    strings_under(&lineage, "customer/trusted/", &mut shards);
-    shards.sort();
-    shards.dedup();
+    let text = std::fs::read_to_string(&file_path).unwrap();
+    let users: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["user"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let recorded = lineage["refs"].as_object().unwrap();
+    let hashes: Vec<String> = users.iter().map(|u| stedi::keys::hash_hex(u)).collect();
+    assert_eq!(recorded.keys().cloned().collect::<Vec<_>>(), {
+        let mut h = hashes.clone();
+        h.sort();
+        h
+    });
+    let consenting = recorded.values().filter(|v| *v != "").count();
+    assert_eq!((users.len(), consenting), (50, 23), "{recorded:?}");
+    let n = local.stack.cfg.function.customer_shards;
+    let shards: std::collections::BTreeSet<String> = users
+        .iter()
+        .map(|u| stedi::keys::shard_key(Table::CustomerTrusted, stedi::keys::shard_of(u, n)))
+        .collect();
     assert_eq!(shards.len(), 25, "{shards:?}");
     assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1);
     let mut shard_bytes = 0;
@@ -99,21 +121,4 @@ async fn an_invocation_counts_its_requests() {
         .values()
         .fold(stedi::summary::Requests::default(), |a, s| a + s.requests);
     assert_eq!(out.total.requests, sum);
-}
-
-/// Every string (object key or value) in `v` that starts with `prefix`.
-fn strings_under(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::String(s) if s.starts_with(prefix) => out.push(s.clone()),
-        serde_json::Value::Array(a) => a.iter().for_each(|v| strings_under(v, prefix, out)),
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                if k.starts_with(prefix) {
-                    out.push(k.clone());
-                }
-                strings_under(v, prefix, out);
-            }
-        }
-        _ => {}
-    }
 }

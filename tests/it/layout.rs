@@ -45,8 +45,9 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
         .iter()
         .filter(|k| k.starts_with(&lineage_prefix))
         .collect();
-    // accelerometer_trusted: 9 sources; step_trainer_trusted: 3; ML: 3 (one per step object).
-    assert_eq!(lineage.len(), 15, "{lineage:?}");
+    // accelerometer_trusted: 9 sources; step_trainer_trusted: 3; ML: a side manifest per
+    // trusted object (3 + 9).
+    assert_eq!(lineage.len(), 24, "{lineage:?}");
 
     // The earlier layout kept the manifests inside the table locations.
     let mut moved = 0;
@@ -70,7 +71,7 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
             .unwrap();
         moved += 1;
     }
-    assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 15);
+    assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 24);
 
     let report = local.reconcile().await.unwrap();
     assert_eq!(report.migrated, moved, "{report:?}");

@@ -7,6 +7,7 @@ mod events;
 mod hostile;
 mod interop;
 mod layout;
+mod ml;
 mod order;
 mod pipeline;
 mod query;

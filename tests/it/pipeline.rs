@@ -155,9 +155,49 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         .map(|s| stedi::keys::shard_of(s, n))
         .collect();
     assert_eq!(under(stedi::keys::DEVICES_PREFIX).len(), serials.len());
-    // 13 landing, the shards, 9 + 3 + 3 outputs, 9 + 3 + 3 manifests.
+    // machine_learning_curated: one object per (Step Trainer file, phone file) pair that
+    // shares a row, as an independent computation over the landing files says.
+    let pairs = truth.ml_pairs(&sample_dir()).unwrap();
+    let pair_keys: Vec<String> = pairs
+        .iter()
+        .map(|(dt, s, p)| {
+            stedi::transitions::machine_learning_trusted_to_curated::pair_key(dt, s, p)
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(under(Table::MachineLearningCurated.prefix()), pair_keys);
+    // The join index: the 8 bulk phone files and the 3 Step Trainer files register once
+    // for the dt; the last phone file (50 users, 23 of them consenting with a device)
+    // once per device.
+    let join = under("_stedi/join/");
+    assert_eq!(join.iter().filter(|k| k.contains("/wide/")).count(), 11);
+    assert_eq!(join.len(), 11 + 23, "{join:#?}");
+    // A waiting marker per (Step Trainer file, serial no curated customer owns).
+    let owned: std::collections::BTreeSet<&String> = truth.curated_serials.values().collect();
+    let mut unowned = 0;
+    let files = stedi_infra::lake::landing_files(&sample_dir(), None).unwrap();
+    for f in files
+        .iter()
+        .filter(|f| f.table == Table::StepTrainerLanding)
+    {
+        let text = std::fs::read_to_string(&f.path).unwrap();
+        let serials: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["serialNumber"].as_str().unwrap().to_string()
+            })
+            .filter(|s| !owned.contains(s))
+            .collect();
+        unowned += serials.len();
+    }
+    assert_eq!(under(stedi::keys::WAITING_PREFIX).len(), unowned);
+    // 13 landing, the shards, 9 + 3 trusted objects and the pairs, 9 + 3 manifests and a
+    // side manifest per trusted object, the join index, the waiting markers.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    assert_eq!(keys_before.len(), 13 + shards + 15 + 15, "{keys_before:#?}");
+    let expected = 13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len() + unowned;
+    assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);
     assert_eq!(local.counts().await.unwrap(), BTreeMap::from(EXPECTED));

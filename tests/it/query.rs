@@ -73,9 +73,13 @@ async fn queries_answer_the_batch_truth_and_see_only_registered_partitions() {
     athena_examples_run_unchanged_with_database_qualified_names(stack, &truth).await;
 
     // A partition in S3 but not in Glue is invisible until it is registered.
-    let ml = "step_trainer/curated/dt=2022-06-18/step_trainer-1691348232038.parquet";
-    let copy = "step_trainer/curated/dt=2022-06-19/step_trainer-1691348232038.parquet";
-    let bytes = local.get(ml).await.unwrap();
+    let ml = stedi_infra::lake::table_objects(stack, Table::MachineLearningCurated)
+        .await
+        .unwrap()
+        .remove(0);
+    let copy = ml.replace("/dt=2022-06-18/", "/dt=2022-06-19/");
+    let copy = copy.as_str();
+    let bytes = local.get(&ml).await.unwrap();
     let rows_in_copy = stedi::columnar::read_parquet(bytes.clone(), &[], "t")
         .unwrap()
         .iter()

@@ -149,4 +149,64 @@ impl Truth {
             machine_learning_curated: ml,
         })
     }
+
+    /// The `(dt, step file stem, phone file stem)` pairs of landing files of `data` that
+    /// share at least one machine_learning_curated row: the pairs the ML table holds an
+    /// object for.
+    pub fn ml_pairs(&self, data: &Path) -> Result<BTreeSet<(String, String, String)>> {
+        let stem = |p: &Path| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        type Lines = Vec<BTreeMap<String, Value>>;
+        let files = |zone: &str| -> Result<Vec<(String, Lines)>> {
+            let dir = data.join(zone).join("landing");
+            let mut out = Vec::new();
+            for f in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
+                let path = f?.path();
+                let lines = std::fs::read_to_string(&path)?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| serde_json::from_str(l).map(lower))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                out.push((stem(&path), lines));
+            }
+            Ok(out)
+        };
+        let trusted: BTreeSet<(String, i64)> = self
+            .accelerometer_trusted
+            .iter()
+            .map(|a| (a.0.clone(), a.1))
+            .collect();
+        // (serial, time) of each phone file's trusted readings, through the owner's device.
+        let mut phone = Vec::new();
+        for (stem, lines) in files("accelerometer")? {
+            let keys: BTreeSet<(String, i64)> = lines
+                .iter()
+                .filter_map(|a| {
+                    let user = a["user"].as_str()?.to_string();
+                    let ts = a["timestamp"].as_i64()?;
+                    let serial = self.curated_serials.get(&user)?;
+                    trusted.contains(&(user, ts)).then(|| (serial.clone(), ts))
+                })
+                .collect();
+            phone.push((stem, keys));
+        }
+        let mut pairs = BTreeSet::new();
+        for (step, lines) in files("step_trainer")? {
+            for (p, keys) in &phone {
+                for s in &lines {
+                    let serial = s["serialnumber"].as_str().unwrap_or_default().to_string();
+                    let ts = s["sensorreadingtime"].as_i64().unwrap_or_default();
+                    if keys.contains(&(serial, ts)) {
+                        let dt = stedi::keys::dt_of_millis(ts).unwrap_or_default();
+                        pairs.insert((dt, step.clone(), p.clone()));
+                    }
+                }
+            }
+        }
+        Ok(pairs)
+    }
 }

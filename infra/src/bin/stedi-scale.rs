@@ -9,8 +9,14 @@
 //!   per file (ms, requests);
 //! - `probe --function F --key K1 --key K2 …`: run F on each key in turn (the first cold,
 //!   the others warm); one JSON line per invocation, then the process's peak resident
-//!   memory (VmHWM).
+//!   memory (VmHWM);
+//! - `fill-dt [--lines 900] [--first 30]`: SCALE.md's one-`dt` probe through the event path
+//!   (EventBridge → SQS → handlers): the sample's customers, its phone lines cut into files
+//!   of `lines` (the first `first` of them), its Step Trainer files, then the other phone
+//!   files one at a time; one JSON line per measured arrival (rows written and handler time
+//!   per function, the arrival's requests).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +24,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use stedi::Transition;
 use stedi::config::Config;
+use stedi::schema::Table;
+use stedi_infra::lake::{self, LandingFile};
+use stedi_infra::runner::Runner;
 use stedi_infra::stack::{Stack, StackConfig};
 use stedi_infra::synthetic::customers_file;
 
@@ -53,6 +62,97 @@ enum Command {
         #[arg(long, required = true)]
         key: Vec<String>,
     },
+    /// Fill one `dt` with phone files arriving one by one (see the module docs).
+    FillDt {
+        #[arg(long, default_value_t = 900)]
+        lines: usize,
+        #[arg(long, default_value_t = 30)]
+        first: usize,
+    },
+}
+
+/// The sample's phone lines (files in name order) cut into files of `lines` lines under
+/// `.bench/dt-probe/`.
+fn split_phone_lines(sample: &Path, lines: usize) -> Result<Vec<LandingFile>> {
+    let dir = stedi_infra::project_root().join(".bench/dt-probe");
+    std::fs::create_dir_all(&dir)?;
+    let mut all = Vec::new();
+    for f in lake::landing_files(sample, None)? {
+        if f.table == Table::AccelerometerLanding {
+            let text = std::fs::read_to_string(&f.path)?;
+            all.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (i, chunk) in all.chunks(lines.max(1)).enumerate() {
+        let path = dir.join(format!("phone-{i:03}.json"));
+        std::fs::write(&path, chunk.join("\n") + "\n")?;
+        out.push(LandingFile {
+            table: Table::AccelerometerLanding,
+            key: format!("{}phone-{i:03}.json", Table::AccelerometerLanding.prefix()),
+            path,
+        });
+    }
+    Ok(out)
+}
+
+async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
+    let sample = stedi_infra::project_root().join("../shared/data/stedi");
+    let files = lake::landing_files(&sample, None)?;
+    let of =
+        |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
+    let phone = split_phone_lines(&sample, lines)?;
+    let mut runner = Runner::new(stack).await?;
+    let timeout = Duration::from_secs(1800);
+    let first = first.min(phone.len());
+    for batch in [
+        of(Table::CustomerLanding),
+        phone[..first].to_vec(),
+        of(Table::StepTrainerLanding),
+    ] {
+        lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
+    }
+    for (i, f) in phone[first..].iter().enumerate() {
+        let before = runner.by_function.clone();
+        let calls: std::collections::BTreeMap<&str, usize> = runner
+            .handler_ms_by_function
+            .iter()
+            .map(|(n, v)| (*n, v.len()))
+            .collect();
+        let started = Instant::now();
+        lake::drop_files(
+            stack,
+            &mut runner,
+            std::slice::from_ref(f),
+            0,
+            timeout,
+            |_| {},
+        )
+        .await?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut line = json!({"arrival": first + i + 1, "ms": ms});
+        let (mut get, mut put, mut list, mut glue, mut read) = (0, 0, 0, 0, 0);
+        for (name, s) in &runner.by_function {
+            let was = before.get(name).cloned().unwrap_or_default();
+            let skip = calls.get(name).copied().unwrap_or(0);
+            let handler_ms: f64 = runner.handler_ms_by_function[name].iter().skip(skip).sum();
+            let (r, w) = (s.requests, was.requests);
+            get += r.s3_get - w.s3_get;
+            put += r.s3_put - w.s3_put;
+            list += r.s3_list - w.s3_list;
+            glue += r.glue_calls - w.glue_calls;
+            read += r.bytes_read - w.bytes_read;
+            line[*name] = json!({"rows_out": s.rows_out - was.rows_out, "handler_ms": handler_ms});
+        }
+        line["requests"] =
+            json!({"get": get, "put": put, "list": list, "glue": glue, "bytes_read": read});
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn peak_rss_mb() -> f64 {
@@ -130,6 +230,7 @@ async fn main() -> Result<()> {
             }
             println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
         }
+        Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
         Command::Probe { function, key } => {
             let t = Transition::from_name(&function)
                 .with_context(|| format!("unknown function {function}"))?;

@@ -8,10 +8,13 @@ use crate::error::Result;
 use crate::keys::SourceKey;
 use crate::summary::Summary;
 
-use super::{Ctx, Transition, filter_landing};
+use super::{Ctx, Transition, filter_landing, publish_filtered};
 
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let t = Transition::AccelerometerLandingToTrusted;
-    filter_landing(ctx, bucket, src, t, AccelerometerFilter::sharded(&ctx.cfg)).await
+    let f = filter_landing(ctx, bucket, src, AccelerometerFilter::sharded(&ctx.cfg)).await?;
+    Ok(publish_filtered(ctx, bucket, src, t, f, Default::default())
+        .await?
+        .0)
 }

@@ -3,6 +3,10 @@
 //! e-mails fall in, and their devices to the device index (serial → curated owners, by a
 //! hash of the serial) that the Step Trainer filter and the ML join read; every shard is
 //! rewritten with a conditional write.
+//!
+//! A serial that gets its first owner may have Step Trainer files waiting for it (see
+//! [`super::step_trainer_landing_to_trusted`]): they are sent back through the Step
+//! Trainer queue (`STEP_TRAINER_QUEUE_URL`; unset, processed in this invocation).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +31,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         return Ok(s);
     };
     let shards = ctx.cfg.customer_shards;
+    let mut first_owned = BTreeSet::new();
     let mut users: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     for b in read_parquet(bytes, &["user"], &src.key)? {
         let col = column::<StringArray>(&b, "user", &src.key)?;
@@ -58,7 +63,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             .customer_shard(bucket, Table::CustomerCurated, shard)
             .await?;
         let changes = device_changes(&curated, &trusted, &known, shards);
-        apply_device_changes(ctx, bucket, changes, &mut s).await?;
+        first_owned.extend(apply_device_changes(ctx, bucket, changes, &mut s).await?);
         rewrite_shard(
             ctx,
             bucket,
@@ -75,7 +80,57 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         )
         .await?;
     }
+    redrive_waiting(ctx, bucket, &first_owned, &mut s).await?;
     Ok(s)
+}
+
+/// Sends the Step Trainer files waiting for `serials` (which just got their first owner)
+/// back through the Step Trainer function.
+async fn redrive_waiting(
+    ctx: &Ctx,
+    bucket: &str,
+    serials: &BTreeSet<String>,
+    s: &mut Summary,
+) -> Result<()> {
+    let mut waiting = BTreeSet::new();
+    for serial in serials {
+        let prefix = keys::waiting_prefix(&keys::hash_hex(serial));
+        for marker in ctx.store.list(bucket, &prefix).await? {
+            if let Fetched::Body(body, _) = ctx.store.fetch(bucket, &marker, None).await? {
+                waiting.insert(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+    }
+    let landing = [Table::StepTrainerLanding];
+    let keys: Vec<String> = waiting
+        .into_iter()
+        .filter(|k| keys::accept(bucket, k, &landing).is_ok())
+        .collect();
+    match &ctx.step_trainer_queue {
+        Some((sqs, url)) => {
+            let bodies: Vec<String> = keys
+                .iter()
+                .map(|k| crate::event::s3_notification(bucket, k).to_string())
+                .collect();
+            for chunk in bodies.chunks(10) {
+                crate::lambda::send_batch(sqs, url, chunk, 0).await?;
+            }
+        }
+        None => {
+            for key in &keys {
+                let src = keys::accept(bucket, key, &landing)?;
+                let done = super::step_trainer_landing_to_trusted::run(ctx, bucket, &src).await?;
+                s.outputs.extend(done.outputs);
+            }
+        }
+    }
+    if !keys.is_empty() {
+        tracing::info!(
+            files = keys.len(),
+            "Step Trainer files sent again: their device has an owner"
+        );
+    }
+    Ok(())
 }
 
 /// Device-index entries to add and remove, by device shard.
@@ -112,14 +167,17 @@ fn device_changes(
     changes
 }
 
+/// Applies the changes; returns the serials that had no owner before.
 async fn apply_device_changes(
     ctx: &Ctx,
     bucket: &str,
     changes: DeviceChanges,
     s: &mut Summary,
-) -> Result<()> {
+) -> Result<BTreeSet<String>> {
+    let mut first_owned = BTreeSet::new();
     for (shard, (add, remove)) in changes {
         let key = keys::device_shard_key(shard);
+        let mut firsts = BTreeSet::new();
         rewrite_object(ctx, bucket, &key, s, |current| {
             let mut entries: BTreeSet<(String, String)> = match current {
                 Some(bytes) => device_entries(&bytes, &key)?.into_iter().collect(),
@@ -130,6 +188,11 @@ async fn apply_device_changes(
                 entries.remove(e);
             }
             entries.extend(add.iter().cloned());
+            firsts = add
+                .iter()
+                .filter(|(serial, _)| !before.iter().any(|(s, _)| s == serial))
+                .map(|(serial, _)| serial.clone())
+                .collect();
             if entries == before {
                 return Ok(None);
             }
@@ -137,6 +200,7 @@ async fn apply_device_changes(
             encode_devices(&entries).map(Some)
         })
         .await?;
+        first_owned.extend(firsts);
     }
-    Ok(())
+    Ok(first_owned)
 }

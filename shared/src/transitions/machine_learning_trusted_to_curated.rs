@@ -1,185 +1,538 @@
-//! step_trainer_trusted / accelerometer_trusted (new object) → machine_learning_curated.
+//! step_trainer_trusted / accelerometer_trusted (new object) → machine_learning_curated,
+//! per arrival: the work of one new object depends on that object and the objects it
+//! actually joins with, never on how many objects its `dt` already holds.
 //!
-//! One output per step trainer object and `dt`, named after it: the object's readings
-//! joined with the same customer's phone readings at the same millisecond (which share its
-//! `dt`). A new step trainer object computes its own output; a new accelerometer object
-//! recomputes the outputs of every step trainer object in its `dt`, so the table is right
-//! whichever side arrives second.
+//! An output holds one *pair* of trusted objects of one `dt`: a Step Trainer object and a
+//! phone object one of whose users owns one of its serials, joined at the same
+//! millisecond. It is named `<step stem>.<hash of the phone stem>.parquet` and computed
+//! from those two objects alone (and the phone users' devices), so either side computes
+//! the same bytes, and whichever side arrives second writes it.
 //!
-//! The customer side is the device index (serial → curated owners, sharded by serial):
-//! only the shards of the object's serials are read.
+//! The other side is found through the join index, `_stedi/join/dt=<dt>/<serial hash>/
+//! <s|p>.<stem>` (empty objects): an arrival registers under each serial it holds (a phone
+//! object: its users' devices, from the customer_trusted shards), then lists those folders
+//! for the other side. Both sides register before they look, so of two concurrent arrivals
+//! at least one sees the other (S3 lists are strongly consistent); when both do, both
+//! write the same key with the same bytes, and no row is held twice. An object with more
+//! than `ML_WIDE_SERIALS` serials (a bulk file) registers once under `wide/` and lists the
+//! whole `dt` folder instead.
+//!
+//! Each object's side manifest, `_stedi/lineage/machine_learning_curated/dt=<dt>/<s|p>/
+//! <stem>.json`, records its ETag, its serial hashes and the customer shards consulted:
+//! `reconcile` recomputes only the sides whose inputs changed, and a replaced or deleted
+//! object takes exactly its own pairs with it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::columnar::{PartitionedSink, read_parquet};
-use crate::compute::{ml_join_batch, step_readings};
-use crate::error::Result;
+use arrow_array::{RecordBatch, StringArray};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::columnar::{column, read_parquet};
+use crate::compute::{ml_pair, step_readings};
+use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
-use crate::rules::{DeviceIndex, MlJoin, SerialIndex};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
 
-use super::Ctx;
+use super::reference::SerialOf;
+use super::{Ctx, LAYOUT, prune_partition};
 
-/// Recomputes the machine-learning outputs affected by one trusted object.
-pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let mut s = Summary::default();
-    let Some(dt) = src.dt.as_deref() else {
-        return Ok(s);
-    };
-    let step_keys: Vec<String> = match src.table {
-        Table::StepTrainerTrusted => vec![src.key.clone()],
-        _ => ctx
-            .store
-            .list(
-                bucket,
-                &keys::partition_prefix(Table::StepTrainerTrusted, dt),
-            )
-            .await?
-            .into_iter()
-            .filter(|k| k.ends_with(".parquet"))
-            .collect(),
-    };
-    let inputs = DtInputs::load(ctx, bucket, dt).await?;
-    for step_key in step_keys {
-        let Ok(step) = keys::accept(bucket, &step_key, &[Table::StepTrainerTrusted]) else {
-            continue;
-        };
-        recompute(ctx, bucket, &step, &inputs, &mut s).await?;
+/// The join-index folder of objects registered for their whole `dt`.
+const WIDE: &str = "wide";
+
+/// The two inputs of the join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    /// step_trainer_trusted.
+    Step,
+    /// accelerometer_trusted.
+    Phone,
+}
+
+impl Side {
+    /// Both sides.
+    pub const ALL: [Side; 2] = [Side::Step, Side::Phone];
+
+    /// The side a trusted table feeds, if any.
+    pub fn of(table: Table) -> Option<Side> {
+        match table {
+            Table::StepTrainerTrusted => Some(Side::Step),
+            Table::AccelerometerTrusted => Some(Side::Phone),
+            _ => None,
+        }
     }
-    Ok(s)
-}
 
-/// What every output of one `dt` is joined with, listed once per invocation: the
-/// accelerometer objects of the `dt`.
-pub struct DtInputs {
-    dt: String,
-    accel: Vec<(String, String)>,
-}
+    /// The table of this side's objects.
+    pub fn table(self) -> Table {
+        match self {
+            Side::Step => Table::StepTrainerTrusted,
+            Side::Phone => Table::AccelerometerTrusted,
+        }
+    }
 
-impl DtInputs {
-    /// Lists the `dt`'s accelerometer objects.
-    pub async fn load(ctx: &Ctx, bucket: &str, dt: &str) -> Result<DtInputs> {
-        Ok(DtInputs {
-            dt: dt.to_string(),
-            accel: accel_objects(ctx, bucket, dt).await?,
-        })
+    fn tag(self) -> &'static str {
+        match self {
+            Side::Step => "s",
+            Side::Phone => "p",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Side> {
+        Side::ALL.into_iter().find(|s| s.tag() == tag)
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::Step => Side::Phone,
+            Side::Phone => Side::Step,
+        }
     }
 }
 
-/// Where the lineage of the output of step trainer object `stem` in `dt` is kept.
-pub fn manifest_key(dt: &str, stem: &str) -> String {
+/// The join-index folder of `dt`.
+pub fn join_prefix(dt: &str) -> String {
+    format!("{}join/dt={dt}/", keys::BOOKKEEPING_PREFIX)
+}
+
+fn marker_key(dt: &str, folder: &str, side: Side, stem: &str) -> String {
+    format!("{}{folder}/{}.{stem}", join_prefix(dt), side.tag())
+}
+
+/// `(folder, side, stem)` of a join-index key relative to its `dt` folder.
+fn parse_marker(rest: &str) -> Option<(&str, Side, &str)> {
+    let (folder, name) = rest.split_once('/')?;
+    let (tag, stem) = name.split_once('.')?;
+    Some((folder, Side::from_tag(tag)?, stem))
+}
+
+/// The side manifest of object `stem` of `side` in `dt`.
+pub fn side_manifest_key(dt: &str, side: Side, stem: &str) -> String {
     format!(
-        "{}dt={dt}/{stem}.json",
-        keys::lineage_prefix(Table::MachineLearningCurated)
+        "{}dt={dt}/{}/{stem}.json",
+        keys::lineage_prefix(Table::MachineLearningCurated),
+        side.tag()
     )
 }
 
-/// The phone-side inputs of an output: every accelerometer object of its `dt`.
-pub fn inputs_digest(accel: &[(String, String)]) -> String {
-    super::digest(accel.iter().flat_map(|(k, e)| [k.as_str(), e.as_str()]))
+/// `(dt, side, stem)` of a side manifest key, if `key` is one.
+pub fn parse_side_manifest(key: &str) -> Option<(String, Side, String)> {
+    let prefix = keys::lineage_prefix(Table::MachineLearningCurated);
+    let rest = key.strip_prefix(&prefix)?.strip_prefix("dt=")?;
+    let (dt, rest) = rest.split_once('/')?;
+    let (tag, name) = rest.split_once('/')?;
+    let stem = name.strip_suffix(".json")?;
+    Some((dt.to_string(), Side::from_tag(tag)?, stem.to_string()))
 }
 
-/// The accelerometer_trusted objects of `dt` with their ETags.
-pub async fn accel_objects(ctx: &Ctx, bucket: &str, dt: &str) -> Result<Vec<(String, String)>> {
-    let prefix = keys::partition_prefix(Table::AccelerometerTrusted, dt);
-    Ok(ctx
-        .store
-        .list_with_etags(bucket, &prefix)
-        .await?
-        .into_iter()
-        .filter(|(k, _)| k.ends_with(".parquet"))
+/// The output holding the pair (Step Trainer object `step`, phone object `phone`) of `dt`.
+pub fn pair_key(dt: &str, step: &str, phone: &str) -> String {
+    let name = format!("{step}.{}", keys::hash_hex(phone));
+    keys::output_key(Table::MachineLearningCurated, dt, &name)
+}
+
+/// What one trusted object contributes to the join, and what it was computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideManifest {
+    /// Layout version ([`LAYOUT`]).
+    pub layout: u32,
+    /// ETag of the trusted object when it was joined.
+    pub source_etag: String,
+    /// Hashes of the serials its rows belong to (a phone object: its users' devices).
+    pub groups: BTreeSet<String>,
+    /// Registered once for its whole `dt` (more than `ML_WIDE_SERIALS` serials).
+    pub wide: bool,
+    /// Each phone user's device as read from customer_trusted (user hash → serial).
+    pub refs: BTreeMap<String, String>,
+}
+
+impl SideManifest {
+    /// The join-index folders the object is registered in.
+    fn folders(&self) -> BTreeSet<&str> {
+        if self.wide {
+            BTreeSet::from([WIDE])
+        } else {
+            self.groups.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Whether an object of the other side registered in `folder` may pair with this one.
+    fn meets(&self, folder: &str) -> bool {
+        self.wide || folder == WIDE || self.groups.contains(folder)
+    }
+
+    /// Whether this object and `other` (of the other side) may pair.
+    pub fn meets_side(&self, other: &SideManifest) -> bool {
+        self.wide || other.wide || self.groups.intersection(&other.groups).next().is_some()
+    }
+
+    /// Whether the object still has ETag `etag` and every user still has the recorded
+    /// device (`current`: user hash → serial now).
+    pub fn fresh(&self, etag: &str, current: &BTreeMap<String, String>) -> bool {
+        self.layout == LAYOUT
+            && self.source_etag == etag
+            && self
+                .refs
+                .iter()
+                .all(|(k, e)| current.get(k).map(String::as_str).unwrap_or_default() == e)
+    }
+}
+
+/// The rows of one trusted object, read once.
+enum Rows {
+    Step(Vec<(i64, String, i32)>),
+    Phone {
+        batches: Vec<RecordBatch>,
+        /// User → device serial (consenting customers with a serial).
+        serial_of: HashMap<String, String>,
+    },
+}
+
+/// One trusted object, read, with the side manifest it gets.
+struct Loaded {
+    stem: String,
+    rows: Rows,
+    manifest: SideManifest,
+}
+
+impl Loaded {
+    fn row_count(&self) -> u64 {
+        match &self.rows {
+            Rows::Step(r) => r.len() as u64,
+            Rows::Phone { batches, .. } => batches.iter().map(|b| b.num_rows() as u64).sum(),
+        }
+    }
+}
+
+/// Devices of `users` from the customer_trusted shards they fall in (warm-cached by ETag),
+/// and the lineage: each user's hash → their serial (`""` without one).
+async fn serials_of(
+    ctx: &Ctx,
+    bucket: &str,
+    users: BTreeSet<&str>,
+) -> Result<(HashMap<String, String>, BTreeMap<String, String>)> {
+    let shards = ctx.cfg.customer_shards;
+    let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for u in users {
+        by_shard
+            .entry(keys::shard_of(u, shards))
+            .or_default()
+            .push(u);
+    }
+    let (mut serial_of, mut refs) = (HashMap::new(), BTreeMap::new());
+    for (shard, users) in by_shard {
+        let (_, index, _) = ctx.reference::<SerialOf>(bucket, shard).await?;
+        for u in users {
+            let serial = index.get(u).first().map(|SerialOf(s)| s.to_string());
+            refs.insert(keys::hash_hex(u), serial.clone().unwrap_or_default());
+            if let Some(serial) = serial {
+                serial_of.insert(u.to_string(), serial);
+            }
+        }
+    }
+    Ok((serial_of, refs))
+}
+
+/// Reads trusted object `stem` of `side` in `dt` (`None` when it is gone).
+async fn load(ctx: &Ctx, bucket: &str, side: Side, dt: &str, stem: &str) -> Result<Option<Loaded>> {
+    let key = keys::output_key(side.table(), dt, stem);
+    let Fetched::Body(bytes, etag) = ctx.store.fetch(bucket, &key, None).await? else {
+        return Ok(None);
+    };
+    let (rows, serials, refs) = match side {
+        Side::Step => {
+            const COLUMNS: [&str; 3] = ["sensorreadingtime", "serialnumber", "distancefromobject"];
+            let readings = step_readings(&read_parquet(bytes, &COLUMNS, &key)?, &key)?;
+            let serials: BTreeSet<String> = readings.iter().map(|r| r.1.clone()).collect();
+            (Rows::Step(readings), serials, BTreeMap::new())
+        }
+        Side::Phone => {
+            const COLUMNS: [&str; 5] = ["user", "timestamp", "x", "y", "z"];
+            let batches = read_parquet(bytes, &COLUMNS, &key)?;
+            let mut users = BTreeSet::new();
+            for b in &batches {
+                users.extend(column::<StringArray>(b, "user", &key)?.iter().flatten());
+            }
+            let (serial_of, refs) = serials_of(ctx, bucket, users).await?;
+            let serials = serial_of.values().cloned().collect();
+            // Batches borrow nothing from the user set: it is dropped here.
+            (Rows::Phone { batches, serial_of }, serials, refs)
+        }
+    };
+    let manifest = SideManifest {
+        layout: LAYOUT,
+        source_etag: etag,
+        wide: serials.len() > ctx.cfg.ml_wide_serials,
+        groups: serials.iter().map(|s| keys::hash_hex(s)).collect(),
+        refs,
+    };
+    Ok(Some(Loaded {
+        stem: stem.to_string(),
+        rows,
+        manifest,
+    }))
+}
+
+/// The pair output of two loaded objects of opposite sides: its key, and its rows and bytes
+/// (`None` when nothing joins).
+fn pair(ctx: &Ctx, dt: &str, a: &Loaded, b: &Loaded) -> Result<(String, Option<(u64, Bytes)>)> {
+    let (step, phone) = match (&a.rows, &b.rows) {
+        (Rows::Step(_), _) => (a, b),
+        _ => (b, a),
+    };
+    let key = pair_key(dt, &step.stem, &phone.stem);
+    let (Rows::Step(readings), Rows::Phone { batches, serial_of }) = (&step.rows, &phone.rows)
+    else {
+        return Err(Error::BadEvent(format!(
+            "{key}: a pair needs one Step Trainer and one phone object"
+        )));
+    };
+    let rows = ml_pair(
+        readings,
+        batches,
+        serial_of,
+        dt,
+        ctx.cfg.row_group_rows,
+        &key,
+    )?;
+    Ok((key, rows))
+}
+
+/// Stems of the other side's objects registered where `m`'s object may meet them.
+async fn counterparts(
+    ctx: &Ctx,
+    bucket: &str,
+    dt: &str,
+    side: Side,
+    m: &SideManifest,
+) -> Result<BTreeSet<String>> {
+    let prefix = join_prefix(dt);
+    let mut listed = Vec::new();
+    if m.wide {
+        listed = ctx.store.list(bucket, &prefix).await?;
+    } else {
+        for folder in m.folders().into_iter().chain([WIDE]) {
+            listed.extend(
+                ctx.store
+                    .list(bucket, &format!("{prefix}{folder}/"))
+                    .await?,
+            );
+        }
+    }
+    Ok(listed
+        .iter()
+        .filter_map(|k| parse_marker(&k[prefix.len()..]))
+        .filter(|(folder, s, _)| *s == side.other() && m.meets(folder))
+        .map(|(_, _, stem)| stem.to_string())
         .collect())
 }
 
-/// The owners of `serials` from the device-index shards they fall in, and those shards'
-/// ETags (key → ETag).
-async fn owners(
-    ctx: &Ctx,
-    bucket: &str,
-    serials: BTreeSet<&str>,
-) -> Result<(SerialIndex, BTreeMap<String, String>)> {
-    let shards = ctx.cfg.customer_shards;
-    let mut loaded: BTreeMap<u32, Arc<DeviceIndex>> = BTreeMap::new();
-    let mut refs = BTreeMap::new();
-    let mut index = SerialIndex::new();
-    for serial in serials {
-        let shard = keys::shard_of(serial, shards);
-        let devices = match loaded.entry(shard) {
-            std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let (key, devices, etag) = ctx.reference::<Box<str>>(bucket, shard).await?;
-                refs.insert(key, etag.unwrap_or_default());
-                e.insert(devices).clone()
-            }
-        };
-        let emails: Vec<String> = devices.get(serial).iter().map(|e| e.to_string()).collect();
-        if !emails.is_empty() {
-            index.insert(serial.to_string(), emails);
-        }
-    }
-    Ok((index, refs))
+async fn read_side(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<SideManifest>> {
+    Ok(match ctx.store.fetch(bucket, key, None).await? {
+        Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
+        _ => None,
+    })
 }
 
-/// Recomputes the output of one step trainer object (deleting it when the object is gone
-/// or nothing joins).
-pub async fn recompute(
+/// Joins one new (or replaced, or deleted) trusted object with the other side.
+pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+    let mut s = Summary::default();
+    let (Some(side), Some(dt)) = (Side::of(src.table), src.dt.as_deref()) else {
+        return Ok(s);
+    };
+    // Plan: what this object registered before, then the object itself.
+    let mkey = side_manifest_key(dt, side, &src.stem);
+    let before = read_side(ctx, bucket, &mkey).await?;
+    let Some(me) = load(ctx, bucket, side, dt, &src.stem).await? else {
+        // Deleted since the event: its pairs go with it.
+        unjoin(ctx, bucket, dt, side, &src.stem, before, &mut s).await?;
+        return Ok(s);
+    };
+    s.rows_in += me.row_count();
+    // Register, then look: of two concurrent arrivals at least one sees the other.
+    let now = me.manifest.folders();
+    let had: BTreeSet<&str> = before.as_ref().map(|b| b.folders()).unwrap_or_default();
+    for folder in now.difference(&had) {
+        let key = marker_key(dt, folder, side, &src.stem);
+        ctx.store.put(bucket, &key, Bytes::new()).await?;
+    }
+    let others = counterparts(ctx, bucket, dt, side, &me.manifest).await?;
+    // Read the other side, join, write.
+    let (mut written, mut deleted) = (false, false);
+    for stem in &others {
+        let Some(other) = load(ctx, bucket, side.other(), dt, stem).await? else {
+            continue; // deleted: its own event removes its pairs
+        };
+        match pair(ctx, dt, &me, &other)? {
+            (key, Some((rows, bytes))) => {
+                ctx.store.put(bucket, &key, bytes).await?;
+                s.rows_out += rows;
+                s.outputs.push(key);
+                written = true;
+            }
+            // Only a replaced object can leave a pair that no longer joins.
+            (key, None) if before.is_some() => {
+                ctx.store.delete(bucket, &key).await?;
+                deleted = true;
+            }
+            (_, None) => {}
+        }
+    }
+    // Whatever the previous version registered and this one does not: its markers, and its
+    // pairs with objects this version no longer meets.
+    if let Some(b) = before.as_ref().filter(|b| b.folders() != now) {
+        for folder in had.difference(&now) {
+            let key = marker_key(dt, folder, side, &src.stem);
+            ctx.store.delete(bucket, &key).await?;
+        }
+        for stem in counterparts(ctx, bucket, dt, side, b)
+            .await?
+            .difference(&others)
+        {
+            let key = pair_of(dt, side, &src.stem, stem);
+            ctx.store.delete(bucket, &key).await?;
+            s.deleted.push(key);
+            deleted = true;
+        }
+    }
+    // Publish: the partition, then the lineage.
+    let target = Table::MachineLearningCurated;
+    if written {
+        ctx.register(bucket, target, &[dt.to_string()]).await?;
+    }
+    if deleted {
+        prune_partition(ctx, bucket, target, dt).await?;
+    }
+    super::write_json(ctx, bucket, &mkey, &me.manifest).await?;
+    Ok(s)
+}
+
+/// The pair key of this side's object `stem` and the other side's `other`.
+fn pair_of(dt: &str, side: Side, stem: &str, other: &str) -> String {
+    match side {
+        Side::Step => pair_key(dt, stem, other),
+        Side::Phone => pair_key(dt, other, stem),
+    }
+}
+
+/// Removes a trusted object from the join: its pair outputs, its registrations and its
+/// side manifest (`before`: that manifest, if the object was ever joined).
+async fn unjoin(
     ctx: &Ctx,
     bucket: &str,
-    step: &SourceKey,
-    inputs: &DtInputs,
+    dt: &str,
+    side: Side,
+    stem: &str,
+    before: Option<SideManifest>,
     s: &mut Summary,
 ) -> Result<()> {
-    let (dt, accel) = (inputs.dt.as_str(), &inputs.accel);
-    let target = Table::MachineLearningCurated;
-    let out_key = keys::output_key(target, dt, &step.stem);
-    let mkey = manifest_key(dt, &step.stem);
-    let Fetched::Body(bytes, step_etag) = ctx.store.fetch(bucket, &step.key, None).await? else {
-        ctx.store.delete(bucket, &out_key).await?;
-        ctx.store.delete(bucket, &mkey).await?;
-        return super::prune_partition(ctx, bucket, target, dt).await;
+    let Some(before) = before else {
+        return Ok(());
     };
-    let readings = step_readings(&read_parquet(bytes, &[], &step.key)?, &step.key)?;
-    s.rows_in += readings.len() as u64;
-    let serials: BTreeSet<&str> = readings.iter().map(|r| r.1.as_str()).collect();
-    let (devices, refs) = owners(ctx, bucket, serials).await?;
-    let join = MlJoin::new(readings).with_index(&devices);
-    let mut sink = PartitionedSink::new(target, ctx.cfg.row_group_rows);
-    if !join.is_empty() {
-        for (acc_key, _) in accel {
-            let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, acc_key, None).await? else {
-                continue;
-            };
-            for b in read_parquet(bytes, &[], acc_key)? {
-                ml_join_batch(&join, &b, dt, &mut sink, acc_key)?;
-            }
+    for folder in before.folders() {
+        ctx.store
+            .delete(bucket, &marker_key(dt, folder, side, stem))
+            .await?;
+    }
+    for other in counterparts(ctx, bucket, dt, side, &before).await? {
+        let key = pair_of(dt, side, stem, &other);
+        ctx.store.delete(bucket, &key).await?;
+        s.deleted.push(key);
+    }
+    ctx.store
+        .delete(bucket, &side_manifest_key(dt, side, stem))
+        .await?;
+    prune_partition(ctx, bucket, Table::MachineLearningCurated, dt).await
+}
+
+/// Removes trusted object `stem` of `table` in `dt` from the join (its landing source no
+/// longer has rows in that `dt`).
+pub async fn forget(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    dt: &str,
+    stem: &str,
+    s: &mut Summary,
+) -> Result<()> {
+    let Some(side) = Side::of(table) else {
+        return Ok(());
+    };
+    let before = read_side(ctx, bucket, &side_manifest_key(dt, side, stem)).await?;
+    unjoin(ctx, bucket, dt, side, stem, before, s).await
+}
+
+/// Every side manifest of the lake by `dt`: `(side, stem, manifest)`.
+pub async fn side_manifests(
+    ctx: &Ctx,
+    bucket: &str,
+) -> Result<BTreeMap<String, Vec<(Side, String, SideManifest)>>> {
+    let mut out: BTreeMap<String, Vec<(Side, String, SideManifest)>> = BTreeMap::new();
+    let prefix = keys::lineage_prefix(Table::MachineLearningCurated);
+    for key in ctx.store.list(bucket, &prefix).await? {
+        let Some((dt, side, stem)) = parse_side_manifest(&key) else {
+            continue;
+        };
+        if let Some(m) = read_side(ctx, bucket, &key).await? {
+            out.entry(dt).or_default().push((side, stem, m));
         }
     }
-    let mut manifest = super::Manifest {
-        layout: super::LAYOUT,
-        dts: Default::default(),
-        lineage: super::Lineage {
-            source_etag: step_etag,
-            inputs: inputs_digest(accel),
-            refs,
-        },
-    };
-    match sink.finish()?.into_iter().next() {
-        Some((dt, rows, bytes)) => {
-            ctx.store.put(bucket, &out_key, bytes).await?;
-            let dts = [dt];
-            crate::catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, target, &dts)
-                .await?;
-            s.rows_out += rows;
-            s.outputs.push(out_key);
-            manifest.dts.extend(dts);
-        }
-        None => {
-            ctx.store.delete(bucket, &out_key).await?;
-            super::prune_partition(ctx, bucket, target, dt).await?;
-        }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_keys_parse_back() {
+        let m = side_manifest_key("2022-06-18", Side::Phone, "a.b__c");
+        assert_eq!(
+            m,
+            "_stedi/lineage/machine_learning_curated/dt=2022-06-18/p/a.b__c.json"
+        );
+        assert_eq!(
+            parse_side_manifest(&m),
+            Some(("2022-06-18".into(), Side::Phone, "a.b__c".into()))
+        );
+        // A manifest of the earlier layout (one per Step Trainer object) is not a side's.
+        let old = "_stedi/lineage/machine_learning_curated/dt=2022-06-18/x.json";
+        assert_eq!(parse_side_manifest(old), None);
+        let k = marker_key("2022-06-18", "00ff", Side::Step, "s.1");
+        assert_eq!(k, "_stedi/join/dt=2022-06-18/00ff/s.s.1");
+        let rest = &k[join_prefix("2022-06-18").len()..];
+        assert_eq!(parse_marker(rest), Some(("00ff", Side::Step, "s.1")));
+        assert_eq!(
+            pair_key("2022-06-18", "st", "ph"),
+            format!(
+                "step_trainer/curated/dt=2022-06-18/st.{}.parquet",
+                keys::hash_hex("ph")
+            )
+        );
     }
-    super::write_manifest(ctx, bucket, &mkey, &manifest).await
+
+    #[test]
+    fn sides_meet_through_a_shared_serial_or_a_wide_registration() {
+        let m = |groups: &[&str], wide| SideManifest {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            wide,
+            ..SideManifest::default()
+        };
+        assert!(m(&["a", "b"], false).meets_side(&m(&["b"], false)));
+        assert!(!m(&["a"], false).meets_side(&m(&["b"], false)));
+        assert!(m(&["a"], true).meets_side(&m(&["b"], false)));
+        assert!(m(&["a"], false).meets(WIDE));
+        assert!(!m(&["a"], false).meets("b"));
+        assert_eq!(m(&["a", "b"], true).folders(), BTreeSet::from([WIDE]));
+        let current = BTreeMap::from([("k".to_string(), "e1".to_string())]);
+        let mut fresh = m(&[], false);
+        fresh.layout = LAYOUT;
+        fresh.source_etag = "x".into();
+        fresh.refs = current.clone();
+        assert!(fresh.fresh("x", &current));
+        assert!(!fresh.fresh("y", &current));
+        let changed = BTreeMap::from([("k".to_string(), "e2".to_string())]);
+        assert!(!fresh.fresh("x", &changed));
+    }
 }

@@ -30,7 +30,7 @@ use crate::schema::Table;
 use crate::store::{Fetched, Precondition, PutOutcome};
 use crate::summary::Summary;
 
-pub use reference::{Ctx, Reference, decode_customers, device_entries, encode_devices};
+pub use reference::{Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices};
 
 /// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,17 +209,30 @@ where
     filter.resolve()
 }
 
+/// A landing file streamed through a filter: the accounting, the lineage (source ETag, the
+/// answer for every key consulted), the reference shards read (key → ETag) and the filter
+/// with its outputs, not yet published.
+pub struct Filtered<F> {
+    /// Rows in, kept, filtered, quarantined.
+    pub summary: Summary,
+    /// What the outputs are computed from.
+    pub lineage: Lineage,
+    /// The reference shards read, with their ETags (empty when absent).
+    pub shards: BTreeMap<String, String>,
+    /// The filter, holding the outputs.
+    pub filter: F,
+}
+
 /// A landing transition that filters readings against reference shards: the file is
 /// streamed through the filter; after every chunk the shards its waiting rows need are
-/// loaded (from the warm cache when unchanged) and those rows decided; the outputs are
-/// published with their lineage (source ETag, ETag of every shard consulted).
+/// loaded (from the warm cache when unchanged) and those rows decided. The quarantine is
+/// written; the outputs are the caller's to publish.
 pub async fn filter_landing<F: RowFilter>(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    t: Transition,
     mut filter: F,
-) -> Result<Summary>
+) -> Result<Filtered<F>>
 where
     F::Value: Reference,
 {
@@ -237,19 +250,80 @@ where
     s.rows_out += kept + k;
     s.filtered += filtered + f;
     write_quarantine(ctx, bucket, src, q, &mut s).await?;
-    let lineage = Lineage {
-        source_etag,
-        inputs: String::new(),
-        refs,
-    };
+    Ok(Filtered {
+        summary: s,
+        lineage: Lineage {
+            source_etag,
+            inputs: String::new(),
+            refs: filter.consulted(),
+        },
+        shards: refs,
+        filter,
+    })
+}
+
+/// Publishes a filtered landing file into `t`'s target table (see [`publish_partitioned`]);
+/// `waiting`: what the file waits for (see [`Manifest::waiting`]). Returns the summary and
+/// the manifest of the previous run.
+pub async fn publish_filtered<F: RowFilter>(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    t: Transition,
+    f: Filtered<F>,
+    waiting: BTreeSet<String>,
+) -> Result<(Summary, Option<Manifest>)> {
+    let Filtered {
+        mut summary,
+        lineage,
+        filter,
+        ..
+    } = f;
     let parts = filter.into_sink().finish()?;
-    publish_partitioned(ctx, bucket, t.target(), &src.stem, parts, lineage, &mut s).await?;
-    Ok(s)
+    let manifest = Manifest {
+        layout: LAYOUT,
+        dts: BTreeSet::new(),
+        lineage,
+        waiting,
+    };
+    let before = publish_partitioned(
+        ctx,
+        bucket,
+        t.target(),
+        &src.stem,
+        parts,
+        manifest,
+        &mut summary,
+    )
+    .await?;
+    Ok((summary, before))
+}
+
+/// Whether every reference object in `refs` (key → ETag, empty when it was absent) still
+/// has that ETag: a conditional GET that S3 answers 304 for an unchanged object.
+pub async fn refs_unchanged(
+    ctx: &Ctx,
+    bucket: &str,
+    refs: &BTreeMap<String, String>,
+) -> Result<bool> {
+    for (key, etag) in refs {
+        let known = Some(etag.as_str()).filter(|e| !e.is_empty());
+        let unchanged = match ctx.store.fetch(bucket, key, known).await? {
+            Fetched::NotModified => true,
+            Fetched::Missing => etag.is_empty(),
+            Fetched::Body(_, now) => now == *etag,
+        };
+        if !unchanged {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The layout version manifests are written with; a manifest of an earlier layout is
-/// stale, so `reconcile` recomputes its outputs once after an upgrade.
-pub const LAYOUT: u32 = 2;
+/// stale, so `reconcile` recomputes its outputs once after an upgrade. 3: lineage records
+/// the answer for each key consulted, not the ETag of each shard.
+pub const LAYOUT: u32 = 3;
 
 /// What an output was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -259,13 +333,14 @@ pub struct Lineage {
     /// Digest of other inputs that are not reference shards (machine_learning_curated:
     /// the phone objects of its `dt`).
     pub inputs: String,
-    /// Reference objects consulted (customer_trusted or device-index shards) → ETag.
+    /// Keys consulted (e-mails or serials, by their hash) → the answer they gave (see
+    /// [`crate::compute::Answer`]).
     pub refs: BTreeMap<String, String>,
 }
 
 impl Lineage {
-    /// Whether every reference this lineage names still has its recorded ETag
-    /// (`current`: key → ETag of the reference objects now).
+    /// Whether every key this lineage consulted still gives its recorded answer
+    /// (`current`: key hash → answer now; a key absent from it answers `""`).
     pub fn refs_current(&self, current: &BTreeMap<String, String>) -> bool {
         self.refs
             .iter()
@@ -285,6 +360,11 @@ pub struct Manifest {
     /// What the outputs were computed from.
     #[serde(flatten)]
     pub lineage: Lineage,
+    /// Hashes of the serials whose readings the source holds but no curated customer owned
+    /// when it was processed (Step Trainer files): each has a marker under
+    /// `_stedi/waiting/`, and the file is processed again when an owner appears.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub waiting: BTreeSet<String>,
 }
 
 /// Where the manifest of `stem`'s outputs in `table` is kept: under the bookkeeping prefix,
@@ -303,7 +383,17 @@ pub async fn read_manifest(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<
 
 /// Writes a manifest.
 pub async fn write_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<()> {
-    let body = serde_json::to_vec(m).map_err(|source| Error::Json {
+    write_json(ctx, bucket, key, m).await
+}
+
+/// Writes a bookkeeping object as JSON.
+pub async fn write_json<T: serde::Serialize>(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let body = serde_json::to_vec(value).map_err(|source| Error::Json {
         context: key.to_string(),
         source,
     })?;
@@ -323,16 +413,18 @@ pub fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Writes the outputs of one source object (one per `dt`), registers their partitions, and
-/// deletes outputs of earlier runs that this run no longer produces.
+/// deletes outputs of earlier runs that this run no longer produces (with their pairs in
+/// machine_learning_curated); then writes `manifest` with the `dts` written. Returns the
+/// previous run's manifest.
 pub async fn publish_partitioned(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
     stem: &str,
     parts: Vec<(String, u64, Bytes)>,
-    lineage: Lineage,
+    mut manifest: Manifest,
     summary: &mut Summary,
-) -> Result<()> {
+) -> Result<Option<Manifest>> {
     let mut dts = Vec::with_capacity(parts.len());
     for (dt, _, bytes) in parts {
         let key = keys::output_key(table, &dt, stem);
@@ -340,32 +432,20 @@ pub async fn publish_partitioned(
         summary.outputs.push(key);
         dts.push(dt);
     }
-    catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, table, &dts).await?;
+    ctx.register(bucket, table, &dts).await?;
     let mkey = manifest_key(table, stem);
-    let before = read_manifest(ctx, bucket, &mkey)
-        .await?
-        .map(|m| m.dts)
-        .unwrap_or_default();
-    for dt in before.iter().filter(|d| !dts.contains(d)) {
+    let before = read_manifest(ctx, bucket, &mkey).await?;
+    let old_dts = before.as_ref().map(|m| m.dts.clone()).unwrap_or_default();
+    for dt in old_dts.iter().filter(|d| !dts.contains(d)) {
         let key = keys::output_key(table, dt, stem);
         ctx.store.delete(bucket, &key).await?;
         summary.deleted.push(key);
         prune_partition(ctx, bucket, table, dt).await?;
-        // machine_learning_curated objects are derived one-to-one from step trainer ones.
-        if table == Table::StepTrainerTrusted {
-            let ml = keys::output_key(Table::MachineLearningCurated, dt, stem);
-            ctx.store.delete(bucket, &ml).await?;
-            let ml_manifest = machine_learning_trusted_to_curated::manifest_key(dt, stem);
-            ctx.store.delete(bucket, &ml_manifest).await?;
-            prune_partition(ctx, bucket, Table::MachineLearningCurated, dt).await?;
-        }
+        machine_learning_trusted_to_curated::forget(ctx, bucket, table, dt, stem, summary).await?;
     }
-    let manifest = Manifest {
-        layout: LAYOUT,
-        dts: dts.into_iter().collect(),
-        lineage,
-    };
-    write_manifest(ctx, bucket, &mkey, &manifest).await
+    manifest.dts = dts.into_iter().collect();
+    write_manifest(ctx, bucket, &mkey, &manifest).await?;
+    Ok(before)
 }
 
 /// Drops the Glue partition `dt` of `table` once no object is left in it, so no partition
@@ -377,10 +457,10 @@ pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) ->
     if has_data(ctx.store.list(bucket, &prefix).await?) {
         return Ok(());
     }
+    ctx.unregistered(bucket, table, dt);
     catalog::drop_partition(&ctx.glue, &ctx.cfg.database, table, dt).await?;
     if has_data(ctx.store.list(bucket, &prefix).await?) {
-        let dts = [dt.to_string()];
-        catalog::register_partitions(&ctx.glue, &ctx.cfg.database, bucket, table, &dts).await?;
+        ctx.register(bucket, table, &[dt.to_string()]).await?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, StringArray};
 use bytes::Bytes;
@@ -28,9 +29,20 @@ pub struct Ctx {
     pub cfg: Config,
     consent: Mutex<ShardCache<i64>>,
     devices: Mutex<ShardCache<Box<str>>>,
+    serials: Mutex<ShardCache<SerialOf>>,
+    /// Partitions this function registered, and when: a known `dt` costs no Glue call.
+    partitions: Mutex<HashMap<(String, Table, String), Instant>>,
     /// The reconcile queue (client and URL), where `reconcile` fans out its items.
     pub reconcile_queue: Option<(aws_sdk_sqs::Client, String)>,
+    /// The Step Trainer queue (client and URL), where `customer_trusted_to_curated` sends
+    /// the Step Trainer files that waited for a device's owner.
+    pub step_trainer_queue: Option<(aws_sdk_sqs::Client, String)>,
 }
+
+/// A consenting customer's device serial (e-mail → serial, from the customer_trusted
+/// shards): what the machine-learning join needs of a phone reading's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialOf(pub Box<str>);
 
 /// Decoded shards by (bucket, key), with their ETags, in least-recently-used order.
 #[derive(Debug)]
@@ -111,9 +123,12 @@ impl Ctx {
             store: Store::new(s3),
             glue,
             cfg,
-            consent: Mutex::new(ShardCache::new(limit / 2)),
-            devices: Mutex::new(ShardCache::new(limit / 2)),
+            consent: Mutex::new(ShardCache::new(limit / 3)),
+            devices: Mutex::new(ShardCache::new(limit / 3)),
+            serials: Mutex::new(ShardCache::new(limit / 3)),
+            partitions: Mutex::new(HashMap::new()),
             reconcile_queue: None,
+            step_trainer_queue: None,
         }
     }
 
@@ -129,6 +144,49 @@ impl Ctx {
         let key = V::key(shard);
         let (index, etag) = cached(&self.store, V::cache(self), bucket, key.clone()).await?;
         Ok((key, index, etag))
+    }
+
+    /// Registers partitions `dts` of `table` in Glue, except those this warm function
+    /// registered less than `PARTITION_CACHE_SECONDS` ago (the catalog stays the truth: an
+    /// entry expires, and a partition this function prunes is forgotten at once).
+    pub async fn register(&self, bucket: &str, table: Table, dts: &[String]) -> Result<()> {
+        let ttl = self.cfg.partition_cache_seconds;
+        let id = |dt: &String| (bucket.to_string(), table, dt.clone());
+        let missing: Vec<String> = match self.partitions.lock() {
+            Ok(known) => dts
+                .iter()
+                .filter(|dt| {
+                    known
+                        .get(&id(dt))
+                        .is_none_or(|at| at.elapsed().as_secs() >= ttl)
+                })
+                .cloned()
+                .collect(),
+            Err(_) => dts.to_vec(),
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        crate::catalog::register_partitions(
+            &self.glue,
+            &self.cfg.database,
+            bucket,
+            table,
+            &missing,
+        )
+        .await?;
+        if let Ok(mut known) = self.partitions.lock() {
+            let now = Instant::now();
+            known.extend(missing.iter().map(|dt| (id(dt), now)));
+        }
+        Ok(())
+    }
+
+    /// Forgets that partition `dt` of `table` is registered (it is being dropped).
+    pub fn unregistered(&self, bucket: &str, table: Table, dt: &str) {
+        if let Ok(mut known) = self.partitions.lock() {
+            known.remove(&(bucket.to_string(), table, dt.to_string()));
+        }
     }
 
     /// The full customer rows of shard `shard` of a sharded table (not cached: only the
@@ -181,6 +239,31 @@ impl Reference for Box<str> {
     }
     fn decode(bytes: Bytes, key: &str) -> Result<DeviceIndex> {
         decode_devices(bytes, key)
+    }
+}
+
+/// E-mail → device serial, from the customer_trusted shards.
+impl Reference for SerialOf {
+    fn key(shard: u32) -> String {
+        keys::shard_key(Table::CustomerTrusted, shard)
+    }
+    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<SerialOf>> {
+        &ctx.serials
+    }
+    fn decode(bytes: Bytes, key: &str) -> Result<KeyIndex<SerialOf>> {
+        const COLUMNS: [&str; 2] = ["email", "serialnumber"];
+        let mut entries = Vec::new();
+        for b in read_parquet(bytes, &COLUMNS, key)? {
+            let email = column::<StringArray>(&b, COLUMNS[0], key)?;
+            let serial = column::<StringArray>(&b, COLUMNS[1], key)?;
+            for i in 0..b.num_rows() {
+                if email.is_valid(i) && serial.is_valid(i) {
+                    let serial = SerialOf(serial.value(i).into());
+                    entries.push((email.value(i).to_string(), serial));
+                }
+            }
+        }
+        Ok(KeyIndex::build(entries))
     }
 }
 

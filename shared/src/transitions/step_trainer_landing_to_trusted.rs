@@ -1,16 +1,65 @@
 //! step_trainer_landing → step_trainer_trusted: readings of devices whose owner is in
 //! customer_curated, one Parquet object per (source file, `dt`). The row rule is
 //! [`StepTrainerFilter`]; it reads only the device-index shards of the file's serials.
+//!
+//! Either side first: a device's readings may land before its owner's first phone
+//! reading makes the owner curated. The file then leaves a marker
+//! `_stedi/waiting/<hash of the serial>/<stem>` (holding its landing key) for each serial
+//! nobody owned, and `customer_trusted_to_curated`, when it gives a serial its first owner,
+//! sends those files back through this function. Marker first, then a check that the
+//! device shards consulted did not change meanwhile (else the file is filtered again): of
+//! the two, at least one sees the other.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
 
 use crate::compute::StepTrainerFilter;
-use crate::error::Result;
-use crate::keys::SourceKey;
+use crate::error::{Error, Result};
+use crate::keys::{self, SourceKey};
 use crate::summary::Summary;
 
-use super::{Ctx, Transition, filter_landing};
+use super::{Ctx, Transition, filter_landing, publish_filtered, refs_unchanged};
+
+/// Passes over a file whose device shards keep changing under it before SQS retries it.
+const PASSES: u32 = 3;
+
+/// The marker of landing file `stem` waiting for the owner of the serial hashed `hash`.
+pub fn waiting_key(hash: &str, stem: &str) -> String {
+    format!("{}{stem}", keys::waiting_prefix(hash))
+}
 
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let t = Transition::StepTrainerLandingToTrusted;
-    filter_landing(ctx, bucket, src, t, StepTrainerFilter::sharded(&ctx.cfg)).await
+    for _ in 0..PASSES {
+        let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(&ctx.cfg)).await?;
+        let waiting: BTreeSet<String> =
+            f.filter.unowned.iter().map(|s| keys::hash_hex(s)).collect();
+        for hash in &waiting {
+            let body = Bytes::from(src.key.clone());
+            ctx.store
+                .put(bucket, &waiting_key(hash, &src.stem), body)
+                .await?;
+        }
+        if !waiting.is_empty() && !refs_unchanged(ctx, bucket, &f.shards).await? {
+            continue;
+        }
+        let (s, before) = publish_filtered(ctx, bucket, src, t, f, waiting.clone()).await?;
+        for hash in before
+            .map(|m| m.waiting)
+            .unwrap_or_default()
+            .difference(&waiting)
+        {
+            ctx.store
+                .delete(bucket, &waiting_key(hash, &src.stem))
+                .await?;
+        }
+        return Ok(s);
+    }
+    Err(Error::Contention {
+        bucket: bucket.to_string(),
+        key: src.key.clone(),
+        attempts: PASSES,
+    })
 }

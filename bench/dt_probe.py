@@ -1,0 +1,69 @@
+"""`make bench-dt`: SCALE.md's one-`dt` probe (issue: ML per arrival).
+
+Starts its own moto_server, bootstraps a stack, and runs `stedi-scale fill-dt` through the
+event path: the sample's customers, its phone lines cut into 91 files of 900 lines (the
+first 30 dropped together), its three Step Trainer files, then the other 61 phone files one
+at a time. Prints, per measured arrival, the rows the ML function wrote and the handler
+time, and RESULT lines comparing the first and the last ten arrivals (medians). Debug
+builds by default (CARGO_PROFILE=release for release numbers)."""
+import json
+import os
+import socket
+import statistics
+import subprocess
+import time
+
+from scale import PROFILE, ROOT, free_port, run
+
+ML = "machine_learning_trusted_to_curated"
+
+
+def main():
+    flag = [] if PROFILE == "debug" else ["--release"]
+    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
+                   cwd=ROOT, check=True)
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", RUST_LOG="warn")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        run(["setup"], env)
+        lines, _, secs = run(["fill-dt", "--lines", "900", "--first", "30"], env)
+    finally:
+        moto.terminate()
+    print(f"{len(lines)} arrivals measured in {secs:.0f} s")
+    print("arrival  ML rows written  ML handler ms  all handlers ms  GET  LIST  PUT  Glue")
+    for l in lines:
+        ml = l.get(ML, {"rows_out": 0, "handler_ms": 0.0})
+        total_ms = sum(v["handler_ms"] for k, v in l.items() if isinstance(v, dict) and "handler_ms" in v)
+        r = l["requests"]
+        print(f"{l['arrival']:>7} {ml['rows_out']:>16} {ml['handler_ms']:>14.0f} {total_ms:>16.0f} "
+              f"{r['get']:>4} {r['list']:>5} {r['put']:>4} {r['glue']:>5}")
+
+    def med(part, f):
+        return statistics.median(f(l) for l in part)
+
+    first, last = lines[:10], lines[-10:]
+    for name, f in [
+        ("ml_rows", lambda l: l.get(ML, {}).get("rows_out", 0)),
+        ("ml_ms", lambda l: l.get(ML, {}).get("handler_ms", 0.0)),
+        ("all_ms", lambda l: sum(v["handler_ms"] for v in l.values()
+                                 if isinstance(v, dict) and "handler_ms" in v)),
+        ("get", lambda l: l["requests"]["get"]),
+        ("list", lambda l: l["requests"]["list"]),
+    ]:
+        a, b = med(first, f), med(last, f)
+        print(f"RESULT dt_probe {name}_first10={a:.0f} {name}_last10={b:.0f} "
+              f"ratio={(b / a if a else float('nan')):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+//! machine_learning_curated per arrival (SCALE.md rule 2): either side first, concurrent
+//! arrivals, and a phone file's cost that does not grow with its `dt`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stedi::Transition;
+use stedi::keys;
+use stedi::schema::Table;
+use stedi_infra::lake::{self, LandingFile};
+use stedi_infra::synthetic::{customers_file, readings_file, step_file};
+use stedi_tests::truth::Truth;
+use stedi_tests::{Local, sample_dir};
+
+use crate::{order::shuffle, pipeline};
+
+const ML: &str = "machine_learning_trusted_to_curated";
+
+/// The sample cut into one phone file per user and one Step Trainer file per device, for
+/// the users of the first `users` e-mails (in order) that have phone readings, with every
+/// customer record: `(folder for the truth, landing files)`.
+fn one_file_per_session(users: usize) -> (PathBuf, Vec<LandingFile>) {
+    let dir = std::env::temp_dir().join(format!("stedi-it-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines = |zone: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut paths: Vec<_> = std::fs::read_dir(sample_dir().join(zone).join("landing"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        for p in paths {
+            let text = std::fs::read_to_string(p).unwrap();
+            out.extend(text.lines().map(str::to_string));
+        }
+        out
+    };
+    let field = |line: &str, name: &str| -> String {
+        let v: Value = serde_json::from_str(line).unwrap();
+        v[name].as_str().unwrap_or_default().to_string()
+    };
+    let customers = lines("customer");
+    let serial_of: BTreeMap<String, String> = customers
+        .iter()
+        .map(|l| (field(l, "email"), field(l, "serialNumber")))
+        .collect();
+    let mut phone: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in lines("accelerometer") {
+        phone.entry(field(&l, "user")).or_default().push(l);
+    }
+    let chosen: Vec<String> = phone.keys().take(users).cloned().collect();
+    let serials: BTreeSet<&String> = chosen.iter().filter_map(|u| serial_of.get(u)).collect();
+    let mut steps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in lines("step_trainer") {
+        let serial = field(&l, "serialNumber");
+        if serials.contains(&serial) {
+            steps.entry(serial).or_default().push(l);
+        }
+    }
+    let write = |zone: &str, name: String, body: Vec<String>| {
+        let folder = dir.join(zone).join("landing");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(name), body.join("\n") + "\n").unwrap();
+    };
+    write("customer", "customers.json".into(), customers);
+    for (i, u) in chosen.iter().enumerate() {
+        write(
+            "accelerometer",
+            format!("phone-{i:03}.json"),
+            phone[u].clone(),
+        );
+    }
+    for (i, (_, body)) in steps.into_iter().enumerate() {
+        write("step_trainer", format!("device-{i:03}.json"), body);
+    }
+    let files = lake::landing_files(&dir, None).unwrap();
+    (dir, files)
+}
+
+async fn assert_truth(local: &Local, dir: &Path, what: &str) {
+    let truth = Truth::compute(dir, false).unwrap();
+    let counts = local.counts().await.unwrap();
+    assert_eq!(
+        counts["machine_learning_curated"],
+        truth.machine_learning_curated.len() as u64,
+        "{what}"
+    );
+    pipeline::assert_batch_truth(local, &truth).await;
+}
+
+/// Every object under `prefix`, deleted.
+async fn delete_under(local: &Local, prefix: &str) {
+    for key in local.keys().await.unwrap() {
+        if key.starts_with(prefix) {
+            local
+                .stack
+                .s3
+                .delete_object()
+                .bucket(&local.stack.cfg.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_any_order_and_concurrently_join_to_the_truth_without_reconcile() {
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session(40);
+    let (customers, mut readings): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| f.table == Table::CustomerLanding);
+    assert!(readings.len() > 60, "{} reading files", readings.len());
+    local.drop(&customers, 0).await.unwrap();
+    shuffle(&mut readings, 0x5E55_1011);
+    let mut ml_rows_written = 0;
+    for f in &readings {
+        // One file at a time, each fully processed: any interleaving of the two sides,
+        // Step Trainer files before their owner's first phone file among them.
+        let out = local.drop(std::slice::from_ref(f), 0).await.unwrap();
+        assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+        ml_rows_written += out.of_function(ML).rows_out;
+    }
+    assert_truth(&local, &dir, "after the shuffled drop").await;
+    let final_rows = local.counts().await.unwrap()["machine_learning_curated"];
+    assert!(final_rows > 1000, "{final_rows}");
+    assert!(
+        ml_rows_written <= 2 * final_rows,
+        "{ml_rows_written} rows written for {final_rows}"
+    );
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+
+    // The join again from nothing, every trusted object's arrival at once.
+    delete_under(&local, "_stedi/join/").await;
+    delete_under(&local, "_stedi/lineage/machine_learning_curated/").await;
+    delete_under(&local, Table::MachineLearningCurated.prefix()).await;
+    let ctx = local.stack.function_context();
+    let bucket = local.stack.cfg.bucket.clone();
+    let mut arrivals = Vec::new();
+    for table in [Table::StepTrainerTrusted, Table::AccelerometerTrusted] {
+        for key in lake::table_objects(&local.stack, table).await.unwrap() {
+            arrivals.push(keys::accept(&bucket, &key, &[table]).unwrap());
+        }
+    }
+    shuffle(&mut arrivals, 7);
+    let t = Transition::MachineLearningTrustedToCurated;
+    let runs = arrivals.iter().map(|src| t.run(&ctx, &bucket, src));
+    let summaries = futures::future::join_all(runs).await;
+    let written: u64 = summaries.into_iter().map(|s| s.unwrap().rows_out).sum();
+    assert_truth(&local, &dir, "after concurrent arrivals").await;
+    assert!(written >= final_rows, "{written} < {final_rows}");
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests of one phone file's arrival, per function, and the rows it added to
+/// machine_learning_curated.
+async fn one_session(
+    local: &Local,
+    user: u64,
+    ts: i64,
+    lines: i64,
+) -> (BTreeMap<String, [u64; 4]>, u64) {
+    let step = LandingFile {
+        table: Table::StepTrainerLanding,
+        path: PathBuf::new(),
+        key: format!("step_trainer/landing/session-{user}.json"),
+    };
+    local
+        .put(&step.key, step_file(user, ts, lines))
+        .await
+        .unwrap();
+    local.settle().await.unwrap();
+    let key = format!("accelerometer/landing/session-{user}.json");
+    let out = local
+        .drop_bytes(&key, readings_file(user, ts, lines))
+        .await
+        .unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let requests = out
+        .by_function
+        .iter()
+        .map(|(f, s)| {
+            let r = s.requests;
+            (f.to_string(), [r.s3_get, r.s3_list, r.s3_put, r.glue_calls])
+        })
+        .collect();
+    (requests, out.of_function(ML).rows_out)
+}
+
+/// `n` phone files of other consenting customers into the `dt` of `ts`, three readings
+/// each, all at once.
+async fn fill(local: &Local, from: u64, n: u64, ts: i64) {
+    for i in from..from + n {
+        let user = 2 * (i % 500) + 10; // even: consenting; 10.. leaves the probes' users alone
+        let key = format!("accelerometer/landing/other-{i:04}.json");
+        local
+            .put(&key, readings_file(user, ts + 1_000 * i as i64, 3))
+            .await
+            .unwrap();
+    }
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 1_200))
+        .await
+        .unwrap();
+    let ts = 1_655_510_400_000; // 2022-06-18T00:00:00Z
+    // A first session registers the dt's partitions, as any busy day has.
+    one_session(&local, 6, ts + 40_000_000, 10).await;
+    fill(&local, 0, 10, ts).await;
+    let (small, small_rows) = one_session(&local, 2, ts + 50_000_000, 400).await;
+    fill(&local, 10, 490, ts).await;
+    let objects = lake::table_objects(&local.stack, Table::AccelerometerTrusted)
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 502);
+    let (large, large_rows) = one_session(&local, 4, ts + 60_000_000, 400).await;
+    assert_eq!((small_rows, large_rows), (400, 400));
+    assert_eq!(
+        small.keys().collect::<Vec<_>>(),
+        large.keys().collect::<Vec<_>>()
+    );
+    for (f, s) in &small {
+        // GET, LIST, PUT, Glue: the same with 10 or 500 objects in the dt.
+        assert_eq!(
+            *s, large[f],
+            "{f}: requests [get, list, put, glue] with 10 vs 500 objects"
+        );
+    }
+    // Both sides of the session joined: ML GETs its side manifests, the two objects and the
+    // users' customer shard; LISTs the serial's join-index folder and `wide/`.
+    println!("requests per function [get, list, put, glue]: {small:?}");
+}
