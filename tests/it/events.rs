@@ -122,3 +122,36 @@ async fn an_invocation_counts_its_requests() {
         .fold(stedi::summary::Requests::default(), |a, s| a + s.requests);
     assert_eq!(out.total.requests, sum);
 }
+
+/// A known partition costs no Glue call: ten phone files of one new `dt` settled by one
+/// runner (a warm context per function, as one Lambda instance working through a batch)
+/// register the partition once, and the catalog has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_function_registers_a_partition_once() {
+    use stedi_infra::synthetic::{customers_file, readings_file};
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
+        .await
+        .unwrap();
+    let ts = 1_655_600_000_000; // 2022-06-19
+    for i in 0..10u64 {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
+        local.put(&key, body).await.unwrap();
+    }
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let accel = out.of_function("accelerometer_landing_to_trusted");
+    assert_eq!((accel.sources.len(), accel.rows_out), (10, 50));
+    assert_eq!(accel.requests.glue_calls, 1, "{:?}", accel.requests);
+    let partitions = stedi::catalog::list_partitions(
+        &local.stack.glue,
+        &local.stack.cfg.database,
+        Table::AccelerometerTrusted,
+    )
+    .await
+    .unwrap();
+    let dts: Vec<&str> = partitions.iter().map(|(dt, _)| dt.as_str()).collect();
+    assert_eq!(dts, ["2022-06-19"]);
+}

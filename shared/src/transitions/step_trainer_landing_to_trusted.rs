@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
 use crate::summary::Summary;
 
-use super::{Ctx, Transition, filter_landing, publish_filtered, refs_unchanged};
+use super::{
+    Ctx, Transition, filter_landing, manifest_key, publish_filtered, read_manifest, refs_unchanged,
+};
 
 /// Passes over a file whose device shards keep changing under it before SQS retries it.
 const PASSES: u32 = 3;
@@ -32,25 +34,28 @@ pub fn waiting_key(hash: &str, stem: &str) -> String {
 /// Filters one landing file into the trusted zone.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let t = Transition::StepTrainerLandingToTrusted;
+    // The markers the previous run left are in place already.
+    let manifest = manifest_key(t.target(), &src.stem);
+    let mut placed = read_manifest(ctx, bucket, &manifest)
+        .await?
+        .map(|m| m.waiting)
+        .unwrap_or_default();
     for _ in 0..PASSES {
         let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(&ctx.cfg)).await?;
         let waiting: BTreeSet<String> =
             f.filter.unowned.iter().map(|s| keys::hash_hex(s)).collect();
-        for hash in &waiting {
+        for hash in waiting.difference(&placed) {
             let body = Bytes::from(src.key.clone());
             ctx.store
                 .put(bucket, &waiting_key(hash, &src.stem), body)
                 .await?;
         }
+        placed.extend(waiting.iter().cloned());
         if !waiting.is_empty() && !refs_unchanged(ctx, bucket, &f.shards).await? {
             continue;
         }
-        let (s, before) = publish_filtered(ctx, bucket, src, t, f, waiting.clone()).await?;
-        for hash in before
-            .map(|m| m.waiting)
-            .unwrap_or_default()
-            .difference(&waiting)
-        {
+        let (s, _) = publish_filtered(ctx, bucket, src, t, f, waiting.clone()).await?;
+        for hash in placed.difference(&waiting) {
             ctx.store
                 .delete(bucket, &waiting_key(hash, &src.stem))
                 .await?;
