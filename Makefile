@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke bench-scale bench-dt
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-smoke bench-scale bench-dt bench-cost
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -77,6 +77,11 @@ bench-scale: setup
 ## function writes and handler time per arrival, first vs last (SCALE.md's probe).
 bench-dt: setup
 	cd bench && ../$(VENV)/bin/python dt_probe.py
+
+## Requests per landing object and their list price on a launch-shaped arrival (not in
+## `make test`): per-session files, 50 sessions together into a busy dt.
+bench-cost: setup
+	cd bench && ../$(VENV)/bin/python cost.py
 
 ## The benchmark's compute path on the sample: asserts the counts it processed.
 bench-smoke: setup tools

@@ -210,6 +210,8 @@ pub struct FunctionReport {
     pub invocations: u64,
     /// Wall time of those invocations, in milliseconds.
     pub handler_ms: f64,
+    /// The requests those invocations made.
+    pub requests: stedi::summary::Requests,
 }
 
 impl FunctionReport {
@@ -248,6 +250,23 @@ impl FunctionReport {
             },
         )
     }
+
+    /// `<function> requests PUT N GET N LIST N DELETE N Glue N SQS N; read N B, wrote N B`.
+    pub fn requests_line(&self, name_width: usize) -> String {
+        let r = &self.requests;
+        format!(
+            "{:<name_width$} requests PUT {} GET {} LIST {} DELETE {} Glue {} SQS {}; read {} B, wrote {} B",
+            self.function.name(),
+            r.s3_put,
+            r.s3_get,
+            r.s3_list,
+            r.s3_delete,
+            r.glue_calls,
+            r.sqs_calls,
+            r.bytes_read,
+            r.bytes_written,
+        )
+    }
 }
 
 /// What [`drop_files`] did: the files, and per function what its handlers did meanwhile.
@@ -273,6 +292,20 @@ impl DropReport {
         self.functions.iter().map(|f| f.line(width)).collect()
     }
 
+    /// One [`FunctionReport::requests_line`] per function, names aligned.
+    pub fn requests_lines(&self) -> Vec<String> {
+        let width = self
+            .functions
+            .iter()
+            .map(|f| f.function.name().len())
+            .max()
+            .unwrap_or(0);
+        self.functions
+            .iter()
+            .map(|f| f.requests_line(width))
+            .collect()
+    }
+
     /// One function's report.
     pub fn function(&self, name: &str) -> Option<&FunctionReport> {
         self.functions.iter().find(|f| f.function.name() == name)
@@ -290,15 +323,18 @@ fn all_functions() -> impl Iterator<Item = Function> {
 /// The runner's per-function counters at one moment.
 struct Tally {
     summaries: Vec<(u64, u64, u64, u64)>,
+    requests: Vec<stedi::summary::Requests>,
     invocations: Vec<usize>,
 }
 
 impl Tally {
     fn of(runner: &Runner<'_>) -> Tally {
         let mut summaries = Vec::new();
+        let mut requests = Vec::new();
         let mut invocations = Vec::new();
         for f in all_functions() {
             let s = runner.by_function.get(f.name());
+            requests.push(s.map(|s| s.requests).unwrap_or_default());
             summaries.push(s.map_or((0, 0, 0, 0), |s| {
                 (s.rows_in, s.rows_out, s.filtered, s.quarantined)
             }));
@@ -311,6 +347,7 @@ impl Tally {
         }
         Tally {
             summaries,
+            requests,
             invocations,
         }
     }
@@ -337,6 +374,7 @@ impl Tally {
                 quarantined: b.3 - a.3,
                 invocations: (now.invocations[i] - self.invocations[i]) as u64,
                 handler_ms: ms.iter().sum(),
+                requests: now.requests[i] - self.requests[i],
             });
         }
         out

@@ -377,6 +377,9 @@ async fn drop_cmd(stack: &Stack, path: &Path, zone: Option<&str>, redeliver: u32
     for line in report.lines() {
         eprintln!("{line}");
     }
+    for line in report.requests_lines() {
+        eprintln!("{line}");
+    }
     Ok(())
 }
 

@@ -201,11 +201,19 @@ impl Answer for i64 {
 
 /// The answer of a serial with a curated owner.
 pub const OWNED: &str = "owned";
+/// The answer of a serial whose consenting owners are none of them curated yet.
+pub const WAITING: &str = "waiting";
 
-/// Device owners: whether the serial has any (the Step Trainer filter asks no more).
-impl Answer for Box<str> {
-    fn answer(values: &[Box<str>]) -> String {
-        if values.is_empty() { "" } else { OWNED }.to_string()
+/// A device's owners (their curated flags): whether one is curated, else whether one
+/// consents (the Step Trainer filter asks no more).
+impl Answer for bool {
+    fn answer(values: &[bool]) -> String {
+        match (values.contains(&true), values.is_empty()) {
+            (true, _) => OWNED,
+            (false, false) => WAITING,
+            (false, true) => "",
+        }
+        .to_string()
     }
 }
 
@@ -340,11 +348,11 @@ impl RowFilter for AccelerometerFilter {
 }
 
 impl RowFilter for StepTrainerFilter {
-    type Value = Box<str>;
+    type Value = bool;
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
         StepTrainerFilter::row(self, cells)
     }
-    fn lookup(&mut self) -> &mut ShardedLookup<Box<str>> {
+    fn lookup(&mut self) -> &mut ShardedLookup<bool> {
         &mut self.devices
     }
     fn into_sink(self) -> PartitionedSink {
@@ -415,23 +423,24 @@ impl AccelerometerFilter {
 
 /// step_trainer_landing → step_trainer_trusted, row by row.
 pub struct StepTrainerFilter {
-    devices: ShardedLookup<Box<str>>,
+    devices: ShardedLookup<bool>,
     /// The last serial looked up and whether it is curated: readings come grouped.
     last: Option<(String, bool)>,
     days: DayCache,
     /// The outputs, one per `dt`.
     pub sink: PartitionedSink,
-    /// Serials whose readings were filtered because no curated customer owns them (yet).
-    pub unowned: BTreeSet<String>,
+    /// Serials whose readings were filtered because their consenting owners are not
+    /// curated yet (they have no phone readings): the file waits for them.
+    pub waiting: BTreeSet<String>,
 }
 
 impl StepTrainerFilter {
     /// A filter against all curated customers' devices (every shard known up front).
     pub fn new(curated: &Customers, cfg: &Config) -> Self {
         let entries = curated
-            .device_entries()
+            .device_entries(true)
             .into_iter()
-            .map(|(s, e)| (s, e.into_boxed_str()));
+            .map(|e| (e.serial, e.curated));
         Self::with_lookup(ShardedLookup::complete(cfg.customer_shards, entries), cfg)
     }
 
@@ -440,13 +449,13 @@ impl StepTrainerFilter {
         Self::with_lookup(ShardedLookup::new(cfg.customer_shards), cfg)
     }
 
-    fn with_lookup(devices: ShardedLookup<Box<str>>, cfg: &Config) -> Self {
+    fn with_lookup(devices: ShardedLookup<bool>, cfg: &Config) -> Self {
         StepTrainerFilter {
             devices,
             last: None,
             days: DayCache::default(),
             sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
-            unowned: BTreeSet::new(),
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -463,9 +472,9 @@ impl StepTrainerFilter {
             Some((s, c)) if s == serial => *c,
             _ => match self.devices.find(serial) {
                 Ok(owners) => {
-                    let c = !owners.is_empty();
-                    if !c {
-                        self.unowned.insert(serial.to_string());
+                    let c = owners.contains(&true);
+                    if !c && !owners.is_empty() {
+                        self.waiting.insert(serial.to_string());
                     }
                     self.last = Some((serial.to_string(), c));
                     c

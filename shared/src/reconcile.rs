@@ -23,7 +23,7 @@ use crate::columnar::{column, read_parquet};
 use crate::compute::RowOutcome;
 use crate::error::Result;
 use crate::keys;
-use crate::rules::{self, Customers};
+use crate::rules::{self, Customers, DeviceEntry};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -190,15 +190,25 @@ async fn converge_sharded(
     Ok(changed.then_some((added, removed)))
 }
 
-/// Brings the device index (serial → curated owners) to the devices of `curated`; returns
-/// the shards rewritten or deleted.
-async fn converge_devices(ctx: &Ctx, bucket: &str, curated: &Customers) -> Result<usize> {
+/// Brings the device index to the devices of the consenting customers: `curated` ones
+/// flagged curated, `waiting` ones (no phone readings yet) not; returns the shards
+/// rewritten or deleted.
+async fn converge_devices(
+    ctx: &Ctx,
+    bucket: &str,
+    curated: &Customers,
+    waiting: &Customers,
+) -> Result<usize> {
     let shards = ctx.cfg.customer_shards;
-    let mut want: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-    for (serial, email) in curated.device_entries() {
-        want.entry(keys::shard_of(&serial, shards))
+    let mut want: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
+    for e in curated
+        .device_entries(true)
+        .into_iter()
+        .chain(waiting.device_entries(false))
+    {
+        want.entry(keys::shard_of(&e.serial, shards))
             .or_default()
-            .push((serial, email));
+            .push(e);
     }
     let mut changed = 0;
     let mut s = Summary::default();
@@ -404,22 +414,22 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         return Ok(plan);
     }
     let users = accelerometer_users(ctx, bucket).await?;
-    let curated = Customers {
-        rows: trusted
-            .rows
-            .into_iter()
-            .filter(|(e, _)| users.contains(e))
-            .collect(),
-    };
+    let (curated, waiting): (BTreeMap<_, _>, BTreeMap<_, _>) = trusted
+        .rows
+        .into_iter()
+        .partition(|(e, _)| users.contains(e));
+    let (curated, waiting) = (Customers { rows: curated }, Customers { rows: waiting });
     if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerCurated, &curated).await? {
         plan.snapshots.push((Table::CustomerCurated, a, r));
     }
-    plan.device_shards = converge_devices(ctx, bucket, &curated).await?;
-    let devices_now: BTreeMap<String, String> = curated
-        .device_entries()
-        .into_iter()
-        .map(|(serial, _)| (keys::hash_hex(&serial), crate::compute::OWNED.to_string()))
-        .collect();
+    plan.device_shards = converge_devices(ctx, bucket, &curated, &waiting).await?;
+    let mut devices_now: BTreeMap<String, String> = BTreeMap::new();
+    for e in waiting.device_entries(false) {
+        devices_now.insert(keys::hash_hex(&e.serial), crate::compute::WAITING.into());
+    }
+    for e in curated.device_entries(true) {
+        devices_now.insert(keys::hash_hex(&e.serial), crate::compute::OWNED.into());
+    }
     let t = Transition::StepTrainerLandingToTrusted;
     plan.items = stale_landing(ctx, bucket, t, &devices_now).await?;
     if !plan.items.is_empty() {

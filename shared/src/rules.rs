@@ -187,8 +187,22 @@ fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
 /// E-mail → research-consent date of one customer_trusted shard.
 pub type ConsentIndex = KeyIndex<i64>;
 
-/// Serial → e-mail of the curated customers owning it (one device-index shard).
-pub type DeviceIndex = KeyIndex<Box<str>>;
+/// Serial → one flag per consenting customer owning it: whether that customer is curated
+/// (one device-index shard).
+pub type DeviceIndex = KeyIndex<bool>;
+
+/// One device-index entry: a consenting customer's device, and whether the customer is
+/// curated (has phone readings). Readings of a device pass once one owner is curated; a
+/// device whose owners all wait for their first phone reading keeps its files waiting.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceEntry {
+    /// The device serial.
+    pub serial: String,
+    /// The owner's e-mail.
+    pub email: String,
+    /// Whether the owner is in customer_curated.
+    pub curated: bool,
+}
 
 impl Customers {
     /// The consent index of these customers (consenting ones only).
@@ -196,14 +210,16 @@ impl Customers {
         KeyIndex::build(self.consent_dates().into_iter().collect())
     }
 
-    /// The device entries `(serial, e-mail)` of these customers.
-    pub fn device_entries(&self) -> Vec<(String, String)> {
+    /// The device entries of these customers, each with `curated`.
+    pub fn device_entries(&self, curated: bool) -> Vec<DeviceEntry> {
         self.rows
             .iter()
             .filter_map(|(e, r)| {
-                r[customer::SERIAL]
-                    .as_str()
-                    .map(|s| (s.to_string(), e.clone()))
+                r[customer::SERIAL].as_str().map(|s| DeviceEntry {
+                    serial: s.to_string(),
+                    email: e.clone(),
+                    curated,
+                })
             })
             .collect()
     }

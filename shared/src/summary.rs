@@ -75,6 +75,24 @@ impl AddAssign for Requests {
     }
 }
 
+/// What was counted since `o` (an earlier reading of the same counters).
+impl std::ops::Sub for Requests {
+    type Output = Requests;
+    fn sub(self, o: Requests) -> Requests {
+        Requests {
+            s3_put: self.s3_put.saturating_sub(o.s3_put),
+            s3_get: self.s3_get.saturating_sub(o.s3_get),
+            s3_list: self.s3_list.saturating_sub(o.s3_list),
+            s3_head: self.s3_head.saturating_sub(o.s3_head),
+            s3_delete: self.s3_delete.saturating_sub(o.s3_delete),
+            bytes_read: self.bytes_read.saturating_sub(o.bytes_read),
+            bytes_written: self.bytes_written.saturating_sub(o.bytes_written),
+            glue_calls: self.glue_calls.saturating_sub(o.glue_calls),
+            sqs_calls: self.sqs_calls.saturating_sub(o.sqs_calls),
+        }
+    }
+}
+
 /// What one invocation did. For landing transitions `rows_in = rows_out + filtered +
 /// quarantined` always holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

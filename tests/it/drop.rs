@@ -106,6 +106,13 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
     }
     let total: u64 = report.functions.iter().map(|f| f.invocations).sum();
     assert_eq!(total, runner.invocations);
+    // Requests, per function: one line each, summing to what the whole drop counted.
+    let requests = report
+        .functions
+        .iter()
+        .fold(stedi::summary::Requests::default(), |a, f| a + f.requests);
+    assert_eq!(requests, runner.summary.requests);
+    assert_eq!(report.requests_lines().len(), report.functions.len());
 
     // A second drop on the same runner reports only what it caused.
     let customers: Vec<_> = files
@@ -129,4 +136,17 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
         rows,
         ["customer_landing_to_trusted rows in 956 out 482 filtered 474 quarantined 0"]
     );
+    // The same file again: it reads its file and the shards its e-mails fall in, changes
+    // none, and removes its (absent) quarantine object.
+    let shards = local.stack.cfg.function.customer_shards;
+    let requests = again.requests_lines();
+    let (head, bytes) = requests[0].split_once("; ").unwrap();
+    assert_eq!(
+        head,
+        format!(
+            "customer_landing_to_trusted requests PUT 0 GET {} LIST 0 DELETE 1 Glue 0 SQS 0",
+            1 + shards
+        )
+    );
+    assert!(bytes.ends_with("wrote 0 B"), "{bytes}");
 }

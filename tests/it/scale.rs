@@ -84,8 +84,9 @@ async fn per_event_cost_does_not_grow_with_the_customer_count() {
             "{a:?} vs {b:?}"
         );
     }
-    // One-record customer file: the landing object and one shard read, one shard written.
-    assert_eq!((small.customer.s3_get, small.customer.s3_put), (2, 1));
+    // One-record customer file (a consenting customer): the landing object, one customer
+    // shard and one device-index shard read; the two shards written.
+    assert_eq!((small.customer.s3_get, small.customer.s3_put), (3, 2));
     // Warm phone file: the consent shard is revalidated (304, no body), so the only bytes
     // read are the landing file's, whatever the customer count.
     assert_eq!(small.accel_warm.bytes_read, small.accel_warm_file);

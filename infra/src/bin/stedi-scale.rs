@@ -14,8 +14,15 @@
 //!   (EventBridge → SQS → handlers): the sample's customers, its phone lines cut into files
 //!   of `lines` (the first `first` of them), its Step Trainer files, then the other phone
 //!   files one at a time; one JSON line per measured arrival (rows written and handler time
-//!   per function, the arrival's requests).
+//!   per function, the arrival's requests);
+//! - `cost [--customers 2000] [--warm 20] [--sessions 50] [--lines 300]`: the launch's
+//!   arrival shape behind `make bench-cost`: per-session files (one phone file of one user,
+//!   one Step Trainer file of their device, every other customer consenting) into a `dt`
+//!   that already holds `warm` sessions, then `sessions` sessions' files uploaded together;
+//!   one JSON line with what each function did for those files (invocations, messages,
+//!   handler time, requests).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +35,7 @@ use stedi::schema::Table;
 use stedi_infra::lake::{self, LandingFile};
 use stedi_infra::runner::Runner;
 use stedi_infra::stack::{Stack, StackConfig};
-use stedi_infra::synthetic::customers_file;
+use stedi_infra::synthetic::{customers_file, readings_file, step_file};
 
 #[derive(Parser)]
 struct Cli {
@@ -61,6 +68,17 @@ enum Command {
         function: String,
         #[arg(long, required = true)]
         key: Vec<String>,
+    },
+    /// Requests per landing object on a launch-shaped arrival (see the module docs).
+    Cost {
+        #[arg(long, default_value_t = 2_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 20)]
+        warm: u64,
+        #[arg(long, default_value_t = 50)]
+        sessions: u64,
+        #[arg(long, default_value_t = 300)]
+        lines: i64,
     },
     /// Fill one `dt` with phone files arriving one by one (see the module docs).
     FillDt {
@@ -98,6 +116,86 @@ fn split_phone_lines(sample: &Path, lines: usize) -> Result<Vec<LandingFile>> {
         });
     }
     Ok(out)
+}
+
+/// One session's landing files, written under `.bench/cost/`: the phone file of customer
+/// `user` and the Step Trainer file of their device, `lines` readings each.
+fn session_files(user: u64, ts: i64, lines: i64) -> Result<Vec<LandingFile>> {
+    let dir = stedi_infra::project_root().join(".bench/cost");
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for (table, body) in [
+        (Table::AccelerometerLanding, readings_file(user, ts, lines)),
+        (Table::StepTrainerLanding, step_file(user, ts, lines)),
+    ] {
+        let name = format!("{}-session-{user:06}.json", table.name());
+        let path = dir.join(&name);
+        std::fs::write(&path, body)?;
+        out.push(LandingFile {
+            table,
+            key: format!("{}session-{user:06}.json", table.prefix()),
+            path,
+        });
+    }
+    Ok(out)
+}
+
+async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i64) -> Result<()> {
+    let dir = stedi_infra::project_root().join(".bench/cost");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("customers.json");
+    std::fs::write(&path, customers_file(0, customers))?;
+    let people = LandingFile {
+        table: Table::CustomerLanding,
+        key: format!("{}customers.json", Table::CustomerLanding.prefix()),
+        path,
+    };
+    let mut runner = Runner::new(stack).await?;
+    let timeout = Duration::from_secs(1800);
+    lake::drop_files(stack, &mut runner, &[people], 0, timeout, |_| {}).await?;
+    let ts = 1_655_510_400_000; // 2022-06-18
+    let sessions_of = |from: u64, to: u64| -> Result<Vec<LandingFile>> {
+        let mut files = Vec::new();
+        for i in from..to {
+            // Users spread over the customers, consenting or not (every other one consents).
+            let user = (i * 7919) % customers;
+            files.extend(session_files(user, ts + i as i64 * 100_000, lines)?);
+        }
+        Ok(files)
+    };
+    let warmup = sessions_of(0, warm)?;
+    lake::drop_files(stack, &mut runner, &warmup, 0, timeout, |_| {}).await?;
+    let measured = sessions_of(warm, warm + sessions)?;
+    let sources = |r: &Runner<'_>| -> BTreeMap<String, usize> {
+        r.by_function
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.sources.len()))
+            .collect()
+    };
+    let before = sources(&runner);
+    let started = Instant::now();
+    let report = lake::drop_files(stack, &mut runner, &measured, 0, timeout, |_| {}).await?;
+    let mut functions = Vec::new();
+    let after = sources(&runner);
+    for f in &report.functions {
+        let r = f.requests;
+        let name = f.function.name();
+        let messages =
+            after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+        functions.push(json!({
+            "function": name, "invocations": f.invocations, "messages": messages,
+            "handler_ms": f.handler_ms, "rows_in": f.rows_in, "rows_out": f.rows_out,
+            "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_list": r.s3_list,
+            "s3_delete": r.s3_delete, "glue_calls": r.glue_calls, "sqs_calls": r.sqs_calls,
+            "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
+        }));
+    }
+    println!(
+        "{}",
+        json!({"landing_objects": measured.len(), "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
+               "functions": functions})
+    );
+    Ok(())
 }
 
 async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
@@ -231,6 +329,12 @@ async fn main() -> Result<()> {
             println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
         }
         Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
+        Command::Cost {
+            customers,
+            warm,
+            sessions,
+            lines,
+        } => cost(&stack, customers, warm, sessions, lines).await?,
         Command::Probe { function, key } => {
             let t = Transition::from_name(&function)
                 .with_context(|| format!("unknown function {function}"))?;

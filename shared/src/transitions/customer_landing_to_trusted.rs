@@ -1,6 +1,8 @@
 //! customer_landing → customer_trusted: the latest record per e-mail, consenting customers
 //! only, kept in shards by a hash of the e-mail; a file rewrites only the shards its
-//! e-mails fall in, each with a conditional write.
+//! e-mails fall in, each with a conditional write. A consenting customer's device enters
+//! the device index (not curated yet), so that its Step Trainer files that arrive before
+//! the customer's first phone reading wait for it instead of being dropped.
 
 use crate::error::Result;
 use crate::keys::SourceKey;
@@ -8,6 +10,7 @@ use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
 
+use super::customer_trusted_to_curated::{DeviceChanges, apply_device_changes, change, serial};
 use super::{Ctx, RowOutcome, by_shard, rewrite_shard, scan_landing};
 
 /// Folds one landing file into the shards of customer_trusted.
@@ -20,8 +23,11 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     .await?;
     let parsed = s.rows_out;
     let mut upserted = 0;
-    for (shard, part) in by_shard(incoming, ctx.cfg.customer_shards) {
+    let shards = ctx.cfg.customer_shards;
+    let mut devices = DeviceChanges::new();
+    for (shard, part) in by_shard(incoming, shards) {
         let mut n = 0;
+        let mut changes = DeviceChanges::new();
         rewrite_shard(
             ctx,
             bucket,
@@ -31,12 +37,30 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             |current| {
                 let (next, stats) = rules::merge_trusted(current, &part);
                 n = stats.upserted;
+                changes = DeviceChanges::new();
+                for email in part.rows.keys() {
+                    let (old, new) = (serial(current, email), serial(&next, email));
+                    if old != new {
+                        if let Some(old) = &old {
+                            change(&mut changes, shards, old, email, false, false);
+                        }
+                        if let Some(new) = &new {
+                            change(&mut changes, shards, new, email, false, true);
+                        }
+                    }
+                }
                 Some(next)
             },
         )
         .await?;
         upserted += n;
+        for (k, (add, remove)) in changes {
+            let entry = devices.entry(k).or_default();
+            entry.0.extend(add);
+            entry.1.extend(remove);
+        }
     }
+    apply_device_changes(ctx, bucket, devices, &mut s).await?;
     // Superseded, non-consenting and already-known records are filtered, not lost.
     s.rows_out = upserted;
     s.filtered += parsed - upserted;

@@ -15,7 +15,7 @@ use arrow_array::StringArray;
 use crate::columnar::{column, read_parquet};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
-use crate::rules::{self, Customers, customer};
+use crate::rules::{self, Customers, DeviceEntry, customer};
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -134,17 +134,39 @@ async fn redrive_waiting(
 }
 
 /// Device-index entries to add and remove, by device shard.
-type DeviceChanges = BTreeMap<u32, (Vec<(String, String)>, Vec<(String, String)>)>;
+pub(super) type DeviceChanges = BTreeMap<u32, (Vec<DeviceEntry>, Vec<DeviceEntry>)>;
 
-fn serial(c: &Customers, email: &str) -> Option<String> {
+pub(super) fn serial(c: &Customers, email: &str) -> Option<String> {
     c.rows
         .get(email)
         .and_then(|r| r[customer::SERIAL].as_str())
         .map(str::to_string)
 }
 
-/// The index entries of `known` users' current devices, and the removal of a device a
-/// curated record named before its customer changed it.
+/// Records that `email` owns `serial` (curated or not), or no longer does.
+pub(super) fn change(
+    changes: &mut DeviceChanges,
+    shards: u32,
+    serial: &str,
+    email: &str,
+    curated: bool,
+    add: bool,
+) {
+    let entry = changes.entry(keys::shard_of(serial, shards)).or_default();
+    let e = DeviceEntry {
+        serial: serial.to_string(),
+        email: email.to_string(),
+        curated,
+    };
+    if add {
+        entry.0.push(e)
+    } else {
+        entry.1.push(e)
+    }
+}
+
+/// The index entries of `known` users' current devices (now curated: their waiting entry
+/// goes), and the removal of a device a curated record named before its customer changed it.
 fn device_changes(
     curated: &Customers,
     trusted: &Customers,
@@ -156,19 +178,20 @@ fn device_changes(
         let new = serial(trusted, email);
         let old = serial(curated, email);
         if let Some(new) = &new {
-            let entry = changes.entry(keys::shard_of(new, shards)).or_default();
-            entry.0.push((new.clone(), email.clone()));
+            change(&mut changes, shards, new, email, true, true);
+            change(&mut changes, shards, new, email, false, false);
         }
         if let Some(old) = old.filter(|o| Some(o) != new.as_ref()) {
-            let entry = changes.entry(keys::shard_of(&old, shards)).or_default();
-            entry.1.push((old, email.clone()));
+            change(&mut changes, shards, &old, email, true, false);
         }
     }
     changes
 }
 
-/// Applies the changes; returns the serials that had no owner before.
-async fn apply_device_changes(
+/// Applies the changes, shard by shard, with conditional writes (a waiting entry is not
+/// added beside the same owner's curated one); returns the serials that got their first
+/// curated owner.
+pub(super) async fn apply_device_changes(
     ctx: &Ctx,
     bucket: &str,
     changes: DeviceChanges,
@@ -179,7 +202,7 @@ async fn apply_device_changes(
         let key = keys::device_shard_key(shard);
         let mut firsts = BTreeSet::new();
         rewrite_object(ctx, bucket, &key, s, |current| {
-            let mut entries: BTreeSet<(String, String)> = match current {
+            let mut entries: BTreeSet<DeviceEntry> = match current {
                 Some(bytes) => device_entries(&bytes, &key)?.into_iter().collect(),
                 None => BTreeSet::new(),
             };
@@ -187,11 +210,22 @@ async fn apply_device_changes(
             for e in &remove {
                 entries.remove(e);
             }
-            entries.extend(add.iter().cloned());
+            for e in &add {
+                let curated = DeviceEntry {
+                    curated: true,
+                    ..e.clone()
+                };
+                if e.curated || !entries.contains(&curated) {
+                    entries.insert(e.clone());
+                }
+            }
+            let owned = |set: &BTreeSet<DeviceEntry>, serial: &str| {
+                set.iter().any(|d| d.curated && d.serial == serial)
+            };
             firsts = add
                 .iter()
-                .filter(|(serial, _)| !before.iter().any(|(s, _)| s == serial))
-                .map(|(serial, _)| serial.clone())
+                .filter(|e| e.curated && !owned(&before, &e.serial))
+                .map(|e| e.serial.clone())
                 .collect();
             if entries == before {
                 return Ok(None);

@@ -13,7 +13,7 @@ use crate::columnar::{column, read_parquet, row_cells};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::rules::{ConsentIndex, Customers, DeviceIndex, KeyIndex};
+use crate::rules::{ConsentIndex, Customers, DeviceEntry, DeviceIndex, KeyIndex};
 use crate::schema::Table;
 use crate::store::{Fetched, Store};
 
@@ -28,7 +28,7 @@ pub struct Ctx {
     /// Configuration read at cold start.
     pub cfg: Config,
     consent: Mutex<ShardCache<i64>>,
-    devices: Mutex<ShardCache<Box<str>>>,
+    devices: Mutex<ShardCache<bool>>,
     serials: Mutex<ShardCache<SerialOf>>,
     /// Partitions this function registered, and when: a known `dt` costs no Glue call.
     partitions: Mutex<HashMap<(String, Table, String), Instant>>,
@@ -229,16 +229,19 @@ impl Reference for i64 {
     }
 }
 
-/// Serial → curated owners, from the device index.
-impl Reference for Box<str> {
+/// Serial → its consenting owners' curated flags, from the device index.
+impl Reference for bool {
     fn key(shard: u32) -> String {
         keys::device_shard_key(shard)
     }
-    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<Box<str>>> {
+    fn cache(ctx: &Ctx) -> &Mutex<ShardCache<bool>> {
         &ctx.devices
     }
     fn decode(bytes: Bytes, key: &str) -> Result<DeviceIndex> {
-        decode_devices(bytes, key)
+        let entries = device_entries(&bytes, key)?;
+        Ok(KeyIndex::build(
+            entries.into_iter().map(|e| (e.serial, e.curated)).collect(),
+        ))
     }
 }
 
@@ -329,43 +332,54 @@ fn decode_consent(bytes: Bytes, key: &str) -> Result<ConsentIndex> {
     Ok(KeyIndex::build(entries))
 }
 
-/// A device-index shard as JSON lines, one `["serial","email"]` array per line, sorted.
-pub fn encode_devices(entries: &[(String, String)]) -> Result<Bytes> {
-    let mut sorted: Vec<&(String, String)> = entries.iter().collect();
+/// A device-index shard as JSON lines, one `["serial","email",curated]` array per line,
+/// sorted.
+pub fn encode_devices(entries: &[DeviceEntry]) -> Result<Bytes> {
+    let mut sorted: Vec<&DeviceEntry> = entries.iter().collect();
     sorted.sort();
     let mut out = Vec::new();
     for e in sorted {
-        serde_json::to_writer(&mut out, e).map_err(|source| Error::Json {
-            context: "device index".into(),
-            source,
+        serde_json::to_writer(&mut out, &(&e.serial, &e.email, e.curated)).map_err(|source| {
+            Error::Json {
+                context: "device index".into(),
+                source,
+            }
         })?;
         out.push(b'\n');
     }
     Ok(Bytes::from(out))
 }
 
-/// The `(serial, email)` entries of a device-index shard.
-pub fn device_entries(bytes: &[u8], key: &str) -> Result<Vec<(String, String)>> {
+/// A device-index line: `[serial, email, curated]`, or `[serial, email]` as the earlier
+/// layout wrote it (curated owners only).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DeviceLine {
+    Flagged(String, String, bool),
+    Curated(String, String),
+}
+
+/// The entries of a device-index shard.
+pub fn device_entries(bytes: &[u8], key: &str) -> Result<Vec<DeviceEntry>> {
     bytes
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
-            serde_json::from_slice(l).map_err(|source| Error::Json {
+            let line = serde_json::from_slice(l).map_err(|source| Error::Json {
                 context: key.to_string(),
                 source,
+            })?;
+            let (serial, email, curated) = match line {
+                DeviceLine::Flagged(s, e, c) => (s, e, c),
+                DeviceLine::Curated(s, e) => (s, e, true),
+            };
+            Ok(DeviceEntry {
+                serial,
+                email,
+                curated,
             })
         })
         .collect()
-}
-
-fn decode_devices(bytes: Bytes, key: &str) -> Result<DeviceIndex> {
-    let entries = device_entries(&bytes, key)?;
-    Ok(KeyIndex::build(
-        entries
-            .into_iter()
-            .map(|(s, e)| (s, e.into_boxed_str()))
-            .collect(),
-    ))
 }
 
 #[cfg(test)]
@@ -374,20 +388,25 @@ mod tests {
 
     #[test]
     fn device_shards_round_trip_sorted() {
-        let entries = vec![
-            ("s2".to_string(), "b@x".to_string()),
-            ("s1".to_string(), "a \"q\"@x".to_string()),
-        ];
+        let entry = |serial: &str, email: &str, curated| DeviceEntry {
+            serial: serial.into(),
+            email: email.into(),
+            curated,
+        };
+        let entries = vec![entry("s2", "b@x", false), entry("s1", "a \"q\"@x", true)];
         let body = encode_devices(&entries).unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
-            "[\"s1\",\"a \\\"q\\\"@x\"]\n[\"s2\",\"b@x\"]\n"
+            "[\"s1\",\"a \\\"q\\\"@x\",true]\n[\"s2\",\"b@x\",false]\n"
         );
         let mut back = device_entries(&body, "k").unwrap();
         back.sort();
         let mut want = entries.clone();
         want.sort();
         assert_eq!(back, want);
+        // The earlier layout's lines name curated owners.
+        let old = device_entries(b"[\"s3\",\"c@x\"]\n", "k").unwrap();
+        assert_eq!(old, [entry("s3", "c@x", true)]);
         assert!(device_entries(b"not json\n", "k").is_err());
     }
 

@@ -5,7 +5,7 @@
 //! Either side first: a device's readings may land before its owner's first phone
 //! reading makes the owner curated. The file then leaves a marker
 //! `_stedi/waiting/<hash of the serial>/<stem>` (holding its landing key) for each serial
-//! nobody owned, and `customer_trusted_to_curated`, when it gives a serial its first owner,
+//! whose consenting owners are not curated yet (the device index lists them), and `customer_trusted_to_curated`, when it gives a serial its first owner,
 //! sends those files back through this function. Marker first, then a check that the
 //! device shards consulted did not change meanwhile (else the file is filtered again): of
 //! the two, at least one sees the other.
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     for _ in 0..PASSES {
         let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(&ctx.cfg)).await?;
         let waiting: BTreeSet<String> =
-            f.filter.unowned.iter().map(|s| keys::hash_hex(s)).collect();
+            f.filter.waiting.iter().map(|s| keys::hash_hex(s)).collect();
         for hash in waiting.difference(&placed) {
             let body = Bytes::from(src.key.clone());
             ctx.store

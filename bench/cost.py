@@ -1,0 +1,112 @@
+"""`make bench-cost`: requests per landing object on a launch-shaped arrival, and what they
+cost at list prices.
+
+Starts its own moto_server and runs `stedi-scale cost` through the event path: 2,000
+customers (every other one consenting), a `dt` that already holds 20 sessions, then 50
+sessions uploaded together, each session one phone file (one user, 300 readings) and one
+Step Trainer file (their device, 300 readings): 100 landing objects. Requests are counted
+in the store layer of every function the objects fire. Prints a table and RESULT lines:
+requests per landing object by kind, dollars per million landing objects and per day at
+SCALE.md's 4M landing objects a day, beside the seeds' five Glue jobs run once a day.
+Debug build (handler times are an upper bound for Lambda GB-s)."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+from scale import PROFILE, ROOT, free_port, run
+
+# us-east-1 list prices (2026): S3 Standard, Glue Data Catalog, SQS standard, Lambda arm64.
+S3_PUT_LIST = 0.005 / 1000
+S3_GET = 0.0004 / 1000
+GLUE_REQUEST = 1.0 / 1_000_000
+SQS_REQUEST = 0.40 / 1_000_000
+LAMBDA_REQUEST = 0.20 / 1_000_000
+LAMBDA_GB_S = 0.0000133334
+MEMORY_GB = 0.25
+PER_DAY = 4_000_000  # SCALE.md: 2M sessions, a phone and a Step Trainer file each
+# The seeds' five Glue (Spark) jobs, once a day over a day of small files: assumed 10 G.1X
+# workers (10 DPU) for one hour each at $0.44 per DPU-hour.
+GLUE_JOBS, GLUE_DPU, GLUE_HOURS, GLUE_DPU_HOUR = 5, 10, 1.0, 0.44
+
+
+def main():
+    flag = [] if PROFILE == "debug" else ["--release"]
+    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
+                   cwd=ROOT, check=True)
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", RUST_LOG="warn")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        run(["setup"], env)
+        lines, _, _ = run(["cost"], env)
+    finally:
+        moto.terminate()
+    out = lines[-1]
+    n = out["landing_objects"]
+    fs = out["functions"]
+    total = {k: sum(f[k] for f in fs) for k in
+             ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls", "invocations",
+              "messages", "handler_ms"]}
+    # SQS: EventBridge sends each message, the event source mapping receives and deletes a
+    # batch per invocation; SQS calls the functions make themselves are counted.
+    sqs = total["messages"] + 2 * total["invocations"] + sum(f["sqs_calls"] for f in fs)
+    per = {
+        "S3 PUT": total["s3_put"] / n,
+        "S3 GET": total["s3_get"] / n,
+        "S3 LIST": total["s3_list"] / n,
+        "S3 DELETE": total["s3_delete"] / n,
+        "Glue calls": total["glue_calls"] / n,
+        "SQS requests": sqs / n,
+        "Lambda invocations": total["invocations"] / n,
+        "Lambda GB-s": total["handler_ms"] / 1000 * MEMORY_GB / n,
+    }
+    dollars = {
+        "S3 PUT": per["S3 PUT"] * S3_PUT_LIST,
+        "S3 GET": per["S3 GET"] * S3_GET,
+        "S3 LIST": per["S3 LIST"] * S3_PUT_LIST,
+        "S3 DELETE": 0.0,
+        "Glue calls": per["Glue calls"] * GLUE_REQUEST,
+        "SQS requests": per["SQS requests"] * SQS_REQUEST,
+        "Lambda invocations": per["Lambda invocations"] * LAMBDA_REQUEST,
+        "Lambda GB-s": per["Lambda GB-s"] * LAMBDA_GB_S,
+    }
+    print(f"{n} landing objects (50 sessions together into a dt holding 20), "
+          f"{total['invocations']} invocations")
+    print("| function | invocations | PUT | GET | LIST | DELETE | Glue | handler ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for f in fs:
+        print(f"| {f['function']} | {f['invocations']} | {f['s3_put']} | {f['s3_get']} | "
+              f"{f['s3_list']} | {f['s3_delete']} | {f['glue_calls']} | {f['handler_ms']:.0f} |")
+    print()
+    print("| per landing object | count | $ per million objects | $ per day at 4M |")
+    print("|---|---|---|---|")
+    for k, v in per.items():
+        print(f"| {k} | {v:.2f} | {dollars[k] * 1e6:.2f} | {dollars[k] * PER_DAY:.2f} |")
+    per_million = sum(dollars.values()) * 1e6
+    per_day = sum(dollars.values()) * PER_DAY
+    glue_jobs = GLUE_JOBS * GLUE_DPU * GLUE_HOURS * GLUE_DPU_HOUR
+    print(f"| total | | {per_million:.2f} | {per_day:.2f} |")
+    print(f"\nthe seeds' five Glue jobs once a day ({GLUE_JOBS} x {GLUE_DPU} DPU x "
+          f"{GLUE_HOURS:g} h x ${GLUE_DPU_HOUR}): ${glue_jobs:.2f} a day")
+    for k, v in per.items():
+        key = k.lower().replace(" ", "_").replace("-", "_")
+        print(f"RESULT cost per_object_{key}={v:.3f}")
+    print(f"RESULT cost dollars_per_million_objects={per_million:.2f} "
+          f"dollars_per_day={per_day:.2f} glue_jobs_dollars_per_day={glue_jobs:.2f}")
+    print(f"RESULT cost s3_get_list_per_object={(total['s3_get'] + total['s3_list']) / n:.2f} "
+          f"s3_put_per_object={total['s3_put'] / n:.2f}")
+
+
+if __name__ == "__main__":
+    main()
