@@ -10,7 +10,11 @@ use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
 
-use super::customer_trusted_to_curated::{DeviceChanges, apply_device_changes, change, serial};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::customer_trusted_to_curated::{
+    DeviceChanges, IN_FLIGHT, apply_device_changes, change, merge_changes, serial,
+};
 use super::{Ctx, RowOutcome, by_shard, rewrite_shard, scan_landing};
 
 /// Folds one landing file into the shards of customer_trusted.
@@ -22,43 +26,47 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     })
     .await?;
     let parsed = s.rows_out;
-    let mut upserted = 0;
     let shards = ctx.cfg.customer_shards;
-    let mut devices = DeviceChanges::new();
-    for (shard, part) in by_shard(incoming, shards) {
-        let mut n = 0;
-        let mut changes = DeviceChanges::new();
-        rewrite_shard(
-            ctx,
-            bucket,
-            Table::CustomerTrusted,
-            shard,
-            &mut s,
-            |current| {
-                let (next, stats) = rules::merge_trusted(current, &part);
-                n = stats.upserted;
-                changes = DeviceChanges::new();
-                for email in part.rows.keys() {
-                    let (old, new) = (serial(current, email), serial(&next, email));
-                    if old != new {
-                        if let Some(old) = &old {
-                            change(&mut changes, shards, old, email, false, false);
-                        }
-                        if let Some(new) = &new {
-                            change(&mut changes, shards, new, email, false, true);
+    // The shards (a few in flight), then the device changes they imply.
+    let done: Vec<(Summary, u64, DeviceChanges)> = stream::iter(by_shard(incoming, shards))
+        .map(|(shard, part)| async move {
+            let mut s = Summary::default();
+            let (mut n, mut changes) = (0, DeviceChanges::new());
+            rewrite_shard(
+                ctx,
+                bucket,
+                Table::CustomerTrusted,
+                shard,
+                &mut s,
+                |current| {
+                    let (next, stats) = rules::merge_trusted(current, &part);
+                    n = stats.upserted;
+                    changes = DeviceChanges::new();
+                    for email in part.rows.keys() {
+                        let (old, new) = (serial(current, email), serial(&next, email));
+                        if old != new {
+                            if let Some(old) = &old {
+                                change(&mut changes, shards, old, email, false, false);
+                            }
+                            if let Some(new) = &new {
+                                change(&mut changes, shards, new, email, false, true);
+                            }
                         }
                     }
-                }
-                Some(next)
-            },
-        )
+                    Some(next)
+                },
+            )
+            .await?;
+            Ok::<_, crate::Error>((s, n, changes))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
         .await?;
+    let (mut upserted, mut devices) = (0, DeviceChanges::new());
+    for (d, n, changes) in done {
+        s.absorb(d);
         upserted += n;
-        for (k, (add, remove)) in changes {
-            let entry = devices.entry(k).or_default();
-            entry.0.extend(add);
-            entry.1.extend(remove);
-        }
+        merge_changes(&mut devices, changes);
     }
     apply_device_changes(ctx, bucket, devices, &mut s).await?;
     // Superseded, non-consenting and already-known records are filtered, not lost.

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::StringArray;
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::columnar::{column, read_parquet};
 use crate::error::Result;
@@ -23,6 +24,15 @@ use crate::summary::Summary;
 use super::reference::device_entries;
 use super::{Ctx, encode_devices, rewrite_object, rewrite_shard};
 
+/// What one customer shard needs: the object's users it knows, and whether they change
+/// the curated shard (then its device changes come first).
+struct ShardPlan {
+    shard: u32,
+    trusted: Customers,
+    known: Vec<String>,
+    changes: DeviceChanges,
+}
+
 /// Adds the users of one accelerometer_trusted object to customer_curated.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let mut s = Summary::default();
@@ -31,7 +41,6 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         return Ok(s);
     };
     let shards = ctx.cfg.customer_shards;
-    let mut first_owned = BTreeSet::new();
     let mut users: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     for b in read_parquet(bytes, &["user"], &src.key)? {
         let col = column::<StringArray>(&b, "user", &src.key)?;
@@ -43,43 +52,77 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
                 .insert(u.to_string());
         }
     }
-    for (shard, users) in users {
-        let trusted = ctx
-            .customer_shard(bucket, Table::CustomerTrusted, shard)
-            .await?;
-        let known: Vec<String> = users
-            .iter()
-            .filter(|u| trusted.rows.contains_key(*u))
-            .cloned()
-            .collect();
-        s.rows_out += known.len() as u64;
-        s.filtered += (users.len() - known.len()) as u64;
-        if known.is_empty() {
-            continue;
-        }
-        // The device index first: a retry after a failure in between finds the curated
-        // rows unchanged and redoes the same (idempotent) index changes.
-        let curated = ctx
-            .customer_shard(bucket, Table::CustomerCurated, shard)
-            .await?;
-        let changes = device_changes(&curated, &trusted, &known, shards);
-        first_owned.extend(apply_device_changes(ctx, bucket, changes, &mut s).await?);
-        rewrite_shard(
-            ctx,
-            bucket,
-            Table::CustomerCurated,
-            shard,
-            &mut s,
-            |current| {
-                Some(rules::merge_curated(
-                    current,
-                    &trusted,
-                    known.iter().cloned(),
-                ))
-            },
-        )
+    // Plan, shard by shard (a few in flight): users already curated with their current
+    // record change nothing and cost no further request.
+    let plans: Vec<(usize, usize, Option<ShardPlan>)> = stream::iter(users)
+        .map(|(shard, users)| async move {
+            let trusted = ctx
+                .customer_shard(bucket, Table::CustomerTrusted, shard)
+                .await?;
+            let known: Vec<String> = users
+                .iter()
+                .filter(|u| trusted.rows.contains_key(*u))
+                .cloned()
+                .collect();
+            let unknown = users.len() - known.len();
+            if known.is_empty() {
+                return Ok((0, unknown, None));
+            }
+            let curated = ctx
+                .customer_shard(bucket, Table::CustomerCurated, shard)
+                .await?;
+            if rules::merge_curated(&curated, &trusted, known.iter().cloned()) == curated {
+                return Ok((known.len(), unknown, None));
+            }
+            let changes = device_changes(&curated, &trusted, &known, shards);
+            let plan = ShardPlan {
+                shard,
+                trusted,
+                known,
+                changes,
+            };
+            Ok::<_, crate::Error>((plan.known.len(), unknown, Some(plan)))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
         .await?;
+    let mut devices = DeviceChanges::new();
+    let mut work = Vec::new();
+    for (known, unknown, plan) in plans {
+        s.rows_out += known as u64;
+        s.filtered += unknown as u64;
+        if let Some(mut plan) = plan {
+            merge_changes(&mut devices, std::mem::take(&mut plan.changes));
+            work.push(plan);
+        }
     }
+    // The device index first: a retry after a failure in between finds the curated rows
+    // unchanged and redoes the same (idempotent) index changes.
+    let first_owned = apply_device_changes(ctx, bucket, devices, &mut s).await?;
+    let done: Vec<Summary> = stream::iter(work)
+        .map(|plan| async move {
+            let mut s = Summary::default();
+            rewrite_shard(
+                ctx,
+                bucket,
+                Table::CustomerCurated,
+                plan.shard,
+                &mut s,
+                |cur| {
+                    Some(rules::merge_curated(
+                        cur,
+                        &plan.trusted,
+                        plan.known.iter().cloned(),
+                    ))
+                },
+            )
+            .await?;
+            Ok::<_, crate::Error>(s)
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    done.into_iter().for_each(|d| s.absorb(d));
     redrive_waiting(ctx, bucket, &first_owned, &mut s).await?;
     Ok(s)
 }
@@ -197,44 +240,65 @@ pub(super) async fn apply_device_changes(
     changes: DeviceChanges,
     s: &mut Summary,
 ) -> Result<BTreeSet<String>> {
-    let mut first_owned = BTreeSet::new();
-    for (shard, (add, remove)) in changes {
-        let key = keys::device_shard_key(shard);
-        let mut firsts = BTreeSet::new();
-        rewrite_object(ctx, bucket, &key, s, |current| {
-            let mut entries: BTreeSet<DeviceEntry> = match current {
-                Some(bytes) => device_entries(&bytes, &key)?.into_iter().collect(),
-                None => BTreeSet::new(),
-            };
-            let before = entries.clone();
-            for e in &remove {
-                entries.remove(e);
-            }
-            for e in &add {
-                let curated = DeviceEntry {
-                    curated: true,
-                    ..e.clone()
+    let done: Vec<(Summary, BTreeSet<String>)> = stream::iter(changes)
+        .map(|(shard, (add, remove))| async move {
+            let mut s = Summary::default();
+            let key = keys::device_shard_key(shard);
+            let mut firsts = BTreeSet::new();
+            rewrite_object(ctx, bucket, &key, &mut s, |current| {
+                let mut entries: BTreeSet<DeviceEntry> = match current {
+                    Some(bytes) => device_entries(&bytes, &key)?.into_iter().collect(),
+                    None => BTreeSet::new(),
                 };
-                if e.curated || !entries.contains(&curated) {
-                    entries.insert(e.clone());
+                let before = entries.clone();
+                for e in &remove {
+                    entries.remove(e);
                 }
-            }
-            let owned = |set: &BTreeSet<DeviceEntry>, serial: &str| {
-                set.iter().any(|d| d.curated && d.serial == serial)
-            };
-            firsts = add
-                .iter()
-                .filter(|e| e.curated && !owned(&before, &e.serial))
-                .map(|e| e.serial.clone())
-                .collect();
-            if entries == before {
-                return Ok(None);
-            }
-            let entries: Vec<_> = entries.into_iter().collect();
-            encode_devices(&entries).map(Some)
+                for e in &add {
+                    let curated = DeviceEntry {
+                        curated: true,
+                        ..e.clone()
+                    };
+                    if e.curated || !entries.contains(&curated) {
+                        entries.insert(e.clone());
+                    }
+                }
+                let owned = |set: &BTreeSet<DeviceEntry>, serial: &str| {
+                    set.iter().any(|d| d.curated && d.serial == serial)
+                };
+                firsts = add
+                    .iter()
+                    .filter(|e| e.curated && !owned(&before, &e.serial))
+                    .map(|e| e.serial.clone())
+                    .collect();
+                if entries == before {
+                    return Ok(None);
+                }
+                let entries: Vec<_> = entries.into_iter().collect();
+                encode_devices(&entries).map(Some)
+            })
+            .await?;
+            Ok::<_, crate::Error>((s, firsts))
         })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
         .await?;
+    let mut first_owned = BTreeSet::new();
+    for (d, firsts) in done {
+        s.absorb(d);
         first_owned.extend(firsts);
     }
     Ok(first_owned)
 }
+
+/// Adds `more` to `into`, shard by shard.
+pub(super) fn merge_changes(into: &mut DeviceChanges, more: DeviceChanges) {
+    for (k, (add, remove)) in more {
+        let entry = into.entry(k).or_default();
+        entry.0.extend(add);
+        entry.1.extend(remove);
+    }
+}
+
+/// Shard reads and writes one invocation keeps in flight.
+pub(super) const IN_FLIGHT: usize = 8;
