@@ -143,7 +143,8 @@ fn part_number(name: &str, suffix: &str) -> Option<u32> {
         .flatten()
 }
 
-/// The folder of the device index (serial → curated owners), sharded by serial.
+/// The folder of the device index (serial → consenting owners, each flagged curated or
+/// not), sharded by serial.
 pub const DEVICES_PREFIX: &str = "_stedi/devices/";
 
 /// The object of device-index shard `shard`.

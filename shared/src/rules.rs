@@ -280,8 +280,8 @@ pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of:
     }
 }
 
-/// machine_learning_curated for one step trainer object: its readings keyed by serial and
-/// time, joined with the same customer's phone readings at the same millisecond.
+/// machine_learning_curated rows of Step Trainer readings: keyed by serial and time, joined
+/// with their owners' phone readings at the same millisecond.
 #[derive(Debug, Default)]
 pub struct MlJoin {
     /// One entry per serial: the serial and its readings by time.

@@ -1,8 +1,8 @@
 //! accelerometer_trusted (new object) → customer_curated: the trusted customers who have
 //! readings. The object's distinct users are added to the customer_curated shards their
-//! e-mails fall in, and their devices to the device index (serial → curated owners, by a
-//! hash of the serial) that the Step Trainer filter and the ML join read; every shard is
-//! rewritten with a conditional write.
+//! e-mails fall in, and their devices are flagged curated in the device index (serial →
+//! consenting owners, by a hash of the serial) that the Step Trainer filter reads; every
+//! shard is rewritten with a conditional write.
 //!
 //! A serial that gets its first owner may have Step Trainer files waiting for it (see
 //! [`super::step_trainer_landing_to_trusted`]): they are sent back through the Step

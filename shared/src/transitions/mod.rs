@@ -254,7 +254,6 @@ where
         summary: s,
         lineage: Lineage {
             source_etag,
-            inputs: String::new(),
             refs: filter.consulted(),
         },
         shards: refs,
@@ -330,9 +329,6 @@ pub const LAYOUT: u32 = 3;
 pub struct Lineage {
     /// ETag of the source object when it was processed.
     pub source_etag: String,
-    /// Digest of other inputs that are not reference shards (machine_learning_curated:
-    /// the phone objects of its `dt`).
-    pub inputs: String,
     /// Keys consulted (e-mails or serials, by their hash) → the answer they gave (see
     /// [`crate::compute::Answer`]).
     pub refs: BTreeMap<String, String>,
@@ -398,18 +394,6 @@ pub async fn write_json<T: serde::Serialize>(
         source,
     })?;
     ctx.store.put(bucket, key, Bytes::from(body)).await
-}
-
-/// A stable digest of several ETags (FNV-1a, 64 bits, hex).
-pub fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }
 
 /// Writes the outputs of one source object (one per `dt`), registers their partitions, and
