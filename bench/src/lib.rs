@@ -487,3 +487,141 @@ pub fn init_ms(bin: &str) -> Result<f64> {
     }
     Ok(ms)
 }
+
+// ---------------------------------------------------------------- parser candidates
+
+/// The landing JSON parsers measured against each other on the same files (issue: a faster
+/// landing reader): every line of every `zone` landing file split as the functions split
+/// it, then parsed by `parser`:
+/// - `none`: the line splitter alone (the floor);
+/// - `serde_json`: the coercions ([`stedi::record::parse_with`]) over serde_json;
+/// - `sonic_rs`: the same coercions over sonic-rs's SIMD deserializer;
+/// - `stedi`: [`stedi::record::parse_line`], the reader the functions run (sonic-rs, with
+///   serde_json reading again a line sonic-rs refuses, for its message);
+/// - `arrow_json`: arrow-json's `Decoder` into Arrow columns, for reference only — it does
+///   not keep the landing semantics (field names case-sensitive, no numbers in strings,
+///   one bad line fails the batch), so it cannot replace the reader.
+///
+/// Returns bytes, rows, rows rejected and seconds.
+pub fn parse_candidate(parser: &str, zone: &str, data: &Path) -> Result<Value> {
+    use stedi::lines::{Line, LineSplitter};
+    use stedi::record::{Cell, parse_line, parse_with};
+    let table = match zone {
+        "accelerometer" => Table::AccelerometerLanding,
+        "step_trainer" => Table::StepTrainerLanding,
+        "customer" => Table::CustomerLanding,
+        other => bail!("unknown zone {other}"),
+    };
+    let columns = table.columns();
+    let (mut rows, mut rejected, mut bytes) = (0u64, 0u64, 0u64);
+    let files = landing_files(data, zone)?;
+    let started = Instant::now();
+    if parser == "arrow_json" {
+        for f in &files {
+            let (r, b) = arrow_json_decode(f, table)?;
+            rows += r;
+            bytes += b;
+        }
+    } else {
+        let mut buffer: Vec<Cell<'static>> = Vec::with_capacity(columns.len());
+        for f in &files {
+            let mut splitter = LineSplitter::new(1 << 20, 4096);
+            let mut on_line = |l: Line<'_>| -> Result<()> {
+                let Line::Text { bytes: line, .. } = l else {
+                    rejected += 1;
+                    return Ok(());
+                };
+                let n = columns.len();
+                let ok = match parser {
+                    "none" => !line.is_empty(),
+                    "serde_json" => reuse(&mut buffer, n, |out| {
+                        let mut de = serde_json::Deserializer::from_slice(line);
+                        parse_with(&mut de, columns, out)
+                            .and_then(|()| de.end())
+                            .is_ok()
+                    }),
+                    "sonic_rs" => reuse(&mut buffer, n, |out| {
+                        let mut de = sonic_rs::Deserializer::from_slice(line);
+                        parse_with(&mut de, columns, out)
+                            .and_then(|()| de.end())
+                            .is_ok()
+                    }),
+                    "stedi" => reuse(&mut buffer, 0, |out| parse_line(line, columns, out).is_ok()),
+                    other => bail!("unknown parser {other}"),
+                };
+                if ok {
+                    rows += 1;
+                } else {
+                    rejected += 1;
+                }
+                Ok(())
+            };
+            bytes += stream_file(f, |c| splitter.push(c, &mut on_line))?;
+            splitter.finish(&mut on_line)?;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "parser": parser, "zone": zone, "bytes": bytes, "rows": rows, "rejected": rejected,
+        "secs": secs, "mb_per_s": bytes as f64 / 1e6 / secs.max(1e-9),
+    }))
+}
+
+/// Runs `f` on `n` null cells borrowing from the current line, reusing `buffer`'s allocation
+/// (as the functions' scan does: no allocation per line).
+fn reuse<'a, R>(
+    buffer: &mut Vec<stedi::record::Cell<'static>>,
+    n: usize,
+    f: impl FnOnce(&mut Vec<stedi::record::Cell<'a>>) -> R,
+) -> R {
+    use stedi::record::Cell;
+    let mut cells: Vec<Cell<'a>> = std::mem::take(buffer)
+        .into_iter()
+        .map(|_| Cell::Null)
+        .collect();
+    cells.resize(n, Cell::Null);
+    let r = f(&mut cells);
+    cells.clear();
+    *buffer = cells.into_iter().map(|_| Cell::Null).collect();
+    r
+}
+
+/// arrow-json's streaming `Decoder` over one file with the table's schema (lower-case
+/// names as Glue has them, so only lines whose keys are spelled so decode).
+fn arrow_json_decode(path: &Path, table: Table) -> Result<(u64, u64)> {
+    use arrow_schema::{DataType, Field, Schema};
+    use stedi::schema::ColType;
+    let fields: Vec<Field> = table
+        .columns()
+        .iter()
+        .map(|stedi::schema::Column { name, ty, .. }| {
+            let dt = match ty {
+                ColType::Str => DataType::Utf8,
+                ColType::Long => DataType::Int64,
+                ColType::Int => DataType::Int32,
+                ColType::Double => DataType::Float64,
+            };
+            Field::new(name.to_string(), dt, true)
+        })
+        .collect();
+    let mut decoder = arrow_json::ReaderBuilder::new(std::sync::Arc::new(Schema::new(fields)))
+        .with_batch_size(8192)
+        .build_decoder()?;
+    let mut rows = 0u64;
+    let bytes = stream_file(path, |mut chunk| {
+        while !chunk.is_empty() {
+            let used = decoder.decode(chunk)?;
+            chunk = &chunk[used..];
+            if (used == 0 || decoder.len() >= 8192)
+                && let Some(b) = decoder.flush()?
+            {
+                rows += b.num_rows() as u64;
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(b) = decoder.flush()? {
+        rows += b.num_rows() as u64;
+    }
+    Ok((rows, bytes))
+}

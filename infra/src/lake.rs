@@ -8,10 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::json;
 use stedi::catalog;
-use stedi::lambda::{Function, WorkItem};
+use stedi::lambda::Function;
 use stedi::reconcile;
 use stedi::schema::Table;
 
@@ -426,8 +425,9 @@ pub async fn drop_files(
     Ok(report)
 }
 
-/// `stedi reconcile`: plans, fans the items out through the reconcile queue (where the
-/// runner hands them to the `reconcile` function), and plans again until nothing is left.
+/// `stedi reconcile`: the reconcile driver with the local queue as its fan-out: the items go
+/// to the reconcile queue, where the runner hands them to the `reconcile` function; then
+/// it plans again, until nothing is left.
 pub async fn reconcile(
     stack: &Stack,
     runner: &mut Runner<'_>,
@@ -439,66 +439,52 @@ pub async fn reconcile(
         // No local reconcile queue (e.g. against a SAM-deployed stack): run in process.
         return Ok(reconcile::run_inline(&ctx, bucket).await?);
     };
-    let mut report = reconcile::Report::default();
-    for _ in 0..8 {
-        let plan = reconcile::plan(&ctx, bucket).await?;
-        report.add_plan(&plan);
-        if plan.stage.is_none() {
-            report.summary = runner
-                .by_function
-                .get("reconcile")
-                .cloned()
-                .unwrap_or_default();
-            return Ok(report);
-        }
-        for chunk in plan.items.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let body = WorkItem {
-                        item: item.clone(),
-                        bucket: Some(bucket.clone()),
-                    };
-                    Ok(SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(serde_json::to_string(&body)?)
-                        .build()?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            stack
-                .sqs
-                .send_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .context("queueing reconcile items")?;
-        }
-        let before = runner
-            .by_function
-            .get("reconcile")
-            .cloned()
-            .unwrap_or_default();
-        runner.drain(timeout).await?;
-        let after = runner
-            .by_function
-            .get("reconcile")
-            .cloned()
-            .unwrap_or_default();
-        if after.errors.len() > before.errors.len() {
-            bail!(
-                "reconcile items failed: {:?}",
-                &after.errors[before.errors.len()..]
-            );
-        }
-    }
-    report.summary = runner
+    let mut local = LocalQueue {
+        queue: reconcile::Queue {
+            sqs: &stack.sqs,
+            url: &url,
+        },
+        runner,
+        timeout,
+    };
+    let mut report = reconcile::drive(&ctx, bucket, &mut local, 8).await?;
+    report.summary = local
+        .runner
         .by_function
         .get("reconcile")
         .cloned()
         .unwrap_or_default();
-    bail!("reconcile did not converge in 8 passes")
+    if !report.converged {
+        bail!("reconcile did not converge in 8 passes");
+    }
+    Ok(report)
+}
+
+/// The local fan-out: the items go to the reconcile queue and the runner drains it.
+struct LocalQueue<'q, 'r, 's> {
+    queue: reconcile::Queue<'q>,
+    runner: &'r mut Runner<'s>,
+    timeout: Duration,
+}
+
+impl reconcile::FanOut for LocalQueue<'_, '_, '_> {
+    type Error = anyhow::Error;
+    async fn fan_out(
+        &mut self,
+        bucket: &str,
+        items: &[reconcile::Item],
+    ) -> Result<stedi::summary::Summary> {
+        self.queue.fan_out(bucket, items).await?;
+        let failed = |r: &Runner<'_>| r.by_function.get("reconcile").map_or(0, |s| s.errors.len());
+        let before = failed(self.runner);
+        self.runner.drain(self.timeout).await?;
+        if let Some(s) = self.runner.by_function.get("reconcile")
+            && s.errors.len() > before
+        {
+            bail!("reconcile items failed: {:?}", &s.errors[before..]);
+        }
+        Ok(stedi::summary::Summary::default())
+    }
 }
 
 /// The lines `stedi reconcile` prints.

@@ -13,9 +13,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -191,7 +190,7 @@ impl Lake {
     ) -> Result<Vec<RecordBatch>> {
         let table = Table::from_name(name)
             .with_context(|| format!("{name}: not a table of this product"))?;
-        let ours: Vec<&str> = table.columns().iter().map(|c| c.0).collect();
+        let ours: Vec<&str> = table.columns().iter().map(|c| c.name).collect();
         let theirs: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         if ours != theirs {
             bail!(
@@ -251,81 +250,41 @@ pub async fn query(stack: &Stack, sql: &str) -> Result<Vec<RecordBatch>> {
     Lake::for_sql(stack, sql).await?.run(sql).await
 }
 
-/// Renders batches as a table, CSV or JSON.
+/// Renders batches as a table, CSV (a header line, nulls empty) or JSON (one array of
+/// objects, nulls explicit), with arrow's own writers.
 pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
-    let options = FormatOptions::default().with_null("");
+    let mut out = Vec::new();
     match format {
         OutputFormat::Table => {
-            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+            return Ok(
+                datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string(),
+            );
         }
         OutputFormat::Csv => {
-            let mut out = String::new();
-            if let Some(b) = batches.first() {
-                let names: Vec<String> = b
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| csv_field(f.name()))
-                    .collect();
-                out.push_str(&names.join(","));
-                out.push('\n');
-            }
+            let mut w = arrow_csv::WriterBuilder::new()
+                .with_header(true)
+                .with_null(String::new())
+                .build(&mut out);
             for b in batches {
-                let fmts = formatters(b, &options)?;
-                for r in 0..b.num_rows() {
-                    let cells: Vec<String> = fmts
-                        .iter()
-                        .map(|f| csv_field(&f.value(r).to_string()))
-                        .collect();
-                    out.push_str(&cells.join(","));
-                    out.push('\n');
-                }
+                w.write(b)?;
             }
-            Ok(out)
         }
         OutputFormat::Json => {
-            let mut rows = Vec::new();
+            let mut w = arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow_json::writer::JsonArray>(&mut out);
             for b in batches {
-                let fmts = formatters(b, &options)?;
-                for r in 0..b.num_rows() {
-                    let mut obj = serde_json::Map::new();
-                    for ((field, fmt), c) in b.schema().fields().iter().zip(&fmts).zip(b.columns())
-                    {
-                        let text = fmt.value(r).to_string();
-                        let v = if c.is_null(r) {
-                            serde_json::Value::Null
-                        } else if c.data_type().is_numeric() {
-                            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-                        } else {
-                            serde_json::Value::String(text)
-                        };
-                        obj.insert(field.name().clone(), v);
-                    }
-                    rows.push(serde_json::Value::Object(obj));
-                }
+                w.write(b)?;
             }
-            Ok(format!("{}\n", serde_json::Value::Array(rows)))
+            w.finish()?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                // No row written: the writer leaves nothing, an empty result is `[]`.
+                out = b"[]".to_vec();
+            }
+            out.push(b'\n');
         }
     }
-}
-
-/// One display formatter per column of `b`.
-fn formatters<'a>(
-    b: &'a RecordBatch,
-    options: &'a FormatOptions<'a>,
-) -> Result<Vec<ArrayFormatter<'a>>> {
-    Ok(b.columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), options))
-        .collect::<std::result::Result<Vec<_>, _>>()?)
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    Ok(String::from_utf8(out)?)
 }
 
 #[cfg(test)]
@@ -353,9 +312,32 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_when_needed() {
-        assert_eq!(csv_field("a"), "a");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    fn csv_and_json_keep_quotes_nulls_and_numbers() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("say \"hi\", Ben"), None])),
+                Arc::new(Int64Array::from(vec![Some(1655564444103), None])),
+                Arc::new(Float64Array::from(vec![Some(-0.5), Some(2.0)])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            render(std::slice::from_ref(&b), OutputFormat::Csv).unwrap(),
+            "name,n,x\n\"say \"\"hi\"\", Ben\",1655564444103,-0.5\n,,2.0\n"
+        );
+        assert_eq!(
+            render(&[b], OutputFormat::Json).unwrap(),
+            "[{\"name\":\"say \\\"hi\\\", Ben\",\"n\":1655564444103,\"x\":-0.5},\
+             {\"name\":null,\"n\":null,\"x\":2.0}]\n"
+        );
+        assert_eq!(render(&[], OutputFormat::Json).unwrap(), "[]\n");
+        assert_eq!(render(&[], OutputFormat::Csv).unwrap(), "");
     }
 }

@@ -204,7 +204,7 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
         let want_cols: Vec<String> = table
             .columns()
             .iter()
-            .map(|(n, ty, _)| format!("{n} {}", ty.glue()))
+            .map(|c| format!("{} {}", c.name, c.ty.glue()))
             .collect();
         let cols = column_list(&sd["Columns"]);
         if cols != want_cols {

@@ -30,8 +30,8 @@ pub fn partition_location(bucket: &str, table: Table, dt: &str) -> String {
 
 fn glue_err<E, R>(op: &'static str, table: &str, e: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let retryable = sdk_retryable(&e, |code| {
         matches!(
@@ -48,6 +48,7 @@ where
         table: table.to_string(),
         message: sdk_message(&e),
         retryable,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -57,6 +58,7 @@ fn build_err(table: Table, e: impl std::fmt::Display) -> Error {
         table: table.name().to_string(),
         message: e.to_string(),
         retryable: false,
+        source: None,
     }
 }
 
@@ -65,7 +67,7 @@ pub fn storage_descriptor(table: Table, location: String) -> Result<StorageDescr
     let columns = table
         .columns()
         .iter()
-        .map(|(name, ty, _)| Column::builder().name(*name).r#type(ty.glue()).build())
+        .map(|c| Column::builder().name(c.name).r#type(c.ty.glue()).build())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| build_err(table, e))?;
     let (serde, input, output) = match table.format() {
@@ -171,6 +173,7 @@ pub async fn register_partitions(
                             | "InternalServiceException"
                             | "ConcurrentModificationException"
                     ),
+                    source: None,
                 });
             }
         }

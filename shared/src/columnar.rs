@@ -43,7 +43,7 @@ impl RowsBuilder {
         let builders = table
             .columns()
             .iter()
-            .map(|(_, ty, _)| match ty {
+            .map(|c| match c.ty {
                 ColType::Str => Builder::Str(StringBuilder::new()),
                 ColType::Long => Builder::Long(Int64Builder::new()),
                 ColType::Int => Builder::Int(Int32Builder::new()),

@@ -46,6 +46,9 @@ pub enum Error {
         message: String,
         /// Whether a retry may succeed (throttling, 5xx, timeouts, transport).
         retryable: bool,
+        /// The SDK's or the body stream's error, with its causes.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A Glue call failed.
     #[error("glue {op} {table}: {message}")]
@@ -58,6 +61,9 @@ pub enum Error {
         message: String,
         /// Whether a retry may succeed.
         retryable: bool,
+        /// The SDK's error, with its causes.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A snapshot table kept losing the conditional-write race.
     #[error("conditional write of s3://{bucket}/{key} lost {attempts} times in a row")]

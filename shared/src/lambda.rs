@@ -180,39 +180,23 @@ fn resolve_bucket(named: Option<&str>) -> Result<String> {
         })
 }
 
+/// One pass of the reconcile driver through the queue, then a follow-up plan request so the
+/// next stage starts once these items have had time to run; without a queue, every pass
+/// in this invocation.
 async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
     let bucket = resolve_bucket(request.bucket.as_deref())?;
     let Some((sqs, url)) = &ctx.reconcile_queue else {
         let report = reconcile::run_inline(ctx, &bucket).await?;
         return Ok(report.summary);
     };
-    let plan = reconcile::plan(ctx, &bucket).await?;
+    let report = reconcile::drive(ctx, &bucket, &mut reconcile::Queue { sqs, url }, 1).await?;
     let mut s = Summary::default();
-    for (t, added, removed) in &plan.snapshots {
-        s.outputs
-            .push(format!("{} (+{added} -{removed})", t.name()));
+    for (t, added, removed) in &report.snapshots {
+        s.outputs.push(format!("{t} (+{added} -{removed})"));
     }
-    if plan.items.is_empty() && plan.stage.is_none() {
+    if report.converged {
         return Ok(s);
     }
-    let bodies = plan
-        .items
-        .iter()
-        .map(|item| {
-            let message = WorkItem {
-                item: item.clone(),
-                bucket: Some(bucket.clone()),
-            };
-            serde_json::to_string(&message).map_err(|source| Error::Json {
-                context: "reconcile work item".into(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<String>>>()?;
-    for chunk in bodies.chunks(10) {
-        send_batch(sqs, url, chunk, 0).await?;
-    }
-    // Plan again once these items have had time to run: the next stage follows.
     let next = PlanRequest {
         bucket: Some(bucket),
     };
@@ -221,7 +205,7 @@ async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
         source,
     })?;
     send_batch(sqs, url, &[next], 60).await?;
-    s.rows_out = plan.items.len() as u64;
+    s.rows_out = report.items.values().sum();
     Ok(s)
 }
 

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::columnar::{column, read_parquet};
 use crate::compute::RowOutcome;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys;
+use crate::lambda::{WorkItem, send_batch};
 use crate::rules::{self, Customers, DeviceEntry};
 use crate::schema::Table;
 use crate::store::Fetched;
@@ -40,15 +41,16 @@ use crate::transitions::{
 pub enum Item {
     /// Run a landing transition on one landing object.
     Landing {
-        /// `accelerometer_landing_to_trusted` or `step_trainer_landing_to_trusted`.
-        function: String,
+        /// `accelerometer_landing_to_trusted` or `step_trainer_landing_to_trusted` (by name
+        /// on the wire).
+        function: Transition,
         /// The landing object.
         key: String,
     },
     /// Remove the outputs of a landing object that no longer exists.
     Orphan {
-        /// The trusted table.
-        table: String,
+        /// The trusted table (by name on the wire).
+        table: Table,
         /// The vanished source's stem.
         stem: String,
     },
@@ -262,10 +264,7 @@ async fn stale_landing(
             m.layout == LAYOUT && m.lineage.source_etag == etag && m.lineage.refs_current(refs_now)
         });
         if !fresh {
-            items.push(Item::Landing {
-                function: t.name().to_string(),
-                key,
-            });
+            items.push(Item::Landing { function: t, key });
         }
     }
     let manifests = keys::lineage_prefix(target);
@@ -275,7 +274,7 @@ async fn stale_landing(
         };
         if !stem.contains('/') && !stems.contains(stem) {
             items.push(Item::Orphan {
-                table: target.name().to_string(),
+                table: target,
                 stem: stem.to_string(),
             });
         }
@@ -447,16 +446,13 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
 pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
     match item {
         Item::Landing { function, key } => {
-            let t = Transition::from_name(function).ok_or_else(|| {
-                crate::Error::BadEvent(format!("reconcile item names unknown function {function}"))
-            })?;
-            let src = keys::accept(bucket, key, t.sources())?;
-            t.run(ctx, bucket, &src).await
+            let src = keys::accept(bucket, key, function.sources())?;
+            function.run(ctx, bucket, &src).await
         }
         Item::Orphan { table, stem } => {
-            let table = Table::from_name(table)
-                .filter(|t| t.partitioned())
-                .ok_or_else(|| crate::Error::BadEvent(format!("no partitioned table {table}")))?;
+            let table = Some(*table).filter(|t| t.partitioned()).ok_or_else(|| {
+                crate::Error::BadEvent(format!("{} is not partitioned", table.name()))
+            })?;
             let mut s = Summary::default();
             let before = publish_partitioned(
                 ctx,
@@ -511,6 +507,8 @@ pub struct Report {
     pub device_shards: usize,
     /// What the items did.
     pub summary: Summary,
+    /// Whether the last plan found nothing to do.
+    pub converged: bool,
 }
 
 impl Report {
@@ -537,21 +535,94 @@ impl Report {
     }
 }
 
-/// Plans and executes in this process until a plan finds nothing to do.
-pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
+/// Where a plan's items run: the one reconcile driver ([`drive`]) has two fan-outs, in this
+/// process ([`Inline`]) and through the reconcile queue ([`Queue`], and the local stack's
+/// queue-and-runner in `stedi reconcile`).
+pub trait FanOut {
+    /// What a failed fan-out reports (the library's [`Error`] converts into it).
+    type Error: From<Error>;
+    /// Runs (or hands out) the items of one plan; returns what ran here.
+    fn fan_out(
+        &mut self,
+        bucket: &str,
+        items: &[Item],
+    ) -> impl std::future::Future<Output = std::result::Result<Summary, Self::Error>>;
+}
+
+/// Runs every item in this process, one after the other.
+pub struct Inline<'a>(pub &'a Ctx);
+
+impl FanOut for Inline<'_> {
+    type Error = Error;
+    async fn fan_out(&mut self, bucket: &str, items: &[Item]) -> Result<Summary> {
+        let mut s = Summary::default();
+        for item in items {
+            s.absorb(execute(self.0, bucket, item).await?);
+        }
+        Ok(s)
+    }
+}
+
+/// Sends every item to the reconcile queue, ten messages per request; the `reconcile`
+/// function executes them.
+pub struct Queue<'a> {
+    /// The SQS client.
+    pub sqs: &'a aws_sdk_sqs::Client,
+    /// The reconcile queue.
+    pub url: &'a str,
+}
+
+impl FanOut for Queue<'_> {
+    type Error = Error;
+    async fn fan_out(&mut self, bucket: &str, items: &[Item]) -> Result<Summary> {
+        let bodies = items
+            .iter()
+            .map(|item| {
+                let message = WorkItem {
+                    item: item.clone(),
+                    bucket: Some(bucket.to_string()),
+                };
+                serde_json::to_string(&message).map_err(|source| Error::Json {
+                    context: "reconcile work item".into(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
+        for chunk in bodies.chunks(10) {
+            send_batch(self.sqs, self.url, chunk, 0).await?;
+        }
+        Ok(Summary::default())
+    }
+}
+
+/// The reconcile driver: plans, fans the plan's items out, and plans again, at most
+/// `passes` times or until a plan finds nothing to do ([`Report::converged`]). Five stages
+/// at most, each needing one pass to find its items: 8 passes converge from any state; the
+/// `reconcile` function makes one pass per message and queues the next.
+pub async fn drive<F: FanOut>(
+    ctx: &Ctx,
+    bucket: &str,
+    fan_out: &mut F,
+    passes: usize,
+) -> std::result::Result<Report, F::Error> {
     let mut report = Report::default();
-    // Five stages at most, each needing one pass to find its items.
-    for _ in 0..8 {
+    for _ in 0..passes {
         let plan = plan(ctx, bucket).await?;
         report.add_plan(&plan);
         if plan.is_done() && plan.stage.is_none() {
+            report.converged = true;
             break;
         }
-        for item in &plan.items {
-            report.summary.absorb(execute(ctx, bucket, item).await?);
-        }
+        report
+            .summary
+            .absorb(fan_out.fan_out(bucket, &plan.items).await?);
     }
     Ok(report)
+}
+
+/// Plans and executes in this process until a plan finds nothing to do.
+pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
+    drive(ctx, bucket, &mut Inline(ctx), 8).await
 }
 
 #[cfg(test)]
@@ -562,11 +633,11 @@ mod tests {
     fn items_travel_as_json() {
         let items = [
             Item::Landing {
-                function: "accelerometer_landing_to_trusted".into(),
+                function: Transition::AccelerometerLandingToTrusted,
                 key: "accelerometer/landing/a b.json".into(),
             },
             Item::Orphan {
-                table: "step_trainer_trusted".into(),
+                table: Table::StepTrainerTrusted,
                 stem: "x".into(),
             },
             Item::Ml {
@@ -588,5 +659,24 @@ mod tests {
             serde_json::to_string(&Item::Stray { key: "k".into() }).unwrap(),
             r#"{"item":"stray","key":"k"}"#
         );
+        // Functions and tables travel by name; an unknown name is refused when read.
+        assert_eq!(
+            serde_json::to_string(&items_landing()).unwrap(),
+            r#"{"item":"landing","function":"step_trainer_landing_to_trusted","key":"k"}"#
+        );
+        let unknown = r#"{"item":"orphan","table":"gyroscope_trusted","stem":"x"}"#;
+        let e = serde_json::from_str::<Item>(unknown).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown table \"gyroscope_trusted\""),
+            "{e}"
+        );
+    }
+
+    fn items_landing() -> Item {
+        Item::Landing {
+            function: Transition::StepTrainerLandingToTrusted,
+            key: "k".into(),
+        }
     }
 }

@@ -392,18 +392,21 @@ mod tests {
     #[test]
     fn column_positions_match_the_schema() {
         let c = Table::CustomerTrusted.columns();
-        assert_eq!(c[customer::EMAIL].0, "email");
-        assert_eq!(c[customer::SERIAL].0, "serialnumber");
-        assert_eq!(c[customer::LAST_UPDATE].0, "lastupdatedate");
-        assert_eq!(c[customer::RESEARCH].0, "sharewithresearchasofdate");
+        assert_eq!(c[customer::EMAIL].name, "email");
+        assert_eq!(c[customer::SERIAL].name, "serialnumber");
+        assert_eq!(c[customer::LAST_UPDATE].name, "lastupdatedate");
+        assert_eq!(c[customer::RESEARCH].name, "sharewithresearchasofdate");
         let a = Table::AccelerometerTrusted.columns();
         assert_eq!(
-            (a[accelerometer::USER].0, a[accelerometer::TIMESTAMP].0),
+            (
+                a[accelerometer::USER].name,
+                a[accelerometer::TIMESTAMP].name
+            ),
             ("user", "timestamp")
         );
         let s = Table::StepTrainerTrusted.columns();
         assert_eq!(
-            (s[step_trainer::TIME].0, s[step_trainer::SERIAL].0),
+            (s[step_trainer::TIME].name, s[step_trainer::SERIAL].name),
             ("sensorreadingtime", "serialnumber")
         );
     }

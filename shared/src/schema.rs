@@ -50,43 +50,56 @@ pub enum Format {
     Parquet,
 }
 
-/// One column: lower-case name, type, and whether a landing line must carry it.
-pub type Column = (&'static str, ColType, bool);
+/// One column of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Lower-case name (as Glue and the Parquet files have it).
+    pub name: &'static str,
+    /// Type.
+    pub ty: ColType,
+    /// Whether a landing line must carry it.
+    pub required: bool,
+}
+
+/// A column (for the tables below).
+const fn col(name: &'static str, ty: ColType, required: bool) -> Column {
+    Column { name, ty, required }
+}
 
 const CUSTOMER: &[Column] = &[
-    ("customername", ColType::Str, false),
-    ("email", ColType::Str, true),
-    ("phone", ColType::Str, false),
-    ("birthday", ColType::Str, false),
-    ("serialnumber", ColType::Str, false),
-    ("registrationdate", ColType::Long, false),
-    ("lastupdatedate", ColType::Long, true),
-    ("sharewithresearchasofdate", ColType::Long, false),
-    ("sharewithpublicasofdate", ColType::Long, false),
-    ("sharewithfriendsasofdate", ColType::Long, false),
+    col("customername", ColType::Str, false),
+    col("email", ColType::Str, true),
+    col("phone", ColType::Str, false),
+    col("birthday", ColType::Str, false),
+    col("serialnumber", ColType::Str, false),
+    col("registrationdate", ColType::Long, false),
+    col("lastupdatedate", ColType::Long, true),
+    col("sharewithresearchasofdate", ColType::Long, false),
+    col("sharewithpublicasofdate", ColType::Long, false),
+    col("sharewithfriendsasofdate", ColType::Long, false),
 ];
 
 const ACCELEROMETER: &[Column] = &[
-    ("user", ColType::Str, true),
-    ("timestamp", ColType::Long, true),
-    ("x", ColType::Double, true),
-    ("y", ColType::Double, true),
-    ("z", ColType::Double, true),
+    col("user", ColType::Str, true),
+    col("timestamp", ColType::Long, true),
+    col("x", ColType::Double, true),
+    col("y", ColType::Double, true),
+    col("z", ColType::Double, true),
 ];
 
 const STEP_TRAINER: &[Column] = &[
-    ("sensorreadingtime", ColType::Long, true),
-    ("serialnumber", ColType::Str, true),
-    ("distancefromobject", ColType::Int, true),
+    col("sensorreadingtime", ColType::Long, true),
+    col("serialnumber", ColType::Str, true),
+    col("distancefromobject", ColType::Int, true),
 ];
 
 const MACHINE_LEARNING: &[Column] = &[
-    ("sensorreadingtime", ColType::Long, true),
-    ("serialnumber", ColType::Str, true),
-    ("distancefromobject", ColType::Int, true),
-    ("x", ColType::Double, true),
-    ("y", ColType::Double, true),
-    ("z", ColType::Double, true),
+    col("sensorreadingtime", ColType::Long, true),
+    col("serialnumber", ColType::Str, true),
+    col("distancefromobject", ColType::Int, true),
+    col("x", ColType::Double, true),
+    col("y", ColType::Double, true),
+    col("z", ColType::Double, true),
 ];
 
 /// The partition column of the partitioned tables: the UTC date of the reading.
@@ -111,6 +124,21 @@ pub enum Table {
     StepTrainerTrusted,
     /// Step Trainer readings joined with the same customer's phone readings, by `dt`.
     MachineLearningCurated,
+}
+
+/// A table travels (in reconcile work items) as its name.
+impl serde::Serialize for Table {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Table::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown table {name:?}")))
+    }
 }
 
 impl Table {
@@ -204,10 +232,8 @@ impl Table {
         let fields: Vec<Field> = self
             .columns()
             .iter()
-            .map(|(name, ty, required)| {
-                // Landing-required columns are never null downstream.
-                Field::new(*name, ty.arrow(), !required)
-            })
+            // Landing-required columns are never null downstream.
+            .map(|c| Field::new(c.name, c.ty.arrow(), !c.required))
             .collect();
         Arc::new(Schema::new(fields))
     }
@@ -234,7 +260,7 @@ mod tests {
         let cols: Vec<_> = Table::MachineLearningCurated
             .columns()
             .iter()
-            .map(|c| c.0)
+            .map(|c| c.name)
             .collect();
         assert_eq!(
             cols,

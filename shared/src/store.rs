@@ -154,7 +154,11 @@ pub struct Store {
 
 fn classify<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
     let retryable = sdk_retryable(&e, |code| {
         matches!(
@@ -174,6 +178,24 @@ where
         key: key.to_string(),
         message: sdk_message(&e),
         retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// A GetObject body that broke off while being read: worth a retry; the stream's error is
+/// the source.
+pub(crate) fn body_error(
+    bucket: &str,
+    key: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::S3 {
+        op: "GetObject",
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        message: format!("reading body: {e}"),
+        retryable: true,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -228,13 +250,11 @@ impl Store {
             }
         };
         let tag = out.e_tag().unwrap_or_default().to_string();
-        let body = out.body.collect().await.map_err(|e| Error::S3 {
-            op: "GetObject",
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            message: format!("reading body: {e}"),
-            retryable: true,
-        })?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_error(bucket, key, e))?;
         let body = body.into_bytes();
         record_bytes_read(body.len() as u64);
         Ok(Fetched::Body(body, tag))

@@ -220,3 +220,40 @@ async fn hostile_keys_are_refused_without_writing() {
     assert_eq!(local.keys().await.unwrap(), before);
     let _ = Table::ALL;
 }
+
+/// A store whose endpoint refuses connections: the error is retryable (SQS redelivers the
+/// record) and keeps the SDK's error, with its causes, as its source.
+#[tokio::test]
+async fn an_unreachable_store_fails_retryably_and_keeps_the_cause() {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(1))
+        .force_path_style(true)
+        .build();
+    let store = stedi::store::Store::new(aws_sdk_s3::Client::from_conf(conf));
+    let Err(e) = store.fetch("lake", "customer/landing/x.json", None).await else {
+        panic!("a refused connection must fail");
+    };
+    assert!(e.is_retryable(), "{e}");
+    assert!(
+        matches!(&e, stedi::Error::S3 { op: "GetObject", key, .. } if key == "customer/landing/x.json"),
+        "{e:?}"
+    );
+    let source = std::error::Error::source(&e).expect("the SDK error is kept as the source");
+    let mut chain = vec![source.to_string()];
+    let mut next = source.source();
+    while let Some(cause) = next {
+        chain.push(cause.to_string());
+        next = cause.source();
+    }
+    assert!(chain.len() >= 2, "{chain:?}");
+    assert!(
+        chain.iter().any(|c| c.contains("dispatch failure")),
+        "{chain:?}"
+    );
+}

@@ -47,7 +47,7 @@ fn columns(table: Table, ty: fn(ColType) -> &'static str) -> Value {
     let mut cols: Vec<Value> = table
         .columns()
         .iter()
-        .map(|(name, t, _)| json!([name, ty(*t)]))
+        .map(|c| json!([c.name, ty(c.ty)]))
         .collect();
     if table.partitioned() {
         cols.push(json!([PARTITION_KEY, ty(ColType::Str)]));
@@ -156,7 +156,7 @@ async fn independent_readers_see_the_batch_truth_through_the_glue_catalog() {
         let glue_cols: Vec<Value> = table
             .columns()
             .iter()
-            .map(|(c, t, _)| json!([c, t.glue()]))
+            .map(|c| json!([c.name, c.ty.glue()]))
             .collect();
         assert_eq!(glue["columns"], Value::Array(glue_cols), "{name}");
         assert_eq!(

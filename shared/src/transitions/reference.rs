@@ -2,7 +2,7 @@
 //! indexes, one per shard, revalidated by ETag (a conditional GET that answers 304 costs no
 //! bytes), bounded by `REFERENCE_CACHE_BYTES` (least recently used shards go first).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -289,6 +289,7 @@ async fn cached<V: Reference>(
                 key: id.1,
                 message: "304 Not Modified without a cached copy".into(),
                 retryable: true,
+                source: None,
             }),
         },
         Fetched::Missing => {
@@ -380,6 +381,27 @@ pub fn device_entries(bytes: &[u8], key: &str) -> Result<Vec<DeviceEntry>> {
             })
         })
         .collect()
+}
+
+/// Whether every reference object in `refs` (key → ETag, empty when it was absent) still
+/// has that ETag: a conditional GET that S3 answers 304 for an unchanged object.
+pub async fn refs_unchanged(
+    ctx: &Ctx,
+    bucket: &str,
+    refs: &BTreeMap<String, String>,
+) -> Result<bool> {
+    for (key, etag) in refs {
+        let known = Some(etag.as_str()).filter(|e| !e.is_empty());
+        let unchanged = match ctx.store.fetch(bucket, key, known).await? {
+            Fetched::NotModified => true,
+            Fetched::Missing => etag.is_empty(),
+            Fetched::Body(_, now) => now == *etag,
+        };
+        if !unchanged {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
