@@ -9,13 +9,8 @@ in the store layer of every function the objects fire. Prints a table and RESULT
 requests per landing object by kind, dollars per million landing objects and per day at
 SCALE.md's 4M landing objects a day, beside the seeds' five Glue jobs run once a day.
 Debug build (handler times are an upper bound for Lambda GB-s)."""
-import json
-import os
-import socket
-import subprocess
-import time
 
-from scale import PROFILE, ROOT, free_port, run
+from scale import local_stack, run
 
 # us-east-1 list prices (2026): S3 Standard, Glue Data Catalog, SQS standard, Lambda arm64.
 S3_PUT_LIST = 0.005 / 1000
@@ -32,26 +27,8 @@ GLUE_JOBS, GLUE_DPU, GLUE_HOURS, GLUE_DPU_HOUR = 5, 10, 1.0, 0.44
 
 
 def main():
-    flag = [] if PROFILE == "debug" else ["--release"]
-    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
-                   cwd=ROOT, check=True)
-    port = free_port()
-    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION="us-east-1", RUST_LOG="warn")
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        run(["setup"], env)
+    with local_stack() as env:
         lines, _, _ = run(["cost"], env)
-    finally:
-        moto.terminate()
     out = lines[-1]
     n = out["landing_objects"]
     fs = out["functions"]

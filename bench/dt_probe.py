@@ -6,39 +6,16 @@ first 30 dropped together), its three Step Trainer files, then the other 61 phon
 at a time. Prints, per measured arrival, the rows the ML function wrote and the handler
 time, and RESULT lines comparing the first and the last ten arrivals (medians). Debug
 builds by default (CARGO_PROFILE=release for release numbers)."""
-import json
-import os
-import socket
 import statistics
-import subprocess
-import time
 
-from scale import PROFILE, ROOT, free_port, run
+from scale import local_stack, run
 
 ML = "machine_learning_trusted_to_curated"
 
 
 def main():
-    flag = [] if PROFILE == "debug" else ["--release"]
-    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
-                   cwd=ROOT, check=True)
-    port = free_port()
-    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION="us-east-1", RUST_LOG="warn")
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        run(["setup"], env)
+    with local_stack() as env:
         lines, _, secs = run(["fill-dt", "--lines", "900", "--first", "30"], env)
-    finally:
-        moto.terminate()
     print(f"{len(lines)} arrivals measured in {secs:.0f} s")
     print("arrival  ML rows written  ML handler ms  all handlers ms  GET  LIST  PUT  Glue")
     for l in lines:

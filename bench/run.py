@@ -200,7 +200,6 @@ def main():
                   f"{r.get('mb_per_s', 0):8.1f} MB/s {r.get('rows_per_s', 0)/1e6:7.2f} Mrows/s "
                   f"peak RSS {r['peak_rss_mb_wait4']:7.1f} MiB", flush=True)
     if smoke:
-        counts = rows[-1][1]
         print("bench-smoke:", json.dumps({r['what']: r['counts'] for _, r in rows}))
         return
     # 2. whole pipeline vs DuckDB at N=50

@@ -7,6 +7,7 @@ runs every function as a fresh process (`stedi-scale probe`: first invocation co
 warm) on small files, measuring peak resident memory (wait4) and the requests and bytes
 each invocation made. Ends with RESULT lines. Debug builds of the probe by default
 (CARGO_PROFILE=release for release numbers)."""
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +27,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def local_stack():
+    """Builds `stedi-scale`, starts a moto_server on a free port and sets the stack up
+    (`stedi-scale setup`); yields the environment the probe's commands run with."""
+    flag = [] if PROFILE == "debug" else ["--release"]
+    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
+                   cwd=ROOT, check=True)
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", RUST_LOG="warn")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        run(["setup"], env)
+        yield env
+    finally:
+        moto.terminate()
+
+
 def run(args, env):
     """Runs stedi-scale; returns (JSON lines, peak RSS MiB of the process, seconds)."""
     exe = os.path.join(TARGET, PROFILE, "stedi-scale")
@@ -41,26 +68,10 @@ def run(args, env):
 
 
 def main():
-    flag = [] if PROFILE == "debug" else ["--release"]
-    subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
-                   cwd=ROOT, check=True)
-    port = free_port()
-    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION="us-east-1", RUST_LOG="warn")
-    import boto3  # moto's dependency, in the project venv
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        run(["setup"], env)
+    with local_stack() as env:
+        import boto3  # moto's dependency, in the project venv
+        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
         have, rows, results = 0, [], []
         for size in SIZES:
             grown, grow_rss, grow_s = run(["grow", "--from", str(have), "--to", str(size)], env)
@@ -124,8 +135,6 @@ def main():
             print(f"RESULT customers={size} function=customer_landing_to_trusted_50k_files "
                   f"peak_rss_mb={grow_rss:.1f}")
         print(f"RESULT max_peak_rss_mb={max([r[4] for r in rows] + [r[3] for r in results]):.1f}")
-    finally:
-        moto.terminate()
 
 
 if __name__ == "__main__":

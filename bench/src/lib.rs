@@ -587,24 +587,17 @@ fn reuse<'a, R>(
 }
 
 /// arrow-json's streaming `Decoder` over one file with the table's schema (lower-case
-/// names as Glue has them, so only lines whose keys are spelled so decode).
+/// names as Glue has them, so only keys spelled so decode; the others become nulls).
 fn arrow_json_decode(path: &Path, table: Table) -> Result<(u64, u64)> {
-    use arrow_schema::{DataType, Field, Schema};
-    use stedi::schema::ColType;
-    let fields: Vec<Field> = table
-        .columns()
+    // Every field nullable: a key spelled otherwise (camelCase) decodes as null, not an error.
+    let fields: Vec<_> = table
+        .arrow_schema()
+        .fields()
         .iter()
-        .map(|stedi::schema::Column { name, ty, .. }| {
-            let dt = match ty {
-                ColType::Str => DataType::Utf8,
-                ColType::Long => DataType::Int64,
-                ColType::Int => DataType::Int32,
-                ColType::Double => DataType::Float64,
-            };
-            Field::new(name.to_string(), dt, true)
-        })
+        .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
-    let mut decoder = arrow_json::ReaderBuilder::new(std::sync::Arc::new(Schema::new(fields)))
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
+    let mut decoder = arrow_json::ReaderBuilder::new(schema)
         .with_batch_size(8192)
         .build_decoder()?;
     let mut rows = 0u64;

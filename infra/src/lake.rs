@@ -280,25 +280,24 @@ pub struct DropReport {
 }
 
 impl DropReport {
-    /// One [`FunctionReport::line`] per function, names aligned.
-    pub fn lines(&self) -> Vec<String> {
-        let width = self
-            .functions
+    /// The longest function name, so the lines align.
+    fn name_width(&self) -> usize {
+        self.functions
             .iter()
             .map(|f| f.function.name().len())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// One [`FunctionReport::line`] per function, names aligned.
+    pub fn lines(&self) -> Vec<String> {
+        let width = self.name_width();
         self.functions.iter().map(|f| f.line(width)).collect()
     }
 
     /// One [`FunctionReport::requests_line`] per function, names aligned.
     pub fn requests_lines(&self) -> Vec<String> {
-        let width = self
-            .functions
-            .iter()
-            .map(|f| f.function.name().len())
-            .max()
-            .unwrap_or(0);
+        let width = self.name_width();
         self.functions
             .iter()
             .map(|f| f.requests_line(width))

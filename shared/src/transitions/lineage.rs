@@ -64,6 +64,16 @@ pub fn manifest_key(table: Table, stem: &str) -> String {
 
 /// Reads a manifest (`None` when there is none or it is unreadable).
 pub async fn read_manifest(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+    read_json(ctx, bucket, key).await
+}
+
+/// Reads a bookkeeping object written by [`write_json`] (`None` when there is none or it is
+/// unreadable: the caller recomputes it).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<T>> {
     Ok(match ctx.store.fetch(bucket, key, None).await? {
         Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
         _ => None,

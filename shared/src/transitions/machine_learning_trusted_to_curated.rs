@@ -18,7 +18,7 @@
 //! whole `dt` folder instead.
 //!
 //! Each object's side manifest, `_stedi/lineage/machine_learning_curated/dt=<dt>/<s|p>/
-//! <stem>.json`, records its ETag, its serial hashes and the customer shards consulted:
+//! <stem>.json`, records its ETag, its serial hashes and each phone user's device as read:
 //! `reconcile` recomputes only the sides whose inputs changed, and a replaced or deleted
 //! object takes exactly its own pairs with it.
 
@@ -37,7 +37,7 @@ use crate::store::Fetched;
 use crate::summary::Summary;
 
 use super::reference::SerialOf;
-use super::{Ctx, LAYOUT, prune_partition};
+use super::{Ctx, LAYOUT, prune_partition, read_json};
 
 /// The join-index folder of objects registered for their whole `dt`.
 const WIDE: &str = "wide";
@@ -328,13 +328,6 @@ async fn counterparts(
         .collect())
 }
 
-async fn read_side(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<SideManifest>> {
-    Ok(match ctx.store.fetch(bucket, key, None).await? {
-        Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
-        _ => None,
-    })
-}
-
 /// Joins one new (or replaced, or deleted) trusted object with the other side.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let mut s = Summary::default();
@@ -343,7 +336,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     };
     // Plan: what this object registered before, then the object itself.
     let mkey = side_manifest_key(dt, side, &src.stem);
-    let before = read_side(ctx, bucket, &mkey).await?;
+    let before = read_json::<SideManifest>(ctx, bucket, &mkey).await?;
     let Some(me) = load(ctx, bucket, side, dt, &src.stem).await? else {
         // Deleted since the event: its pairs go with it.
         unjoin(ctx, bucket, dt, side, &src.stem, before, &mut s).await?;
@@ -459,7 +452,7 @@ pub async fn forget(
     let Some(side) = Side::of(table) else {
         return Ok(());
     };
-    let before = read_side(ctx, bucket, &side_manifest_key(dt, side, stem)).await?;
+    let before = read_json::<SideManifest>(ctx, bucket, &side_manifest_key(dt, side, stem)).await?;
     unjoin(ctx, bucket, dt, side, stem, before, s).await
 }
 
@@ -474,7 +467,7 @@ pub async fn side_manifests(
         let Some((dt, side, stem)) = parse_side_manifest(&key) else {
             continue;
         };
-        if let Some(m) = read_side(ctx, bucket, &key).await? {
+        if let Some(m) = read_json::<SideManifest>(ctx, bucket, &key).await? {
             out.entry(dt).or_default().push((side, stem, m));
         }
     }
