@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-lambda bench-smoke bench-scale bench-dt bench-cost
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-lambda bench-smoke bench-scale bench-dt bench-cost bench-compact
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -49,7 +49,7 @@ lambda-build: tools
 
 FUNCTIONS := customer_landing_to_trusted accelerometer_landing_to_trusted \
   customer_trusted_to_curated step_trainer_landing_to_trusted \
-  machine_learning_trusted_to_curated reconcile
+  machine_learning_trusted_to_curated reconcile compact
 
 ## Template checks, the cargo-lambda smoke test, then unit tests (no network) and
 ## integration tests (each against its own moto_server).
@@ -88,6 +88,11 @@ bench-dt: setup
 ## `make test`): per-session files, 50 sessions together into a busy dt.
 bench-cost: setup
 	cd bench && ../$(VENV)/bin/python cost.py
+
+## Objects and full-table query time before and after compaction on N=10 data split into
+## per-session-sized phone files (not in `make test`).
+bench-compact: setup
+	cd bench && ../$(VENV)/bin/python compact_probe.py
 
 ## The benchmark's compute path on the sample: asserts the counts it processed.
 bench-smoke: setup tools

@@ -219,7 +219,7 @@ impl FunctionReport {
     pub fn reads_landing(&self) -> bool {
         match self.function {
             Function::Transition(t) => t.sources().iter().all(|s| NATURAL_ORDER.contains(s)),
-            Function::Reconcile => false,
+            Function::Reconcile | Function::Compact => false,
         }
     }
 
@@ -315,7 +315,7 @@ fn all_functions() -> impl Iterator<Item = Function> {
     stedi::Transition::ALL
         .into_iter()
         .map(Function::Transition)
-        .chain([Function::Reconcile])
+        .chain([Function::Reconcile, Function::Compact])
 }
 
 /// The runner's per-function counters at one moment.
@@ -484,6 +484,37 @@ impl reconcile::FanOut for LocalQueue<'_, '_, '_> {
         }
         Ok(stedi::summary::Summary::default())
     }
+}
+
+/// `stedi compact`: every partition of the partitioned tables, compacted when due (all with
+/// anything not compacted when `force`), in this process. One line per table: partitions
+/// compacted, files written, sources and rows they hold, objects deleted.
+pub async fn compact(ctx: &stedi::Ctx, bucket: &str, force: bool) -> Result<Vec<String>> {
+    use stedi::transitions::compact;
+    let now = compact::unix_now();
+    let mut per_table: std::collections::BTreeMap<&str, (u64, u64, u64, u64, u64)> =
+        Default::default();
+    for item in compact::plan(ctx, bucket).await? {
+        let s = compact::compact_dt(ctx, bucket, item.table, &item.dt, now, force).await?;
+        let e = per_table.entry(item.table.name()).or_default();
+        let files = s.outputs.iter().filter(|k| k.ends_with(".parquet")).count() as u64;
+        e.0 += u64::from(files > 0);
+        e.1 += files;
+        e.2 += s.sources.len() as u64;
+        e.3 += s.rows_out;
+        e.4 += s.deleted.len() as u64;
+    }
+    Ok(compact::TABLES
+        .iter()
+        .map(|t| {
+            let (parts, files, sources, rows, deleted) =
+                per_table.get(t.name()).copied().unwrap_or_default();
+            format!(
+                "{:<24} partitions compacted {parts}, files written {files}, sources {sources}, rows {rows}, objects deleted {deleted}",
+                t.name()
+            )
+        })
+        .collect())
 }
 
 /// The lines `stedi reconcile` prints.

@@ -77,6 +77,13 @@ enum Command {
     },
     /// Bring every trusted and curated table to the batch truth (the backfill).
     Reconcile,
+    /// Compact the partitions of the partitioned tables that are due (COMPACT_MIN_OBJECTS
+    /// per-source objects not compacted yet), as the scheduled `compact` function does.
+    Compact {
+        /// Compact every partition holding anything not compacted yet.
+        #[arg(long)]
+        force: bool,
+    },
     /// One line per table: `<table> <rows>`.
     Counts,
     /// Athena-style SQL over the Glue catalog and the Parquet in S3.
@@ -442,6 +449,14 @@ async fn run(cli: Cli) -> Result<()> {
             let _pause = Pause::request().await?;
             let report = lake::reconcile(&stack, &mut runner, Duration::from_secs(1800)).await?;
             for line in lake::describe(&report) {
+                println!("{line}");
+            }
+        }
+        Command::Compact { force } => {
+            let stack = connect(&cli).await?;
+            let ctx = stack.function_context();
+            let _pause = Pause::request().await?;
+            for line in lake::compact(&ctx, &stack.cfg.bucket, *force).await? {
                 println!("{line}");
             }
         }

@@ -255,11 +255,13 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
             ));
         }
     }
-    if !routes
-        .iter()
-        .any(|r| Function::from_name(&r.function) == Some(Function::Reconcile))
-    {
-        problems.push("reconcile: no function with an SQS event".into());
+    for f in [Function::Reconcile, Function::Compact] {
+        if !routes
+            .iter()
+            .any(|r| Function::from_name(&r.function) == Some(f))
+        {
+            problems.push(format!("{}: no function with an SQS event", f.name()));
+        }
     }
     Ok(problems)
 }
@@ -305,7 +307,8 @@ mod tests {
                 "customer_trusted_to_curated",
                 "step_trainer_landing_to_trusted",
                 "machine_learning_trusted_to_curated",
-                "reconcile"
+                "reconcile",
+                "compact"
             ]
         );
     }

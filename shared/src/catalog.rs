@@ -182,12 +182,13 @@ pub async fn register_partitions(
 }
 
 fn partition_input(bucket: &str, table: Table, dt: &str) -> Result<PartitionInput> {
+    partition_input_at(table, dt, partition_location(bucket, table, dt))
+}
+
+fn partition_input_at(table: Table, dt: &str, location: String) -> Result<PartitionInput> {
     Ok(PartitionInput::builder()
         .values(dt)
-        .storage_descriptor(storage_descriptor(
-            table,
-            partition_location(bucket, table, dt),
-        )?)
+        .storage_descriptor(storage_descriptor(table, location)?)
         .build())
 }
 
@@ -213,7 +214,12 @@ async fn ensure_location(
         .partition()
         .and_then(|p| p.storage_descriptor())
         .and_then(|s| s.location());
-    if have == Some(want.as_str()) {
+    // A compacted partition points at its current generation (see `transitions::compact`):
+    // that is the right location too, and repointing it would undo the compaction.
+    let compacted = have
+        .and_then(|l| l.strip_prefix(&format!("s3://{bucket}/")))
+        .is_some_and(|p| crate::keys::generation_of(table, dt, p).is_some());
+    if have == Some(want.as_str()) || compacted {
         return Ok(());
     }
     record(Request::Glue);
@@ -222,6 +228,60 @@ async fn ensure_location(
         .table_name(table.name())
         .partition_value_list(dt)
         .partition_input(partition_input(bucket, table, dt)?)
+        .send()
+        .await
+        .map_err(|e| glue_err("UpdatePartition", &qualified, e))?;
+    Ok(())
+}
+
+/// The location partition `dt` of `table` points at (`None` when it is not registered).
+pub async fn partition_location_now(
+    glue: &Client,
+    database: &str,
+    table: Table,
+    dt: &str,
+) -> Result<Option<String>> {
+    let qualified = format!("{database}.{}", table.name());
+    record(Request::Glue);
+    match glue
+        .get_partition()
+        .database_name(database)
+        .table_name(table.name())
+        .partition_values(dt)
+        .send()
+        .await
+    {
+        Ok(got) => Ok(got
+            .partition()
+            .and_then(|p| p.storage_descriptor())
+            .and_then(|s| s.location())
+            .map(str::to_string)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_entity_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(glue_err("GetPartition", &qualified, e)),
+    }
+}
+
+/// Points partition `dt` of `table` at `location` in one `UpdatePartition`: readers that
+/// plan through the catalog see the old files or the new ones, never both.
+pub async fn set_partition_location(
+    glue: &Client,
+    database: &str,
+    table: Table,
+    dt: &str,
+    location: String,
+) -> Result<()> {
+    let qualified = format!("{database}.{}", table.name());
+    record(Request::Glue);
+    glue.update_partition()
+        .database_name(database)
+        .table_name(table.name())
+        .partition_value_list(dt)
+        .partition_input(partition_input_at(table, dt, location)?)
         .send()
         .await
         .map_err(|e| glue_err("UpdatePartition", &qualified, e))?;

@@ -366,10 +366,254 @@ pub fn row_cells(batch: &RecordBatch, i: usize) -> Vec<Cell<'static>> {
         .collect()
 }
 
+/// The footer entry (Parquet key-value metadata) of a compacted file: the sources it holds,
+/// in row order, as JSON `[{"name", "rows"}]`.
+pub const HOLDER_SOURCES: &str = "stedi.sources";
+
+/// One source's rows in a compacted file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    /// The name of the source's own object (its stem, or an ML pair's name).
+    pub name: String,
+    /// Its rows, which follow those of the sources before it.
+    pub rows: u64,
+}
+
+/// A compacted file being written: the sources' rows one after the other, their names and
+/// row counts in the footer, so any one source's rows can be found and removed.
+pub struct HolderWriter {
+    table: Table,
+    writer: ArrowWriter<Vec<u8>>,
+    held: Vec<Held>,
+}
+
+impl HolderWriter {
+    /// A new compacted file of `table`.
+    pub fn new(table: Table, row_group_rows: usize) -> Result<Self> {
+        let writer = ArrowWriter::try_new(
+            Vec::new(),
+            table.arrow_schema(),
+            Some(writer_properties(row_group_rows)),
+        )
+        .map_err(|source| Error::Parquet {
+            context: table.name().to_string(),
+            source,
+        })?;
+        Ok(HolderWriter {
+            table,
+            writer,
+            held: Vec::new(),
+        })
+    }
+
+    /// Appends the rows of source `name`.
+    pub fn add(&mut self, name: &str, batches: &[RecordBatch]) -> Result<()> {
+        let mut rows = 0;
+        for b in batches {
+            rows += b.num_rows() as u64;
+            self.writer.write(b).map_err(|source| Error::Parquet {
+                context: format!("{} compacted file, source {name}", self.table.name()),
+                source,
+            })?;
+        }
+        self.held.push(Held {
+            name: name.to_string(),
+            rows,
+        });
+        Ok(())
+    }
+
+    /// Sources added so far.
+    pub fn held(&self) -> &[Held] {
+        &self.held
+    }
+
+    /// Finishes the file: its bytes and the sources it holds.
+    pub fn finish(mut self) -> Result<(Bytes, Vec<Held>)> {
+        let context = format!("{} compacted file", self.table.name());
+        let list = serde_json::to_string(&self.held).map_err(|source| Error::Json {
+            context: context.clone(),
+            source,
+        })?;
+        self.writer
+            .append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                HOLDER_SOURCES.to_string(),
+                list,
+            ));
+        let buf = self
+            .writer
+            .into_inner()
+            .map_err(|source| Error::Parquet { context, source })?;
+        Ok((Bytes::from(buf), self.held))
+    }
+}
+
+/// Reads a compacted file: the sources it holds (in row order) and its rows.
+pub fn read_holder(bytes: Bytes, context: &str) -> Result<(Vec<Held>, Vec<RecordBatch>)> {
+    let err = |source| Error::Parquet {
+        context: context.to_string(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
+    let list = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == HOLDER_SOURCES))
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "[]".into());
+    let held: Vec<Held> = serde_json::from_str(&list).map_err(|source| Error::Json {
+        context: format!("{context}: {HOLDER_SOURCES}"),
+        source,
+    })?;
+    let batches = builder
+        .with_batch_size(65536)
+        .build()
+        .map_err(err)?
+        .map(|b| {
+            b.map_err(|source| Error::Arrow {
+                context: context.to_string(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let total: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if held.iter().map(|h| h.rows).sum::<u64>() != total {
+        return Err(Error::BadEvent(format!(
+            "{context}: {HOLDER_SOURCES} does not account for its {total} rows"
+        )));
+    }
+    Ok((held, batches))
+}
+
+/// Rows `[start, start + len)` of `batches` taken as one range across batch boundaries.
+fn row_range(batches: &[RecordBatch], mut start: usize, mut len: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for b in batches {
+        if len == 0 {
+            break;
+        }
+        if start >= b.num_rows() {
+            start -= b.num_rows();
+            continue;
+        }
+        let n = len.min(b.num_rows() - start);
+        out.push(b.slice(start, n));
+        len -= n;
+        start = 0;
+    }
+    out
+}
+
+/// What is left of a compacted file once the sources in `drop` are removed.
+#[derive(Debug)]
+pub struct Evicted {
+    /// The new file (`None` when no source is left).
+    pub bytes: Option<Bytes>,
+    /// The sources it still holds.
+    pub held: Vec<Held>,
+    /// Rows removed.
+    pub removed: u64,
+}
+
+/// Removes the rows of the sources in `drop` from compacted file `bytes`, keeping every
+/// other source's rows in order (`None` when it holds none of them).
+pub fn evict(
+    table: Table,
+    bytes: Bytes,
+    drop: &std::collections::BTreeSet<String>,
+    row_group_rows: usize,
+    context: &str,
+) -> Result<Option<Evicted>> {
+    let (held, batches) = read_holder(bytes, context)?;
+    if !held.iter().any(|h| drop.contains(&h.name)) {
+        return Ok(None);
+    }
+    let mut w = HolderWriter::new(table, row_group_rows)?;
+    let (mut at, mut removed) = (0usize, 0u64);
+    for h in &held {
+        let n = h.rows as usize;
+        if drop.contains(&h.name) {
+            removed += h.rows;
+        } else {
+            w.add(&h.name, &row_range(&batches, at, n))?;
+        }
+        at += n;
+    }
+    if w.held().is_empty() {
+        return Ok(Some(Evicted {
+            bytes: None,
+            held: Vec::new(),
+            removed,
+        }));
+    }
+    let (bytes, held) = w.finish()?;
+    Ok(Some(Evicted {
+        bytes: Some(bytes),
+        held,
+        removed,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    /// A Step Trainer file of `n` rows whose readings are `first..first + n`.
+    fn step_file(first: i64, n: i64) -> Vec<RecordBatch> {
+        let mut sink = ParquetSink::new(Table::StepTrainerTrusted, 3).unwrap();
+        for i in first..first + n {
+            let cells = [Cell::Long(i), Cell::Str(Cow::Borrowed("s")), Cell::Long(1)];
+            sink.append(&cells).unwrap();
+        }
+        read_parquet(sink.finish().unwrap(), &[], "t").unwrap()
+    }
+
+    fn readings(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                column::<Int64Array>(b, "sensorreadingtime", "t")
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_compacted_file_names_its_sources_and_evicts_exactly_theirs() {
+        let t = Table::StepTrainerTrusted;
+        let mut w = HolderWriter::new(t, 4).unwrap();
+        w.add("a", &step_file(0, 5)).unwrap();
+        w.add("b", &step_file(100, 7)).unwrap();
+        w.add("c", &step_file(200, 2)).unwrap();
+        let (bytes, held) = w.finish().unwrap();
+        let names: Vec<_> = held.iter().map(|h| (h.name.as_str(), h.rows)).collect();
+        assert_eq!(names, [("a", 5), ("b", 7), ("c", 2)]);
+        let (back, batches) = read_holder(bytes.clone(), "t").unwrap();
+        assert_eq!(back, held);
+        assert_eq!(readings(&batches).len(), 14);
+
+        // Row groups of 4 do not line up with the sources: the ranges still do.
+        let drop = ["b".to_string()].into();
+        let e = evict(t, bytes.clone(), &drop, 4, "t").unwrap().unwrap();
+        assert_eq!(e.removed, 7);
+        let (held, batches) = read_holder(e.bytes.unwrap(), "t").unwrap();
+        assert_eq!(
+            held.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert_eq!(readings(&batches), [0, 1, 2, 3, 4, 200, 201]);
+
+        let none = ["z".to_string()].into();
+        assert!(evict(t, bytes.clone(), &none, 4, "t").unwrap().is_none());
+        let all = ["a", "b", "c"].map(String::from).into();
+        let e = evict(t, bytes, &all, 4, "t").unwrap().unwrap();
+        assert!(e.bytes.is_none());
+        assert_eq!(e.removed, 14);
+    }
 
     #[test]
     fn many_partitions_keep_few_rows_buffered() {

@@ -41,6 +41,17 @@ pub struct Config {
     /// `PARTITION_CACHE_SECONDS` (default 300): how long a warm function trusts that a
     /// partition it registered is still in the catalog (0: check on every write).
     pub partition_cache_seconds: u64,
+    /// `COMPACT_TARGET_BYTES` (default 64 MiB): the size compaction aims each file of a
+    /// `dt` at (a `dt` of this many bytes of per-source objects or less becomes one file).
+    pub compact_target_bytes: u64,
+    /// `COMPACT_MIN_OBJECTS` (default 16): a `dt` is compacted once this many per-source
+    /// objects are not in its compacted files (and at least a tenth of those it holds).
+    pub compact_min_objects: usize,
+    /// `COMPACT_GRACE_SECONDS` (default 3600): how long a replaced generation stays for
+    /// queries planned on it before it is deleted (0: at once).
+    pub compact_grace_seconds: u64,
+    /// `COMPACT_QUEUE_URL`: the compact function's own queue (its work items).
+    pub compact_queue_url: Option<String>,
 }
 
 impl Default for Config {
@@ -58,6 +69,10 @@ impl Default for Config {
             step_trainer_queue_url: None,
             ml_wide_serials: 32,
             partition_cache_seconds: 300,
+            compact_target_bytes: 64 << 20,
+            compact_min_objects: 16,
+            compact_grace_seconds: 3600,
+            compact_queue_url: None,
         }
     }
 }
@@ -109,6 +124,25 @@ impl Config {
                 d.partition_cache_seconds,
                 |v| v.parse::<u64>().map_err(|e| e.to_string()),
             )?,
+            compact_target_bytes: parse(
+                &get,
+                "COMPACT_TARGET_BYTES",
+                d.compact_target_bytes,
+                |v| positive(v).map(|n| n as u64),
+            )?,
+            compact_min_objects: parse(
+                &get,
+                "COMPACT_MIN_OBJECTS",
+                d.compact_min_objects,
+                positive,
+            )?,
+            compact_grace_seconds: parse(
+                &get,
+                "COMPACT_GRACE_SECONDS",
+                d.compact_grace_seconds,
+                |v| v.parse::<u64>().map_err(|e| e.to_string()),
+            )?,
+            compact_queue_url: get("COMPACT_QUEUE_URL").filter(|v| !v.trim().is_empty()),
         })
     }
 }
@@ -185,6 +219,17 @@ mod tests {
             "bad configuration CONSENT_AS_OF=\"maybe\": expected true or false"
         );
         assert!(cfg(&[("ROW_GROUP_ROWS", "0")]).is_err());
+        assert!(cfg(&[("COMPACT_MIN_OBJECTS", "0")]).is_err());
+        assert!(cfg(&[("COMPACT_TARGET_BYTES", "0")]).is_err());
+        let c = cfg(&[
+            ("COMPACT_GRACE_SECONDS", "0"),
+            ("COMPACT_TARGET_BYTES", "1000"),
+            ("COMPACT_QUEUE_URL", "https://sqs/q"),
+        ])
+        .unwrap();
+        assert_eq!(c.compact_grace_seconds, 0);
+        assert_eq!(c.compact_target_bytes, 1000);
+        assert_eq!(c.compact_queue_url.as_deref(), Some("https://sqs/q"));
         assert!(cfg(&[("CUSTOMER_SHARDS", "0")]).is_err());
         assert!(cfg(&[("CUSTOMER_SHARDS", "65537")]).is_err());
         assert_eq!(

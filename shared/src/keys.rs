@@ -167,6 +167,59 @@ pub fn partition_prefix(table: Table, dt: &str) -> String {
     format!("{}dt={dt}/", table.prefix())
 }
 
+/// Where compacted generations of the partitioned tables live: outside every table's
+/// location, so readers that list a table location recursively see each row once (in the
+/// per-source objects), while Athena and every reader that plans through the catalog read
+/// a compacted partition's generation.
+pub const COMPACTED_PREFIX: &str = "compacted/";
+
+/// The folder of generation `gen` of partition `dt` of `table`:
+/// `compacted/<table>/g000003/dt=<dt>/` (the generation folder has no `=`, so readers that
+/// infer partitions from paths see only `dt`).
+pub fn generation_prefix(table: Table, generation: u32, dt: &str) -> String {
+    format!(
+        "{COMPACTED_PREFIX}{}/g{generation:06}/dt={dt}/",
+        table.name()
+    )
+}
+
+/// The generation a key prefix or key under `compacted/` belongs to, if it is one of
+/// partition `dt` of `table`.
+pub fn generation_of(table: Table, dt: &str, key: &str) -> Option<u32> {
+    let rest = key
+        .strip_prefix(COMPACTED_PREFIX)?
+        .strip_prefix(table.name())?
+        .strip_prefix("/g")?;
+    let (digits, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("dt=")?.strip_prefix(dt)?;
+    if !(rest.is_empty() || rest.starts_with('/')) || digits.len() != 6 {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A compacted file of a generation: `c-00000-of-00004.parquet` (holder `k` of `files`;
+/// names of per-source copies start with `s-`, so the two never meet).
+pub fn holder_key(table: Table, generation: u32, dt: &str, k: u32, files: u32) -> String {
+    format!(
+        "{}c-{k:05}-of-{files:05}.parquet",
+        generation_prefix(table, generation, dt)
+    )
+}
+
+/// A per-source object copied into a generation after it was compacted.
+pub fn copy_key(table: Table, generation: u32, dt: &str, name: &str) -> String {
+    format!(
+        "{}s-{name}.parquet",
+        generation_prefix(table, generation, dt)
+    )
+}
+
+/// The name of a per-source copy key relative to its generation folder.
+pub fn copy_name(file: &str) -> Option<&str> {
+    file.strip_prefix("s-")?.strip_suffix(".parquet")
+}
+
 /// Whether `s` is a `YYYY-MM-DD` date.
 pub fn is_date(s: &str) -> bool {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() && s.len() == 10
@@ -275,6 +328,27 @@ mod tests {
             legacy_snapshot_key(Table::CustomerCurated),
             "customer/curated/customer_curated.parquet"
         );
+    }
+
+    #[test]
+    fn generations_are_outside_the_table_and_round_trip() {
+        let t = Table::AccelerometerTrusted;
+        let g = generation_prefix(t, 3, "2022-06-18");
+        assert_eq!(g, "compacted/accelerometer_trusted/g000003/dt=2022-06-18/");
+        assert!(!g.starts_with(t.prefix()));
+        assert_eq!(generation_of(t, "2022-06-18", &g), Some(3));
+        let h = holder_key(t, 3, "2022-06-18", 1, 4);
+        assert_eq!(h, format!("{g}c-00001-of-00004.parquet"));
+        assert_eq!(generation_of(t, "2022-06-18", &h), Some(3));
+        assert_eq!(generation_of(t, "2022-06-19", &g), None);
+        assert_eq!(
+            generation_of(Table::StepTrainerTrusted, "2022-06-18", &g),
+            None
+        );
+        assert_eq!(generation_of(t, "2022-06-1", &g), None);
+        let c = copy_key(t, 3, "2022-06-18", "a.b");
+        assert_eq!(copy_name(&c[g.len()..]), Some("a.b"));
+        assert_eq!(copy_name(&h[g.len()..]), None);
     }
 
     #[test]

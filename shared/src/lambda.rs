@@ -14,15 +14,17 @@ use crate::keys;
 use crate::reconcile;
 use crate::store::{Request, RequestCounts, count_invocation, record};
 use crate::summary::Summary;
-use crate::transitions::{Ctx, Transition};
+use crate::transitions::{Ctx, Transition, compact};
 
-/// Every function of the product: the five transitions and `reconcile`.
+/// Every function of the product: the five transitions, `reconcile` and `compact`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
     /// A zone transition.
     Transition(Transition),
     /// The reconcile planner / worker.
     Reconcile,
+    /// The compaction planner / worker.
+    Compact,
 }
 
 impl Function {
@@ -30,6 +32,7 @@ impl Function {
     pub fn from_name(name: &str) -> Option<Function> {
         match name {
             "reconcile" => Some(Function::Reconcile),
+            "compact" => Some(Function::Compact),
             _ => Transition::from_name(name).map(Function::Transition),
         }
     }
@@ -39,6 +42,7 @@ impl Function {
         match self {
             Function::Transition(t) => t.name(),
             Function::Reconcile => "reconcile",
+            Function::Compact => "compact",
         }
     }
 }
@@ -57,6 +61,7 @@ pub async fn invoke(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invocatio
         match f {
             Function::Transition(t) => Box::pin(invoke_transition(ctx, t, payload)).await,
             Function::Reconcile => Box::pin(invoke_reconcile(ctx, payload)).await,
+            Function::Compact => Box::pin(invoke_compact(ctx, payload)).await,
         }
     };
     let (response, mut summary) = count_invocation(counts.clone(), work).await?;
@@ -128,6 +133,26 @@ async fn invoke_reconcile(ctx: &Ctx, payload: &Value) -> Result<Invocation> {
         total.ms = started.elapsed().as_millis() as u64;
         return Ok((SqsBatchResponse::default(), total));
     };
+    let (response, mut total) = each_message(&batch, "reconcile", |body| async move {
+        handle_message(ctx, &body).await
+    })
+    .await;
+    total.ms = started.elapsed().as_millis() as u64;
+    Ok((response, total))
+}
+
+/// Runs `handle` on the body of every message of an SQS batch: a retryable failure is
+/// reported for redelivery, any other is logged and the message acknowledged (as is a body
+/// that is not JSON).
+async fn each_message<F, Fut>(
+    batch: &aws_lambda_events::event::sqs::SqsEvent,
+    function: &str,
+    mut handle: F,
+) -> Invocation
+where
+    F: FnMut(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Summary>>,
+{
     let mut total = Summary::default();
     let mut response = SqsBatchResponse::default();
     for m in &batch.records {
@@ -139,18 +164,79 @@ async fn invoke_reconcile(ctx: &Ctx, payload: &Value) -> Result<Invocation> {
                 continue;
             }
         };
-        match handle_message(ctx, &body).await {
+        match handle(body).await {
             Ok(s) => total.absorb(s),
             Err(e) if e.is_retryable() => {
                 total.errors.push(e.to_string());
                 response.add_failure(id);
             }
             Err(e) => {
-                tracing::error!(error = %e, "reconcile record dropped");
+                tracing::error!(error = %e, function, "record dropped");
                 total.errors.push(e.to_string());
             }
         }
     }
+    (response, total)
+}
+
+/// A message on the compact queue: one partition (`{"table", "dt", "bucket"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactItem {
+    /// The partition.
+    #[serde(flatten)]
+    pub item: compact::Item,
+    /// The lake bucket (else `LAKE_BUCKET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+}
+
+/// `compact`: an SQS batch of partitions is compacted (each when due, see
+/// [`compact::compact_dt`]); anything else (the schedule's `{"compact": "plan", "bucket": …}`,
+/// a direct invocation) plans and fans one message per partition out through the compact
+/// queue, or compacts inline without one.
+async fn invoke_compact(ctx: &Ctx, payload: &Value) -> Result<Invocation> {
+    let started = Instant::now();
+    let Some(batch) = event::sqs_batch(payload)? else {
+        let bucket = resolve_bucket(PlanRequest::from_payload(payload)?.bucket.as_deref())?;
+        let mut total = match &ctx.compact_queue {
+            None => compact::run_inline(ctx, &bucket, false).await?,
+            Some((sqs, url)) => {
+                let items = compact::plan(ctx, &bucket).await?;
+                let bodies = items
+                    .iter()
+                    .map(|item| {
+                        let m = CompactItem {
+                            item: item.clone(),
+                            bucket: Some(bucket.clone()),
+                        };
+                        serde_json::to_string(&m).map_err(|source| Error::Json {
+                            context: "compact item".into(),
+                            source,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for chunk in bodies.chunks(10) {
+                    send_batch(sqs, url, chunk, 0).await?;
+                }
+                Summary {
+                    rows_out: items.len() as u64,
+                    ..Summary::default()
+                }
+            }
+        };
+        total.ms = started.elapsed().as_millis() as u64;
+        return Ok((SqsBatchResponse::default(), total));
+    };
+    let now = compact::unix_now();
+    let (response, mut total) = each_message(&batch, "compact", |body| async move {
+        let m = CompactItem::deserialize(&body).map_err(|source| Error::MalformedEvent {
+            context: "compact item".into(),
+            source,
+        })?;
+        let bucket = resolve_bucket(m.bucket.as_deref())?;
+        compact::compact_dt(ctx, &bucket, m.item.table, &m.item.dt, now, false).await
+    })
+    .await;
     total.ms = started.elapsed().as_millis() as u64;
     Ok((response, total))
 }
@@ -353,6 +439,7 @@ pub async fn context_from_env() -> Result<Ctx> {
         .build();
     let queue = cfg.reconcile_queue_url.clone();
     let step_queue = cfg.step_trainer_queue_url.clone();
+    let compact_queue = cfg.compact_queue_url.clone();
     let mut ctx = Ctx::new(
         aws_sdk_s3::Client::from_conf(s3_conf),
         aws_sdk_glue::Client::new(&sdk),
@@ -360,6 +447,7 @@ pub async fn context_from_env() -> Result<Ctx> {
     );
     ctx.reconcile_queue = queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
     ctx.step_trainer_queue = step_queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
+    ctx.compact_queue = compact_queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
     Ok(ctx)
 }
 
@@ -478,6 +566,43 @@ mod tests {
         let w = WorkItem::deserialize(&body).unwrap();
         assert_eq!(w.bucket.as_deref(), Some("stedi-lake"));
         assert!(matches!(w.item, reconcile::Item::Ml { .. }));
+    }
+
+    #[tokio::test]
+    async fn compact_reads_its_sample_events_and_fails_unreachable_partitions_for_retry() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        let read = |name: &str| -> Value {
+            serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+        };
+        let schedule = PlanRequest::from_payload(&read("compact.schedule.json")).unwrap();
+        assert_eq!(schedule.bucket.as_deref(), Some("stedi-lake"));
+        let payload = read("compact.sqs.json");
+        let batch = event::sqs_batch(&payload).unwrap().unwrap();
+        let m = CompactItem::deserialize(&event::sqs_body(&batch.records[0]).unwrap()).unwrap();
+        assert_eq!(m.item.table, crate::schema::Table::AccelerometerTrusted);
+        assert_eq!(m.item.dt, "2022-06-18");
+        assert_eq!(m.bucket.as_deref(), Some("stedi-lake"));
+
+        // S3 unreachable: the partition is failed for redelivery; a malformed message is
+        // acknowledged with its reason.
+        let ctx = offline_ctx();
+        let mut records = payload["Records"].as_array().unwrap().clone();
+        let mut bad = records[0].clone();
+        bad["messageId"] = json!("bad");
+        bad["body"] = json!(r#"{"table": "nope", "dt": "2022-06-18"}"#);
+        records.push(bad);
+        let payload = json!({ "Records": records });
+        let (response, summary) = invoke(&ctx, Function::Compact, &payload).await.unwrap();
+        let id = batch.records[0].message_id.clone().unwrap();
+        let want = json!({"batchItemFailures": [{"itemIdentifier": id}]});
+        assert_eq!(serde_json::to_value(&response).unwrap(), want);
+        assert_eq!(summary.errors.len(), 2, "{:?}", summary.errors);
+        assert!(
+            summary.errors[1].contains("compact item"),
+            "{:?}",
+            summary.errors
+        );
+        assert!(summary.requests.s3_get >= 1, "{:?}", summary.requests);
     }
 
     #[tokio::test]

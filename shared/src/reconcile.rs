@@ -30,7 +30,7 @@ use crate::store::Fetched;
 use crate::summary::Summary;
 use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
-    Ctx, LAYOUT, Manifest, Transition, by_shard, device_entries, encode_devices,
+    Ctx, LAYOUT, Manifest, Transition, by_shard, compact, device_entries, encode_devices,
     machine_learning_trusted_to_curated as ml, manifest_key, prune_partition, publish_partitioned,
     read_landing, read_manifest, rewrite_object, rewrite_shard,
 };
@@ -468,6 +468,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 ctx.store.delete(bucket, &waiting_key(&hash, stem)).await?;
             }
             ctx.store.delete(bucket, &manifest_key(table, stem)).await?;
+            compact::follow(ctx, bucket, &mut s).await?;
             Ok(s)
         }
         Item::Ml { key } => {
@@ -487,6 +488,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 prune_partition(ctx, bucket, table, &dt).await?;
                 s.sources.push(key.clone());
             }
+            compact::follow(ctx, bucket, &mut s).await?;
             Ok(s)
         }
     }

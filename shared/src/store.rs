@@ -204,6 +204,25 @@ fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its ETag.
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What `CopySource` leaves unencoded in a key: unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 impl Store {
     /// Wraps a client.
     pub fn new(client: Client) -> Self {
@@ -328,6 +347,17 @@ impl Store {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .list_objects(bucket, prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.etag))
+            .collect())
+    }
+
+    /// Every object under `prefix` (key, ETag, size), in key order (one LIST request per
+    /// page of up to 1,000 keys).
+    pub async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -340,11 +370,60 @@ impl Store {
             record(Request::S3List);
             let page = page.map_err(|e| classify("ListObjectsV2", bucket, prefix, e))?;
             keys.extend(page.contents().iter().filter_map(|o| {
-                let etag = o.e_tag().unwrap_or_default().to_string();
-                o.key().map(|k| (k.to_string(), etag))
+                Some(Listed {
+                    key: o.key()?.to_string(),
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                })
             }));
         }
         Ok(keys)
+    }
+
+    /// The folders directly under `prefix` (`prefix/…/`), with one LIST request per page.
+    pub async fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut folders = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            record(Request::S3List);
+            let page = page.map_err(|e| classify("ListObjectsV2", bucket, prefix, e))?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        Ok(folders)
+    }
+
+    /// Copies object `from` to `to` inside the bucket (server-side: no bytes pass through
+    /// the function; billed and counted as a PUT). `false` when `from` does not exist.
+    pub async fn copy(&self, bucket: &str, from: &str, to: &str) -> Result<bool> {
+        record(Request::S3Put);
+        let source = format!(
+            "{bucket}/{}",
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        match self
+            .client
+            .copy_object()
+            .bucket(bucket)
+            .key(to)
+            .copy_source(source)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(classify("CopyObject", bucket, to, e)),
+        }
     }
 
     /// Deletes an object (deleting a missing object is not an error).

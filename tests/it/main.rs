@@ -1,6 +1,7 @@
 //! Integration tests: every test starts its own moto_server and drives the real event path
 //! (S3 → EventBridge → SQS → handler → Parquet + Glue).
 
+mod compaction;
 mod concurrency;
 mod drop;
 mod events;

@@ -21,6 +21,11 @@
 //!   that already holds `warm` sessions, then `sessions` sessions' files uploaded together;
 //!   one JSON line with what each function did for those files (invocations, messages,
 //!   handler time, requests).
+//! - `compact --data DIR [--lines 900] [--queries 3]`: the compaction probe behind
+//!   `make bench-compact`: DIR's customers, its phone lines cut into files of `lines`, its
+//!   Step Trainer files, through the event path; then per partitioned table the objects at
+//!   its partition locations and the time of a full-table `count(*)` through `stedi query`
+//!   (median of `queries`), before and after `stedi compact --force`; one JSON line each.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,6 +84,15 @@ enum Command {
         sessions: u64,
         #[arg(long, default_value_t = 300)]
         lines: i64,
+    },
+    /// Objects and query time before and after compaction (see the module docs).
+    Compact {
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value_t = 900)]
+        lines: usize,
+        #[arg(long, default_value_t = 3)]
+        queries: usize,
     },
     /// Fill one `dt` with phone files arriving one by one (see the module docs).
     FillDt {
@@ -195,6 +209,70 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
         json!({"landing_objects": measured.len(), "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
                "functions": functions})
     );
+    Ok(())
+}
+
+/// Per partitioned table: objects at its partition locations, rows, and the median time of
+/// a full-table `count(*)` through `stedi query`.
+async fn measure_tables(stack: &Stack, phase: &str, queries: usize) -> Result<()> {
+    for table in stedi::transitions::compact::TABLES {
+        let objects = lake::table_objects(stack, table).await?.len();
+        let sql = format!("SELECT count(*) AS n FROM {}", table.name());
+        let mut ms = Vec::new();
+        let mut rows = 0;
+        for _ in 0..queries.max(1) {
+            let started = Instant::now();
+            let batches = stedi_infra::query::query(stack, &sql).await?;
+            ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            rows = batches
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or_default();
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            json!({"phase": phase, "table": table.name(), "objects": objects, "rows": rows,
+                   "query_ms": ms[ms.len() / 2]})
+        );
+    }
+    Ok(())
+}
+
+async fn compact_probe(stack: &Stack, data: &Path, lines: usize, queries: usize) -> Result<()> {
+    let files = lake::landing_files(data, None)?;
+    let of =
+        |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
+    let phone = split_phone_lines(data, lines)?;
+    let mut runner = Runner::new(stack).await?;
+    let timeout = Duration::from_secs(7200);
+    let started = Instant::now();
+    for batch in [
+        of(Table::CustomerLanding),
+        phone,
+        of(Table::StepTrainerLanding),
+    ] {
+        lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
+    }
+    println!(
+        "{}",
+        json!({"phase": "drop", "wall_ms": started.elapsed().as_secs_f64() * 1000.0})
+    );
+    measure_tables(stack, "before", queries).await?;
+    let ctx = stack.function_context();
+    let started = Instant::now();
+    let report = lake::compact(&ctx, &stack.cfg.bucket, true).await?;
+    println!(
+        "{}",
+        json!({"phase": "compact", "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
+               "report": report})
+    );
+    measure_tables(stack, "after", queries).await?;
     Ok(())
 }
 
@@ -328,6 +406,11 @@ async fn main() -> Result<()> {
             }
             println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
         }
+        Command::Compact {
+            data,
+            lines,
+            queries,
+        } => compact_probe(&stack, &data, lines, queries).await?,
         Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
         Command::Cost {
             customers,

@@ -367,6 +367,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             // Only a replaced object can leave a pair that no longer joins.
             (key, None) if before.is_some() => {
                 ctx.store.delete(bucket, &key).await?;
+                s.deleted.push(key);
                 deleted = true;
             }
             (_, None) => {}

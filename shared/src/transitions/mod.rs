@@ -10,6 +10,7 @@ pub mod customer_trusted_to_curated;
 pub mod machine_learning_trusted_to_curated;
 pub mod step_trainer_landing_to_trusted;
 
+pub mod compact;
 mod landing;
 mod lineage;
 mod publish;
@@ -135,6 +136,8 @@ impl Transition {
                 }
             };
         let mut summary = fut.await?;
+        // Publish to readers of compacted partitions too.
+        compact::follow(ctx, bucket, &mut summary).await?;
         summary.sources.insert(0, src.key.clone());
         Ok(summary)
     }

@@ -37,6 +37,8 @@ pub struct Ctx {
     /// The Step Trainer queue (client and URL), where `customer_trusted_to_curated` sends
     /// the Step Trainer files that waited for a device's owner.
     pub step_trainer_queue: Option<(aws_sdk_sqs::Client, String)>,
+    /// The compact queue (client and URL), where `compact` fans out its partitions.
+    pub compact_queue: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 /// A consenting customer's device serial (e-mail → serial, from the customer_trusted
@@ -129,6 +131,7 @@ impl Ctx {
             partitions: Mutex::new(HashMap::new()),
             reconcile_queue: None,
             step_trainer_queue: None,
+            compact_queue: None,
         }
     }
 
