@@ -16,9 +16,10 @@ N = int(os.environ.get("BENCH_COMPACT_N", "10"))
 
 
 def main():
-    env = dict(os.environ, CARGO_TARGET_DIR=run.RELEASE_TARGET)
-    subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=run.ROOT,
-                   check=True, env=env)
+    if not os.path.exists(os.path.join(run.WORK, f"n{N}", ".done")):
+        env = dict(os.environ, CARGO_TARGET_DIR=run.RELEASE_TARGET)
+        subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=run.ROOT,
+                       check=True, env=env)
     data = run.dataset(N)
     with local_stack() as env:
         lines, rss, secs = scale_run(["compact", "--data", data, "--lines", "900"], env)

@@ -244,7 +244,10 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
                     Format::JsonLines => ".json",
                     Format::Parquet => ".parquet",
                 };
-                format!("{}*{suffix}", s.prefix())
+                // Partitioned sources fire only for their `dt=` folders, not for the
+                // compacted generations beside them.
+                let folder = if s.partitioned() { "dt=" } else { "" };
+                format!("{}{folder}*{suffix}", s.prefix())
             })
             .collect();
         if route.key_patterns != want {

@@ -167,35 +167,35 @@ pub fn partition_prefix(table: Table, dt: &str) -> String {
     format!("{}dt={dt}/", table.prefix())
 }
 
-/// Where compacted generations of the partitioned tables live: outside every table's
-/// location, so readers that list a table location recursively see each row once (in the
-/// per-source objects), while Athena and every reader that plans through the catalog read
-/// a compacted partition's generation.
-pub const COMPACTED_PREFIX: &str = "compacted/";
-
-/// The folder of generation `gen` of partition `dt` of `table`:
-/// `compacted/<table>/g000003/dt=<dt>/` (the generation folder has no `=`, so readers that
-/// infer partitions from paths see only `dt`).
+/// The folder of generation `generation` of partition `dt` of `table`:
+/// `<table prefix>g000003/dt=<dt>/`, beside the per-source `dt=<dt>/` folders (never inside
+/// one, so a reader of a partition's location never reads two generations), under the
+/// table location (readers that require partition locations under it accept it), and
+/// without `=` (path-inferring readers see only `dt`).
 pub fn generation_prefix(table: Table, generation: u32, dt: &str) -> String {
-    format!(
-        "{COMPACTED_PREFIX}{}/g{generation:06}/dt={dt}/",
-        table.name()
-    )
+    format!("{}g{generation:06}/dt={dt}/", table.prefix())
 }
 
-/// The generation a key prefix or key under `compacted/` belongs to, if it is one of
-/// partition `dt` of `table`.
+/// The generation a key prefix or key belongs to, if it is one of partition `dt` of
+/// `table`.
 pub fn generation_of(table: Table, dt: &str, key: &str) -> Option<u32> {
-    let rest = key
-        .strip_prefix(COMPACTED_PREFIX)?
-        .strip_prefix(table.name())?
-        .strip_prefix("/g")?;
+    let rest = key.strip_prefix(table.prefix())?.strip_prefix('g')?;
     let (digits, rest) = rest.split_once('/')?;
     let rest = rest.strip_prefix("dt=")?.strip_prefix(dt)?;
-    if !(rest.is_empty() || rest.starts_with('/')) || digits.len() != 6 {
+    if !(rest.is_empty() || rest.starts_with('/'))
+        || digits.len() != 6
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Where a per-source object of a compacted partition is kept once its generation's grace
+/// period has passed: outside the table location (readers that list it would read its rows
+/// twice), under the bookkeeping prefix, by its own key.
+pub fn held_key(key: &str) -> String {
+    format!("{BOOKKEEPING_PREFIX}held/{key}")
 }
 
 /// A compacted file of a generation: `c-00000-of-00004.parquet` (holder `k` of `files`;
@@ -331,11 +331,16 @@ mod tests {
     }
 
     #[test]
-    fn generations_are_outside_the_table_and_round_trip() {
+    fn generations_sit_beside_the_partition_folders_and_round_trip() {
         let t = Table::AccelerometerTrusted;
         let g = generation_prefix(t, 3, "2022-06-18");
-        assert_eq!(g, "compacted/accelerometer_trusted/g000003/dt=2022-06-18/");
-        assert!(!g.starts_with(t.prefix()));
+        assert_eq!(g, "accelerometer/trusted/g000003/dt=2022-06-18/");
+        // Not a source object of the table (no event of it is processed as one).
+        assert!(accept("b", &format!("{g}x.parquet"), &[t]).is_err());
+        assert_eq!(
+            held_key(&output_key(t, "2022-06-18", "a")),
+            "_stedi/held/accelerometer/trusted/dt=2022-06-18/a.parquet"
+        );
         assert_eq!(generation_of(t, "2022-06-18", &g), Some(3));
         let h = holder_key(t, 3, "2022-06-18", 1, 4);
         assert_eq!(h, format!("{g}c-00001-of-00004.parquet"));

@@ -114,7 +114,7 @@ async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
 async fn accelerometer_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
     let mut users = BTreeSet::new();
     for key in trusted_objects(ctx, bucket, Table::AccelerometerTrusted).await? {
-        let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key.0, None).await? else {
+        let Fetched::Body(bytes, _) = compact::fetch_working(ctx, bucket, &key.0).await? else {
             continue;
         };
         for b in read_parquet(bytes, &["user"], &key.0)? {
@@ -125,13 +125,13 @@ async fn accelerometer_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>
     Ok(users)
 }
 
-/// The `dt=…/x.parquet` objects of a partitioned table, with their ETags.
+/// The `dt=…/x.parquet` objects of a partitioned table (wherever kept, by their own keys),
+/// with their ETags.
 async fn trusted_objects(ctx: &Ctx, bucket: &str, table: Table) -> Result<Vec<(String, String)>> {
-    Ok(ctx
-        .store
-        .list_with_etags(bucket, table.prefix())
+    Ok(compact::list_working(ctx, bucket, table.prefix())
         .await?
         .into_iter()
+        .map(|o| (o.key, o.etag))
         .filter(|(k, _)| keys::accept(bucket, k, &[table]).is_ok())
         .collect())
 }
@@ -477,7 +477,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             t.run(ctx, bucket, &src).await
         }
         Item::Stray { key } => {
-            ctx.store.delete(bucket, key).await?;
+            compact::delete_working(ctx, bucket, key).await?;
             let mut s = Summary {
                 deleted: vec![key.clone()],
                 ..Summary::default()

@@ -404,8 +404,9 @@ impl Store {
     }
 
     /// Copies object `from` to `to` inside the bucket (server-side: no bytes pass through
-    /// the function; billed and counted as a PUT). `false` when `from` does not exist.
-    pub async fn copy(&self, bucket: &str, from: &str, to: &str) -> Result<bool> {
+    /// the function; billed and counted as a PUT). Returns the copy's ETag (that of the
+    /// object copied), `None` when `from` does not exist.
+    pub async fn copy(&self, bucket: &str, from: &str, to: &str) -> Result<Option<String>> {
         record(Request::S3Put);
         let source = format!(
             "{bucket}/{}",
@@ -420,9 +421,32 @@ impl Store {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
+            Ok(out) => Ok(Some(
+                out.copy_object_result()
+                    .and_then(|r| r.e_tag())
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(classify("CopyObject", bucket, to, e)),
+        }
+    }
+
+    /// Deletes an object only while it still has `etag` (`false`: it changed or is gone).
+    pub async fn delete_if(&self, bucket: &str, key: &str, etag: &str) -> Result<bool> {
+        record(Request::S3Delete);
+        match self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(status(&e), Some(412) | Some(409) | Some(404)) => Ok(false),
+            Err(e) => Err(classify("DeleteObject", bucket, key, e)),
         }
     }
 

@@ -167,15 +167,13 @@ async fn a_dt_of_91_small_files_becomes_one_file_and_every_property_holds() {
         local.counts().await.unwrap(),
         std::collections::BTreeMap::from(pipeline::EXPECTED)
     );
-    // The per-source objects stay: readers that list the table location see them, once.
-    let working = local
-        .keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.starts_with(&keys::partition_prefix(t, &dt)))
-        .count();
-    assert_eq!(working, 91);
+    // With no grace period the per-source objects are held at once, outside the table
+    // location: readers that list it see each row once, in the compacted file.
+    let under = |all: &[String], prefix: &str| all.iter().filter(|k| k.starts_with(prefix)).count();
+    let all = local.keys().await.unwrap();
+    let working = keys::partition_prefix(t, &dt);
+    assert_eq!(under(&all, &working), 0);
+    assert_eq!(under(&all, &keys::held_key(&working)), 91);
 
     // A re-drop of one small file after compaction changes no count: its rows leave the
     // compacted file for a copy of its object.
@@ -303,6 +301,10 @@ async fn queries_and_arrivals_during_a_compaction_see_every_row_once() {
         .filter(|k| k.starts_with(&gen1))
         .collect();
     assert!(!held.is_empty());
+    // Within the grace period the per-source objects stay where they are.
+    let working = keys::partition_prefix(t, &dt);
+    let count = |all: &[String], prefix: &str| all.iter().filter(|k| k.starts_with(prefix)).count();
+    assert_eq!(count(&local.keys().await.unwrap(), &working), 91);
     assert_eq!(local.counts().await.unwrap(), want);
     let later = now + Config::default().compact_grace_seconds;
     let s = compact::compact_dt(&ctx, bucket, t, &dt, later, false)
@@ -312,14 +314,11 @@ async fn queries_and_arrivals_during_a_compaction_see_every_row_once() {
         s.deleted.iter().filter(|k| k.starts_with(&gen1)).count(),
         held.len()
     );
-    assert!(
-        !local
-            .keys()
-            .await
-            .unwrap()
-            .iter()
-            .any(|k| k.starts_with(&gen1))
-    );
+    let all = local.keys().await.unwrap();
+    assert_eq!(count(&all, &gen1), 0);
+    // The `dt=` folder's grace period is over too: its objects are held.
+    assert_eq!(count(&all, &working), 0);
+    assert_eq!(count(&all, &keys::held_key(&working)), 91);
     assert_eq!(local.counts().await.unwrap(), want);
     pipeline::assert_batch_truth(&local, &truth).await;
 }

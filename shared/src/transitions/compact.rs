@@ -1,25 +1,32 @@
 //! Compaction: the many small per-source objects of a `dt` into as few files as
 //! `COMPACT_TARGET_BYTES` allows, switched in for readers in one catalog update.
 //!
-//! **Layout.** The per-source objects (`<table>/dt=<dt>/<name>.parquet`) stay where the
-//! transitions write them: they are the working set the pipeline reads and the truth. A
-//! compacted generation lives outside every table location, in
-//! `compacted/<table>/g<N>/dt=<dt>/`: files `c-<k>-of-<K>.parquet` (a source's rows go to
+//! **Layout.** The transitions write one object per source (`<table>/dt=<dt>/<name>.parquet`):
+//! the pipeline's working set (the ML join, `reconcile` and the lineage read them by that
+//! key). A compacted *generation* of a partition is a sibling folder under the table
+//! location, `<table>/g<N>/dt=<dt>/`: files `c-<k>-of-<K>.parquet` (a source's rows go to
 //! file `k` = hash of its name mod `K`; each file's footer lists its sources and their row
 //! counts, see [`crate::columnar::HolderWriter`]) and copies `s-<name>.parquet` of sources
-//! written after the generation was built. The Glue partition points at the working folder
+//! written after the generation was built. The Glue partition points at the `dt=` folder
 //! (never compacted) or at the current generation; one `UpdatePartition` switches it, so a
 //! reader that plans through the catalog reads the old files or the new, never both.
-//! Readers that list a table location see the working set, once.
 //!
-//! **The pointer** `_stedi/compaction/<table>/dt=<dt>.json` names the current generation,
-//! the one being built (if any) and the replaced ones with the time they were replaced;
-//! those are deleted after `COMPACT_GRACE_SECONDS`.
+//! **Retiring.** A replaced generation is deleted once `COMPACT_GRACE_SECONDS` have passed
+//! (queries planned on it may still read it); the replaced `dt=` folder's per-source
+//! objects are then *held*: moved to `_stedi/held/<their key>`, outside the table location,
+//! so readers that list the table location see each row once again. Pipeline reads and
+//! deletes go through [`fetch_working`], [`delete_working`] and [`list_working`], which
+//! find an object under its key or held.
+//!
+//! **The pointer** `_stedi/compaction/<table>/pointer/dt=<dt>.json` names the current generation,
+//! the one being built (if any), the replaced ones with the time they were replaced, and
+//! whether the working folder is held.
 //!
 //! **Arrivals** ([`follow`]): after a transition has written or deleted per-source objects
 //! of a `dt`, it reads the pointer; for the current generation and the one being built,
 //! it copies each changed object in (server-side) or deletes its copy, and removes the
-//! source's earlier rows from the compacted file that holds them (a conditional rewrite).
+//! source's earlier rows from the compacted file that holds them (a conditional rewrite);
+//! once the working folder is held, it moves its new objects there too.
 //! **Compaction** ([`compact_dt`]) announces the new generation in the pointer *before* it
 //! lists the working set, and removes from its files every source that changed or was
 //! copied in meanwhile *after* writing them. Each side writes before it looks, so of an
@@ -37,7 +44,7 @@ use crate::columnar::{HolderWriter, evict, read_parquet};
 use crate::error::{Error, Result};
 use crate::keys::{self, BOOKKEEPING_PREFIX};
 use crate::schema::Table;
-use crate::store::{Fetched, Precondition, PutOutcome};
+use crate::store::{Fetched, Listed, Precondition, PutOutcome};
 use crate::summary::Summary;
 
 /// The tables compaction serves: the partitioned ones.
@@ -72,9 +79,13 @@ pub struct Pointer {
     /// A generation being built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Building>,
-    /// Replaced generations, deleted once the grace period has passed.
+    /// Replaced generations, deleted once the grace period has passed (generation 0: the
+    /// `dt=` folder, whose per-source objects are then held).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+    /// Whether the partition's per-source objects are held outside the table location.
+    #[serde(default)]
+    pub moved: bool,
 }
 
 /// A generation being built.
@@ -119,7 +130,7 @@ impl Pointer {
 /// The pointer of partition `dt` of `table`.
 pub fn pointer_key(table: Table, dt: &str) -> String {
     format!(
-        "{BOOKKEEPING_PREFIX}compaction/{}/dt={dt}.json",
+        "{BOOKKEEPING_PREFIX}compaction/{}/pointer/dt={dt}.json",
         table.name()
     )
 }
@@ -215,6 +226,78 @@ fn changed(bucket: &str, s: &Summary) -> BTreeMap<(Table, String), BTreeSet<Stri
     out
 }
 
+/// Whether `key` is a per-source object of a compacted table.
+fn is_working(bucket: &str, key: &str) -> bool {
+    keys::accept(bucket, key, &TABLES).is_ok()
+}
+
+/// Reads a per-source object by its key, wherever it is kept (under its key, or held).
+pub async fn fetch_working(ctx: &Ctx, bucket: &str, key: &str) -> Result<Fetched> {
+    match ctx.store.fetch(bucket, key, None).await? {
+        Fetched::Missing if is_working(bucket, key) => {
+            ctx.store.fetch(bucket, &keys::held_key(key), None).await
+        }
+        other => Ok(other),
+    }
+}
+
+/// Deletes a per-source object wherever it is kept.
+pub async fn delete_working(ctx: &Ctx, bucket: &str, key: &str) -> Result<()> {
+    ctx.store.delete(bucket, key).await?;
+    if is_working(bucket, key) {
+        ctx.store.delete(bucket, &keys::held_key(key)).await?;
+    }
+    Ok(())
+}
+
+/// The per-source objects under `prefix` (a table's or a partition's location), wherever
+/// kept, by their own keys (one kept under its key wins over a held one).
+pub async fn list_working(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
+    let mut all: BTreeMap<String, Listed> = BTreeMap::new();
+    let held = keys::held_key("").len();
+    let listed = [
+        ctx.store
+            .list_objects(bucket, &keys::held_key(prefix))
+            .await?,
+        ctx.store.list_objects(bucket, prefix).await?,
+    ];
+    for (i, objects) in listed.into_iter().enumerate() {
+        for mut o in objects {
+            if i == 0 {
+                o.key = o.key[held..].to_string();
+            }
+            if is_working(bucket, &o.key) {
+                all.insert(o.key.clone(), o);
+            }
+        }
+    }
+    Ok(all.into_values().collect())
+}
+
+/// Moves per-source objects out of the table location to their held keys: each copied,
+/// then deleted only if unchanged since (a conditional delete), so an object rewritten
+/// meanwhile stays, and its writer moves it (see [`follow`]).
+async fn hold(ctx: &Ctx, bucket: &str, objects: Vec<String>) -> Result<()> {
+    for key in objects {
+        if let Some(etag) = ctx.store.copy(bucket, &key, &keys::held_key(&key)).await? {
+            ctx.store.delete_if(bucket, &key, &etag).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies per-source object `from` (wherever kept) to `to`; `false` when it is gone.
+async fn copy_working(ctx: &Ctx, bucket: &str, from: &str, to: &str) -> Result<bool> {
+    if ctx.store.copy(bucket, from, to).await?.is_some() {
+        return Ok(true);
+    }
+    Ok(ctx
+        .store
+        .copy(bucket, &keys::held_key(from), to)
+        .await?
+        .is_some())
+}
+
 /// Keeps the compacted generations of the partitions an invocation changed in step with
 /// their working sets (see the module): for each per-source object it wrote or deleted, a
 /// copy in (or out of) the current generation and the one being built, and the source's
@@ -236,6 +319,13 @@ pub async fn follow(ctx: &Ctx, bucket: &str, s: &mut Summary) -> Result<()> {
             }
             evict_names(ctx, bucket, table, generation, &dt, files, names.clone(), s).await?;
         }
+        if p.moved {
+            let objects: Vec<String> = names
+                .iter()
+                .map(|n| keys::output_key(table, &dt, n))
+                .collect();
+            hold(ctx, bucket, objects).await?;
+        }
     }
     Ok(())
 }
@@ -251,13 +341,13 @@ async fn refresh_copy(
     copy: &str,
 ) -> Result<bool> {
     let from = keys::output_key(table, dt, name);
-    if ctx.store.copy(bucket, &from, copy).await? {
+    if copy_working(ctx, bucket, &from, copy).await? {
         return Ok(true);
     }
     ctx.store.delete(bucket, copy).await?;
     // Written again between the failed copy and the delete: copy it after all (the
     // writer's own copy may have come before the delete).
-    ctx.store.copy(bucket, &from, copy).await
+    copy_working(ctx, bucket, &from, copy).await
 }
 
 /// Removes the rows of sources `names` from the compacted files of a generation that hold
@@ -347,14 +437,12 @@ async fn working_set(
     dt: &str,
 ) -> Result<BTreeMap<String, (String, u64)>> {
     let prefix = keys::partition_prefix(table, dt);
-    Ok(ctx
-        .store
-        .list_objects(bucket, &prefix)
+    Ok(list_working(ctx, bucket, &prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
             let name = o.key[prefix.len()..].strip_suffix(".parquet")?;
-            (!name.contains('/')).then(|| (name.to_string(), (o.etag, o.size)))
+            Some((name.to_string(), (o.etag, o.size)))
         })
         .collect())
 }
@@ -377,14 +465,19 @@ async fn copies(
         .collect())
 }
 
-/// Deletes the replaced generations whose grace period has passed (their files, copies
-/// and indexes). Returns whether the pointer changed.
+/// Retires what the grace period has passed for: replaced generations are deleted (their
+/// files, copies and indexes), and a replaced `dt=` folder's per-source objects are held
+/// (the pointer says so *before* they move, so an arrival from then on moves its own). A
+/// held partition's stragglers (written by an arrival that read the pointer before) are
+/// moved on every run. Returns `false` when another compaction changed the pointer.
+#[allow(clippy::too_many_arguments)]
 async fn retire(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
     dt: &str,
     p: &mut Pointer,
+    etag: &mut Option<String>,
     now: u64,
     s: &mut Summary,
 ) -> Result<bool> {
@@ -393,19 +486,32 @@ async fn retire(
         .retired
         .iter()
         .partition(|r| r.at.saturating_add(grace) <= now);
-    for r in &due {
-        for prefix in [
-            keys::generation_prefix(table, r.generation, dt),
-            index_prefix(table, r.generation, dt),
-        ] {
-            for key in ctx.store.list(bucket, &prefix).await? {
-                ctx.store.delete(bucket, &key).await?;
-                s.deleted.push(key);
+    if !due.is_empty() {
+        for r in due.iter().filter(|r| r.generation > 0) {
+            for prefix in [
+                keys::generation_prefix(table, r.generation, dt),
+                index_prefix(table, r.generation, dt),
+            ] {
+                for key in ctx.store.list(bucket, &prefix).await? {
+                    ctx.store.delete(bucket, &key).await?;
+                    s.deleted.push(key);
+                }
             }
         }
+        p.retired = kept;
+        p.moved |= due.iter().any(|r| r.generation == 0);
+        match write_pointer(ctx, bucket, table, dt, p, etag.as_deref()).await? {
+            Some(e) => *etag = Some(e),
+            None => return Ok(false),
+        }
     }
-    p.retired = kept;
-    Ok(!due.is_empty())
+    if p.moved {
+        let prefix = keys::partition_prefix(table, dt);
+        let mut stragglers = ctx.store.list(bucket, &prefix).await?;
+        stragglers.retain(|k| is_working(bucket, k));
+        hold(ctx, bucket, stragglers).await?;
+    }
+    Ok(true)
 }
 
 /// Unix seconds now.
@@ -440,7 +546,9 @@ pub async fn compact_dt(
         Some((p, e)) => (p, Some(e)),
         None => (Pointer::default(), None),
     };
-    let dirty = retire(ctx, bucket, table, dt, &mut p, now, &mut s).await?;
+    if !retire(ctx, bucket, table, dt, &mut p, &mut etag, now, &mut s).await? {
+        return Ok(s); // another compaction of this partition is at work
+    }
     let busy = p
         .next
         .is_some_and(|n| now < n.started.saturating_add(ABANDONED_AFTER));
@@ -456,9 +564,6 @@ pub async fn compact_dt(
         due(pending, p.held, ctx.cfg.compact_min_objects)
     };
     if busy || working.is_empty() || !due {
-        if dirty {
-            write_pointer(ctx, bucket, table, dt, &p, etag.as_deref()).await?;
-        }
         return Ok(s);
     }
     // Announce, then look: an arrival from now on also copies into the new generation.
@@ -502,7 +607,7 @@ pub async fn compact_dt(
         let mut w = HolderWriter::new(table, ctx.cfg.row_group_rows)?;
         for name in names {
             let key = keys::output_key(table, dt, name);
-            let Fetched::Body(b, etag) = ctx.store.fetch(bucket, &key, None).await? else {
+            let Fetched::Body(b, etag) = fetch_working(ctx, bucket, &key).await? else {
                 continue; // deleted meanwhile
             };
             let batches = read_parquet(b, &[], &key)?;
@@ -545,33 +650,30 @@ pub async fn compact_dt(
         });
     } else {
         catalog::set_partition_location(&ctx.glue, db, table, dt, location).await?;
-        if p.generation > 0 {
-            p.retired.push(Retired {
-                generation: p.generation,
-                at: now,
-            });
-        }
+        // The generation replaced (0: the `dt=` folder) stays for the grace period.
+        p.retired.push(Retired {
+            generation: p.generation,
+            at: now,
+        });
         p.generation = g;
         p.files = files;
         p.held = held;
         s.rows_out = s.rows_in;
     }
-    retire(ctx, bucket, table, dt, &mut p, now, &mut s).await?;
-    if write_pointer(ctx, bucket, table, dt, &p, etag.as_deref())
-        .await?
-        .is_none()
-    {
+    let Some(committed) = write_pointer(ctx, bucket, table, dt, &p, etag.as_deref()).await? else {
         return Err(Error::Contention {
             bucket: bucket.to_string(),
             key: pointer_key(table, dt),
             attempts: 1,
         });
-    }
+    };
+    etag = Some(committed);
+    retire(ctx, bucket, table, dt, &mut p, &mut etag, now, &mut s).await?;
     Ok(s)
 }
 
 /// One partition to compact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Item {
     /// The table.
     pub table: Table,
@@ -579,22 +681,37 @@ pub struct Item {
     pub dt: String,
 }
 
-/// Every partition of the compacted tables that has per-source objects (one delimiter
-/// LIST per table): [`compact_dt`] decides for each whether it is due.
+/// Every partition of the compacted tables: those with a `dt=` folder (one delimiter LIST
+/// per table) and those with a pointer (compacted, their objects perhaps held). [`compact_dt`]
+/// decides for each whether it is due.
 pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
-    let mut items = Vec::new();
+    let mut items = BTreeSet::new();
     for table in TABLES {
         for folder in ctx.store.list_folders(bucket, table.prefix()).await? {
             let name = folder[table.prefix().len()..].trim_end_matches('/');
             if let Some(dt) = name.strip_prefix("dt=").filter(|d| keys::is_date(d)) {
-                items.push(Item {
+                items.insert(Item {
+                    table,
+                    dt: dt.to_string(),
+                });
+            }
+        }
+        let pointers = pointer_key(table, "");
+        let folder = &pointers[..pointers.len() - "dt=.json".len()];
+        for key in ctx.store.list(bucket, folder).await? {
+            let dt = key[folder.len()..]
+                .strip_prefix("dt=")
+                .and_then(|r| r.strip_suffix(".json"))
+                .filter(|d| keys::is_date(d));
+            if let Some(dt) = dt {
+                items.insert(Item {
                     table,
                     dt: dt.to_string(),
                 });
             }
         }
     }
-    Ok(items)
+    Ok(items.into_iter().collect())
 }
 
 /// Plans and compacts every due partition in this process (`stedi compact`, and the
@@ -652,7 +769,7 @@ mod tests {
                 "accelerometer/quarantine/a.jsonl".into(),
                 "customer/trusted/part-00001.parquet".into(),
                 "step_trainer/curated/dt=2022-06-18/s.0123.parquet".into(),
-                "compacted/accelerometer_trusted/g000001/dt=2022-06-18/s-a.parquet".into(),
+                "accelerometer/trusted/g000001/dt=2022-06-18/s-a.parquet".into(),
             ],
             deleted: vec!["accelerometer/trusted/dt=2022-06-19/a.parquet".into()],
             ..Summary::default()

@@ -36,7 +36,8 @@ struct ShardPlan {
 /// Adds the users of one accelerometer_trusted object to customer_curated.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let mut s = Summary::default();
-    let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &src.key, None).await? else {
+    let Fetched::Body(bytes, _) = super::compact::fetch_working(ctx, bucket, &src.key).await?
+    else {
         // Replaced or deleted since the event: the newer object has its own event.
         return Ok(s);
     };

@@ -237,7 +237,7 @@ async fn serials_of(
 /// Reads trusted object `stem` of `side` in `dt` (`None` when it is gone).
 async fn load(ctx: &Ctx, bucket: &str, side: Side, dt: &str, stem: &str) -> Result<Option<Loaded>> {
     let key = keys::output_key(side.table(), dt, stem);
-    let Fetched::Body(bytes, etag) = ctx.store.fetch(bucket, &key, None).await? else {
+    let Fetched::Body(bytes, etag) = super::compact::fetch_working(ctx, bucket, &key).await? else {
         return Ok(None);
     };
     let (rows, serials, refs) = match side {
@@ -366,7 +366,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             }
             // Only a replaced object can leave a pair that no longer joins.
             (key, None) if before.is_some() => {
-                ctx.store.delete(bucket, &key).await?;
+                super::compact::delete_working(ctx, bucket, &key).await?;
                 s.deleted.push(key);
                 deleted = true;
             }
@@ -378,14 +378,14 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     if let Some(b) = before.as_ref().filter(|b| b.folders() != now) {
         for folder in had.difference(&now) {
             let key = marker_key(dt, folder, side, &src.stem);
-            ctx.store.delete(bucket, &key).await?;
+            super::compact::delete_working(ctx, bucket, &key).await?;
         }
         for stem in counterparts(ctx, bucket, dt, side, b)
             .await?
             .difference(&others)
         {
             let key = pair_of(dt, side, &src.stem, stem);
-            ctx.store.delete(bucket, &key).await?;
+            super::compact::delete_working(ctx, bucket, &key).await?;
             s.deleted.push(key);
             deleted = true;
         }
@@ -431,7 +431,7 @@ async fn unjoin(
     }
     for other in counterparts(ctx, bucket, dt, side, &before).await? {
         let key = pair_of(dt, side, stem, &other);
-        ctx.store.delete(bucket, &key).await?;
+        super::compact::delete_working(ctx, bucket, &key).await?;
         s.deleted.push(key);
     }
     ctx.store

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::compact::list_working;
 use super::landing::Filtered;
 use super::lineage::{LAYOUT, Manifest, manifest_key, read_manifest, write_manifest};
 use super::reference::Ctx;
@@ -80,7 +81,7 @@ pub async fn publish_partitioned(
     let old_dts = before.as_ref().map(|m| m.dts.clone()).unwrap_or_default();
     for dt in old_dts.iter().filter(|d| !dts.contains(d)) {
         let key = keys::output_key(table, dt, stem);
-        ctx.store.delete(bucket, &key).await?;
+        super::compact::delete_working(ctx, bucket, &key).await?;
         summary.deleted.push(key);
         prune_partition(ctx, bucket, table, dt).await?;
         machine_learning_trusted_to_curated::forget(ctx, bucket, table, dt, stem, summary).await?;
@@ -95,13 +96,12 @@ pub async fn publish_partitioned(
 /// again after its PUT; the re-check below narrows the window, and `reconcile` closes it.
 pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) -> Result<()> {
     let prefix = keys::partition_prefix(table, dt);
-    let has_data = |keys: Vec<String>| keys.iter().any(|k| k.ends_with(".parquet"));
-    if has_data(ctx.store.list(bucket, &prefix).await?) {
+    if !list_working(ctx, bucket, &prefix).await?.is_empty() {
         return Ok(());
     }
     ctx.unregistered(bucket, table, dt);
     catalog::drop_partition(&ctx.glue, &ctx.cfg.database, table, dt).await?;
-    if has_data(ctx.store.list(bucket, &prefix).await?) {
+    if !list_working(ctx, bucket, &prefix).await?.is_empty() {
         ctx.register(bucket, table, &[dt.to_string()]).await?;
     }
     Ok(())
