@@ -322,3 +322,57 @@ async fn queries_and_arrivals_during_a_compaction_see_every_row_once() {
     assert_eq!(local.counts().await.unwrap(), want);
     pipeline::assert_batch_truth(&local, &truth).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_partition_emptied_and_filled_again_stays_readable() {
+    let local = Local::with_config(Config {
+        compact_grace_seconds: 0,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = split_sample("refill");
+    let files: Vec<LandingFile> = lake::landing_files(&dir, None)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.table == Table::CustomerLanding)
+        .chain([phone_file(&dir, 0)])
+        .collect();
+    local.drop(&files, 0).await.unwrap();
+    let t = Table::AccelerometerTrusted;
+    let rows = |counts: &std::collections::BTreeMap<&str, u64>| counts["accelerometer_trusted"];
+    let first = rows(&local.counts().await.unwrap());
+    local.drop(&[phone_file(&dir, 1)], 0).await.unwrap();
+    let before = rows(&local.counts().await.unwrap());
+    let second = before - first;
+    assert!(first > 0 && second > 0, "{first} {second}");
+    compact(&local, true).await;
+    let (dt, location, _) = partition(&local, t).await;
+    assert_eq!(location, keys::generation_prefix(t, 1, &dt));
+    assert_eq!(rows(&local.counts().await.unwrap()), before);
+
+    // Both sources gone: reconcile removes their rows; the partition stays on its
+    // (now empty) generation.
+    for f in [phone_file(&dir, 0), phone_file(&dir, 1)] {
+        local
+            .stack
+            .s3
+            .delete_object()
+            .bucket(&local.stack.cfg.bucket)
+            .key(&f.key)
+            .send()
+            .await
+            .unwrap();
+    }
+    local.reconcile().await.unwrap();
+    let (_, location, objects) = partition(&local, t).await;
+    assert_eq!(location, keys::generation_prefix(t, 1, &dt));
+    assert!(objects.is_empty(), "{objects:?}");
+    assert_eq!(rows(&local.counts().await.unwrap()), 0);
+
+    // A source arriving again is read through the catalog at once.
+    local.drop(&[phone_file(&dir, 1)], 0).await.unwrap();
+    let (_, _, objects) = partition(&local, t).await;
+    assert_eq!(objects, [keys::copy_key(t, 1, &dt, "phone-001")]);
+    assert_eq!(rows(&local.counts().await.unwrap()), second);
+}

@@ -92,11 +92,20 @@ pub async fn publish_partitioned(
 }
 
 /// Drops the Glue partition `dt` of `table` once no object is left in it, so no partition
-/// points at nothing. A writer that adds an object concurrently registers the partition
+/// points at nothing (a compacted one stays, pointing at its generation). A writer that adds an object concurrently registers the partition
 /// again after its PUT; the re-check below narrows the window, and `reconcile` closes it.
 pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) -> Result<()> {
     let prefix = keys::partition_prefix(table, dt);
     if !list_working(ctx, bucket, &prefix).await?.is_empty() {
+        return Ok(());
+    }
+    // A compacted partition keeps its generation as its location, even empty: arrivals
+    // copy into that generation, and a partition registered again would point at the
+    // `dt=` folder whose objects they move away.
+    if super::compact::read_pointer(ctx, bucket, table, dt)
+        .await?
+        .is_some_and(|(p, _)| p.generation > 0)
+    {
         return Ok(());
     }
     ctx.unregistered(bucket, table, dt);
