@@ -199,39 +199,18 @@ async fn ensure_location(
     table: Table,
     dt: &str,
 ) -> Result<()> {
-    let qualified = format!("{database}.{}", table.name());
     let want = partition_location(bucket, table, dt);
-    record(Request::Glue);
-    let got = glue
-        .get_partition()
-        .database_name(database)
-        .table_name(table.name())
-        .partition_values(dt)
-        .send()
-        .await
-        .map_err(|e| glue_err("GetPartition", &qualified, e))?;
-    let have = got
-        .partition()
-        .and_then(|p| p.storage_descriptor())
-        .and_then(|s| s.location());
+    let have = partition_location_now(glue, database, table, dt).await?;
     // A compacted partition points at its current generation (see `transitions::compact`):
     // that is the right location too, and repointing it would undo the compaction.
     let compacted = have
+        .as_deref()
         .and_then(|l| l.strip_prefix(&format!("s3://{bucket}/")))
         .is_some_and(|p| crate::keys::generation_of(table, dt, p).is_some());
-    if have == Some(want.as_str()) || compacted {
+    if have.as_deref() == Some(want.as_str()) || compacted {
         return Ok(());
     }
-    record(Request::Glue);
-    glue.update_partition()
-        .database_name(database)
-        .table_name(table.name())
-        .partition_value_list(dt)
-        .partition_input(partition_input(bucket, table, dt)?)
-        .send()
-        .await
-        .map_err(|e| glue_err("UpdatePartition", &qualified, e))?;
-    Ok(())
+    set_partition_location(glue, database, table, dt, want).await
 }
 
 /// The location partition `dt` of `table` points at (`None` when it is not registered).

@@ -114,6 +114,19 @@ fn writer_properties(row_group_rows: usize) -> WriterProperties {
         .build()
 }
 
+/// A Parquet writer of `table`'s schema into memory, with the lake's writer settings.
+fn in_memory_writer(table: Table, row_group_rows: usize) -> Result<ArrowWriter<Vec<u8>>> {
+    ArrowWriter::try_new(
+        Vec::new(),
+        table.arrow_schema(),
+        Some(writer_properties(row_group_rows)),
+    )
+    .map_err(|source| Error::Parquet {
+        context: table.name().to_string(),
+        source,
+    })
+}
+
 /// One Parquet object being written: rows are buffered up to a row group, then encoded.
 pub struct ParquetSink {
     rows: RowsBuilder,
@@ -125,15 +138,7 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// A new in-memory Parquet object of `table`.
     pub fn new(table: Table, row_group_rows: usize) -> Result<Self> {
-        let writer = ArrowWriter::try_new(
-            Vec::new(),
-            table.arrow_schema(),
-            Some(writer_properties(row_group_rows)),
-        )
-        .map_err(|source| Error::Parquet {
-            context: table.name().to_string(),
-            source,
-        })?;
+        let writer = in_memory_writer(table, row_group_rows)?;
         Ok(ParquetSink {
             rows: RowsBuilder::new(table),
             writer,
@@ -390,15 +395,7 @@ pub struct HolderWriter {
 impl HolderWriter {
     /// A new compacted file of `table`.
     pub fn new(table: Table, row_group_rows: usize) -> Result<Self> {
-        let writer = ArrowWriter::try_new(
-            Vec::new(),
-            table.arrow_schema(),
-            Some(writer_properties(row_group_rows)),
-        )
-        .map_err(|source| Error::Parquet {
-            context: table.name().to_string(),
-            source,
-        })?;
+        let writer = in_memory_writer(table, row_group_rows)?;
         Ok(HolderWriter {
             table,
             writer,

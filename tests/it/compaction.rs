@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use stedi::catalog;
 use stedi::config::Config;
 use stedi::keys;
@@ -15,6 +15,7 @@ use stedi_infra::lake::{self, LandingFile};
 use stedi_tests::truth::Truth;
 use stedi_tests::{Local, sample_dir};
 
+use crate::order::customer_record;
 use crate::pipeline;
 
 /// Lines per phone file: the sample's 81,273 phone lines make 91 files.
@@ -94,16 +95,6 @@ async fn compact(local: &Local, force: bool) -> Vec<String> {
     let ctx = local.stack.function_context();
     lake::compact(&ctx, &local.stack.cfg.bucket, force)
         .await
-        .unwrap()
-}
-
-fn customer_record(email: &str) -> Value {
-    let text =
-        std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
-            .unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["email"] == email)
         .unwrap()
 }
 

@@ -116,7 +116,7 @@ fn data_with(extra: &[(&str, String)]) -> PathBuf {
     dir
 }
 
-fn customer_record(email: &str) -> Value {
+pub(crate) fn customer_record(email: &str) -> Value {
     let text =
         std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
             .unwrap();
