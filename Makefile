@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 CARGO ?= cargo
 
-.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-lambda bench-smoke bench-scale bench-dt bench-cost bench-compact
+.PHONY: setup tools build test demo lint fmt clean down check-template lambda-smoke lambda-build bench bench-lambda bench-smoke bench-scale bench-dt bench-cost bench-compact bench-erasure
 
 ## Project-local virtualenv with moto_server (the local AWS).
 setup: $(VENV)/.installed
@@ -49,7 +49,7 @@ lambda-build: tools
 
 FUNCTIONS := customer_landing_to_trusted accelerometer_landing_to_trusted \
   customer_trusted_to_curated step_trainer_landing_to_trusted \
-  machine_learning_trusted_to_curated reconcile compact
+  machine_learning_trusted_to_curated reconcile compact erasure
 
 ## Template checks, the cargo-lambda smoke test, then unit tests (no network) and
 ## integration tests (each against its own moto_server).
@@ -93,6 +93,11 @@ bench-cost: setup
 ## per-session-sized phone files (not in `make test`).
 bench-compact: setup
 	cd bench && ../$(VENV)/bin/python compact_probe.py
+
+## What one erasure reads and writes on N=10 data split into per-session-sized phone files,
+## compacted (not in `make test`).
+bench-erasure: setup
+	cd bench && ../$(VENV)/bin/python erasure_probe.py
 
 ## The benchmark's compute path on the sample: asserts the counts it processed.
 bench-smoke: setup tools

@@ -32,7 +32,7 @@ VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 FUNCTIONS = ["customer", "accelerometer", "step_trainer", "machine_learning"]
 BINARIES = ["customer_landing_to_trusted", "accelerometer_landing_to_trusted",
             "customer_trusted_to_curated", "step_trainer_landing_to_trusted",
-            "machine_learning_trusted_to_curated", "reconcile", "compact"]
+            "machine_learning_trusted_to_curated", "reconcile", "compact", "erasure"]
 
 
 def run_measured(cmd, cgroup=None, env=None):

@@ -219,7 +219,7 @@ impl FunctionReport {
     pub fn reads_landing(&self) -> bool {
         match self.function {
             Function::Transition(t) => t.sources().iter().all(|s| NATURAL_ORDER.contains(s)),
-            Function::Reconcile | Function::Compact => false,
+            Function::Reconcile | Function::Compact | Function::Erasure => false,
         }
     }
 
@@ -315,7 +315,7 @@ fn all_functions() -> impl Iterator<Item = Function> {
     stedi::Transition::ALL
         .into_iter()
         .map(Function::Transition)
-        .chain([Function::Reconcile, Function::Compact])
+        .chain([Function::Reconcile, Function::Compact, Function::Erasure])
 }
 
 /// The runner's per-function counters at one moment.
@@ -515,6 +515,31 @@ pub async fn compact(ctx: &stedi::Ctx, bucket: &str, force: bool) -> Result<Vec<
             )
         })
         .collect())
+}
+
+/// `stedi erase`: erases the person with e-mail `email` in this process, as the `erasure`
+/// function does. Returns the audit record (pretty JSON) and a line with the requests the
+/// erasure made.
+pub async fn erase(
+    ctx: &stedi::Ctx,
+    bucket: &str,
+    email: &str,
+    request: &str,
+) -> Result<Vec<String>> {
+    let counts = stedi::store::RequestCounts::shared();
+    let audit = stedi::store::count_invocation(
+        counts.clone(),
+        stedi::transitions::erasure::erase(ctx, bucket, email, request),
+    )
+    .await?;
+    let r = counts.snapshot();
+    Ok(vec![
+        serde_json::to_string_pretty(&audit)?,
+        format!(
+            "requests: S3 GET {}, PUT {}, LIST {}, DELETE {}; Glue {}; bytes read {}, written {}",
+            r.s3_get, r.s3_put, r.s3_list, r.s3_delete, r.glue_calls, r.bytes_read, r.bytes_written
+        ),
+    ])
 }
 
 /// The lines `stedi reconcile` prints.

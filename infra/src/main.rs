@@ -84,6 +84,17 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Erase a person from every zone, landing included (GDPR Art. 17), as the `erasure`
+    /// function does for a request object; prints the audit record (no personal data) and
+    /// the requests the erasure made.
+    Erase {
+        /// The person's e-mail.
+        #[arg(long)]
+        email: String,
+        /// The request id the audit record is kept under (default: `cli-<epoch ms>`).
+        #[arg(long)]
+        request: Option<String>,
+    },
     /// One line per table: `<table> <rows>`.
     Counts,
     /// Athena-style SQL over the Glue catalog and the Parquet in S3.
@@ -460,6 +471,17 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{line}");
             }
         }
+        Command::Erase { email, request } => {
+            let stack = connect(&cli).await?;
+            let ctx = stack.function_context();
+            let _pause = Pause::request().await?;
+            let request = request
+                .clone()
+                .unwrap_or_else(|| format!("cli-{}", chrono_millis()));
+            for line in lake::erase(&ctx, &stack.cfg.bucket, email, &request).await? {
+                println!("{line}");
+            }
+        }
         Command::Counts => {
             let stack = connect(&cli).await?;
             print_counts(&stack).await?;
@@ -523,4 +545,12 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Milliseconds since the epoch.
+fn chrono_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
 }

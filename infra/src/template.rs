@@ -258,7 +258,18 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
             ));
         }
     }
-    for f in [Function::Reconcile, Function::Compact] {
+    let erasure = format!("{}*.json", stedi::transitions::erasure::REQUESTS_PREFIX);
+    match routes
+        .iter()
+        .find(|r| r.function == Function::Erasure.name())
+    {
+        Some(r) if r.key_patterns != [erasure.clone()] => problems.push(format!(
+            "erasure: rule matches {:?}, the function accepts [{erasure:?}]",
+            r.key_patterns
+        )),
+        _ => {}
+    }
+    for f in [Function::Reconcile, Function::Compact, Function::Erasure] {
         if !routes
             .iter()
             .any(|r| Function::from_name(&r.function) == Some(f))
@@ -311,9 +322,19 @@ mod tests {
                 "step_trainer_landing_to_trusted",
                 "machine_learning_trusted_to_curated",
                 "reconcile",
-                "compact"
+                "compact",
+                "erasure"
             ]
         );
+        let erasure = &routes[7];
+        assert_eq!(erasure.key_patterns, ["_stedi/erasure/requests/*.json"]);
+        assert_eq!(erasure.dead_letter_queue, "ErasureDeadLetterQueue");
+        // The rule's pattern is checked against the function's prefix.
+        let moved = template().replace(
+            "wildcard: \"_stedi/erasure/requests/*.json\"",
+            "wildcard: \"_stedi/erasure/*.json\"",
+        );
+        assert_eq!(drift(&moved).unwrap().len(), 1);
     }
 
     #[test]

@@ -64,6 +64,8 @@ impl Quarantine {
 
 struct ScanState {
     columns: &'static [Column],
+    /// The person column and the time column of the table (see [`person_columns`]).
+    person: Option<(usize, usize)>,
     /// The cells buffer, kept empty between lines so its allocation is reused.
     cells: Vec<Cell<'static>>,
     max_line_bytes: usize,
@@ -89,7 +91,17 @@ impl ScanState {
                     .collect();
                 let outcome = match parse_line(bytes, self.columns, &mut cells) {
                     Err(reason) => RowOutcome::Bad(reason),
-                    Ok(()) => on_row(&cells)?,
+                    Ok(()) => {
+                        if let Some((k, t)) = self.person
+                            && let Some(who) = cells.get(k).and_then(Cell::as_str)
+                        {
+                            let at = cells.get(t).and_then(Cell::as_long).unwrap_or(i64::MIN);
+                            let earliest = self.summary.persons.entry(who.to_string());
+                            let e = earliest.or_insert(at);
+                            *e = (*e).min(at);
+                        }
+                        on_row(&cells)?
+                    }
                 };
                 cells.clear();
                 self.cells = cells.into_iter().map(|_| Cell::Null).collect();
@@ -113,6 +125,36 @@ impl ScanState {
     }
 }
 
+/// Whose data a landing line is: an e-mail or a device serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PersonKind {
+    /// A customer's e-mail (customer and phone lines).
+    Email,
+    /// A Step Trainer's serial (Step Trainer lines).
+    Serial,
+}
+
+/// The column naming the person a landing table's line belongs to, and the column with the
+/// line's time: `(kind, person column, time column)`; `None` for the Parquet tables.
+pub fn person_columns(table: Table) -> Option<(PersonKind, usize, usize)> {
+    match table {
+        Table::CustomerLanding => Some((
+            PersonKind::Email,
+            rules::customer::EMAIL,
+            rules::customer::LAST_UPDATE,
+        )),
+        Table::AccelerometerLanding => Some((
+            PersonKind::Email,
+            accelerometer::USER,
+            accelerometer::TIMESTAMP,
+        )),
+        Table::StepTrainerLanding => {
+            Some((PersonKind::Serial, step_trainer::SERIAL, step_trainer::TIME))
+        }
+        _ => None,
+    }
+}
+
 /// Streams a landing file: push its chunks, then finish. Every non-blank line is counted
 /// once, as kept, filtered or quarantined (a deferred row is counted by whoever resolves
 /// it). Each push hands the parsed rows to `on_row`, so the caller keeps its row handler
@@ -129,6 +171,7 @@ impl LandingScan {
             splitter: LineSplitter::new(cfg.max_line_bytes, cfg.quarantine_line_bytes),
             state: ScanState {
                 columns: table.columns(),
+                person: person_columns(table).map(|(_, k, t)| (k, t)),
                 cells: Vec::with_capacity(table.columns().len()),
                 max_line_bytes: cfg.max_line_bytes,
                 summary: Summary::default(),

@@ -52,6 +52,11 @@ pub struct Config {
     pub compact_grace_seconds: u64,
     /// `COMPACT_QUEUE_URL`: the compact function's own queue (its work items).
     pub compact_queue_url: Option<String>,
+    /// `ERASURE_HASH_KEY` (default `stedi-erasure-index`): the secret key of the keyed hash
+    /// (HMAC-SHA256) that names a person in the erasure index and in tombstones. Set your
+    /// own in production (the template takes it as a NoEcho parameter): without it, anyone
+    /// who can list the bucket can test whether an e-mail is in the lake.
+    pub erasure_hash_key: String,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             compact_min_objects: 16,
             compact_grace_seconds: 3600,
             compact_queue_url: None,
+            erasure_hash_key: "stedi-erasure-index".into(),
         }
     }
 }
@@ -143,6 +149,9 @@ impl Config {
                 |v| v.parse::<u64>().map_err(|e| e.to_string()),
             )?,
             compact_queue_url: get("COMPACT_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+            erasure_hash_key: get("ERASURE_HASH_KEY")
+                .filter(|v| !v.is_empty())
+                .unwrap_or(d.erasure_hash_key),
         })
     }
 }

@@ -25,6 +25,8 @@ pub enum Function {
     Reconcile,
     /// The compaction planner / worker.
     Compact,
+    /// The erasure of a person, one request object at a time.
+    Erasure,
 }
 
 impl Function {
@@ -33,6 +35,7 @@ impl Function {
         match name {
             "reconcile" => Some(Function::Reconcile),
             "compact" => Some(Function::Compact),
+            "erasure" => Some(Function::Erasure),
             _ => Transition::from_name(name).map(Function::Transition),
         }
     }
@@ -43,6 +46,7 @@ impl Function {
             Function::Transition(t) => t.name(),
             Function::Reconcile => "reconcile",
             Function::Compact => "compact",
+            Function::Erasure => "erasure",
         }
     }
 }
@@ -62,6 +66,7 @@ pub async fn invoke(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invocatio
             Function::Transition(t) => Box::pin(invoke_transition(ctx, t, payload)).await,
             Function::Reconcile => Box::pin(invoke_reconcile(ctx, payload)).await,
             Function::Compact => Box::pin(invoke_compact(ctx, payload)).await,
+            Function::Erasure => Box::pin(invoke_objects(ctx, payload, erasure_request)).await,
         }
     };
     let (response, mut summary) = count_invocation(counts.clone(), work).await?;
@@ -372,6 +377,37 @@ pub(crate) async fn send_batch(
 /// (`batchItemFailures`); for a direct invocation a retryable failure is the invocation's
 /// error.
 async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Invocation> {
+    invoke_objects(ctx, payload, |ctx, bucket, key| {
+        Box::pin(async move {
+            let src = keys::accept(bucket, key, t.sources())?;
+            t.run(ctx, bucket, &src).await
+        })
+    })
+    .await
+}
+
+/// An erasure request object.
+fn erasure_request<'a>(
+    ctx: &'a Ctx,
+    bucket: &'a str,
+    key: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>> {
+    Box::pin(crate::transitions::erasure::handle_request(
+        ctx, bucket, key,
+    ))
+}
+
+/// Runs `work` on each object of an S3 event (direct, EventBridge or through SQS).
+async fn invoke_objects<W>(ctx: &Ctx, payload: &Value, work: W) -> Result<Invocation>
+where
+    W: for<'a> Fn(
+        &'a Ctx,
+        &'a str,
+        &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>,
+    >,
+{
     let started = Instant::now();
     let ev = parse_event(payload)?;
     let mut total = Summary::default();
@@ -380,10 +416,7 @@ async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<
         acknowledge_unreadable(&mut total, id, reason);
     }
     for obj in &ev.objects {
-        let outcome = match keys::accept(&obj.bucket, &obj.key, t.sources()) {
-            Ok(src) => t.run(ctx, &obj.bucket, &src).await,
-            Err(e) => Err(e),
-        };
+        let outcome = work(ctx, &obj.bucket, &obj.key).await;
         match outcome {
             Ok(s) => total.absorb(s),
             Err(e) if e.is_retryable() => {
@@ -603,6 +636,35 @@ mod tests {
             summary.errors
         );
         assert!(summary.requests.s3_get >= 1, "{:?}", summary.requests);
+    }
+
+    #[tokio::test]
+    async fn erasure_reads_its_sample_event_and_retries_an_unreachable_request() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        let payload: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("erasure.sqs.json")).unwrap()).unwrap();
+        let batch = event::sqs_batch(&payload).unwrap().unwrap();
+        let id = batch.records[0].message_id.clone().unwrap();
+        // S3 unreachable: the request is failed for redelivery (a legal deadline: never
+        // acknowledged unread); a key outside the requests prefix is refused with its reason.
+        let ctx = offline_ctx();
+        let mut records = payload["Records"].as_array().unwrap().clone();
+        let mut outside = records[0].clone();
+        outside["messageId"] = json!("outside");
+        outside["body"] = json!(eventbridge("stedi-lake", "_stedi/erasure/audit/x.json"));
+        records.push(outside);
+        let payload = json!({ "Records": records });
+        let (response, summary) = invoke(&ctx, Function::Erasure, &payload).await.unwrap();
+        let want = json!({"batchItemFailures": [{"itemIdentifier": id}]});
+        assert_eq!(serde_json::to_value(&response).unwrap(), want);
+        assert_eq!(summary.errors.len(), 2, "{:?}", summary.errors);
+        assert!(
+            summary.errors[1].contains("not an erasure request"),
+            "{:?}",
+            summary.errors
+        );
+        assert_eq!(summary.requests.s3_get, 1, "{:?}", summary.requests);
+        assert_eq!(Function::from_name("erasure"), Some(Function::Erasure));
     }
 
     #[tokio::test]

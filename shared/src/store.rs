@@ -450,6 +450,63 @@ impl Store {
         }
     }
 
+    /// Deletes every version of object `key` but the current one (and, when the current
+    /// one is a delete marker, every version and the marker): with bucket versioning on,
+    /// what a rewrite or a delete left behind. One LIST (ListObjectVersions page) per page,
+    /// one DELETE per version. Returns the versions deleted.
+    pub async fn delete_noncurrent(&self, bucket: &str, key: &str) -> Result<u64> {
+        let mut old: Vec<String> = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            record(Request::S3List);
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListObjectVersions", bucket, key, e))?;
+            for v in page.versions() {
+                if v.key() == Some(key) && v.is_latest() != Some(true) {
+                    old.extend(v.version_id().map(str::to_string));
+                }
+            }
+            // A delete marker hides the versions before it; with it gone too, a deleted
+            // object leaves nothing behind.
+            old.extend(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(key))
+                    .filter_map(|m| m.version_id().map(str::to_string)),
+            );
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        let mut n = 0;
+        for version in old {
+            record(Request::S3Delete);
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .version_id(&version)
+                .send()
+                .await
+                .map_err(|e| classify("DeleteObject", bucket, key, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Deletes an object (deleting a missing object is not an error).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         record(Request::S3Delete);

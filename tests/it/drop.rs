@@ -137,15 +137,17 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
         ["customer_landing_to_trusted rows in 956 out 482 filtered 474 quarantined 0"]
     );
     // The same file again: it reads its file and the shards its e-mails fall in, changes
-    // none, and removes its (absent) quarantine object.
+    // none, and removes its (absent) quarantine object; for the erasure index it puts one
+    // (empty) posting per e-mail and reads each one's (absent) tombstone.
     let shards = local.stack.cfg.function.customer_shards;
+    let emails = 956;
     let requests = again.requests_lines();
     let (head, bytes) = requests[0].split_once("; ").unwrap();
     assert_eq!(
         head,
         format!(
-            "customer_landing_to_trusted requests PUT 0 GET {} LIST 0 DELETE 1 Glue 0 SQS 0",
-            1 + shards
+            "customer_landing_to_trusted requests PUT {emails} GET {} LIST 0 DELETE 1 Glue 0 SQS 0",
+            1 + shards + emails
         )
     );
     assert!(bytes.ends_with("wrote 0 B"), "{bytes}");

@@ -30,8 +30,9 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
 
 /// Requests are the bill: one accelerometer landing file, processed by a cold function
 /// after the customers are in, makes exactly these requests (GET the landing file, each
-/// consent shard its readers need and the old manifest; PUT the one `dt` output and the
-/// manifest; DELETE the stale quarantine object; one Glue BatchCreatePartition), and its
+/// consent shard its readers need, the old manifest, the compaction pointer and each
+/// user's tombstone; PUT the one `dt` output, the manifest and each user's erasure-index
+/// posting; DELETE the stale quarantine object; one Glue BatchCreatePartition), and its
 /// byte counts are the sizes of what it read and wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_counts_its_requests() {
@@ -63,7 +64,7 @@ async fn an_invocation_counts_its_requests() {
     let r = s.requests;
     assert_eq!(
         (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
-        (28, 2, 1, 0, 0),
+        (78, 52, 1, 0, 0),
         "{r:?}"
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
@@ -98,9 +99,15 @@ async fn an_invocation_counts_its_requests() {
         .map(|u| stedi::keys::shard_key(Table::CustomerTrusted, stedi::keys::shard_of(u, n)))
         .collect();
     assert_eq!(shards.len(), 25, "{shards:?}");
-    // GETs: the landing file, its users' shards, the previous manifest, and the
-    // partition's compaction pointer (missing: never compacted, nothing to keep in step).
-    assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + 1);
+    // GETs: the landing file, its users' shards, the previous manifest, the partition's
+    // compaction pointer (missing: never compacted, nothing to keep in step), and each
+    // user's tombstone (missing: nobody erased). PUTs: the output, the manifest and one
+    // (empty) erasure-index posting per user.
+    assert_eq!(
+        r.s3_get,
+        1 + shards.len() as u64 + 1 + 1 + users.len() as u64
+    );
+    assert_eq!(r.s3_put, 2 + users.len() as u64);
     let mut shard_bytes = 0;
     for k in &shards {
         shard_bytes += local.get(k).await.unwrap().len() as u64;
@@ -115,7 +122,7 @@ async fn an_invocation_counts_its_requests() {
         &s,
     ))
     .unwrap();
-    assert_eq!(line["s3_get"], 28);
+    assert_eq!(line["s3_get"], 78);
     assert_eq!(line["bytes_written"], written as u64);
     // The whole drop's total is the sum over the functions.
     let sum = out

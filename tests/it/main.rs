@@ -4,6 +4,7 @@
 mod compaction;
 mod concurrency;
 mod drop;
+mod erasure;
 mod events;
 mod hostile;
 mod interop;

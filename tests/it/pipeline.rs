@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use stedi::catalog;
 use stedi::schema::Table;
+use stedi_infra::lake;
 use stedi_tests::truth::Truth;
 use stedi_tests::{Local, sample_dir};
 
@@ -178,10 +179,31 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     // readings of the other devices are filtered for good).
     assert_eq!(truth.customer_trusted, truth.customer_curated);
     assert_eq!(under(stedi::keys::WAITING_PREFIX), Vec::<String>::new());
+    // The erasure index: one posting per person (e-mail, or serial for Step Trainer lines)
+    // per landing file holding them.
+    let mut postings = 0;
+    for f in lake::landing_files(&sample_dir(), None).unwrap() {
+        let field = match f.table {
+            Table::CustomerLanding => "email",
+            Table::AccelerometerLanding => "user",
+            _ => "serialNumber",
+        };
+        let text = std::fs::read_to_string(&f.path).unwrap();
+        let people: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v[field].as_str().map(str::to_string))
+            .collect();
+        postings += people.len();
+    }
+    assert_eq!(
+        under(stedi::transitions::erasure::PERSONS_PREFIX).len(),
+        postings
+    );
     // 13 landing, the shards, 9 + 3 trusted objects and the pairs, 9 + 3 manifests and a
-    // side manifest per trusted object, the join index.
+    // side manifest per trusted object, the join index, the postings.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    let expected = 13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len();
+    let expected = 13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len() + postings;
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);

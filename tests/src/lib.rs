@@ -191,7 +191,7 @@ impl Local {
     /// Drains the queues (after uploads done by the test itself).
     pub async fn settle(&self) -> Result<Outcome> {
         let mut runner = Runner::new(&self.stack).await?;
-        runner.drain(Duration::from_secs(120)).await?;
+        runner.drain(Duration::from_secs(600)).await?;
         Ok(Outcome::of(runner))
     }
 }

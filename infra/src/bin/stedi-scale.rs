@@ -94,6 +94,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         queries: usize,
     },
+    /// What one erasure reads and writes: the data dropped as for `compact`, compacted,
+    /// then the first consenting customer with phone readings erased (see the module docs).
+    Erase {
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value_t = 900)]
+        lines: usize,
+    },
     /// Fill one `dt` with phone files arriving one by one (see the module docs).
     FillDt {
         #[arg(long, default_value_t = 900)]
@@ -276,6 +284,79 @@ async fn compact_probe(stack: &Stack, data: &Path, lines: usize, queries: usize)
     Ok(())
 }
 
+async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
+    let files = lake::landing_files(data, None)?;
+    let of =
+        |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
+    let phone = split_phone_lines(data, lines)?;
+    // The first consenting customer with phone readings.
+    let mut users = std::collections::BTreeSet::new();
+    for f in &phone {
+        for l in std::fs::read_to_string(&f.path)?.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && let Some(u) = v["user"].as_str()
+            {
+                users.insert(u.to_string());
+            }
+        }
+    }
+    let mut email = None;
+    'files: for f in of(Table::CustomerLanding) {
+        for l in std::fs::read_to_string(&f.path)?.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                continue;
+            };
+            let consents = v["shareWithResearchAsOfDate"]
+                .as_i64()
+                .is_some_and(|d| d > 0);
+            if let Some(e) = v["email"]
+                .as_str()
+                .filter(|e| consents && users.contains(*e))
+            {
+                email = Some(e.to_string());
+                break 'files;
+            }
+        }
+    }
+    let email = email.context("no consenting customer with phone readings")?;
+    let mut runner = Runner::new(stack).await?;
+    let timeout = Duration::from_secs(7200);
+    let started = Instant::now();
+    for batch in [
+        of(Table::CustomerLanding),
+        phone.clone(),
+        of(Table::StepTrainerLanding),
+    ] {
+        lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
+    }
+    let objects = stedi::store::Store::new(stack.s3.clone())
+        .list(&stack.cfg.bucket, "")
+        .await?
+        .len();
+    let ctx = stack.function_context();
+    lake::compact(&ctx, &stack.cfg.bucket, true).await?;
+    println!(
+        "{}",
+        json!({"phase": "drop", "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
+               "landing_objects": files.len() - of(Table::AccelerometerLanding).len() + phone.len(),
+               "objects": objects})
+    );
+    let counts = stedi::store::RequestCounts::shared();
+    let started = Instant::now();
+    let audit = stedi::store::count_invocation(
+        counts.clone(),
+        stedi::transitions::erasure::erase(&ctx, &stack.cfg.bucket, &email, "probe"),
+    )
+    .await?;
+    let r = counts.snapshot();
+    println!(
+        "{}",
+        json!({"phase": "erase", "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
+               "requests": r, "audit": audit})
+    );
+    Ok(())
+}
+
 async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
     let sample = stedi_infra::project_root().join("../shared/data/stedi");
     let files = lake::landing_files(&sample, None)?;
@@ -411,6 +492,7 @@ async fn main() -> Result<()> {
             lines,
             queries,
         } => compact_probe(&stack, &data, lines, queries).await?,
+        Command::Erase { data, lines } => erase_probe(&stack, &data, lines).await?,
         Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
         Command::Cost {
             customers,

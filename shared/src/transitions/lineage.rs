@@ -14,8 +14,9 @@ use crate::store::Fetched;
 
 /// The layout version manifests are written with; a manifest of an earlier layout is
 /// stale, so `reconcile` recomputes its outputs once after an upgrade. 3: lineage records
-/// the answer for each key consulted, not the ETag of each shard.
-pub const LAYOUT: u32 = 3;
+/// the answer for each key consulted, not the ETag of each shard. 4: landing files are in
+/// the erasure index (`transitions::erasure`), written when a source is computed.
+pub const LAYOUT: u32 = 4;
 
 /// What an output was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

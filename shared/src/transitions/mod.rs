@@ -11,6 +11,7 @@ pub mod machine_learning_trusted_to_curated;
 pub mod step_trainer_landing_to_trusted;
 
 pub mod compact;
+pub mod erasure;
 mod landing;
 mod lineage;
 mod publish;
@@ -114,8 +115,32 @@ impl Transition {
         }
     }
 
-    /// Processes one accepted source object.
+    /// Processes one accepted source object: the transition itself, then (landing files)
+    /// the erasure index and the scrub of erased people's lines, then the compacted
+    /// generations of the partitions it changed.
     pub async fn run(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+        let mut summary = self.transition(ctx, bucket, src).await?;
+        let persons = std::mem::take(&mut summary.persons);
+        if erasure::guard(ctx, bucket, src, persons).await? > 0 {
+            // Lines of an erased person were scrubbed from the file: compute what is left
+            // (its outputs are replaced or deleted), index it again, and leave no old
+            // version of what the first run wrote.
+            let first = summary;
+            summary = self.transition(ctx, bucket, src).await?;
+            let persons = std::mem::take(&mut summary.persons);
+            erasure::guard(ctx, bucket, src, persons).await?;
+            for key in first.outputs.iter().chain(&first.deleted) {
+                ctx.store.delete_noncurrent(bucket, key).await?;
+            }
+        }
+        // Publish to readers of compacted partitions too.
+        compact::follow(ctx, bucket, &mut summary).await?;
+        summary.sources.insert(0, src.key.clone());
+        Ok(summary)
+    }
+
+    /// The transition's own work on one source object.
+    async fn transition(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         // Boxed: one future type for all five keeps the Lambda main's future shallow.
         let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + '_>> =
             match self {
@@ -135,10 +160,6 @@ impl Transition {
                     Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
                 }
             };
-        let mut summary = fut.await?;
-        // Publish to readers of compacted partitions too.
-        compact::follow(ctx, bucket, &mut summary).await?;
-        summary.sources.insert(0, src.key.clone());
-        Ok(summary)
+        fut.await
     }
 }

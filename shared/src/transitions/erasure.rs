@@ -1,0 +1,710 @@
+//! Right to erasure: one request removes a person from every zone, landing included.
+//!
+//! **The erasure index.** Every landing transition records, for each person its file holds
+//! (the e-mail of a customer or phone line, the serial of a Step Trainer line), an empty
+//! *posting* `_stedi/persons/<h>/<landing key>`, where `<h>` is a keyed hash of the person
+//! (HMAC-SHA256 under `ERASURE_HASH_KEY`; no e-mail or serial appears in a key). An erasure
+//! lists one folder and finds exactly the landing objects that hold the person; their
+//! outputs are named after them (the lineage), so the trusted and curated objects follow.
+//!
+//! **The tombstone** `_stedi/persons/<h>/erased.json` holds the erasure time and the
+//! request id, nothing personal. A landing transition writes its postings, then reads the
+//! tombstones (register, then look): of a file arriving during an erasure and the erasure,
+//! at least one sees the other. A file holding lines of an erased person dated at or before
+//! the erasure is scrubbed (rewritten without them, its old versions deleted) and computed
+//! again; a line dated after it is a new registration or a new customer's reading.
+//!
+//! **An erasure** ([`erase`]): tombstone; scrub the person's customer and phone landing
+//! lines (every other line byte-identical); remove their rows from the customer shards and
+//! their devices from the device index; tombstone and scrub the Step Trainer lines of their
+//! serials unless another customer still owns the serial; compute the scrubbed objects
+//! again through the transitions (which rewrite or delete the trusted and curated outputs,
+//! compacted files included); delete the postings; delete the noncurrent versions of every
+//! object touched; write the audit record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::customer_trusted_to_curated::{
+    DeviceChanges, IN_FLIGHT, apply_device_changes, change, serial,
+};
+use super::machine_learning_trusted_to_curated::{Side, side_manifest_key};
+use super::{
+    Ctx, Transition, compact, device_entries, manifest_key, quarantine_key, read_json,
+    read_manifest, rewrite_object, rewrite_shard, write_json,
+};
+use crate::columnar::read_parquet;
+use crate::compute::{PersonKind, person_columns};
+use crate::error::{Error, Result};
+use crate::keys::{self, SourceKey};
+use crate::schema::Table;
+use crate::store::Fetched;
+use crate::summary::Summary;
+
+/// Where the erasure index and the tombstones are kept: one folder per person.
+pub const PERSONS_PREFIX: &str = "_stedi/persons/";
+
+/// Where erasure requests are dropped (`<request id>.json`, `{"email": "…"}`), readable and
+/// writable by the data-protection role and the erasure function only.
+pub const REQUESTS_PREFIX: &str = "_stedi/erasure/requests/";
+
+/// Where the audit record of each request is kept (`<request id>.json`; no personal data).
+pub const AUDIT_PREFIX: &str = "_stedi/erasure/audit/";
+
+/// The keyed hash naming a person: HMAC-SHA256 under `secret` of the kind and the value,
+/// 32 hex digits (128 bits).
+pub fn person_hash(secret: &str, kind: PersonKind, value: &str) -> String {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    let tag: &[u8] = match kind {
+        PersonKind::Email => b"email\0",
+        PersonKind::Serial => b"serial\0",
+    };
+    mac.update(tag);
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The folder of person `h`: their postings and their tombstone.
+pub fn person_prefix(h: &str) -> String {
+    format!("{PERSONS_PREFIX}{h}/")
+}
+
+/// The tombstone of person `h`.
+pub fn tombstone_key(h: &str) -> String {
+    format!("{}erased.json", person_prefix(h))
+}
+
+/// The posting saying landing object `landing_key` holds person `h`.
+pub fn posting_key(h: &str, landing_key: &str) -> String {
+    format!("{}{landing_key}", person_prefix(h))
+}
+
+/// What an erased person leaves behind: when, and by which request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// Erasure time, epoch milliseconds: lines of the person dated at or before it never
+    /// enter the lake again.
+    pub erased_at: i64,
+    /// The request that erased them.
+    pub request: String,
+}
+
+/// A JSON-lines body with some people's lines removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// Every other line, byte-identical, in order.
+    pub body: Vec<u8>,
+    /// Lines removed.
+    pub removed: u64,
+    /// The serials the removed customer lines named.
+    pub serials: BTreeSet<String>,
+}
+
+/// A field of a JSON object, matched case-insensitively (as the landing tables read).
+fn field<'v>(m: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    m.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// An epoch-millisecond value as a landing line may carry it (number or numeric string).
+fn millis(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Removes from `body` (a landing object of `table`) the lines of the people in `targets`
+/// (e-mail or serial → remove only lines dated at or before this time; `None`: all of their
+/// lines). Every other line stays byte-identical. A line that is not a JSON object is
+/// removed when a target appears in it verbatim.
+pub fn scrub_lines(body: &[u8], table: Table, targets: &BTreeMap<String, Option<i64>>) -> Scrubbed {
+    let mut out = Scrubbed::default();
+    let Some((_, k, t)) = person_columns(table) else {
+        out.body = body.to_vec();
+        return out;
+    };
+    let columns = table.columns();
+    let (who, when) = (columns[k].name, columns[t].name);
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        let text = line.trim_ascii();
+        let drop = if text.is_empty() {
+            false
+        } else {
+            match serde_json::from_slice::<serde_json::Map<String, Value>>(text) {
+                Ok(m) => match field(&m, who).and_then(Value::as_str) {
+                    Some(p) => match targets.get(p) {
+                        None => false,
+                        Some(None) => true,
+                        Some(Some(before)) => field(&m, when)
+                            .and_then(millis)
+                            .is_none_or(|at| at <= *before),
+                    },
+                    None => false,
+                },
+                Err(_) => targets
+                    .keys()
+                    .any(|p| !p.is_empty() && memchr::memmem::find(text, p.as_bytes()).is_some()),
+            }
+        };
+        if !drop {
+            out.body.extend_from_slice(line);
+            continue;
+        }
+        out.removed += 1;
+        if table == Table::CustomerLanding
+            && let Ok(m) = serde_json::from_slice::<serde_json::Map<String, Value>>(text)
+            && let Some(s) = field(&m, "serialnumber").and_then(Value::as_str)
+        {
+            out.serials.insert(s.to_string());
+        }
+    }
+    out
+}
+
+/// Rewrites landing object `key` without the `targets`' lines (conditional write, retried
+/// on a concurrent rewrite). Returns what was removed (nothing when the object is gone or
+/// holds none of them).
+async fn scrub_object(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    table: Table,
+    targets: &BTreeMap<String, Option<i64>>,
+) -> Result<Scrubbed> {
+    let mut done = Scrubbed::default();
+    let mut scratch = Summary::default();
+    rewrite_object(ctx, bucket, key, &mut scratch, |current| {
+        let Some(bytes) = current else {
+            return Ok(None);
+        };
+        let s = scrub_lines(&bytes, table, targets);
+        if s.removed == 0 {
+            done = Scrubbed::default();
+            return Ok(None);
+        }
+        let Scrubbed {
+            body,
+            removed,
+            serials,
+        } = s;
+        done = Scrubbed {
+            body: Vec::new(),
+            removed,
+            serials,
+        };
+        Ok(Some(Bytes::from(body)))
+    })
+    .await?;
+    Ok(done)
+}
+
+/// Reads a tombstone.
+async fn tombstone(ctx: &Ctx, bucket: &str, h: &str) -> Result<Option<Tombstone>> {
+    read_json(ctx, bucket, &tombstone_key(h)).await
+}
+
+/// The erasure side of a landing transition (see the module): records the people the file
+/// holds, then scrubs the lines of those erased at or after the time of their lines.
+/// Returns the lines scrubbed (0: the file is as it was).
+pub(super) async fn guard(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    persons: BTreeMap<String, i64>,
+) -> Result<u64> {
+    let Some((kind, _, _)) = person_columns(src.table) else {
+        return Ok(0);
+    };
+    if persons.is_empty() {
+        return Ok(0);
+    }
+    let secret = &ctx.cfg.erasure_hash_key;
+    let found: Vec<Option<(String, String, i64)>> = stream::iter(persons)
+        .map(|(who, earliest)| async move {
+            let h = person_hash(secret, kind, &who);
+            // Register, then look.
+            ctx.store
+                .put(bucket, &posting_key(&h, &src.key), Bytes::new())
+                .await?;
+            Ok::<_, Error>(match tombstone(ctx, bucket, &h).await? {
+                Some(t) if earliest <= t.erased_at => Some((who, h, t.erased_at)),
+                _ => None,
+            })
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let erased: Vec<(String, String, i64)> = found.into_iter().flatten().collect();
+    if erased.is_empty() {
+        return Ok(0);
+    }
+    let targets: BTreeMap<String, Option<i64>> = erased
+        .iter()
+        .map(|(who, _, at)| (who.clone(), Some(*at)))
+        .collect();
+    let scrubbed = scrub_object(ctx, bucket, &src.key, src.table, &targets).await?;
+    ctx.store.delete_noncurrent(bucket, &src.key).await?;
+    for (_, h, _) in &erased {
+        // Written again by the next run if lines dated after the erasure remain.
+        ctx.store.delete(bucket, &posting_key(h, &src.key)).await?;
+    }
+    tracing::info!(
+        key = %src.key,
+        lines = scrubbed.removed,
+        "lines of erased people scrubbed from a landing object"
+    );
+    Ok(scrubbed.removed)
+}
+
+/// The audit record of one erasure request: what it changed, no personal data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// The request id.
+    pub request: String,
+    /// The keyed hash of the person's e-mail (as named in the erasure index).
+    pub person: String,
+    /// Erasure time, epoch milliseconds.
+    pub erased_at: i64,
+    /// Objects rewritten (landing objects scrubbed, customer and device shards, trusted
+    /// and curated outputs and compacted files computed again).
+    pub objects_rewritten: Vec<String>,
+    /// Objects deleted (outputs left without rows).
+    pub objects_deleted: Vec<String>,
+    /// Noncurrent object versions deleted.
+    pub versions_deleted: u64,
+    /// Rows (landing: lines) removed, per table. machine_learning_curated is not counted:
+    /// its rows name a serial, and its objects are in `objects_rewritten`.
+    pub rows_removed: BTreeMap<String, u64>,
+    /// Serials of the person kept because another customer registered the same device.
+    pub serials_shared: u64,
+}
+
+/// The audit record of `request`.
+pub fn audit_key(request: &str) -> String {
+    format!("{AUDIT_PREFIX}{request}.json")
+}
+
+/// The rows the outputs of landing source `stem` hold in `table` now (from its manifest).
+async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Result<u64> {
+    let Some(m) = read_manifest(ctx, bucket, &manifest_key(table, stem)).await? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for dt in &m.dts {
+        let key = keys::output_key(table, dt, stem);
+        if let Fetched::Body(b, _) = compact::fetch_working(ctx, bucket, &key).await? {
+            n += read_parquet(b, &[], &key)?
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>();
+        }
+    }
+    Ok(n)
+}
+
+/// The transition that reads landing table `table`.
+fn reader_of(table: Table) -> Option<Transition> {
+    Transition::ALL.into_iter().find(|t| t.sources() == [table])
+}
+
+/// Computes the scrubbed landing objects again, and what their trusted outputs feed.
+/// Returns what the transitions did and the machine-learning side manifests they rewrote
+/// (a phone object's names its users' devices).
+async fn recompute(
+    ctx: &Ctx,
+    bucket: &str,
+    landing: &BTreeSet<String>,
+) -> Result<(Summary, BTreeSet<String>)> {
+    let mut s = Summary::default();
+    let mut sides = BTreeSet::new();
+    for key in landing {
+        let tables = [
+            Table::CustomerLanding,
+            Table::AccelerometerLanding,
+            Table::StepTrainerLanding,
+        ];
+        let src = keys::accept(bucket, key, &tables)?;
+        let Some(t) = reader_of(src.table) else {
+            continue;
+        };
+        let done = t.run(ctx, bucket, &src).await?;
+        let trusted = [Table::AccelerometerTrusted, Table::StepTrainerTrusted];
+        let fed: Vec<(SourceKey, bool)> = done
+            .outputs
+            .iter()
+            .map(|k| (k, true))
+            .chain(done.deleted.iter().map(|k| (k, false)))
+            .filter_map(|(k, exists)| Some((keys::accept(bucket, k, &trusted).ok()?, exists)))
+            .collect();
+        s.absorb(done);
+        for (out, exists) in fed {
+            if let (Some(side), Some(dt)) = (Side::of(out.table), out.dt.as_deref()) {
+                sides.insert(side_manifest_key(dt, side, &out.stem));
+            }
+            if out.table == Table::AccelerometerTrusted && exists {
+                let c = Transition::CustomerTrustedToCurated;
+                s.absorb(c.run(ctx, bucket, &out).await?);
+            }
+            let ml = Transition::MachineLearningTrustedToCurated;
+            s.absorb(ml.run(ctx, bucket, &out).await?);
+        }
+    }
+    Ok((s, sides))
+}
+
+/// Erases the person with e-mail `email` (see the module); `request` names the request
+/// (its audit record). A request already audited changes nothing.
+pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Result<Audit> {
+    if let Some(done) = read_json::<Audit>(ctx, bucket, &audit_key(request)).await? {
+        return Ok(done);
+    }
+    let secret = &ctx.cfg.erasure_hash_key;
+    let h = person_hash(secret, PersonKind::Email, email);
+    let erased_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    let stone = Tombstone {
+        erased_at,
+        request: request.to_string(),
+    };
+    write_json(ctx, bucket, &tombstone_key(&h), &stone).await?;
+    let mut audit = Audit {
+        request: request.to_string(),
+        person: h.clone(),
+        erased_at,
+        ..Audit::default()
+    };
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut scrubbed: BTreeSet<String> = BTreeSet::new();
+    let mut postings: Vec<String> = Vec::new();
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+
+    // Landing: the person's customer and phone lines.
+    let everything = BTreeMap::from([(email.to_string(), None)]);
+    let mut serials: BTreeSet<String> = BTreeSet::new();
+    let (found, listed) = postings_of(ctx, bucket, &h).await?;
+    postings.extend(listed);
+    let before = derived_rows(ctx, bucket, &found).await?;
+    for (key, table) in &found {
+        let s = scrub_object(ctx, bucket, key, *table, &everything).await?;
+        if s.removed > 0 {
+            *rows.entry(table.name().to_string()).or_default() += s.removed;
+            serials.extend(s.serials);
+            scrubbed.insert(key.clone());
+        }
+    }
+
+    // Customer shards and the device index.
+    let shards = ctx.cfg.customer_shards;
+    let mut devices = DeviceChanges::new();
+    for table in [Table::CustomerTrusted, Table::CustomerCurated] {
+        let mut had = None;
+        let mut s = Summary::default();
+        let shard = keys::shard_of(email, shards);
+        rewrite_shard(ctx, bucket, table, shard, &mut s, |current| {
+            had = serial(current, email);
+            let mut next = current.clone();
+            next.rows.remove(email).map(|_| next)
+        })
+        .await?;
+        if !s.outputs.is_empty() {
+            *rows.entry(table.name().to_string()).or_default() += 1;
+        }
+        touched.insert(keys::shard_key(table, shard));
+        serials.extend(had);
+    }
+    for s in &serials {
+        for curated in [false, true] {
+            change(&mut devices, shards, s, email, curated, false);
+        }
+    }
+    let mut ds = Summary::default();
+    apply_device_changes(ctx, bucket, devices, &mut ds).await?;
+    touched.extend(
+        serials
+            .iter()
+            .map(|s| keys::device_shard_key(keys::shard_of(s, shards))),
+    );
+
+    // Step Trainer lines of the person's devices no other customer owns.
+    let mut steps: Vec<(String, Table)> = Vec::new();
+    for s in &serials {
+        if owned_by_another(ctx, bucket, s).await? {
+            audit.serials_shared += 1;
+            continue;
+        }
+        let hs = person_hash(secret, PersonKind::Serial, s);
+        write_json(ctx, bucket, &tombstone_key(&hs), &stone).await?;
+        let (found, listed) = postings_of(ctx, bucket, &hs).await?;
+        postings.extend(listed);
+        let targets = BTreeMap::from([(s.clone(), None)]);
+        for (key, table) in found {
+            let sc = scrub_object(ctx, bucket, &key, table, &targets).await?;
+            if sc.removed > 0 {
+                *rows.entry(table.name().to_string()).or_default() += sc.removed;
+                scrubbed.insert(key.clone());
+                steps.push((key, table));
+            }
+        }
+    }
+    let mut before = before;
+    for (table, n) in derived_rows(ctx, bucket, &steps).await? {
+        *before.entry(table).or_default() += n;
+    }
+
+    // Trusted and curated: the scrubbed objects computed again.
+    let (done, sides) = recompute(ctx, bucket, &scrubbed).await?;
+    touched.extend(sides);
+    let all: Vec<(String, Table)> = found_tables(bucket, &scrubbed);
+    let after = derived_rows(ctx, bucket, &all).await?;
+    for (table, n) in before {
+        let left = after.get(&table).copied().unwrap_or(0);
+        if n > left {
+            *rows.entry(table).or_default() += n - left;
+        }
+    }
+    for p in &postings {
+        ctx.store.delete(bucket, p).await?;
+    }
+
+    // Old versions of everything touched.
+    touched.extend(scrubbed.iter().cloned());
+    for key in &scrubbed {
+        let tables = [
+            Table::CustomerLanding,
+            Table::AccelerometerLanding,
+            Table::StepTrainerLanding,
+        ];
+        if let Ok(src) = keys::accept(bucket, key, &tables) {
+            touched.insert(quarantine_key(&src));
+        }
+    }
+    for k in done.outputs.iter().chain(&done.deleted) {
+        touched.insert(k.clone());
+        touched.insert(keys::held_key(k));
+    }
+    for key in &touched {
+        audit.versions_deleted += ctx.store.delete_noncurrent(bucket, key).await?;
+    }
+    let mut rewritten: BTreeSet<String> = scrubbed.clone();
+    rewritten.extend(done.outputs.iter().cloned());
+    rewritten.extend(ds.outputs.iter().cloned());
+    for t in [Table::CustomerTrusted, Table::CustomerCurated] {
+        if rows.contains_key(t.name()) {
+            rewritten.insert(keys::shard_key(t, keys::shard_of(email, shards)));
+        }
+    }
+    let deleted: BTreeSet<String> = done.deleted.iter().cloned().collect();
+    audit.objects_rewritten = rewritten.difference(&deleted).cloned().collect();
+    audit.objects_deleted = deleted.into_iter().collect();
+    audit.rows_removed = rows;
+    write_json(ctx, bucket, &audit_key(request), &audit).await?;
+    Ok(audit)
+}
+
+/// An erasure request as dropped under [`REQUESTS_PREFIX`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Request {
+    /// The person's e-mail.
+    pub email: String,
+}
+
+/// The request id of request object `key` (its name without `.json`), if it is one.
+pub fn request_id(key: &str) -> Option<&str> {
+    let id = key.strip_prefix(REQUESTS_PREFIX)?.strip_suffix(".json")?;
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then_some(id)
+}
+
+/// Handles request object `key`: erases the person it names, then deletes the request
+/// (it holds their e-mail) with its old versions. A request object already handled is
+/// gone: its redelivered event changes nothing.
+pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summary> {
+    let Some(id) = request_id(key) else {
+        return Err(Error::RefusedKey {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            reason: format!(
+                "not an erasure request ({REQUESTS_PREFIX}<id>.json, id of letters, digits, '-', '_', '.')"
+            ),
+        });
+    };
+    let mut s = Summary::default();
+    let Fetched::Body(body, _) = ctx.store.fetch(bucket, key, None).await? else {
+        return Ok(s);
+    };
+    let r: Request = serde_json::from_slice(&body).map_err(|source| Error::Json {
+        context: key.to_string(),
+        source,
+    })?;
+    let audit = erase(ctx, bucket, r.email.trim(), id).await?;
+    ctx.store.delete(bucket, key).await?;
+    ctx.store.delete_noncurrent(bucket, key).await?;
+    tracing::info!(
+        request = id,
+        rewritten = audit.objects_rewritten.len(),
+        deleted = audit.objects_deleted.len(),
+        versions = audit.versions_deleted,
+        "erasure done"
+    );
+    s.sources.push(key.to_string());
+    s.rows_out = audit.rows_removed.values().sum();
+    s.outputs = audit.objects_rewritten;
+    s.deleted = audit.objects_deleted;
+    s.outputs.push(audit_key(id));
+    Ok(s)
+}
+
+/// The landing objects the erasure index names for person `h` (with their tables), and
+/// the postings listed.
+async fn postings_of(
+    ctx: &Ctx,
+    bucket: &str,
+    h: &str,
+) -> Result<(Vec<(String, Table)>, Vec<String>)> {
+    let prefix = person_prefix(h);
+    let mut found = Vec::new();
+    let mut listed = Vec::new();
+    for key in ctx.store.list(bucket, &prefix).await? {
+        let landing = &key[prefix.len()..];
+        let Some(table) = [
+            Table::CustomerLanding,
+            Table::AccelerometerLanding,
+            Table::StepTrainerLanding,
+        ]
+        .into_iter()
+        .find(|t| landing.starts_with(t.prefix())) else {
+            continue; // the tombstone
+        };
+        found.push((landing.to_string(), table));
+        listed.push(key);
+    }
+    // Customer files first: they name the serials.
+    found.sort_by_key(|(k, t)| (*t != Table::CustomerLanding, k.clone()));
+    Ok((found, listed))
+}
+
+/// The tables of landing keys.
+fn found_tables(bucket: &str, landing: &BTreeSet<String>) -> Vec<(String, Table)> {
+    let tables = [
+        Table::CustomerLanding,
+        Table::AccelerometerLanding,
+        Table::StepTrainerLanding,
+    ];
+    landing
+        .iter()
+        .filter_map(|k| Some((k.clone(), keys::accept(bucket, k, &tables).ok()?.table)))
+        .collect()
+}
+
+/// The rows the trusted outputs of landing objects hold, per trusted table.
+async fn derived_rows(
+    ctx: &Ctx,
+    bucket: &str,
+    landing: &[(String, Table)],
+) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (key, table) in landing {
+        let Some(t) = reader_of(*table) else { continue };
+        let target = t.target();
+        if !target.partitioned() {
+            continue;
+        }
+        let src = keys::accept(bucket, key, &[*table])?;
+        let n = source_rows(ctx, bucket, target, &src.stem).await?;
+        *out.entry(target.name().to_string()).or_default() += n;
+    }
+    Ok(out)
+}
+
+/// Whether a customer other than the one being erased owns device `serial` (the device
+/// index, after the erased customer's entries are gone).
+async fn owned_by_another(ctx: &Ctx, bucket: &str, serial: &str) -> Result<bool> {
+    let key = keys::device_shard_key(keys::shard_of(serial, ctx.cfg.customer_shards));
+    Ok(match ctx.store.fetch(bucket, &key, None).await? {
+        Fetched::Body(b, _) => device_entries(&b, &key)?.iter().any(|e| e.serial == serial),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyed_hash_depends_on_the_key_and_the_kind() {
+        let a = person_hash("k1", PersonKind::Email, "a@x");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, person_hash("k1", PersonKind::Email, "a@x"));
+        assert_ne!(a, person_hash("k2", PersonKind::Email, "a@x"));
+        assert_ne!(a, person_hash("k1", PersonKind::Serial, "a@x"));
+        assert_ne!(a, person_hash("k1", PersonKind::Email, "b@x"));
+        assert_eq!(
+            posting_key(&a, "accelerometer/landing/f.json"),
+            format!("_stedi/persons/{a}/accelerometer/landing/f.json")
+        );
+        assert_eq!(tombstone_key(&a), format!("_stedi/persons/{a}/erased.json"));
+    }
+
+    #[test]
+    fn scrubbing_keeps_every_other_line_byte_identical() {
+        let body = concat!(
+            "{\"user\":\"a@x\",\"timestamp\":5,\"x\":1,\"y\":1,\"z\":1}\n",
+            "{ \"User\" : \"b@x\", \"timestamp\": 6, \"x\":1.50,\"y\":1,\"z\":1}\r\n",
+            "\n",
+            "{\"USER\":\"a@x\",\"timestamp\":\"9\",\"x\":1,\"y\":1,\"z\":1}\n",
+            "not json a@x\n",
+            "not json c@x"
+        );
+        let all = BTreeMap::from([("a@x".to_string(), None)]);
+        let s = scrub_lines(body.as_bytes(), Table::AccelerometerLanding, &all);
+        assert_eq!(s.removed, 3);
+        assert_eq!(
+            String::from_utf8(s.body).unwrap(),
+            concat!(
+                "{ \"User\" : \"b@x\", \"timestamp\": 6, \"x\":1.50,\"y\":1,\"z\":1}\r\n",
+                "\n",
+                "not json c@x"
+            )
+        );
+        // Only lines dated at or before the erasure.
+        let before = BTreeMap::from([("a@x".to_string(), Some(5))]);
+        let s = scrub_lines(body.as_bytes(), Table::AccelerometerLanding, &before);
+        assert_eq!(s.removed, 2); // the line at 5 and the unparsable one
+        assert!(
+            String::from_utf8(s.body)
+                .unwrap()
+                .contains("\"timestamp\":\"9\"")
+        );
+        // Customer lines name the serials to erase next.
+        let c = "{\"email\":\"a@x\",\"serialNumber\":\"S1\",\"lastUpdateDate\":1}\n{\"email\":\"b@x\",\"serialNumber\":\"S2\",\"lastUpdateDate\":1}\n";
+        let s = scrub_lines(c.as_bytes(), Table::CustomerLanding, &all);
+        assert_eq!(s.removed, 1);
+        assert_eq!(s.serials, BTreeSet::from(["S1".to_string()]));
+        assert_eq!(
+            String::from_utf8(s.body).unwrap(),
+            "{\"email\":\"b@x\",\"serialNumber\":\"S2\",\"lastUpdateDate\":1}\n"
+        );
+    }
+}
