@@ -7,7 +7,6 @@ per partitioned table the objects at its partition locations and a full-table `c
 through `stedi query` (median of 3), before and after `stedi compact --force`. Prints a
 table and RESULT lines. Debug build of the probe by default (CARGO_PROFILE=release)."""
 import os
-import subprocess
 
 import run
 from scale import local_stack, run as scale_run
@@ -16,11 +15,7 @@ N = int(os.environ.get("BENCH_COMPACT_N", "10"))
 
 
 def main():
-    if not os.path.exists(os.path.join(run.WORK, f"n{N}", ".done")):
-        env = dict(os.environ, CARGO_TARGET_DIR=run.RELEASE_TARGET)
-        subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=run.ROOT,
-                       check=True, env=env)
-    data = run.dataset(N)
+    data = run.generated(N)
     with local_stack() as env:
         lines, _, secs = scale_run(["compact", "--data", data, "--lines", "900"], env)
     phases = {l["phase"]: l for l in lines if l["phase"] in ("drop", "compact")}

@@ -7,7 +7,6 @@ compaction, then the erasure of the first consenting customer with phone reading
 request by request. Prints the requests, the objects rewritten and deleted, the rows
 removed per table, and RESULT lines."""
 import os
-import subprocess
 
 import run
 from scale import local_stack, run as scale_run
@@ -16,11 +15,7 @@ N = int(os.environ.get("BENCH_ERASURE_N", "10"))
 
 
 def main():
-    if not os.path.exists(os.path.join(run.WORK, f"n{N}", ".done")):
-        env = dict(os.environ, CARGO_TARGET_DIR=run.RELEASE_TARGET)
-        subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=run.ROOT,
-                       check=True, env=env)
-    data = run.dataset(N)
+    data = run.generated(N)
     with local_stack() as env:
         lines, _, _ = scale_run(["erase", "--data", data, "--lines", "900"], env)
     drop = next(l for l in lines if l["phase"] == "drop")

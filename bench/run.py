@@ -66,6 +66,15 @@ def build(smoke):
         subprocess.run(["cargo", "build", "-p", "stedi-cli"], cwd=ROOT, check=True)
 
 
+def generated(n):
+    """`dataset(n)`, building the release generator first when the data is not there yet."""
+    if n != 1 and not os.path.exists(os.path.join(WORK, f"n{n}", ".done")):
+        env = dict(os.environ, CARGO_TARGET_DIR=RELEASE_TARGET)
+        subprocess.run(["cargo", "build", "--release", "-p", "stedi-bench"], cwd=ROOT,
+                       check=True, env=env)
+    return dataset(n)
+
+
 def dataset(n):
     if n == 1:
         return SAMPLE
