@@ -46,6 +46,13 @@ use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
 
+/// The landing tables: what the erasure index points at.
+const LANDING: [Table; 3] = [
+    Table::CustomerLanding,
+    Table::AccelerometerLanding,
+    Table::StepTrainerLanding,
+];
+
 /// Where the erasure index and the tombstones are kept: one folder per person.
 pub const PERSONS_PREFIX: &str = "_stedi/persons/";
 
@@ -334,12 +341,7 @@ async fn recompute(
     let mut s = Summary::default();
     let mut sides = BTreeSet::new();
     for key in landing {
-        let tables = [
-            Table::CustomerLanding,
-            Table::AccelerometerLanding,
-            Table::StepTrainerLanding,
-        ];
-        let src = keys::accept(bucket, key, &tables)?;
+        let src = keys::accept(bucket, key, &LANDING)?;
         let Some(t) = reader_of(src.table) else {
             continue;
         };
@@ -487,12 +489,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     // Old versions of everything touched.
     touched.extend(scrubbed.iter().cloned());
     for key in &scrubbed {
-        let tables = [
-            Table::CustomerLanding,
-            Table::AccelerometerLanding,
-            Table::StepTrainerLanding,
-        ];
-        if let Ok(src) = keys::accept(bucket, key, &tables) {
+        if let Ok(src) = keys::accept(bucket, key, &LANDING) {
             touched.insert(quarantine_key(&src));
         }
     }
@@ -587,13 +584,10 @@ async fn postings_of(
     let mut listed = Vec::new();
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
-        let Some(table) = [
-            Table::CustomerLanding,
-            Table::AccelerometerLanding,
-            Table::StepTrainerLanding,
-        ]
-        .into_iter()
-        .find(|t| landing.starts_with(t.prefix())) else {
+        let Some(table) = LANDING
+            .into_iter()
+            .find(|t| landing.starts_with(t.prefix()))
+        else {
             continue; // the tombstone
         };
         found.push((landing.to_string(), table));
@@ -606,14 +600,9 @@ async fn postings_of(
 
 /// The tables of landing keys.
 fn found_tables(bucket: &str, landing: &BTreeSet<String>) -> Vec<(String, Table)> {
-    let tables = [
-        Table::CustomerLanding,
-        Table::AccelerometerLanding,
-        Table::StepTrainerLanding,
-    ];
     landing
         .iter()
-        .filter_map(|k| Some((k.clone(), keys::accept(bucket, k, &tables).ok()?.table)))
+        .filter_map(|k| Some((k.clone(), keys::accept(bucket, k, &LANDING).ok()?.table)))
         .collect()
 }
 
