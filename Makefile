@@ -47,9 +47,8 @@ lambda-build: tools
 	  b="$${CARGO_TARGET_DIR:-target}/lambda/$$f/bootstrap"; \
 	  printf '%-40s %s bytes\n' "$$f" "$$(stat -c %s "$$b")"; done
 
-FUNCTIONS := customer_landing_to_trusted accelerometer_landing_to_trusted \
-  customer_trusted_to_curated step_trainer_landing_to_trusted \
-  machine_learning_trusted_to_curated reconcile compact erasure
+## One Lambda binary per folder of functions/ (its crate and binary share the name).
+FUNCTIONS := $(notdir $(wildcard functions/*))
 
 ## Template checks, the cargo-lambda smoke test, then unit tests (no network) and
 ## integration tests (each against its own moto_server).

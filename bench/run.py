@@ -30,9 +30,8 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 RELEASE_TARGET = os.environ.get("BENCH_TARGET_DIR", TARGET)
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 FUNCTIONS = ["customer", "accelerometer", "step_trainer", "machine_learning"]
-BINARIES = ["customer_landing_to_trusted", "accelerometer_landing_to_trusted",
-            "customer_trusted_to_curated", "step_trainer_landing_to_trusted",
-            "machine_learning_trusted_to_curated", "reconcile", "compact", "erasure"]
+# One Lambda binary per folder of functions/.
+BINARIES = sorted(os.listdir(os.path.join(ROOT, "functions")))
 
 
 def run_measured(cmd, cgroup=None, env=None):

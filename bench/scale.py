@@ -39,7 +39,10 @@ def local_stack():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION="us-east-1", RUST_LOG="warn")
+               AWS_REGION="us-east-1", RUST_LOG="warn",
+               # The template and sample are found from here, not from where the binary
+               # was built (a shared target dir may hold a build of another checkout).
+               STEDI_HOME=ROOT)
     try:
         for _ in range(100):
             try:

@@ -24,10 +24,11 @@ use anyhow::{Context, Result, bail};
 use arrow_array::StringArray;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use stedi::Transition;
 use stedi::columnar::{column, read_parquet};
 use stedi::compute::{
-    AccelerometerFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers,
-    ml_join_batch, step_readings,
+    ConsentFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers, ml_join_batch,
+    step_readings,
 };
 use stedi::config::Config;
 use stedi::rules::{self, Customers, MlJoin};
@@ -251,7 +252,8 @@ fn accelerometer(
 ) -> Result<Outputs> {
     let files = landing_files(data, "accelerometer")?;
     over_files(files, threads, keep, stats, |f, st| {
-        let mut filter = AccelerometerFilter::new(trusted, cfg);
+        let mut filter =
+            ConsentFilter::new(Transition::AccelerometerLandingToTrusted, trusted, cfg)?;
         scan(Table::AccelerometerLanding, f, cfg, |c| filter.row(c), st)?;
         Ok(filter.sink.finish()?)
     })

@@ -17,18 +17,15 @@ use stedi::schema::Table;
 use crate::runner::Runner;
 use crate::stack::Stack;
 
-/// The landing zones in the order the data naturally arrives.
-pub const NATURAL_ORDER: [Table; 3] = [
-    Table::CustomerLanding,
-    Table::AccelerometerLanding,
-    Table::StepTrainerLanding,
-];
+/// The landing zones in the order the data naturally arrives (as `stedi::streams`
+/// declares them).
+pub fn natural_order() -> Vec<Table> {
+    Table::landing().collect()
+}
 
 /// The zone named on the command line (`customer`, `accelerometer`, `step_trainer`).
 pub fn zone_table(zone: &str) -> Option<Table> {
-    NATURAL_ORDER
-        .into_iter()
-        .find(|t| t.prefix().split('/').next() == Some(zone))
+    Table::landing().find(|t| t.prefix().split('/').next() == Some(zone))
 }
 
 /// One landing file to upload.
@@ -91,14 +88,13 @@ pub fn landing_files(path: &Path, zone: Option<&str>) -> Result<Vec<LandingFile>
     if !path.is_dir() {
         bail!("{} does not exist", path.display());
     }
-    let zoned: Vec<(Table, PathBuf)> = NATURAL_ORDER
-        .iter()
+    let zoned: Vec<(Table, PathBuf)> = Table::landing()
         .filter_map(|t| {
             let z = t.prefix().split('/').next()?;
             [path.join(z).join("landing"), path.join(z)]
                 .into_iter()
                 .find(|d| d.is_dir())
-                .map(|d| (*t, d))
+                .map(|d| (t, d))
         })
         .collect();
     if forced.is_none() && !zoned.is_empty() {
@@ -218,7 +214,7 @@ impl FunctionReport {
     /// for: `rows_in = rows_out + filtered + quarantined`.
     pub fn reads_landing(&self) -> bool {
         match self.function {
-            Function::Transition(t) => t.sources().iter().all(|s| NATURAL_ORDER.contains(s)),
+            Function::Transition(t) => t.sources().iter().all(|s| s.is_landing()),
             Function::Reconcile | Function::Compact | Function::Erasure => false,
         }
     }
@@ -310,14 +306,6 @@ impl DropReport {
     }
 }
 
-/// Every function, in the natural order of the data.
-fn all_functions() -> impl Iterator<Item = Function> {
-    stedi::Transition::ALL
-        .into_iter()
-        .map(Function::Transition)
-        .chain([Function::Reconcile, Function::Compact, Function::Erasure])
-}
-
 /// The runner's per-function counters at one moment.
 struct Tally {
     summaries: Vec<(u64, u64, u64, u64)>,
@@ -330,7 +318,7 @@ impl Tally {
         let mut summaries = Vec::new();
         let mut requests = Vec::new();
         let mut invocations = Vec::new();
-        for f in all_functions() {
+        for f in Function::all() {
             let s = runner.by_function.get(f.name());
             requests.push(s.map(|s| s.requests).unwrap_or_default());
             summaries.push(s.map_or((0, 0, 0, 0), |s| {
@@ -354,7 +342,7 @@ impl Tally {
     fn since(&self, runner: &Runner<'_>) -> Vec<FunctionReport> {
         let now = Tally::of(runner);
         let mut out = Vec::new();
-        for (i, f) in all_functions().enumerate() {
+        for (i, f) in Function::all().enumerate() {
             let (a, b) = (self.summaries[i], now.summaries[i]);
             let ms = runner
                 .handler_ms_by_function
@@ -392,7 +380,7 @@ pub async fn drop_files(
 ) -> Result<DropReport> {
     let before = Tally::of(runner);
     let mut report = DropReport::default();
-    for zone in NATURAL_ORDER {
+    for zone in natural_order() {
         let batch: Vec<_> = files.iter().filter(|f| f.table == zone).collect();
         if batch.is_empty() {
             continue;
@@ -504,7 +492,7 @@ pub async fn compact(ctx: &stedi::Ctx, bucket: &str, force: bool) -> Result<Vec<
         e.3 += s.rows_out;
         e.4 += s.deleted.len() as u64;
     }
-    Ok(compact::TABLES
+    Ok(compact::tables()
         .iter()
         .map(|t| {
             let (parts, files, sources, rows, deleted) =

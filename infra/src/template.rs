@@ -326,6 +326,17 @@ mod tests {
                 "erasure"
             ]
         );
+        // Every function has its folder (crate and binary of the same name), and every
+        // folder is a function.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+        let mut folders: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        folders.sort();
+        let mut functions: Vec<&str> = stedi::lambda::Function::all().map(|f| f.name()).collect();
+        functions.sort();
+        assert_eq!(folders, functions);
         let erasure = &routes[7];
         assert_eq!(erasure.key_patterns, ["_stedi/erasure/requests/*.json"]);
         assert_eq!(erasure.dead_letter_queue, "ErasureDeadLetterQueue");

@@ -12,12 +12,13 @@ use bytes::Bytes;
 
 use crate::columnar::{ParquetSink, PartitionedSink, column};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, parse_line};
-use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex, accelerometer, step_trainer};
+use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex, step_trainer};
 use crate::schema::{Column, Table};
+use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
 
 /// What a landing row turned into.
@@ -135,24 +136,25 @@ pub enum PersonKind {
 }
 
 /// The column naming the person a landing table's line belongs to, and the column with the
-/// line's time: `(kind, person column, time column)`; `None` for the Parquet tables.
+/// line's time: `(kind, person column, time column)`, from the rule of the transition the
+/// table feeds; `None` for the Parquet tables.
 pub fn person_columns(table: Table) -> Option<(PersonKind, usize, usize)> {
-    match table {
-        Table::CustomerLanding => Some((
-            PersonKind::Email,
-            rules::customer::EMAIL,
-            rules::customer::LAST_UPDATE,
-        )),
-        Table::AccelerometerLanding => Some((
-            PersonKind::Email,
-            accelerometer::USER,
-            accelerometer::TIMESTAMP,
-        )),
-        Table::StepTrainerLanding => {
-            Some((PersonKind::Serial, step_trainer::SERIAL, step_trainer::TIME))
-        }
-        _ => None,
-    }
+    let t = Transition::of_landing(table)?;
+    let (kind, person, time) = match t.rule() {
+        Rule::LatestConsenting { email, time } => (PersonKind::Email, email, time),
+        Rule::Consented { user, time } => (PersonKind::Email, user, time),
+        Rule::OwnedDevice { serial, time } => (PersonKind::Serial, serial, time),
+        Rule::CuratedByReadings { .. } | Rule::JoinReadings => return None,
+    };
+    Some((kind, table.column_index(person)?, table.column_index(time)?))
+}
+
+/// Position of the column `name` in the rows of `t`'s source.
+fn column_of(t: Transition, name: &str) -> Result<usize> {
+    let src = t.sources()[0];
+    src.column_index(name).ok_or_else(|| {
+        Error::Declaration(format!("{}: {} has no column {name}", t.name(), src.name()))
+    })
 }
 
 /// Streams a landing file: push its chunks, then finish. Every non-blank line is counted
@@ -377,10 +379,10 @@ pub trait RowFilter: Sized {
     }
 }
 
-impl RowFilter for AccelerometerFilter {
+impl RowFilter for ConsentFilter {
     type Value = i64;
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
-        AccelerometerFilter::row(self, cells)
+        ConsentFilter::row(self, cells)
     }
     fn lookup(&mut self) -> &mut ShardedLookup<i64> {
         &mut self.consent
@@ -403,9 +405,12 @@ impl RowFilter for StepTrainerFilter {
     }
 }
 
-/// accelerometer_landing → accelerometer_trusted, row by row.
-pub struct AccelerometerFilter {
+/// A reading stream filtered by consent ([`Rule::Consented`]), row by row.
+pub struct ConsentFilter {
     consent: ShardedLookup<i64>,
+    /// Positions of the e-mail and the reading time in a row.
+    user: usize,
+    time: usize,
     /// The last user looked up and their consent date: readings come grouped by user.
     last: Option<(String, Option<i64>)>,
     as_of: bool,
@@ -414,34 +419,41 @@ pub struct AccelerometerFilter {
     pub sink: PartitionedSink,
 }
 
-impl AccelerometerFilter {
-    /// A filter against all consenting `customers` (every shard known up front).
-    pub fn new(customers: &Customers, cfg: &Config) -> Self {
+impl ConsentFilter {
+    /// A filter of `t`'s rows against all consenting `customers` (every shard known up
+    /// front).
+    pub fn new(t: Transition, customers: &Customers, cfg: &Config) -> Result<Self> {
         let lookup = ShardedLookup::complete(cfg.customer_shards, customers.consent_dates());
-        Self::with_lookup(lookup, cfg)
+        Self::with_lookup(t, lookup, cfg)
     }
 
-    /// A filter whose consent shards are supplied as rows need them.
-    pub fn sharded(cfg: &Config) -> Self {
-        Self::with_lookup(ShardedLookup::new(cfg.customer_shards), cfg)
+    /// A filter of `t`'s rows whose consent shards are supplied as rows need them.
+    pub fn sharded(t: Transition, cfg: &Config) -> Result<Self> {
+        Self::with_lookup(t, ShardedLookup::new(cfg.customer_shards), cfg)
     }
 
-    fn with_lookup(consent: ShardedLookup<i64>, cfg: &Config) -> Self {
-        AccelerometerFilter {
+    fn with_lookup(t: Transition, consent: ShardedLookup<i64>, cfg: &Config) -> Result<Self> {
+        let Rule::Consented { user, time } = t.rule() else {
+            return Err(Error::Declaration(format!(
+                "{} is not a consent filter",
+                t.name()
+            )));
+        };
+        Ok(ConsentFilter {
             consent,
+            user: column_of(t, user)?,
+            time: column_of(t, time)?,
             last: None,
             as_of: cfg.consent_as_of,
             days: DayCache::default(),
-            sink: PartitionedSink::new(Table::AccelerometerTrusted, cfg.row_group_rows),
-        }
+            sink: PartitionedSink::new(t.target(), cfg.row_group_rows),
+        })
     }
 
     /// Decides one reading.
     pub fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
-        let user = cells[accelerometer::USER].as_str().unwrap_or_default();
-        let ts = cells[accelerometer::TIMESTAMP]
-            .as_long()
-            .unwrap_or_default();
+        let user = cells[self.user].as_str().unwrap_or_default();
+        let ts = cells[self.time].as_long().unwrap_or_default();
         let Some(dt) = self.days.dt(ts) else {
             return Ok(RowOutcome::Bad(format!("timestamp {ts} is out of range")));
         };
@@ -637,6 +649,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn person_columns_come_from_the_rules() {
+        let cols: Vec<_> = Table::ALL.into_iter().map(person_columns).collect();
+        assert_eq!(
+            cols,
+            [
+                Some((PersonKind::Email, 1, 6)),  // email, lastupdatedate
+                Some((PersonKind::Email, 0, 1)),  // user, timestamp
+                Some((PersonKind::Serial, 1, 0)), // serialnumber, sensorreadingtime
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
+        );
+        let accel = Transition::AccelerometerLandingToTrusted;
+        let step = Transition::StepTrainerLandingToTrusted;
+        assert!(ConsentFilter::sharded(accel, &Config::default()).is_ok());
+        assert!(matches!(
+            ConsentFilter::sharded(step, &Config::default()),
+            Err(Error::Declaration(_))
+        ));
+    }
+
+    #[test]
     fn a_scan_accounts_for_every_line_whatever_the_chunking() {
         let file = b"{\"user\":\"a\",\"timestamp\":1,\"x\":1,\"y\":1,\"z\":1}\r\n\n{bad\n\
 {\"user\":\"b\",\"timestamp\":2,\"x\":1,\"y\":1,\"z\":1}";
@@ -688,7 +725,8 @@ mod tests {
         };
         let consenting = [("a@x", 5), ("b@x", 5), ("c@x", 5)];
         let all = ShardedLookup::complete(4, consenting.map(|(e, d)| (e.to_string(), d)));
-        let mut f = AccelerometerFilter::sharded(&cfg);
+        let mut f =
+            ConsentFilter::sharded(Transition::AccelerometerLandingToTrusted, &cfg).unwrap();
         let users = ["a@x", "nobody@x", "b@x", "a@x", "c@x"];
         for u in users {
             assert!(matches!(

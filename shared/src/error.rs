@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can fail in a zone transition.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The stream list (`crate::streams`) names a column its table does not have.
+    #[error("stream list: {0}")]
+    Declaration(String),
     /// The invocation payload is not an event this product understands (see
     /// [`Error::MalformedEvent`] when a decoder said why).
     #[error("unrecognised event: {0}")]
@@ -140,6 +143,7 @@ impl Error {
             Error::BadEvent(_)
             | Error::RefusedKey { .. }
             | Error::Config { .. }
+            | Error::Declaration(_)
             | Error::Parquet { .. }
             | Error::Json { .. }
             | Error::Arrow { .. } => false,

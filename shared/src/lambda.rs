@@ -30,6 +30,14 @@ pub enum Function {
 }
 
 impl Function {
+    /// Every function: the transitions of [`crate::streams`], then the others.
+    pub fn all() -> impl Iterator<Item = Function> {
+        Transition::ALL
+            .into_iter()
+            .map(Function::Transition)
+            .chain([Function::Reconcile, Function::Compact, Function::Erasure])
+    }
+
     /// Looks a function up by its binary name.
     pub fn from_name(name: &str) -> Option<Function> {
         match name {
@@ -482,6 +490,17 @@ pub async fn context_from_env() -> Result<Ctx> {
     ctx.step_trainer_queue = step_queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
     ctx.compact_queue = compact_queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
     Ok(ctx)
+}
+
+/// Runs the function named `name` (a binary of `functions/`, see [`Function::from_name`]).
+pub async fn serve_named(name: &str) -> std::result::Result<(), lambda_runtime::Error> {
+    let f = Function::from_name(name).ok_or_else(|| {
+        lambda_runtime::Error::from(format!(
+            "no function is named {name:?}: a transition of stedi::streams, reconcile, compact \
+             or erasure"
+        ))
+    })?;
+    serve(f).await
 }
 
 /// Runs `f` as a Lambda function: cold start builds the context once, every invocation

@@ -1,5 +1,6 @@
 //! STEDI lakehouse core: everything the zone-transition Lambdas do, testable without a
-//! network. The functions in `functions/` only wire [`lambda::serve`] to a [`Transition`].
+//! network. The tables and transitions are declared once, in [`streams`]; the functions in
+//! `functions/` only wire `lambda::serve` to a [`Transition`].
 
 #[cfg(feature = "aws")]
 pub mod catalog;
@@ -19,6 +20,7 @@ pub mod rules;
 pub mod schema;
 #[cfg(feature = "aws")]
 pub mod store;
+pub mod streams;
 pub mod summary;
 #[cfg(all(test, feature = "aws"))]
 pub(crate) mod testing;
@@ -26,5 +28,6 @@ pub(crate) mod testing;
 pub mod transitions;
 
 pub use error::{Error, Result};
+pub use streams::Transition;
 #[cfg(feature = "aws")]
-pub use transitions::{Ctx, Transition};
+pub use transitions::Ctx;

@@ -27,6 +27,7 @@ use crate::lambda::{WorkItem, send_batch};
 use crate::rules::{self, Customers, DeviceEntry};
 use crate::schema::Table;
 use crate::store::Fetched;
+use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
@@ -110,16 +111,25 @@ async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
     Ok(latest)
 }
 
-/// Distinct users of every accelerometer_trusted object.
-async fn accelerometer_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
+/// Distinct users of the readings that make a customer curated (the sources of the
+/// [`Rule::CuratedByReadings`] transitions).
+async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
     let mut users = BTreeSet::new();
-    for key in trusted_objects(ctx, bucket, Table::AccelerometerTrusted).await? {
-        let Fetched::Body(bytes, _) = compact::fetch_working(ctx, bucket, &key.0).await? else {
+    for t in Transition::ALL {
+        let Rule::CuratedByReadings { user } = t.rule() else {
             continue;
         };
-        for b in read_parquet(bytes, &["user"], &key.0)? {
-            let col = column::<StringArray>(&b, "user", &key.0)?;
-            users.extend(col.iter().flatten().map(str::to_string));
+        for &table in t.sources() {
+            for key in trusted_objects(ctx, bucket, table).await? {
+                let Fetched::Body(bytes, _) = compact::fetch_working(ctx, bucket, &key.0).await?
+                else {
+                    continue;
+                };
+                for b in read_parquet(bytes, &[user], &key.0)? {
+                    let col = column::<StringArray>(&b, user, &key.0)?;
+                    users.extend(col.iter().flatten().map(str::to_string));
+                }
+            }
         }
     }
     Ok(users)
@@ -406,13 +416,14 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
             ))
         })
         .collect();
-    let t = Transition::AccelerometerLandingToTrusted;
-    plan.items = stale_landing(ctx, bucket, t, &consent_now).await?;
-    if !plan.items.is_empty() {
-        plan.stage = Some(Table::AccelerometerTrusted);
+    if stage(ctx, bucket, &mut plan, &consent_now, |r| {
+        matches!(r, Rule::Consented { .. })
+    })
+    .await?
+    {
         return Ok(plan);
     }
-    let users = accelerometer_users(ctx, bucket).await?;
+    let users = reading_users(ctx, bucket).await?;
     let (curated, waiting): (BTreeMap<_, _>, BTreeMap<_, _>) = trusted
         .rows
         .into_iter()
@@ -429,10 +440,11 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     for e in curated.device_entries(true) {
         devices_now.insert(keys::hash_hex(&e.serial), crate::compute::OWNED.into());
     }
-    let t = Transition::StepTrainerLandingToTrusted;
-    plan.items = stale_landing(ctx, bucket, t, &devices_now).await?;
-    if !plan.items.is_empty() {
-        plan.stage = Some(Table::StepTrainerTrusted);
+    if stage(ctx, bucket, &mut plan, &devices_now, |r| {
+        matches!(r, Rule::OwnedDevice { .. })
+    })
+    .await?
+    {
         return Ok(plan);
     }
     plan.items = stale_ml(ctx, bucket, &serials_now).await?;
@@ -440,6 +452,26 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         plan.stage = Some(Table::MachineLearningCurated);
     }
     Ok(plan)
+}
+
+/// The stale landing objects of the first transition admitting rows by a rule that
+/// `of_rule` picks (in the order `streams` declares them) whose objects are stale against
+/// `now`: sets them as the plan's items and stage; whether there were any.
+async fn stage(
+    ctx: &Ctx,
+    bucket: &str,
+    plan: &mut Plan,
+    now: &BTreeMap<String, String>,
+    of_rule: impl Fn(Rule) -> bool,
+) -> Result<bool> {
+    for t in Transition::ALL.into_iter().filter(|t| of_rule(t.rule())) {
+        plan.items = stale_landing(ctx, bucket, t, now).await?;
+        if !plan.items.is_empty() {
+            plan.stage = Some(t.target());
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Runs one work item.

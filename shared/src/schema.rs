@@ -1,4 +1,5 @@
-//! The eight tables, defined once. Bootstrap, the Glue partitions, the Parquet writers and
+//! Column types and what each table of [`crate::streams`] derives from its declaration.
+//! Bootstrap, the Glue partitions, the Parquet writers and
 //! the Athena DDL are all generated from [`Table`]; column names are lower case, as Athena
 //! shows them.
 
@@ -61,70 +62,10 @@ pub struct Column {
     pub required: bool,
 }
 
-/// A column (for the tables below).
-const fn col(name: &'static str, ty: ColType, required: bool) -> Column {
-    Column { name, ty, required }
-}
-
-const CUSTOMER: &[Column] = &[
-    col("customername", ColType::Str, false),
-    col("email", ColType::Str, true),
-    col("phone", ColType::Str, false),
-    col("birthday", ColType::Str, false),
-    col("serialnumber", ColType::Str, false),
-    col("registrationdate", ColType::Long, false),
-    col("lastupdatedate", ColType::Long, true),
-    col("sharewithresearchasofdate", ColType::Long, false),
-    col("sharewithpublicasofdate", ColType::Long, false),
-    col("sharewithfriendsasofdate", ColType::Long, false),
-];
-
-const ACCELEROMETER: &[Column] = &[
-    col("user", ColType::Str, true),
-    col("timestamp", ColType::Long, true),
-    col("x", ColType::Double, true),
-    col("y", ColType::Double, true),
-    col("z", ColType::Double, true),
-];
-
-const STEP_TRAINER: &[Column] = &[
-    col("sensorreadingtime", ColType::Long, true),
-    col("serialnumber", ColType::Str, true),
-    col("distancefromobject", ColType::Int, true),
-];
-
-const MACHINE_LEARNING: &[Column] = &[
-    col("sensorreadingtime", ColType::Long, true),
-    col("serialnumber", ColType::Str, true),
-    col("distancefromobject", ColType::Int, true),
-    col("x", ColType::Double, true),
-    col("y", ColType::Double, true),
-    col("z", ColType::Double, true),
-];
-
 /// The partition column of the partitioned tables: the UTC date of the reading.
 pub const PARTITION_KEY: &str = "dt";
 
-/// The eight tables of the Glue database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    /// Raw customer records.
-    CustomerLanding,
-    /// Raw phone accelerometer readings.
-    AccelerometerLanding,
-    /// Raw Step Trainer readings.
-    StepTrainerLanding,
-    /// Latest record per e-mail, consenting customers only (shards by e-mail).
-    CustomerTrusted,
-    /// Readings of consenting customers, by `dt`.
-    AccelerometerTrusted,
-    /// Trusted customers that have accelerometer readings (shards by e-mail).
-    CustomerCurated,
-    /// Step Trainer readings of curated customers' devices, by `dt`.
-    StepTrainerTrusted,
-    /// Step Trainer readings joined with the same customer's phone readings, by `dt`.
-    MachineLearningCurated,
-}
+pub use crate::streams::{Storage, Table};
 
 /// A table travels (in reconcile work items) as its name.
 impl serde::Serialize for Table {
@@ -142,30 +83,9 @@ impl<'de> serde::Deserialize<'de> for Table {
 }
 
 impl Table {
-    /// All tables, landing first.
-    pub const ALL: [Table; 8] = [
-        Table::CustomerLanding,
-        Table::AccelerometerLanding,
-        Table::StepTrainerLanding,
-        Table::CustomerTrusted,
-        Table::AccelerometerTrusted,
-        Table::CustomerCurated,
-        Table::StepTrainerTrusted,
-        Table::MachineLearningCurated,
-    ];
-
     /// Glue table name.
     pub fn name(self) -> &'static str {
-        match self {
-            Table::CustomerLanding => "customer_landing",
-            Table::AccelerometerLanding => "accelerometer_landing",
-            Table::StepTrainerLanding => "step_trainer_landing",
-            Table::CustomerTrusted => "customer_trusted",
-            Table::AccelerometerTrusted => "accelerometer_trusted",
-            Table::CustomerCurated => "customer_curated",
-            Table::StepTrainerTrusted => "step_trainer_trusted",
-            Table::MachineLearningCurated => "machine_learning_curated",
-        }
+        self.def().name
     }
 
     /// Looks a table up by its Glue name.
@@ -175,16 +95,7 @@ impl Table {
 
     /// Key prefix in the bucket (ends with `/`).
     pub fn prefix(self) -> &'static str {
-        match self {
-            Table::CustomerLanding => "customer/landing/",
-            Table::AccelerometerLanding => "accelerometer/landing/",
-            Table::StepTrainerLanding => "step_trainer/landing/",
-            Table::CustomerTrusted => "customer/trusted/",
-            Table::AccelerometerTrusted => "accelerometer/trusted/",
-            Table::CustomerCurated => "customer/curated/",
-            Table::StepTrainerTrusted => "step_trainer/trusted/",
-            Table::MachineLearningCurated => "step_trainer/curated/",
-        }
+        self.def().prefix
     }
 
     /// Where lines of this landing table that cannot be read are kept.
@@ -195,36 +106,41 @@ impl Table {
 
     /// Columns in file order (the partition column `dt` is not stored in the files).
     pub fn columns(self) -> &'static [Column] {
-        match self {
-            Table::CustomerLanding | Table::CustomerTrusted | Table::CustomerCurated => CUSTOMER,
-            Table::AccelerometerLanding | Table::AccelerometerTrusted => ACCELEROMETER,
-            Table::StepTrainerLanding | Table::StepTrainerTrusted => STEP_TRAINER,
-            Table::MachineLearningCurated => MACHINE_LEARNING,
-        }
+        self.def().columns
     }
 
     /// Storage format.
     pub fn format(self) -> Format {
-        match self {
-            Table::CustomerLanding | Table::AccelerometerLanding | Table::StepTrainerLanding => {
-                Format::JsonLines
-            }
-            _ => Format::Parquet,
+        match self.def().storage {
+            Storage::JsonLines => Format::JsonLines,
+            Storage::Sharded | Storage::Partitioned => Format::Parquet,
         }
     }
 
     /// Whether the table is partitioned by `dt`.
     pub fn partitioned(self) -> bool {
-        matches!(
-            self,
-            Table::AccelerometerTrusted | Table::StepTrainerTrusted | Table::MachineLearningCurated
-        )
+        self.def().storage == Storage::Partitioned
     }
 
     /// Whether the table is kept in shards by a hash of the e-mail
     /// (`<prefix>part-NNNNN.parquet`, see [`crate::keys::shard_key`]).
     pub fn sharded(self) -> bool {
-        matches!(self, Table::CustomerTrusted | Table::CustomerCurated)
+        self.def().storage == Storage::Sharded
+    }
+
+    /// Position of the column `name` in the table's files.
+    pub fn column_index(self, name: &str) -> Option<usize> {
+        self.columns().iter().position(|c| c.name == name)
+    }
+
+    /// Whether objects land here as JSON lines (a landing table).
+    pub fn is_landing(self) -> bool {
+        self.def().storage == Storage::JsonLines
+    }
+
+    /// The landing tables.
+    pub fn landing() -> impl Iterator<Item = Table> {
+        Table::ALL.into_iter().filter(|t| t.is_landing())
     }
 
     /// Arrow schema of the table's Parquet files.
@@ -248,7 +164,7 @@ mod tests {
         let mut prefixes: Vec<_> = Table::ALL.iter().map(|t| t.prefix()).collect();
         prefixes.sort();
         prefixes.dedup();
-        assert_eq!(prefixes.len(), 8);
+        assert_eq!(prefixes.len(), Table::ALL.len());
         for t in Table::ALL {
             assert_eq!(Table::from_name(t.name()), Some(t));
             assert!(t.prefix().ends_with('/'));

@@ -41,7 +41,7 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
         .map(|f| (f.key.clone(), std::fs::metadata(&f.path).unwrap().len()))
         .collect();
     assert_eq!(uploaded, sizes);
-    assert_eq!(drained, lake::NATURAL_ORDER);
+    assert_eq!(drained, lake::natural_order());
     assert_eq!(report.files, 13);
     assert_eq!(report.bytes, sizes.iter().map(|s| s.1).sum::<u64>());
 

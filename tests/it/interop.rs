@@ -227,7 +227,7 @@ async fn independent_readers_see_the_batch_truth_through_the_glue_catalog() {
         .await
         .unwrap();
     let got = read_tables(&local).await;
-    for table in stedi::transitions::compact::TABLES {
+    for table in stedi::transitions::compact::tables() {
         let name = table.name();
         let gen1 = format!(
             "s3://{bucket}/{}",

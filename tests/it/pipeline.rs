@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use stedi::Transition;
 use stedi::catalog;
 use stedi::schema::Table;
 use stedi_infra::lake;
@@ -56,11 +57,10 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     let local = Local::start().await.unwrap();
     let out = local.drop_sample(0).await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
-    for f in [
-        "customer_landing_to_trusted",
-        "accelerometer_landing_to_trusted",
-        "step_trainer_landing_to_trusted",
-    ] {
+    let landing = Transition::ALL
+        .into_iter()
+        .filter(|t| t.sources().iter().all(|s| s.is_landing()));
+    for f in landing.map(Transition::name) {
         assert!(
             out.of_function(f).balances(),
             "{f}: {:?}",

@@ -1,9 +1,7 @@
-//! `step_trainer_landing_to_trusted`: see `stedi::transitions::step_trainer_landing_to_trusted`.
+//! One Lambda function: the one `stedi::lambda::Function::from_name` gives for this
+//! binary's name (`functions/<name>`; the transitions are declared in `stedi::streams`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    stedi::lambda::serve(stedi::lambda::Function::Transition(
-        stedi::Transition::StepTrainerLandingToTrusted,
-    ))
-    .await
+    stedi::lambda::serve_named(env!("CARGO_BIN_NAME")).await
 }

@@ -223,7 +223,7 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
 /// Per partitioned table: objects at its partition locations, rows, and the median time of
 /// a full-table `count(*)` through `stedi query`.
 async fn measure_tables(stack: &Stack, phase: &str, queries: usize) -> Result<()> {
-    for table in stedi::transitions::compact::TABLES {
+    for table in stedi::transitions::compact::tables() {
         let objects = lake::table_objects(stack, table).await?.len();
         let sql = format!("SELECT count(*) AS n FROM {}", table.name());
         let mut ms = Vec::new();

@@ -48,11 +48,9 @@ use crate::store::{Fetched, Listed, Precondition, PutOutcome};
 use crate::summary::Summary;
 
 /// The tables compaction serves: the partitioned ones.
-pub const TABLES: [Table; 3] = [
-    Table::AccelerometerTrusted,
-    Table::StepTrainerTrusted,
-    Table::MachineLearningCurated,
-];
+pub fn tables() -> Vec<Table> {
+    Table::ALL.into_iter().filter(|t| t.partitioned()).collect()
+}
 
 /// A compaction whose announcement is older than this (seconds) has died (a Lambda runs at
 /// most 15 minutes): the next one takes over.
@@ -217,7 +215,7 @@ async fn write_pointer(
 fn changed(bucket: &str, s: &Summary) -> BTreeMap<(Table, String), BTreeSet<String>> {
     let mut out: BTreeMap<(Table, String), BTreeSet<String>> = BTreeMap::new();
     for key in s.outputs.iter().chain(&s.deleted) {
-        if let Ok(src) = keys::accept(bucket, key, &TABLES)
+        if let Ok(src) = keys::accept(bucket, key, &tables())
             && let Some(dt) = src.dt
         {
             out.entry((src.table, dt)).or_default().insert(src.stem);
@@ -228,7 +226,7 @@ fn changed(bucket: &str, s: &Summary) -> BTreeMap<(Table, String), BTreeSet<Stri
 
 /// Whether `key` is a per-source object of a compacted table.
 fn is_working(bucket: &str, key: &str) -> bool {
-    keys::accept(bucket, key, &TABLES).is_ok()
+    keys::accept(bucket, key, &tables()).is_ok()
 }
 
 /// Reads a per-source object by its key, wherever it is kept (under its key, or held).
@@ -686,7 +684,7 @@ pub struct Item {
 /// decides for each whether it is due.
 pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Vec<Item>> {
     let mut items = BTreeSet::new();
-    for table in TABLES {
+    for table in tables() {
         for folder in ctx.store.list_folders(bucket, table.prefix()).await? {
             let name = folder[table.prefix().len()..].trim_end_matches('/');
             if let Some(dt) = name.strip_prefix("dt=").filter(|d| keys::is_date(d)) {

@@ -35,7 +35,7 @@ use super::customer_trusted_to_curated::{
 };
 use super::machine_learning_trusted_to_curated::{Side, side_manifest_key};
 use super::{
-    Ctx, Transition, compact, device_entries, manifest_key, quarantine_key, read_json,
+    Ctx, Rule, Transition, compact, device_entries, manifest_key, quarantine_key, read_json,
     read_manifest, rewrite_object, rewrite_shard, write_json,
 };
 use crate::columnar::read_parquet;
@@ -47,11 +47,9 @@ use crate::store::Fetched;
 use crate::summary::Summary;
 
 /// The landing tables: what the erasure index points at.
-const LANDING: [Table; 3] = [
-    Table::CustomerLanding,
-    Table::AccelerometerLanding,
-    Table::StepTrainerLanding,
-];
+fn landing_tables() -> Vec<Table> {
+    Table::landing().collect()
+}
 
 /// Where the erasure index and the tombstones are kept: one folder per person.
 pub const PERSONS_PREFIX: &str = "_stedi/persons/";
@@ -325,11 +323,6 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
     Ok(n)
 }
 
-/// The transition that reads landing table `table`.
-fn reader_of(table: Table) -> Option<Transition> {
-    Transition::ALL.into_iter().find(|t| t.sources() == [table])
-}
-
 /// Computes the scrubbed landing objects again, and what their trusted outputs feed.
 /// Returns what the transitions did and the machine-learning side manifests they rewrote
 /// (a phone object's names its users' devices).
@@ -341,12 +334,12 @@ async fn recompute(
     let mut s = Summary::default();
     let mut sides = BTreeSet::new();
     for key in landing {
-        let src = keys::accept(bucket, key, &LANDING)?;
-        let Some(t) = reader_of(src.table) else {
+        let src = keys::accept(bucket, key, &landing_tables())?;
+        let Some(t) = Transition::of_landing(src.table) else {
             continue;
         };
         let done = t.run(ctx, bucket, &src).await?;
-        let trusted = [Table::AccelerometerTrusted, Table::StepTrainerTrusted];
+        let trusted: Vec<Table> = Table::ALL.into_iter().filter(|t| t.partitioned()).collect();
         let fed: Vec<(SourceKey, bool)> = done
             .outputs
             .iter()
@@ -359,12 +352,15 @@ async fn recompute(
             if let (Some(side), Some(dt)) = (Side::of(out.table), out.dt.as_deref()) {
                 sides.insert(side_manifest_key(dt, side, &out.stem));
             }
-            if out.table == Table::AccelerometerTrusted && exists {
-                let c = Transition::CustomerTrustedToCurated;
-                s.absorb(c.run(ctx, bucket, &out).await?);
+            // What the output feeds (curated customers only from an output still there).
+            for t in Transition::ALL
+                .into_iter()
+                .filter(|t| t.sources().contains(&out.table))
+            {
+                if exists || !matches!(t.rule(), Rule::CuratedByReadings { .. }) {
+                    s.absorb(t.run(ctx, bucket, &out).await?);
+                }
             }
-            let ml = Transition::MachineLearningTrustedToCurated;
-            s.absorb(ml.run(ctx, bucket, &out).await?);
         }
     }
     Ok((s, sides))
@@ -489,7 +485,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     // Old versions of everything touched.
     touched.extend(scrubbed.iter().cloned());
     for key in &scrubbed {
-        if let Ok(src) = keys::accept(bucket, key, &LANDING) {
+        if let Ok(src) = keys::accept(bucket, key, &landing_tables()) {
             touched.insert(quarantine_key(&src));
         }
     }
@@ -584,10 +580,7 @@ async fn postings_of(
     let mut listed = Vec::new();
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
-        let Some(table) = LANDING
-            .into_iter()
-            .find(|t| landing.starts_with(t.prefix()))
-        else {
+        let Some(table) = Table::landing().find(|t| landing.starts_with(t.prefix())) else {
             continue; // the tombstone
         };
         found.push((landing.to_string(), table));
@@ -602,7 +595,12 @@ async fn postings_of(
 fn found_tables(bucket: &str, landing: &BTreeSet<String>) -> Vec<(String, Table)> {
     landing
         .iter()
-        .filter_map(|k| Some((k.clone(), keys::accept(bucket, k, &LANDING).ok()?.table)))
+        .filter_map(|k| {
+            Some((
+                k.clone(),
+                keys::accept(bucket, k, &landing_tables()).ok()?.table,
+            ))
+        })
         .collect()
 }
 
@@ -614,7 +612,9 @@ async fn derived_rows(
 ) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for (key, table) in landing {
-        let Some(t) = reader_of(*table) else { continue };
+        let Some(t) = Transition::of_landing(*table) else {
+            continue;
+        };
         let target = t.target();
         if !target.partitioned() {
             continue;
