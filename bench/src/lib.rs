@@ -25,7 +25,7 @@ use arrow_array::StringArray;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use stedi::Transition;
-use stedi::columnar::{column, read_parquet};
+use stedi::columnar::{Part, column, read_parquet};
 use stedi::compute::{
     ConsentFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers, ml_join_batch,
     step_readings,
@@ -190,7 +190,7 @@ fn customers_trusted(data: &Path, cfg: &Config, stats: &mut Stats) -> Result<Cus
     Ok(all)
 }
 
-type Outputs = Vec<(String, u64, Bytes)>;
+type Outputs = Vec<Part>;
 
 /// Runs `f(t)` for `t` in `0..threads` on scoped threads and collects the results.
 fn on_threads<T: Send>(threads: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
@@ -265,7 +265,7 @@ fn curated_from_outputs(accel: &Outputs, trusted: &Customers, threads: usize) ->
     let threads = threads.max(1);
     let sets = on_threads(threads, |t| {
         let mut users = BTreeSet::new();
-        for (_, _, bytes) in accel.iter().skip(t).step_by(threads) {
+        for Part { bytes, .. } in accel.iter().skip(t).step_by(threads) {
             for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
                 let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
                 users.extend(col.iter().flatten().map(str::to_string));
@@ -305,11 +305,11 @@ fn machine_learning(
     threads: usize,
 ) -> Result<u64> {
     let mut accel_by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
-    for (dt, _, b) in accel {
+    for Part { dt, bytes: b, .. } in accel {
         accel_by_dt.entry(dt.as_str()).or_default().push(b);
     }
     let mut steps_by_dt: BTreeMap<&str, Vec<&Bytes>> = BTreeMap::new();
-    for (dt, n, bytes) in steps {
+    for Part { dt, rows: n, bytes } in steps {
         stats.rows_in += n;
         stats.bytes += bytes.len() as u64;
         steps_by_dt.entry(dt.as_str()).or_default().push(bytes);
@@ -334,7 +334,7 @@ fn machine_learning(
                 for b in &batches {
                     ml_join_batch(&join, b, dt, &mut sink, "accel")?;
                 }
-                rows += sink.finish()?.iter().map(|(_, n, _)| n).sum::<u64>();
+                rows += sink.finish()?.iter().map(|p| p.rows).sum::<u64>();
             }
         }
         Ok(rows)
@@ -426,9 +426,9 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml, threads)?;
             lap(&mut stages, "machine_learning_trusted_to_curated", t);
             counts.insert("customer_trusted", trusted.rows.len() as u64);
-            counts.insert("accelerometer_trusted", accel.iter().map(|o| o.1).sum());
+            counts.insert("accelerometer_trusted", accel.iter().map(|o| o.rows).sum());
             counts.insert("customer_curated", curated.rows.len() as u64);
-            counts.insert("step_trainer_trusted", steps.iter().map(|o| o.1).sum());
+            counts.insert("step_trainer_trusted", steps.iter().map(|o| o.rows).sum());
             counts.insert("machine_learning_curated", rows);
         }
         other => bail!("unknown --what {other}"),

@@ -293,16 +293,27 @@ impl PartitionedSink {
         self.parts.values().map(ParquetSink::rows).sum()
     }
 
-    /// Finishes every partition: `(dt, rows, bytes)` in `dt` order.
-    pub fn finish(self) -> Result<Vec<(String, u64, Bytes)>> {
+    /// Finishes every partition, in `dt` order.
+    pub fn finish(self) -> Result<Vec<Part>> {
         self.parts
             .into_iter()
             .map(|(dt, sink)| {
                 let rows = sink.rows();
-                sink.finish().map(|b| (dt, rows, b))
+                sink.finish().map(|bytes| Part { dt, rows, bytes })
             })
             .collect()
     }
+}
+
+/// The encoded Parquet object of one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// The partition (`dt`).
+    pub dt: String,
+    /// Rows it holds.
+    pub rows: u64,
+    /// The Parquet object.
+    pub bytes: Bytes,
 }
 
 /// Reads a Parquet object, keeping only `columns` (by name; all when empty).
@@ -624,11 +635,11 @@ mod tests {
         }
         let parts = sink.finish().unwrap();
         assert_eq!(parts.len(), 20);
-        let rows: u64 = parts.iter().map(|p| p.1).sum();
+        let rows: u64 = parts.iter().map(|p| p.rows).sum();
         assert_eq!(rows, 10_000);
         let back: usize = parts
             .iter()
-            .flat_map(|p| read_parquet(p.2.clone(), &[], "t").unwrap())
+            .flat_map(|p| read_parquet(p.bytes.clone(), &[], "t").unwrap())
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(back, 10_000);
@@ -650,10 +661,10 @@ mod tests {
         }
         assert_eq!(sink.rows(), 4);
         let parts = sink.finish().unwrap();
-        let summary: Vec<_> = parts.iter().map(|(dt, n, _)| (dt.as_str(), *n)).collect();
+        let summary: Vec<_> = parts.iter().map(|p| (p.dt.as_str(), p.rows)).collect();
         assert_eq!(summary, [("2022-06-18", 3), ("2022-06-19", 1)]);
 
-        let bytes = parts[0].2.clone();
+        let bytes = parts[0].bytes.clone();
         let meta = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
         assert_eq!(meta.metadata().num_row_groups(), 2);
         let batches = read_parquet(bytes, &["distancefromobject"], "t").unwrap();
@@ -668,7 +679,7 @@ mod tests {
             })
             .collect();
         assert_eq!(d, [200, 202, 203]);
-        let full = read_parquet(parts[1].2.clone(), &[], "t").unwrap();
+        let full = read_parquet(parts[1].bytes.clone(), &[], "t").unwrap();
         assert_eq!(
             row_cells(&full[0], 0),
             [

@@ -10,7 +10,7 @@ use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray
 
 use bytes::Bytes;
 
-use crate::columnar::{ParquetSink, PartitionedSink, column};
+use crate::columnar::{ParquetSink, Part, PartitionedSink, column};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -579,7 +579,7 @@ pub fn ml_pair(
     dt: &str,
     row_group_rows: usize,
     context: &str,
-) -> Result<Option<(u64, Bytes)>> {
+) -> Result<Option<Part>> {
     let mut owners = SerialIndex::new();
     for (user, serial) in serial_of {
         owners.entry(serial.clone()).or_default().push(user.clone());
@@ -592,11 +592,7 @@ pub fn ml_pair(
     for b in phone {
         ml_join_batch(&join, b, dt, &mut sink, context)?;
     }
-    Ok(sink
-        .finish()?
-        .into_iter()
-        .next()
-        .map(|(_, n, bytes)| (n, bytes)))
+    Ok(sink.finish()?.into_iter().next())
 }
 
 /// Joins one batch of accelerometer_trusted rows into machine_learning_curated rows of `dt`.
@@ -758,7 +754,7 @@ mod tests {
         ));
         let parts = f.into_sink().finish().unwrap();
         assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].1, 5);
+        assert_eq!(parts[0].rows, 5);
     }
 
     fn scan_users(v: Vec<String>) -> Vec<String> {

@@ -28,7 +28,7 @@ use arrow_array::{RecordBatch, StringArray};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{column, read_parquet};
+use crate::columnar::{Part, column, read_parquet};
 use crate::compute::{ml_pair, step_readings};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
@@ -276,7 +276,7 @@ async fn load(ctx: &Ctx, bucket: &str, side: Side, dt: &str, stem: &str) -> Resu
 
 /// The pair output of two loaded objects of opposite sides: its key, and its rows and bytes
 /// (`None` when nothing joins).
-fn pair(ctx: &Ctx, dt: &str, a: &Loaded, b: &Loaded) -> Result<(String, Option<(u64, Bytes)>)> {
+fn pair(ctx: &Ctx, dt: &str, a: &Loaded, b: &Loaded) -> Result<(String, Option<Part>)> {
     let (step, phone) = match (&a.rows, &b.rows) {
         (Rows::Step(_), _) => (a, b),
         _ => (b, a),
@@ -358,7 +358,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
             continue; // deleted: its own event removes its pairs
         };
         match pair(ctx, dt, &me, &other)? {
-            (key, Some((rows, bytes))) => {
+            (key, Some(Part { rows, bytes, .. })) => {
                 ctx.store.put(bucket, &key, bytes).await?;
                 s.rows_out += rows;
                 s.outputs.push(key);

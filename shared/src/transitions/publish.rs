@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
+use crate::columnar::Part;
 
 use super::compact::list_working;
 use super::landing::Filtered;
@@ -64,12 +64,12 @@ pub async fn publish_partitioned(
     bucket: &str,
     table: Table,
     stem: &str,
-    parts: Vec<(String, u64, Bytes)>,
+    parts: Vec<Part>,
     mut manifest: Manifest,
     summary: &mut Summary,
 ) -> Result<Option<Manifest>> {
     let mut dts = Vec::with_capacity(parts.len());
-    for (dt, _, bytes) in parts {
+    for Part { dt, bytes, .. } in parts {
         let key = keys::output_key(table, &dt, stem);
         ctx.store.put(bucket, &key, bytes).await?;
         summary.outputs.push(key);
