@@ -698,11 +698,11 @@ mod tests {
             serde_json::to_string(&items_landing()).unwrap(),
             r#"{"item":"landing","function":"step_trainer_landing_to_trusted","key":"k"}"#
         );
-        let unknown = r#"{"item":"orphan","table":"gyroscope_trusted","stem":"x"}"#;
+        let unknown = r#"{"item":"orphan","table":"no_such_table","stem":"x"}"#;
         let e = serde_json::from_str::<Item>(unknown).unwrap_err();
         assert!(
             e.to_string()
-                .contains("unknown table \"gyroscope_trusted\""),
+                .contains("unknown table \"no_such_table\""),
             "{e}"
         );
     }
