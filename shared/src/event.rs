@@ -334,7 +334,7 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 15);
+        assert_eq!(seen, 3 * crate::Transition::ALL.len());
         let odd = dir.join("customer_landing_to_trusted.odd-key.s3.json");
         let v: Value = serde_json::from_slice(&std::fs::read(odd).unwrap()).unwrap();
         assert_eq!(
