@@ -8,6 +8,7 @@ warm) on small files, measuring peak resident memory (wait4) and the requests an
 each invocation made. Ends with RESULT lines. Debug builds of the probe by default
 (CARGO_PROFILE=release for release numbers)."""
 import contextlib
+import collections
 import json
 import os
 import socket
@@ -57,15 +58,26 @@ def local_stack():
 
 
 def run(args, env):
-    """Runs stedi-scale; returns (JSON lines, peak RSS MiB of the process, seconds)."""
+    """Runs stedi-scale; returns (JSON lines, peak RSS MiB of the process, seconds). Each
+    JSON line is echoed to stderr as it comes, so a long probe shows its phases."""
     exe = os.path.join(TARGET, PROFILE, "stedi-scale")
     start = time.perf_counter()
-    p = subprocess.run([exe] + args, capture_output=True, env=env, cwd=ROOT)
+    # stderr into the same pipe: one reader, no pipe left to fill up.
+    p = subprocess.Popen([exe] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env, cwd=ROOT, text=True)
+    lines, other = [], collections.deque(maxlen=60)
+    for l in p.stdout:
+        if l.startswith("{"):
+            lines.append(json.loads(l))
+            sys.stderr.write(f"[{time.perf_counter() - start:7.1f} s] {l[:300].rstrip()}\n")
+        else:
+            other.append(l)
+    err = "".join(other)
+    p.wait()
     secs = time.perf_counter() - start
     if p.returncode != 0:
-        sys.stderr.write(p.stderr.decode(errors="replace")[-3000:])
+        sys.stderr.write(err[-3000:])
         raise SystemExit(f"stedi-scale {' '.join(args)} failed")
-    lines = [json.loads(l) for l in p.stdout.decode().splitlines() if l.startswith("{")]
     rss = lines[-1].get("peak_rss_mb") if lines and "peak_rss_mb" in lines[-1] else None
     return lines, rss, secs
 
