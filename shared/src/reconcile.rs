@@ -701,8 +701,7 @@ mod tests {
         let unknown = r#"{"item":"orphan","table":"no_such_table","stem":"x"}"#;
         let e = serde_json::from_str::<Item>(unknown).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("unknown table \"no_such_table\""),
+            e.to_string().contains("unknown table \"no_such_table\""),
             "{e}"
         );
     }
