@@ -67,32 +67,7 @@ pub const PARTITION_KEY: &str = "dt";
 
 pub use crate::streams::{Storage, Table};
 
-/// A table travels (in reconcile work items) as its name.
-impl serde::Serialize for Table {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Table {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Table::from_name(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown table {name:?}")))
-    }
-}
-
 impl Table {
-    /// Glue table name.
-    pub fn name(self) -> &'static str {
-        self.def().name
-    }
-
-    /// Looks a table up by its Glue name.
-    pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Key prefix in the bucket (ends with `/`).
     pub fn prefix(self) -> &'static str {
         self.def().prefix

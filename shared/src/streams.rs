@@ -137,9 +137,10 @@ const MACHINE_LEARNING: &[Column] = &[
 ];
 
 /// Declares the enum of a list and its definitions: each variant's definition is the
-/// struct literal written beside it.
+/// struct literal written beside it, whose `name` is how the variant is written in work
+/// items and looked up (`what` names the kind in errors).
 macro_rules! declare {
-    ($(#[$meta:meta])* $enum:ident: $def:ident {
+    ($(#[$meta:meta])* $enum:ident ($what:literal): $def:ident {
         $($(#[$doc:meta])* $variant:ident = { $($field:ident: $value:expr),* $(,)? }),* $(,)?
     }) => {
         $(#[$meta])*
@@ -161,13 +162,40 @@ macro_rules! declare {
                     })*
                 }
             }
+
+            /// Its name: the Glue table or the function (as in `functions/` and
+            /// `template.yaml`).
+            pub fn name(self) -> &'static str {
+                self.def().name
+            }
+
+            /// Looks one up by name.
+            pub fn from_name(name: &str) -> Option<$enum> {
+                $enum::ALL.into_iter().find(|x| x.name() == name)
+            }
+        }
+
+        /// It travels (in reconcile work items) as its name.
+        impl serde::Serialize for $enum {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $enum {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = <String as serde::Deserialize>::deserialize(d)?;
+                $enum::from_name(&name).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown {} {name:?}", $what))
+                })
+            }
         }
     };
 }
 
 declare! {
     /// The tables of the Glue database: landing first, then in the order data flows.
-    Table: TableDef {
+    Table ("table"): TableDef {
         /// Raw customer records.
         CustomerLanding = {
             name: "customer_landing", prefix: "customer/landing/",
@@ -213,7 +241,7 @@ declare! {
 
 declare! {
     /// The zone transitions, one function each, in the order data flows.
-    Transition: TransitionDef {
+    Transition ("function"): TransitionDef {
         /// customer_landing → customer_trusted.
         CustomerLandingToTrusted = {
             name: "customer_landing_to_trusted",
@@ -249,32 +277,7 @@ declare! {
     }
 }
 
-/// A transition travels (in reconcile work items) as its function name.
-impl serde::Serialize for Transition {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Transition {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Transition::from_name(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown function {name:?}")))
-    }
-}
-
 impl Transition {
-    /// Function name (as in `functions/` and `template.yaml`).
-    pub fn name(self) -> &'static str {
-        self.def().name
-    }
-
-    /// Looks a function up by name.
-    pub fn from_name(name: &str) -> Option<Transition> {
-        Transition::ALL.into_iter().find(|t| t.name() == name)
-    }
-
     /// Tables whose new objects fire this function.
     pub fn sources(self) -> &'static [Table] {
         self.def().sources
