@@ -4,9 +4,10 @@
 //! erasure index's person columns, reconcile's stage order, the local routes and the
 //! template check are all derived from these two lists.
 //!
-//! Adding a stream is two entries here plus its function in `functions/` and
-//! `template.yaml` (which the drift test checks against this list). A reading stream
-//! filtered by consent, for example a phone gyroscope:
+//! Adding a stream is its columns and entries here, a copy of a `functions/` folder and of
+//! its sample `events/` under the new name, and `template.yaml` (which the drift test checks
+//! against this list; see the README's "Adding a stream"). A reading stream filtered by
+//! consent, for example a phone gyroscope:
 //!
 //! ```text
 //! GyroscopeLanding = { name: "gyroscope_landing", prefix: "gyroscope/landing/",
