@@ -2,7 +2,8 @@
 
 Generates the sample N-fold (default N=10, `BENCH_ERASURE_N`; `stedi-bench gen`, release),
 starts its own moto_server and stack, and runs `stedi-scale erase`: customers, the phone
-lines cut into files of 900 lines, the Step Trainer files, all through the event path, a
+lines ordered by person and cut into files of 900 lines (per-session shaped: few people
+a file), the Step Trainer files, all through the event path, a
 compaction, then the erasure of the first consenting customer with phone readings, counted
 request by request. Prints the requests, the objects rewritten and deleted, the rows
 removed per table, and RESULT lines."""

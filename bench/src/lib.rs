@@ -287,7 +287,8 @@ fn step_trainer(
 ) -> Result<Outputs> {
     let files = landing_files(data, "step_trainer")?;
     over_files(files, threads, keep, stats, |f, st| {
-        let mut filter = StepTrainerFilter::new(curated, cfg);
+        let mut filter =
+            StepTrainerFilter::new(Transition::StepTrainerLandingToTrusted, curated, cfg)?;
         scan(Table::StepTrainerLanding, f, cfg, |c| filter.row(c), st)?;
         Ok(filter.sink.finish()?)
     })

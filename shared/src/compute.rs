@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, parse_line};
-use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex, step_trainer};
+use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
@@ -476,9 +476,12 @@ impl ConsentFilter {
     }
 }
 
-/// step_trainer_landing → step_trainer_trusted, row by row.
+/// A device stream filtered by its owner's curation ([`Rule::OwnedDevice`]), row by row.
 pub struct StepTrainerFilter {
     devices: ShardedLookup<bool>,
+    /// Positions of the serial and the reading time in a row.
+    serial: usize,
+    time: usize,
     /// The last serial looked up and whether it is curated: readings come grouped.
     last: Option<(String, bool)>,
     days: DayCache,
@@ -490,34 +493,47 @@ pub struct StepTrainerFilter {
 }
 
 impl StepTrainerFilter {
-    /// A filter against all curated customers' devices (every shard known up front).
-    pub fn new(curated: &Customers, cfg: &Config) -> Self {
+    /// A filter of `t`'s rows against all curated customers' devices (every shard known up
+    /// front).
+    pub fn new(t: Transition, curated: &Customers, cfg: &Config) -> Result<Self> {
         let entries = curated
             .device_entries(true)
             .into_iter()
             .map(|e| (e.serial, e.curated));
-        Self::with_lookup(ShardedLookup::complete(cfg.customer_shards, entries), cfg)
+        Self::with_lookup(
+            t,
+            ShardedLookup::complete(cfg.customer_shards, entries),
+            cfg,
+        )
     }
 
-    /// A filter whose device-index shards are supplied as rows need them.
-    pub fn sharded(cfg: &Config) -> Self {
-        Self::with_lookup(ShardedLookup::new(cfg.customer_shards), cfg)
+    /// A filter of `t`'s rows whose device-index shards are supplied as rows need them.
+    pub fn sharded(t: Transition, cfg: &Config) -> Result<Self> {
+        Self::with_lookup(t, ShardedLookup::new(cfg.customer_shards), cfg)
     }
 
-    fn with_lookup(devices: ShardedLookup<bool>, cfg: &Config) -> Self {
-        StepTrainerFilter {
+    fn with_lookup(t: Transition, devices: ShardedLookup<bool>, cfg: &Config) -> Result<Self> {
+        let Rule::OwnedDevice { serial, time } = t.rule() else {
+            return Err(Error::Declaration(format!(
+                "{} is not a device filter",
+                t.name()
+            )));
+        };
+        Ok(StepTrainerFilter {
             devices,
+            serial: column_of(t, serial)?,
+            time: column_of(t, time)?,
             last: None,
             days: DayCache::default(),
-            sink: PartitionedSink::new(Table::StepTrainerTrusted, cfg.row_group_rows),
+            sink: PartitionedSink::new(t.target(), cfg.row_group_rows),
             waiting: BTreeSet::new(),
-        }
+        })
     }
 
     /// Decides one reading.
     pub fn row(&mut self, cells: &[Cell<'_>]) -> Result<RowOutcome> {
-        let serial = cells[step_trainer::SERIAL].as_str().unwrap_or_default();
-        let ts = cells[step_trainer::TIME].as_long().unwrap_or_default();
+        let serial = cells[self.serial].as_str().unwrap_or_default();
+        let ts = cells[self.time].as_long().unwrap_or_default();
         let Some(dt) = self.days.dt(ts) else {
             return Ok(RowOutcome::Bad(format!(
                 "sensorreadingtime {ts} is out of range"
@@ -665,6 +681,11 @@ mod tests {
         assert!(ConsentFilter::sharded(accel, &Config::default()).is_ok());
         assert!(matches!(
             ConsentFilter::sharded(step, &Config::default()),
+            Err(Error::Declaration(_))
+        ));
+        assert!(StepTrainerFilter::sharded(step, &Config::default()).is_ok());
+        assert!(matches!(
+            StepTrainerFilter::sharded(accel, &Config::default()),
             Err(Error::Declaration(_))
         ));
     }

@@ -17,22 +17,6 @@ pub mod customer {
     pub const RESEARCH: usize = 7;
 }
 
-/// Column positions of the accelerometer tables.
-pub mod accelerometer {
-    /// `user`
-    pub const USER: usize = 0;
-    /// `timestamp`
-    pub const TIMESTAMP: usize = 1;
-}
-
-/// Column positions of the step trainer tables.
-pub mod step_trainer {
-    /// `sensorreadingtime`
-    pub const TIME: usize = 0;
-    /// `serialnumber`
-    pub const SERIAL: usize = 1;
-}
-
 /// One customer row, all columns in schema order.
 pub type CustomerRow = Vec<Cell<'static>>;
 
@@ -396,19 +380,6 @@ mod tests {
         assert_eq!(c[customer::SERIAL].name, "serialnumber");
         assert_eq!(c[customer::LAST_UPDATE].name, "lastupdatedate");
         assert_eq!(c[customer::RESEARCH].name, "sharewithresearchasofdate");
-        let a = Table::AccelerometerTrusted.columns();
-        assert_eq!(
-            (
-                a[accelerometer::USER].name,
-                a[accelerometer::TIMESTAMP].name
-            ),
-            ("user", "timestamp")
-        );
-        let s = Table::StepTrainerTrusted.columns();
-        assert_eq!(
-            (s[step_trainer::TIME].name, s[step_trainer::SERIAL].name),
-            ("sensorreadingtime", "serialnumber")
-        );
     }
 
     #[test]

@@ -26,6 +26,10 @@
 //!   Step Trainer files, through the event path; then per partitioned table the objects at
 //!   its partition locations and the time of a full-table `count(*)` through `stedi query`
 //!   (median of `queries`), before and after `stedi compact --force`; one JSON line each.
+//! - `erase --data DIR [--lines 900]`: the erasure probe behind `make bench-erasure`: DIR
+//!   dropped as for `compact` but with the phone lines ordered by person before the cut
+//!   (per-session shaped files), compacted, then one consenting customer with phone readings
+//!   erased, counted request by request; one JSON line for the drop, one for the erasure.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,8 +116,10 @@ enum Command {
 }
 
 /// The sample's phone lines (files in name order) cut into files of `lines` lines under
-/// `.bench/dt-probe/`.
-fn split_phone_lines(sample: &Path, lines: usize) -> Result<Vec<LandingFile>> {
+/// `.bench/dt-probe/`. `by_person` first orders the lines by user (stable, so each person's
+/// lines keep their order): files then hold few people each, the shape of SCALE.md's
+/// per-session uploads, instead of the ~100 people a 900-line cut of the sample mixes.
+fn split_phone_lines(sample: &Path, lines: usize, by_person: bool) -> Result<Vec<LandingFile>> {
     let dir = stedi_infra::project_root().join(".bench/dt-probe");
     std::fs::create_dir_all(&dir)?;
     let mut all = Vec::new();
@@ -126,6 +132,13 @@ fn split_phone_lines(sample: &Path, lines: usize) -> Result<Vec<LandingFile>> {
                     .map(str::to_string),
             );
         }
+    }
+    if by_person {
+        all.sort_by_cached_key(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["user"].as_str().map(str::to_string))
+        });
     }
     let mut out = Vec::new();
     for (i, chunk) in all.chunks(lines.max(1)).enumerate() {
@@ -256,7 +269,7 @@ async fn compact_probe(stack: &Stack, data: &Path, lines: usize, queries: usize)
     let files = lake::landing_files(data, None)?;
     let of =
         |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
-    let phone = split_phone_lines(data, lines)?;
+    let phone = split_phone_lines(data, lines, false)?;
     let mut runner = Runner::new(stack).await?;
     let timeout = Duration::from_secs(7200);
     let started = Instant::now();
@@ -288,7 +301,7 @@ async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
     let files = lake::landing_files(data, None)?;
     let of =
         |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
-    let phone = split_phone_lines(data, lines)?;
+    let phone = split_phone_lines(data, lines, true)?;
     // The first consenting customer with phone readings.
     let mut users = std::collections::BTreeSet::new();
     for f in &phone {
@@ -362,7 +375,7 @@ async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
     let files = lake::landing_files(&sample, None)?;
     let of =
         |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
-    let phone = split_phone_lines(&sample, lines)?;
+    let phone = split_phone_lines(&sample, lines, false)?;
     let mut runner = Runner::new(stack).await?;
     let timeout = Duration::from_secs(1800);
     let first = first.min(phone.len());

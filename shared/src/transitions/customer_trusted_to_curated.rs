@@ -19,6 +19,7 @@ use crate::keys::{self, SourceKey};
 use crate::rules::{self, Customers, DeviceEntry, customer};
 use crate::schema::Table;
 use crate::store::Fetched;
+use crate::streams::Transition;
 use crate::summary::Summary;
 
 use super::reference::device_entries;
@@ -163,7 +164,9 @@ async fn redrive_waiting(
         None => {
             for key in &keys {
                 let src = keys::accept(bucket, key, &landing)?;
-                let done = super::step_trainer_landing_to_trusted::run(ctx, bucket, &src).await?;
+                let t = Transition::StepTrainerLandingToTrusted;
+                let done =
+                    super::step_trainer_landing_to_trusted::run(ctx, bucket, &src, t).await?;
                 s.outputs.extend(done.outputs);
             }
         }

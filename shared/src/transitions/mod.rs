@@ -74,7 +74,7 @@ impl Transition {
                     Box::pin(customer_trusted_to_curated::run(ctx, bucket, src))
                 }
                 Rule::OwnedDevice { .. } => {
-                    Box::pin(step_trainer_landing_to_trusted::run(ctx, bucket, src))
+                    Box::pin(step_trainer_landing_to_trusted::run(ctx, bucket, src, self))
                 }
                 Rule::JoinReadings => {
                     Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))

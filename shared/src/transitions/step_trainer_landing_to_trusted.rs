@@ -31,9 +31,9 @@ pub fn waiting_key(hash: &str, stem: &str) -> String {
     format!("{}{stem}", keys::waiting_prefix(hash))
 }
 
-/// Filters one landing file into the trusted zone.
-pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-    let t = Transition::StepTrainerLandingToTrusted;
+/// Filters one landing file into the trusted zone by `t` (a [`crate::streams::Rule::OwnedDevice`]
+/// transition).
+pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Result<Summary> {
     // The markers the previous run left are in place already.
     let manifest = manifest_key(t.target(), &src.stem);
     let mut placed = read_manifest(ctx, bucket, &manifest)
@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         .map(|m| m.waiting)
         .unwrap_or_default();
     for _ in 0..PASSES {
-        let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(&ctx.cfg)).await?;
+        let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(t, &ctx.cfg)?).await?;
         let waiting: BTreeSet<String> =
             f.filter.waiting.iter().map(|s| keys::hash_hex(s)).collect();
         for hash in waiting.difference(&placed) {
