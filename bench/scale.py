@@ -5,7 +5,8 @@ functions' own code path (`stedi-scale grow`: customer_landing_to_trusted on 50k
 files) up to 100k and 1M registrations (and 5M with BENCH_SCALE_5M=1), and at each size
 runs every function as a fresh process (`stedi-scale probe`: first invocation cold, second
 warm) on small files, measuring peak resident memory (wait4) and the requests and bytes
-each invocation made. Ends with RESULT lines. Debug builds of the probe by default
+each invocation made, and one reconcile planning pass (`stedi-scale plan`) over the lake.
+Ends with RESULT lines. Debug builds of the probe by default
 (CARGO_PROFILE=release for release numbers)."""
 import contextlib
 import collections
@@ -87,7 +88,7 @@ def main():
         import boto3  # moto's dependency, in the project venv
         s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        have, rows, results = 0, [], []
+        have, rows, results, plans = 0, [], [], []
         for size in SIZES:
             grown, grow_rss, grow_s = run(["grow", "--from", str(have), "--to", str(size)], env)
             have = size
@@ -133,6 +134,14 @@ def main():
                       f"{warm['bytes_read']:>9} B read {warm['bytes_written']:>8} B written | "
                       f"rows out {cold['rows_out']}/{warm['rows_out']} | peak RSS {rss:.1f} MiB",
                       flush=True)
+            # One reconcile planning pass over the whole lake, a fresh process (its memory
+            # is what the reconcile function needs at this size).
+            planned, plan_rss, _ = run(["plan"], env)
+            p = planned[-1]
+            plans.append((size, p, plan_rss))
+            print(f"{size:>9} reconcile plan: {p['ms']:.0f} ms, peak RSS {plan_rss:.1f} MiB, "
+                  f"items {p['items']}, GET {p['requests']['s3_get']}, "
+                  f"{p['requests']['bytes_read']} B read", flush=True)
             results.append((size, first["ms"], last["ms"], grow_rss))
         print()
         for size, first_ms, last_ms, _ in results:
@@ -149,7 +158,11 @@ def main():
         for size, _, _, grow_rss in results:
             print(f"RESULT customers={size} function=customer_landing_to_trusted_50k_files "
                   f"peak_rss_mb={grow_rss:.1f}")
-        print(f"RESULT max_peak_rss_mb={max([r[4] for r in rows] + [r[3] for r in results]):.1f}")
+        for size, p, rss in plans:
+            print(f"RESULT customers={size} function=reconcile_plan peak_rss_mb={rss:.1f} "
+                  f"ms={p['ms']:.0f} items={p['items']} s3_get={p['requests']['s3_get']} "
+                  f"bytes_read={p['requests']['bytes_read']}")
+        print(f"RESULT max_peak_rss_mb={max([r[4] for r in rows] + [r[3] for r in results] + [p[2] for p in plans]):.1f}")
 
 
 if __name__ == "__main__":

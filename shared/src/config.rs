@@ -27,6 +27,11 @@ pub struct Config {
     /// `REFERENCE_CACHE_BYTES` (default 64 MiB): how much decoded consent / device index a
     /// warm function keeps (least recently used shards are dropped first).
     pub reference_cache_bytes: usize,
+    /// `RECONCILE_GROUP_BYTES` (default 16 MiB): the reconcile planner takes the customers a
+    /// group of shards at a time, as many groups as the customer landing JSON has times
+    /// this many bytes (with more than one, the rows are spilled by group to `/tmp`, about
+    /// the size of the customer landing JSON); memory holds one group's customers.
+    pub reconcile_group_bytes: u64,
     /// `RECONCILE_QUEUE_URL` (default unset): where `reconcile` fans its work items out;
     /// unset, a planning invocation runs the items itself.
     pub reconcile_queue_url: Option<String>,
@@ -57,6 +62,11 @@ pub struct Config {
     /// own in production (the template takes it as a NoEcho parameter): without it, anyone
     /// who can list the bucket can test whether an e-mail is in the lake.
     pub erasure_hash_key: String,
+    /// `ERASURE_WIDE_PERSONS` (default 64): a landing file holding more people than this is
+    /// indexed for erasure by one object listing their keyed hashes, instead of one posting
+    /// per person (bulk files: one PUT instead of thousands; an erasure reads each such
+    /// object).
+    pub erasure_wide_persons: usize,
 }
 
 impl Default for Config {
@@ -70,6 +80,7 @@ impl Default for Config {
             snapshot_max_attempts: 8,
             customer_shards: 256,
             reference_cache_bytes: 64 << 20,
+            reconcile_group_bytes: 16 << 20,
             reconcile_queue_url: None,
             step_trainer_queue_url: None,
             ml_wide_serials: 32,
@@ -79,6 +90,7 @@ impl Default for Config {
             compact_grace_seconds: 3600,
             compact_queue_url: None,
             erasure_hash_key: "stedi-erasure-index".into(),
+            erasure_wide_persons: 64,
         }
     }
 }
@@ -121,6 +133,12 @@ impl Config {
                 d.reference_cache_bytes,
                 positive,
             )?,
+            reconcile_group_bytes: parse(
+                &get,
+                "RECONCILE_GROUP_BYTES",
+                d.reconcile_group_bytes,
+                |v| positive(v).map(|n| n as u64),
+            )?,
             reconcile_queue_url: get("RECONCILE_QUEUE_URL").filter(|v| !v.trim().is_empty()),
             step_trainer_queue_url: get("STEP_TRAINER_QUEUE_URL").filter(|v| !v.trim().is_empty()),
             ml_wide_serials: parse(&get, "ML_WIDE_SERIALS", d.ml_wide_serials, positive)?,
@@ -152,6 +170,12 @@ impl Config {
             erasure_hash_key: get("ERASURE_HASH_KEY")
                 .filter(|v| !v.is_empty())
                 .unwrap_or(d.erasure_hash_key),
+            erasure_wide_persons: parse(
+                &get,
+                "ERASURE_WIDE_PERSONS",
+                d.erasure_wide_persons,
+                |v| v.parse::<usize>().map_err(|e| e.to_string()),
+            )?,
         })
     }
 }
@@ -245,5 +269,21 @@ mod tests {
             cfg(&[("CUSTOMER_SHARDS", "16")]).unwrap().customer_shards,
             16
         );
+        assert!(cfg(&[("RECONCILE_GROUP_BYTES", "0")]).is_err());
+        assert_eq!(
+            cfg(&[("RECONCILE_GROUP_BYTES", "100000")])
+                .unwrap()
+                .reconcile_group_bytes,
+            100_000
+        );
+        assert_eq!(cfg(&[]).unwrap().reconcile_group_bytes, 16 << 20);
+        assert_eq!(cfg(&[]).unwrap().erasure_wide_persons, 64);
+        assert_eq!(
+            cfg(&[("ERASURE_WIDE_PERSONS", "0")])
+                .unwrap()
+                .erasure_wide_persons,
+            0
+        );
+        assert!(cfg(&[("ERASURE_WIDE_PERSONS", "-1")]).is_err());
     }
 }

@@ -121,6 +121,15 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The reconcile planner's local spill files (the function's `/tmp`) failed.
+    #[error("local spill {path}: {source}")]
+    Spill {
+        /// The file or folder.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An invocation payload or SQS message of a known kind does not have its shape.
     #[error("unrecognised event: {context}: {source}")]
     MalformedEvent {
@@ -140,6 +149,8 @@ impl Error {
             Error::Contention { .. } => true,
             Error::Sqs { retryable, .. } => *retryable,
             Error::MalformedEvent { .. } => false,
+            // A full or failing /tmp in one execution environment need not be in the next.
+            Error::Spill { .. } => true,
             Error::BadEvent(_)
             | Error::RefusedKey { .. }
             | Error::Config { .. }

@@ -95,7 +95,8 @@ pub fn shard_of(key: &str, shards: u32) -> u32 {
     (fnv1a(key) % u64::from(shards.max(1))) as u32
 }
 
-fn fnv1a(key: &str) -> u64 {
+/// The 64-bit FNV-1a hash of a key: [`hash_hex`] as a number.
+pub fn fnv1a(key: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);

@@ -10,9 +10,10 @@
 //! accelerometer_trusted, customer_curated, step_trainer_trusted, machine_learning_curated —
 //! so a plan stops at the first stage with stale items; planning again after they ran
 //! continues with the next stage, until a plan finds nothing to do. The customer shards and
-//! the device index are recomputed by the planner itself (customers are the small side;
-//! the planner still holds the latest record per e-mail in memory), which also migrates a
-//! lake of an earlier layout (single snapshot objects, manifests inside table locations).
+//! the device index are recomputed by the planner itself, a group of shards at a time
+//! ([`group_count`]: memory holds one group's latest records, plus 16 bytes per customer
+//! and per reading user for the staleness checks), which also migrates a lake of an
+//! earlier layout (single snapshot objects, manifests inside table locations).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,7 @@ use crate::compute::RowOutcome;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lambda::{WorkItem, send_batch};
+use crate::record::Cell;
 use crate::rules::{self, Customers, DeviceEntry};
 use crate::schema::Table;
 use crate::store::Fetched;
@@ -31,9 +33,10 @@ use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
-    Ctx, LAYOUT, Manifest, Transition, by_shard, compact, device_entries, encode_devices,
-    machine_learning_trusted_to_curated as ml, manifest_key, prune_partition, publish_partitioned,
-    read_landing, read_manifest, rewrite_object, rewrite_shard,
+    Answers, Ctx, LAYOUT, Manifest, Transition, by_shard, compact, decode_customers,
+    device_entries, encode_devices, machine_learning_trusted_to_curated as ml, manifest_key,
+    prune_partition, publish_partitioned, read_landing, read_manifest, rewrite_object,
+    rewrite_shard,
 };
 
 /// One unit of reconcile work.
@@ -81,6 +84,10 @@ pub struct Plan {
     pub migrated: usize,
     /// Device-index shards the planner rewrote.
     pub device_shards: usize,
+    /// Groups of customer shards the planner took one at a time (see [`group_count`]).
+    pub groups: u32,
+    /// The most customers (latest records) it held at once.
+    pub most_held: usize,
 }
 
 impl Plan {
@@ -93,16 +100,46 @@ impl Plan {
     }
 }
 
-/// Latest record per e-mail over every customer landing object (unreadable lines skipped:
-/// the landing transition quarantines them).
-async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
+/// The customer shards the planner holds at one time: those with `shard % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    index: u32,
+    count: u32,
+}
+
+impl Group {
+    fn all(count: u32) -> impl Iterator<Item = Group> {
+        (0..count).map(move |index| Group { index, count })
+    }
+
+    fn holds_shard(self, shard: u32) -> bool {
+        shard % self.count == self.index
+    }
+
+    /// Whether the e-mail or serial `key` falls in one of the group's shards.
+    fn holds(self, key: &str, shards: u32) -> bool {
+        self.holds_shard(keys::shard_of(key, shards))
+    }
+}
+
+/// How many groups the planner splits the customers into: enough that each group's share
+/// of the customer landing JSON (`landing_bytes` in all) is at most `group_bytes`; at least
+/// one, at most one per shard. With more than one, the landing rows are spilled to local
+/// files by group (one read of the landing objects, about their size on `/tmp`); memory
+/// holds one group's customers.
+pub fn group_count(landing_bytes: u64, group_bytes: u64, shards: u32) -> u32 {
+    let n = landing_bytes
+        .div_ceil(group_bytes.max(1))
+        .clamp(1, u64::from(shards.max(1)));
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Latest record per e-mail of the only group, over the customer landing objects
+/// `landing` (unreadable lines skipped: the landing transition quarantines them).
+async fn all_customers(ctx: &Ctx, bucket: &str, landing: &[String]) -> Result<Customers> {
     let mut latest = Customers::default();
-    let table = Table::CustomerLanding;
-    for key in ctx.store.list(bucket, table.prefix()).await? {
-        if keys::accept(bucket, &key, &[table]).is_err() {
-            continue;
-        }
-        read_landing(ctx, bucket, &key, table, |cells| {
+    for key in landing {
+        read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
             latest.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
             Ok(RowOutcome::Kept)
         })
@@ -111,10 +148,161 @@ async fn all_customers(ctx: &Ctx, bucket: &str) -> Result<Customers> {
     Ok(latest)
 }
 
+/// One cell of a spilled customer row.
+#[derive(Serialize, Deserialize)]
+enum Spilled {
+    N,
+    S(String),
+    L(i64),
+    D(f64),
+}
+
+/// The customer landing rows split by group into local files (the function's `/tmp`):
+/// one read of the landing objects serves every group, and a group is read back alone.
+/// The folder is removed when dropped.
+struct Spill {
+    dir: std::path::PathBuf,
+}
+
+impl Spill {
+    fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Spill {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    fn file(&self, group: u32) -> std::path::PathBuf {
+        self.dir.join(format!("group-{group:05}.jsonl"))
+    }
+
+    /// Reads every customer landing object once, writing each row to its group's file.
+    async fn write(ctx: &Ctx, bucket: &str, landing: &[String], count: u32) -> Result<Spill> {
+        use std::io::Write;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir =
+            std::env::temp_dir().join(format!("stedi-reconcile-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(Spill::io(&dir))?;
+        let spill = Spill { dir };
+        let mut files = Vec::new();
+        for g in 0..count {
+            let path = spill.file(g);
+            let f = std::fs::File::create(&path).map_err(Spill::io(&path))?;
+            files.push(std::io::BufWriter::new(f));
+        }
+        let shards = ctx.cfg.customer_shards;
+        for key in landing {
+            read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
+                let Some(email) = cells[rules::customer::EMAIL].as_str() else {
+                    return Ok(RowOutcome::Kept);
+                };
+                let g = keys::shard_of(email, shards) % count;
+                let row: Vec<Spilled> = cells
+                    .iter()
+                    .map(|c| match c {
+                        Cell::Null => Spilled::N,
+                        Cell::Str(s) => Spilled::S(s.to_string()),
+                        Cell::Long(n) => Spilled::L(*n),
+                        Cell::Double(d) => Spilled::D(*d),
+                    })
+                    .collect();
+                let path = spill.file(g);
+                let out = &mut files[g as usize];
+                serde_json::to_writer(&mut *out, &row).map_err(|source| Error::Json {
+                    context: path.display().to_string(),
+                    source,
+                })?;
+                out.write_all(b"\n").map_err(Spill::io(&path))?;
+                Ok(RowOutcome::Kept)
+            })
+            .await?;
+        }
+        for (g, mut f) in files.into_iter().enumerate() {
+            let path = spill.file(g as u32);
+            f.flush().map_err(Spill::io(&path))?;
+        }
+        Ok(spill)
+    }
+
+    /// Latest record per e-mail of one group.
+    fn customers(&self, group: u32) -> Result<Customers> {
+        use std::io::BufRead;
+        let path = self.file(group);
+        let f = std::fs::File::open(&path).map_err(Spill::io(&path))?;
+        let mut latest = Customers::default();
+        for line in std::io::BufReader::new(f).lines() {
+            let line = line.map_err(Spill::io(&path))?;
+            let row: Vec<Spilled> = serde_json::from_str(&line).map_err(|source| Error::Json {
+                context: path.display().to_string(),
+                source,
+            })?;
+            latest.offer(
+                row.into_iter()
+                    .map(|c| match c {
+                        Spilled::N => Cell::Null,
+                        Spilled::S(s) => Cell::Str(s.into()),
+                        Spilled::L(n) => Cell::Long(n),
+                        Spilled::D(d) => Cell::Double(d),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(latest)
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The customers of `group`'s shards of a sharded customer table, as stored.
+async fn shards_of(ctx: &Ctx, bucket: &str, table: Table, group: Group) -> Result<Customers> {
+    let mut out = Customers::default();
+    for shard in (0..ctx.cfg.customer_shards).filter(|s| group.holds_shard(*s)) {
+        let key = keys::shard_key(table, shard);
+        if let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key, None).await? {
+            out.rows.extend(decode_customers(bytes, &key)?.rows);
+        }
+    }
+    Ok(out)
+}
+
+/// Distinct users of the readings that make a customer curated, held as 128-bit hashes
+/// (SHA-256, truncated): 16 bytes a user however long the e-mail; two e-mails would have
+/// to collide in 128 bits to be taken for each other.
+#[derive(Debug, Default)]
+struct Users(Vec<u128>);
+
+impl Users {
+    fn hash(user: &str) -> u128 {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(user.as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        u128::from_be_bytes(b)
+    }
+
+    fn contains(&self, user: &str) -> bool {
+        self.0.binary_search(&Self::hash(user)).is_ok()
+    }
+
+    fn settle(&mut self) {
+        self.0.sort_unstable();
+        self.0.dedup();
+    }
+}
+
 /// Distinct users of the readings that make a customer curated (the sources of the
-/// [`Rule::CuratedByReadings`] transitions).
-async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
-    let mut users = BTreeSet::new();
+/// [`Rule::CuratedByReadings`] transitions). Duplicates are folded as they pile up, so
+/// memory follows the distinct users, not the objects read.
+async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<Users> {
+    let mut users = Users::default();
+    let mut settled = 0;
     for t in Transition::ALL {
         let Rule::CuratedByReadings { user } = t.rule() else {
             continue;
@@ -127,11 +315,22 @@ async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<BTreeSet<String>> {
                 };
                 for b in read_parquet(bytes, &[user], &key.0)? {
                     let col = column::<StringArray>(&b, user, &key.0)?;
-                    users.extend(col.iter().flatten().map(str::to_string));
+                    let mut last = None;
+                    for u in col.iter().flatten() {
+                        if last != Some(u) {
+                            users.0.push(Users::hash(u));
+                            last = Some(u);
+                        }
+                    }
+                }
+                if users.0.len() > 2 * settled + (1 << 16) {
+                    users.settle();
+                    settled = users.0.len();
                 }
             }
         }
     }
+    users.settle();
     Ok(users)
 }
 
@@ -146,17 +345,19 @@ async fn trusted_objects(ctx: &Ctx, bucket: &str, table: Table) -> Result<Vec<(S
         .collect())
 }
 
-/// Brings a sharded customer table to `want`: each shard rewritten if it differs, and
-/// objects that are not a current shard (the earlier layout's single snapshot, shards of a
-/// larger `CUSTOMER_SHARDS`) deleted. Returns (added or changed, removed) when it changed.
+/// Brings `group`'s shards of a sharded customer table to `want` (the group's customers):
+/// each shard rewritten if it differs; with the first group, objects that are not a
+/// current shard (the earlier layout's single snapshot, shards of a larger
+/// `CUSTOMER_SHARDS`) are deleted. Returns (added or changed, removed) when it changed.
 async fn converge_sharded(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
-    want: &Customers,
+    want: Customers,
+    group: Group,
 ) -> Result<Option<(usize, usize)>> {
     let shards = ctx.cfg.customer_shards;
-    let mut parts = by_shard(want.clone(), shards);
+    let mut parts = by_shard(want, shards);
     let (mut added, mut removed, mut changed) = (0, 0, false);
     let mut existing = BTreeSet::new();
     for key in ctx.store.list(bucket, table.prefix()).await? {
@@ -164,14 +365,15 @@ async fn converge_sharded(
             Some(k) => {
                 existing.insert(k);
             }
-            None => {
+            None if group.index == 0 => {
                 ctx.store.delete(bucket, &key).await?;
                 changed = true;
             }
+            None => {}
         }
     }
     let mut s = Summary::default();
-    for shard in 0..shards {
+    for shard in (0..shards).filter(|s| group.holds_shard(*s)) {
         let want = parts.remove(&shard).unwrap_or_default();
         if want.rows.is_empty() && !existing.contains(&shard) {
             continue;
@@ -202,29 +404,43 @@ async fn converge_sharded(
     Ok(changed.then_some((added, removed)))
 }
 
-/// Brings the device index to the devices of the consenting customers: `curated` ones
-/// flagged curated, `waiting` ones (no phone readings yet) not; returns the shards
-/// rewritten or deleted.
+/// Adds one group's change of a snapshot table to the plan's.
+fn add_snapshot(plan: &mut Plan, table: Table, change: Option<(usize, usize)>) {
+    let Some((a, r)) = change else { return };
+    match plan.snapshots.iter_mut().find(|(t, _, _)| *t == table) {
+        Some((_, sa, sr)) => (*sa, *sr) = (*sa + a, *sr + r),
+        None => plan.snapshots.push((table, a, r)),
+    }
+}
+
+/// Brings `group`'s device-index shards to `entries` (the devices of the consenting
+/// customers whose serial falls in the group: curated ones flagged curated, waiting ones
+/// — no phone readings yet — not); with the first group, objects that are not a current
+/// shard are deleted. Returns the shards rewritten or deleted, and what each serial answers
+/// now (owned when one owner is curated, else waiting).
 async fn converge_devices(
     ctx: &Ctx,
     bucket: &str,
-    curated: &Customers,
-    waiting: &Customers,
-) -> Result<usize> {
+    entries: Vec<DeviceEntry>,
+    group: Group,
+) -> Result<(usize, Vec<(u64, u64)>)> {
     let shards = ctx.cfg.customer_shards;
+    let mut answers: BTreeMap<u64, &str> = BTreeMap::new();
     let mut want: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
-    for e in curated
-        .device_entries(true)
-        .into_iter()
-        .chain(waiting.device_entries(false))
-    {
+    for e in entries {
+        let answer = answers
+            .entry(keys::fnv1a(&e.serial))
+            .or_insert(crate::compute::WAITING);
+        if e.curated {
+            *answer = crate::compute::OWNED;
+        }
         want.entry(keys::shard_of(&e.serial, shards))
             .or_default()
             .push(e);
     }
     let mut changed = 0;
     let mut s = Summary::default();
-    for shard in 0..shards {
+    for shard in (0..shards).filter(|s| group.holds_shard(*s)) {
         let mut entries = want.remove(&shard).unwrap_or_default();
         entries.sort();
         let key = keys::device_shard_key(shard);
@@ -242,13 +458,19 @@ async fn converge_devices(
         })
         .await?;
     }
-    for key in ctx.store.list(bucket, keys::DEVICES_PREFIX).await? {
-        if keys::device_shard_of_key(&key).is_none_or(|k| k >= shards) {
-            ctx.store.delete(bucket, &key).await?;
-            changed += 1;
+    if group.index == 0 {
+        for key in ctx.store.list(bucket, keys::DEVICES_PREFIX).await? {
+            if keys::device_shard_of_key(&key).is_none_or(|k| k >= shards) {
+                ctx.store.delete(bucket, &key).await?;
+                changed += 1;
+            }
         }
     }
-    Ok(changed)
+    let answers = answers
+        .into_iter()
+        .map(|(k, a)| (k, keys::fnv1a(a)))
+        .collect();
+    Ok((changed, answers))
 }
 
 /// Landing objects of `t` whose outputs are missing or stale (another source ETag, a
@@ -258,7 +480,7 @@ async fn stale_landing(
     ctx: &Ctx,
     bucket: &str,
     t: Transition,
-    refs_now: &BTreeMap<String, String>,
+    refs_now: &Answers,
 ) -> Result<Vec<Item>> {
     let source = t.sources()[0];
     let target = t.target();
@@ -295,11 +517,7 @@ async fn stale_landing(
 /// Trusted objects whose machine-learning join is missing or stale (another ETag, a
 /// customer shard consulted has changed), joins of objects that are gone, and outputs or
 /// bookkeeping that no current pair accounts for (outputs of the earlier layout among them).
-async fn stale_ml(
-    ctx: &Ctx,
-    bucket: &str,
-    serials_now: &BTreeMap<String, String>,
-) -> Result<Vec<Item>> {
+async fn stale_ml(ctx: &Ctx, bucket: &str, serials_now: &Answers) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let sides = ml::side_manifests(ctx, bucket).await?;
     let mut present = BTreeSet::new();
@@ -382,40 +600,66 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str) -> Result<usize> {
     Ok(moved)
 }
 
-/// One planning pass (see the module docs).
+/// One planning pass (see the module docs). The customers are taken a group of shards at
+/// a time ([`group_count`], `RECONCILE_GROUP_BYTES`; the rows spilled to local files by
+/// group); what the staleness checks need of all of them is kept as [`Answers`] (16 bytes
+/// a key) and the reading users as 16-byte hashes, so memory follows one group, not the
+/// customer base.
 pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     let mut plan = Plan {
         migrated: migrate_bookkeeping(ctx, bucket).await?,
         ..Plan::default()
     };
-    let everyone = all_customers(ctx, bucket).await?;
-    let trusted = Customers {
-        rows: everyone
-            .rows
-            .into_iter()
-            .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
-            .collect(),
-    };
-    if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerTrusted, &trusted).await? {
-        plan.snapshots.push((Table::CustomerTrusted, a, r));
+    let table = Table::CustomerLanding;
+    let mut landing_bytes = 0;
+    let mut landing = Vec::new();
+    for o in ctx.store.list_objects(bucket, table.prefix()).await? {
+        if keys::accept(bucket, &o.key, &[table]).is_ok() {
+            landing_bytes += o.size;
+            landing.push(o.key);
+        }
     }
+    let shards = ctx.cfg.customer_shards;
+    plan.groups = group_count(landing_bytes, ctx.cfg.reconcile_group_bytes, shards);
     // What each key answers now, as the transitions' lineage records it (see
     // `compute::Answer`): consent dates and devices of e-mails, owners of serials.
-    let consent_now: BTreeMap<String, String> = trusted
-        .consent_dates()
-        .into_iter()
-        .map(|(e, d)| (keys::hash_hex(&e), d.to_string()))
-        .collect();
-    let serials_now: BTreeMap<String, String> = trusted
-        .rows
-        .iter()
-        .filter_map(|(e, r)| {
-            Some((
-                keys::hash_hex(e),
-                r[rules::customer::SERIAL].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let (mut consent, mut serials) = (Vec::new(), Vec::new());
+    // With one group, its consenting customers stay for the curated stage; with more, the
+    // rows are spilled by group to local files first.
+    let mut kept = None;
+    let spill = match plan.groups {
+        1 => None,
+        n => Some(Spill::write(ctx, bucket, &landing, n).await?),
+    };
+    for group in Group::all(plan.groups) {
+        let everyone = match &spill {
+            Some(spill) => spill.customers(group.index)?,
+            None => all_customers(ctx, bucket, &landing).await?,
+        };
+        plan.most_held = plan.most_held.max(everyone.rows.len());
+        let trusted = Customers {
+            rows: everyone
+                .rows
+                .into_iter()
+                .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
+                .collect(),
+        };
+        for (e, r) in &trusted.rows {
+            if let Some(d) = r[rules::customer::RESEARCH].as_long() {
+                consent.push((keys::fnv1a(e), keys::fnv1a(&d.to_string())));
+            }
+            if let Some(serial) = r[rules::customer::SERIAL].as_str() {
+                serials.push((keys::fnv1a(e), keys::fnv1a(serial)));
+            }
+        }
+        if plan.groups == 1 {
+            kept = Some(trusted.clone());
+        }
+        let change = converge_sharded(ctx, bucket, Table::CustomerTrusted, trusted, group).await?;
+        add_snapshot(&mut plan, Table::CustomerTrusted, change);
+    }
+    drop(spill);
+    let (consent_now, serials_now) = (Answers::from_hashes(consent), Answers::from_hashes(serials));
     if stage(ctx, bucket, &mut plan, &consent_now, |r| {
         matches!(r, Rule::Consented { .. })
     })
@@ -423,23 +667,53 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     {
         return Ok(plan);
     }
+    drop(consent_now);
     let users = reading_users(ctx, bucket).await?;
-    let (curated, waiting): (BTreeMap<_, _>, BTreeMap<_, _>) = trusted
-        .rows
-        .into_iter()
-        .partition(|(e, _)| users.contains(e));
-    let (curated, waiting) = (Customers { rows: curated }, Customers { rows: waiting });
-    if let Some((a, r)) = converge_sharded(ctx, bucket, Table::CustomerCurated, &curated).await? {
-        plan.snapshots.push((Table::CustomerCurated, a, r));
+    let trusted_of = |group: Group| {
+        let kept = kept.clone();
+        async move {
+            match kept {
+                Some(all) => Ok(all),
+                None => shards_of(ctx, bucket, Table::CustomerTrusted, group).await,
+            }
+        }
+    };
+    for group in Group::all(plan.groups) {
+        let curated = Customers {
+            rows: trusted_of(group)
+                .await?
+                .rows
+                .into_iter()
+                .filter(|(e, _)| users.contains(e))
+                .collect(),
+        };
+        let change = converge_sharded(ctx, bucket, Table::CustomerCurated, curated, group).await?;
+        add_snapshot(&mut plan, Table::CustomerCurated, change);
     }
-    plan.device_shards = converge_devices(ctx, bucket, &curated, &waiting).await?;
-    let mut devices_now: BTreeMap<String, String> = BTreeMap::new();
-    for e in waiting.device_entries(false) {
-        devices_now.insert(keys::hash_hex(&e.serial), crate::compute::WAITING.into());
+    // The device index is sharded by serial: each of its groups gathers its devices from
+    // every group of customers.
+    let mut devices = Vec::new();
+    for serial_group in Group::all(plan.groups) {
+        let mut entries = Vec::new();
+        for group in Group::all(plan.groups) {
+            for (e, r) in trusted_of(group).await?.rows {
+                let Some(serial) = r[rules::customer::SERIAL].as_str() else {
+                    continue;
+                };
+                if serial_group.holds(serial, shards) {
+                    entries.push(DeviceEntry {
+                        serial: serial.to_string(),
+                        curated: users.contains(&e),
+                        email: e,
+                    });
+                }
+            }
+        }
+        let (changed, answers) = converge_devices(ctx, bucket, entries, serial_group).await?;
+        plan.device_shards += changed;
+        devices.extend(answers);
     }
-    for e in curated.device_entries(true) {
-        devices_now.insert(keys::hash_hex(&e.serial), crate::compute::OWNED.into());
-    }
+    let devices_now = Answers::from_hashes(devices);
     if stage(ctx, bucket, &mut plan, &devices_now, |r| {
         matches!(r, Rule::OwnedDevice { .. })
     })
@@ -461,7 +735,7 @@ async fn stage(
     ctx: &Ctx,
     bucket: &str,
     plan: &mut Plan,
-    now: &BTreeMap<String, String>,
+    now: &Answers,
     of_rule: impl Fn(Rule) -> bool,
 ) -> Result<bool> {
     for t in Transition::ALL.into_iter().filter(|t| of_rule(t.rule())) {
@@ -543,6 +817,10 @@ pub struct Report {
     pub summary: Summary,
     /// Whether the last plan found nothing to do.
     pub converged: bool,
+    /// Groups of customer shards a plan took one at a time (the most of any plan).
+    pub groups: u32,
+    /// The most customers a plan held at once.
+    pub most_held: usize,
 }
 
 impl Report {
@@ -558,6 +836,8 @@ impl Report {
     /// Folds a plan in.
     pub fn add_plan(&mut self, plan: &Plan) {
         self.passes += 1;
+        self.groups = self.groups.max(plan.groups);
+        self.most_held = self.most_held.max(plan.most_held);
         self.migrated += plan.migrated;
         self.device_shards += plan.device_shards;
         for (t, a, r) in &plan.snapshots {
@@ -662,6 +942,38 @@ pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_planner_takes_enough_groups_for_its_byte_budget() {
+        // The sample's one customer file (293,777 bytes) in 100,000-byte groups.
+        assert_eq!(group_count(293_777, 100_000, 256), 3);
+        assert_eq!(group_count(293_777, 16 << 20, 256), 1);
+        assert_eq!(group_count(0, 16 << 20, 256), 1);
+        // Never more groups than shards, nor a group without one.
+        assert_eq!(group_count(1 << 40, 1, 256), 256);
+        assert_eq!(group_count(1 << 40, 1, 0), 1);
+        // Every shard in exactly one group.
+        for count in [1, 3, 7] {
+            for shard in 0..256 {
+                let n = Group::all(count).filter(|g| g.holds_shard(shard)).count();
+                assert_eq!(n, 1, "shard {shard} of {count} groups");
+            }
+        }
+        let g = Group { index: 1, count: 3 };
+        assert_eq!(g.holds("a@x", 256), keys::shard_of("a@x", 256) % 3 == 1);
+    }
+
+    #[test]
+    fn users_are_found_by_their_wide_hash_once_settled() {
+        let mut u = Users::default();
+        for e in ["b@x", "a@x", "b@x", "c@x", "a@x"] {
+            u.0.push(Users::hash(e));
+        }
+        u.settle();
+        assert_eq!(u.0.len(), 3);
+        assert!(u.contains("a@x") && u.contains("b@x") && u.contains("c@x"));
+        assert!(!u.contains("d@x") && !u.contains("A@x"));
+    }
 
     #[test]
     fn items_travel_as_json() {

@@ -281,7 +281,15 @@ async fn audit(local: &Local, request: &str) -> Audit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_people_erased_from_every_zone_and_every_version() {
-    let local = Local::start().await.unwrap();
+    // Files of more than 4 people are indexed by a wide index: the people's customer file
+    // (5 people) and Step Trainer file (5 serials) are found through theirs, their phone
+    // files (1 or 2 people) through postings.
+    let local = Local::with_config(stedi::config::Config {
+        erasure_wide_persons: 4,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let bucket = local.stack.cfg.bucket.clone();
     local
         .stack
@@ -388,6 +396,51 @@ async fn three_people_erased_from_every_zone_and_every_version() {
         .unwrap(),
         keep,
         "the late file keeps every other line byte-identical"
+    );
+
+    // Again in a file of five people (a wide index): the other four lines stay.
+    let others: String = (1..=4)
+        .map(|i| {
+            format!(
+                "{{\"user\":\"Someone.Else{i}@test.com\",\"timestamp\":165556444410{i},\"x\":1.0,\"y\":2.0,\"z\":3.0}}\n"
+            )
+        })
+        .collect();
+    local
+        .drop_bytes(
+            "accelerometer/landing/late-wide.json",
+            format!("{late}{others}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(
+            local
+                .get("accelerometer/landing/late-wide.json")
+                .await
+                .unwrap()
+                .to_vec()
+        )
+        .unwrap(),
+        others,
+        "the late wide file keeps every other line byte-identical"
+    );
+    let wide = local.keys().await.unwrap();
+    let wide: Vec<&String> = wide
+        .iter()
+        .filter(|k| k.starts_with(erasure::WIDE_PREFIX))
+        .collect();
+    assert!(
+        wide.iter()
+            .any(|k| k.ends_with("customer/landing/customer-1691348231425.json")),
+        "{wide:?}"
+    );
+    assert!(
+        !wide
+            .iter()
+            .any(|k| k.contains("-people") || k.contains("late")),
+        "computed again with two or four people left, the people's files and the late file \
+         are indexed by postings: {wide:?}"
     );
 
     let left = holding(&local, &people).await;

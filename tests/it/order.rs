@@ -47,8 +47,15 @@ async fn any_order_then_reconcile(seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_before_customers_converge_after_one_reconcile() {
-    // Reverse natural order: step trainer, then accelerometer, then customers.
-    let local = Local::start().await.unwrap();
+    // Reverse natural order: step trainer, then accelerometer, then customers. The planner
+    // takes the customers in groups of shards here (the sample's 293,777-byte customer file
+    // in 100,000-byte groups: 3), as it does on a large lake.
+    let cfg = Config {
+        reconcile_group_bytes: 100_000,
+        ..Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    let shards = local.stack.cfg.function.customer_shards;
     let mut files = lake::landing_files(&sample_dir(), None).unwrap();
     files.reverse();
     local.drop(&files[..3], 0).await.unwrap();
@@ -65,6 +72,27 @@ async fn readings_before_customers_converge_after_one_reconcile() {
     // waiting for those owners are sent again by customer_trusted_to_curated (events), so
     // the Step Trainer stage finds them done.
     assert_eq!(report.items["accelerometer_trusted"], 9, "{report:?}");
+    // A plan held one group's customers at a time: the most distinct e-mails of the sample
+    // falling in one group of shards.
+    assert_eq!(report.groups, 3);
+    let mut per_group = [
+        std::collections::BTreeSet::new(),
+        Default::default(),
+        Default::default(),
+    ];
+    for f in lake::landing_files(&sample_dir(), None).unwrap() {
+        if f.table != Table::CustomerLanding {
+            continue;
+        }
+        for line in std::fs::read_to_string(&f.path).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let email = v["email"].as_str().unwrap().to_string();
+            per_group[(stedi::keys::shard_of(&email, shards) % 3) as usize].insert(email);
+        }
+    }
+    let sizes: Vec<usize> = per_group.iter().map(|g| g.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 956, "{sizes:?}");
+    assert_eq!(report.most_held, *sizes.iter().max().unwrap(), "{sizes:?}");
     assert_eq!(
         local.counts().await.unwrap(),
         BTreeMap::from(pipeline::EXPECTED)

@@ -180,8 +180,10 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     assert_eq!(truth.customer_trusted, truth.customer_curated);
     assert_eq!(under(stedi::keys::WAITING_PREFIX), Vec::<String>::new());
     // The erasure index: one posting per person (e-mail, or serial for Step Trainer lines)
-    // per landing file holding them.
-    let mut postings = 0;
+    // per landing file holding them, up to ERASURE_WIDE_PERSONS people (the last phone
+    // file, 50 users); one wide index per file holding more (the other 12).
+    let wide_above = local.stack.cfg.function.erasure_wide_persons;
+    let (mut postings, mut wide) = (0, Vec::new());
     for f in lake::landing_files(&sample_dir(), None).unwrap() {
         let field = match f.table {
             Table::CustomerLanding => "email",
@@ -194,16 +196,24 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v[field].as_str().map(str::to_string))
             .collect();
-        postings += people.len();
+        if people.len() > wide_above {
+            wide.push(stedi::transitions::erasure::wide_key(&f.key));
+        } else {
+            postings += people.len();
+        }
     }
+    wide.sort();
+    assert_eq!((postings, wide.len()), (50, 12));
     assert_eq!(
         under(stedi::transitions::erasure::PERSONS_PREFIX).len(),
         postings
     );
+    assert_eq!(under(stedi::transitions::erasure::WIDE_PREFIX), wide);
     // 13 landing, the shards, 9 + 3 trusted objects and the pairs, 9 + 3 manifests and a
-    // side manifest per trusted object, the join index, the postings.
+    // side manifest per trusted object, the join index, the postings and wide indexes.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    let expected = 13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len() + postings;
+    let expected =
+        13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len() + postings + wide.len();
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);

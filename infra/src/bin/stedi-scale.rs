@@ -4,9 +4,10 @@
 //! process is a cold start and a repeated invocation a warm one:
 //!
 //! - `setup`: bootstrap the stack (bucket, Glue database and tables);
-//! - `grow --from A --to B [--file-rows R]`: register customers A..B (every other one
-//!   consenting) through `customer_landing_to_trusted`, R per landing file; one JSON line
-//!   per file (ms, requests);
+//! - `grow --from A --to B [--file-rows R] [--upload-only]`: register customers A..B
+//!   (every other one consenting) through `customer_landing_to_trusted`, R per landing
+//!   file; one JSON line per file (ms, requests); with `--upload-only` the files are only
+//!   uploaded (a backfill for the next reconcile);
 //! - `probe --function F --key K1 --key K2 …`: run F on each key in turn (the first cold,
 //!   the others warm); one JSON line per invocation, then the process's peak resident
 //!   memory (VmHWM);
@@ -26,6 +27,8 @@
 //!   Step Trainer files, through the event path; then per partitioned table the objects at
 //!   its partition locations and the time of a full-table `count(*)` through `stedi query`
 //!   (median of `queries`), before and after `stedi compact --force`; one JSON line each.
+//! - `plan`: one reconcile planning pass over the lake as it is (`make bench-scale` runs it
+//!   at each size): time, requests, items found, peak resident memory.
 //! - `erase --data DIR [--lines 900]`: the erasure probe behind `make bench-erasure`: DIR
 //!   dropped as for `compact` but with the phone lines ordered by person before the cut
 //!   (per-session shaped files), compacted, then one consenting customer with phone readings
@@ -70,7 +73,14 @@ enum Command {
         to: u64,
         #[arg(long, default_value_t = 50_000)]
         file_rows: u64,
+        /// Only upload the files (customers that were in the bucket before deployment: the
+        /// next reconcile backfills them).
+        #[arg(long)]
+        upload_only: bool,
     },
+    /// One reconcile planning pass over the lake as it is, in this process: its time,
+    /// requests, what it found and the process's peak resident memory.
+    Plan,
     /// Run one function on each key in turn, in this process (the first cold, the rest warm).
     Probe {
         #[arg(long)]
@@ -478,6 +488,7 @@ async fn main() -> Result<()> {
             from,
             to,
             file_rows,
+            upload_only,
         } => {
             let ctx = stack.function_context();
             let mut start = from;
@@ -494,8 +505,10 @@ async fn main() -> Result<()> {
                     .send()
                     .await
                     .with_context(|| format!("uploading {key}"))?;
-                let line = invoke(&stack, &ctx, Transition::CustomerLandingToTrusted, &key).await?;
-                println!("{line}");
+                if !upload_only {
+                    let t = Transition::CustomerLandingToTrusted;
+                    println!("{}", invoke(&stack, &ctx, t, &key).await?);
+                }
                 start = end;
             }
             println!("{}", json!({"peak_rss_mb": peak_rss_mb()}));
@@ -513,6 +526,23 @@ async fn main() -> Result<()> {
             sessions,
             lines,
         } => cost(&stack, customers, warm, sessions, lines).await?,
+        Command::Plan => {
+            let ctx = stack.function_context();
+            let counts = stedi::store::RequestCounts::shared();
+            let started = Instant::now();
+            let plan = stedi::store::count_invocation(
+                counts.clone(),
+                stedi::reconcile::plan(&ctx, &stack.cfg.bucket),
+            )
+            .await?;
+            println!(
+                "{}",
+                json!({"phase": "plan", "ms": started.elapsed().as_secs_f64() * 1000.0,
+                       "requests": counts.snapshot(), "items": plan.items.len(),
+                       "snapshots": plan.snapshots.len(), "device_shards": plan.device_shards,
+                       "peak_rss_mb": peak_rss_mb()})
+            );
+        }
         Command::Probe { function, key } => {
             let t = Transition::from_name(&function)
                 .with_context(|| format!("unknown function {function}"))?;

@@ -6,11 +6,16 @@
 //! (HMAC-SHA256 under `ERASURE_HASH_KEY`; no e-mail or serial appears in a key). An erasure
 //! lists one folder and finds exactly the landing objects that hold the person; their
 //! outputs are named after them (the lineage), so the trusted and curated objects follow.
+//! A file holding more people than `ERASURE_WIDE_PERSONS` (a bulk import) writes one
+//! *wide index* `_stedi/persons-wide/<landing key>` instead, the sorted hashes of its
+//! people: one PUT, not thousands; an erasure also reads every wide index (bulk files are
+//! few; per-session files hold one person).
 //!
 //! **The tombstone** `_stedi/persons/<h>/erased.json` holds the erasure time and the
-//! request id, nothing personal. A landing transition writes its postings, then reads the
-//! tombstones (register, then look): of a file arriving during an erasure and the erasure,
-//! at least one sees the other. A file holding lines of an erased person dated at or before
+//! request id, nothing personal; an empty `_stedi/erased/<h>` beside it lets a wide file
+//! find the erased among its people with one LIST instead of one GET each. A landing
+//! transition writes its postings, then reads the tombstones (register, then look): of a
+//! file arriving during an erasure and the erasure, at least one sees the other. A file holding lines of an erased person dated at or before
 //! the erasure is scrubbed (rewritten without them, its old versions deleted) and computed
 //! again; a line dated after it is a new registration or a new customer's reading.
 //!
@@ -93,6 +98,28 @@ pub fn tombstone_key(h: &str) -> String {
 /// The posting saying landing object `landing_key` holds person `h`.
 pub fn posting_key(h: &str, landing_key: &str) -> String {
     format!("{}{landing_key}", person_prefix(h))
+}
+
+/// Where the wide indexes are kept (one per landing file with many people).
+pub const WIDE_PREFIX: &str = "_stedi/persons-wide/";
+
+/// The wide index of landing object `landing_key`: the sorted hashes of its people.
+pub fn wide_key(landing_key: &str) -> String {
+    format!("{WIDE_PREFIX}{landing_key}")
+}
+
+/// Where every erased person has an empty marker (listed by wide files).
+pub const ERASED_PREFIX: &str = "_stedi/erased/";
+
+/// The marker of erased person `h`.
+pub fn erased_key(h: &str) -> String {
+    format!("{ERASED_PREFIX}{h}")
+}
+
+/// Writes person `h`'s tombstone, then the marker wide files list.
+async fn bury(ctx: &Ctx, bucket: &str, h: &str, stone: &Tombstone) -> Result<()> {
+    write_json(ctx, bucket, &tombstone_key(h), stone).await?;
+    ctx.store.put(bucket, &erased_key(h), Bytes::new()).await
 }
 
 /// What an erased person leaves behind: when, and by which request.
@@ -224,6 +251,76 @@ async fn tombstone(ctx: &Ctx, bucket: &str, h: &str) -> Result<Option<Tombstone>
     read_json(ctx, bucket, &tombstone_key(h)).await
 }
 
+/// The people of a file erased at or after the time of their earliest line there, as
+/// (value, hash, erasure time).
+type Erased = Vec<(String, String, i64)>;
+
+/// One posting per person, then each one's tombstone read (register, then look).
+async fn erased_in_narrow(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    kind: PersonKind,
+    persons: BTreeMap<String, i64>,
+) -> Result<Erased> {
+    let secret = &ctx.cfg.erasure_hash_key;
+    let found: Vec<Option<(String, String, i64)>> = stream::iter(persons)
+        .map(|(who, earliest)| async move {
+            let h = person_hash(secret, kind, &who);
+            ctx.store
+                .put(bucket, &posting_key(&h, &src.key), Bytes::new())
+                .await?;
+            Ok::<_, Error>(match tombstone(ctx, bucket, &h).await? {
+                Some(t) if earliest <= t.erased_at => Some((who, h, t.erased_at)),
+                _ => None,
+            })
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// One wide index for the file, then one listing of the erased; tombstones are read only
+/// for the file's people among them.
+async fn erased_in_wide(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    kind: PersonKind,
+    persons: BTreeMap<String, i64>,
+) -> Result<Erased> {
+    let secret = &ctx.cfg.erasure_hash_key;
+    let mut hashed: Vec<(String, String, i64)> = persons
+        .into_iter()
+        .map(|(who, earliest)| (person_hash(secret, kind, &who), who, earliest))
+        .collect();
+    hashed.sort();
+    let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
+    ctx.store
+        .put(bucket, &wide_key(&src.key), Bytes::from(body))
+        .await?;
+    let marked: BTreeSet<String> = ctx
+        .store
+        .list(bucket, ERASED_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(ERASED_PREFIX).map(str::to_string))
+        .collect();
+    let mut erased = Vec::new();
+    for (h, who, earliest) in hashed {
+        if !marked.contains(&h) {
+            continue;
+        }
+        if let Some(t) = tombstone(ctx, bucket, &h).await?
+            && earliest <= t.erased_at
+        {
+            erased.push((who, h, t.erased_at));
+        }
+    }
+    Ok(erased)
+}
+
 /// The erasure side of a landing transition (see the module): records the people the file
 /// holds, then scrubs the lines of those erased at or after the time of their lines.
 /// Returns the lines scrubbed (0: the file is as it was).
@@ -239,23 +336,12 @@ pub(super) async fn guard(
     if persons.is_empty() {
         return Ok(0);
     }
-    let secret = &ctx.cfg.erasure_hash_key;
-    let found: Vec<Option<(String, String, i64)>> = stream::iter(persons)
-        .map(|(who, earliest)| async move {
-            let h = person_hash(secret, kind, &who);
-            // Register, then look.
-            ctx.store
-                .put(bucket, &posting_key(&h, &src.key), Bytes::new())
-                .await?;
-            Ok::<_, Error>(match tombstone(ctx, bucket, &h).await? {
-                Some(t) if earliest <= t.erased_at => Some((who, h, t.erased_at)),
-                _ => None,
-            })
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let erased: Vec<(String, String, i64)> = found.into_iter().flatten().collect();
+    let wide = persons.len() > ctx.cfg.erasure_wide_persons;
+    let erased = if wide {
+        erased_in_wide(ctx, bucket, src, kind, persons).await?
+    } else {
+        erased_in_narrow(ctx, bucket, src, kind, persons).await?
+    };
     if erased.is_empty() {
         return Ok(0);
     }
@@ -265,7 +351,11 @@ pub(super) async fn guard(
         .collect();
     let scrubbed = scrub_object(ctx, bucket, &src.key, src.table, &targets).await?;
     ctx.store.delete_noncurrent(bucket, &src.key).await?;
-    for (_, h, _) in &erased {
+    if wide {
+        // The caller computes the file again, which indexes what is left.
+        ctx.store.delete(bucket, &wide_key(&src.key)).await?;
+    }
+    for (_, h, _) in erased.iter().filter(|_| !wide) {
         // Written again by the next run if lines dated after the erasure remain.
         ctx.store.delete(bucket, &posting_key(h, &src.key)).await?;
     }
@@ -382,7 +472,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         erased_at,
         request: request.to_string(),
     };
-    write_json(ctx, bucket, &tombstone_key(&h), &stone).await?;
+    bury(ctx, bucket, &h, &stone).await?;
     let mut audit = Audit {
         request: request.to_string(),
         person: h.clone(),
@@ -397,7 +487,11 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     // Landing: the person's customer and phone lines.
     let everything = BTreeMap::from([(email.to_string(), None)]);
     let mut serials: BTreeSet<String> = BTreeSet::new();
-    let (found, listed) = postings_of(ctx, bucket, &h).await?;
+    let Postings {
+        found,
+        listed,
+        wide: mut wide_found,
+    } = postings_of(ctx, bucket, &h).await?;
     postings.extend(listed);
     let before = derived_rows(ctx, bucket, &found).await?;
     for (key, table) in &found {
@@ -449,9 +543,14 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
             continue;
         }
         let hs = person_hash(secret, PersonKind::Serial, s);
-        write_json(ctx, bucket, &tombstone_key(&hs), &stone).await?;
-        let (found, listed) = postings_of(ctx, bucket, &hs).await?;
+        bury(ctx, bucket, &hs, &stone).await?;
+        let Postings {
+            found,
+            listed,
+            wide,
+        } = postings_of(ctx, bucket, &hs).await?;
         postings.extend(listed);
+        wide_found.extend(wide);
         let targets = BTreeMap::from([(s.clone(), None)]);
         for (key, table) in found {
             let sc = scrub_object(ctx, bucket, &key, table, &targets).await?;
@@ -467,7 +566,11 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         *before.entry(table).or_default() += n;
     }
 
-    // Trusted and curated: the scrubbed objects computed again.
+    // Trusted and curated: the scrubbed objects computed again (which indexes what is left
+    // of them: a scrubbed file's wide index goes first, it may now be narrow).
+    for key in scrubbed.intersection(&wide_found) {
+        ctx.store.delete(bucket, &wide_key(key)).await?;
+    }
     let (done, sides) = recompute(ctx, bucket, &scrubbed).await?;
     touched.extend(sides);
     let all: Vec<(String, Table)> = found_tables(bucket, &scrubbed);
@@ -568,27 +671,50 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
     Ok(s)
 }
 
-/// The landing objects the erasure index names for person `h` (with their tables), and
-/// the postings listed.
-async fn postings_of(
-    ctx: &Ctx,
-    bucket: &str,
-    h: &str,
-) -> Result<(Vec<(String, Table)>, Vec<String>)> {
+/// The landing objects the erasure index names for person `h` (with their tables): by
+/// their postings, and by the wide indexes that list `h`; with the postings listed and the
+/// landing objects found through a wide index.
+async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
     let prefix = person_prefix(h);
-    let mut found = Vec::new();
-    let mut listed = Vec::new();
+    let mut p = Postings::default();
+    let add = |p: &mut Postings, landing: &str| {
+        if let Some(table) = Table::landing().find(|t| landing.starts_with(t.prefix())) {
+            p.found.push((landing.to_string(), table));
+        }
+    };
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
-        let Some(table) = Table::landing().find(|t| landing.starts_with(t.prefix())) else {
-            continue; // the tombstone
+        if Table::landing().any(|t| landing.starts_with(t.prefix())) {
+            add(&mut p, landing);
+            p.listed.push(key);
+        } // else the tombstone
+    }
+    for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
+        let Fetched::Body(body, _) = ctx.store.fetch(bucket, &key, None).await? else {
+            continue;
         };
-        found.push((landing.to_string(), table));
-        listed.push(key);
+        if body.split(|b| *b == b'\n').any(|l| l == h.as_bytes()) {
+            let landing = &key[WIDE_PREFIX.len()..];
+            add(&mut p, landing);
+            p.wide.insert(landing.to_string());
+        }
     }
     // Customer files first: they name the serials.
-    found.sort_by_key(|(k, t)| (*t != Table::CustomerLanding, k.clone()));
-    Ok((found, listed))
+    p.found
+        .sort_by_key(|(k, t)| (*t != Table::CustomerLanding, k.clone()));
+    p.found.dedup();
+    Ok(p)
+}
+
+/// What the erasure index names for one person.
+#[derive(Debug, Default)]
+struct Postings {
+    /// The landing objects (with their tables), customer files first.
+    found: Vec<(String, Table)>,
+    /// The person's postings.
+    listed: Vec<String>,
+    /// The landing objects found through a wide index.
+    wide: BTreeSet<String>,
 }
 
 /// The tables of landing keys.

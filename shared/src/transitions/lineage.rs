@@ -29,12 +29,60 @@ pub struct Lineage {
 }
 
 impl Lineage {
-    /// Whether every key this lineage consulted still gives its recorded answer
-    /// (`current`: key hash → answer now; a key absent from it answers `""`).
-    pub fn refs_current(&self, current: &BTreeMap<String, String>) -> bool {
-        self.refs
-            .iter()
-            .all(|(k, e)| current.get(k).map(String::as_str).unwrap_or_default() == e)
+    /// Whether every key this lineage consulted still gives its recorded answer.
+    pub fn refs_current(&self, current: &Answers) -> bool {
+        current.all_current(&self.refs)
+    }
+}
+
+/// What every key (an e-mail or a serial) answers now, held compactly for a planner that
+/// covers millions of keys: 16 bytes a key, its 64-bit FNV-1a hash (what lineage records
+/// as [`keys::hash_hex`]) and the 64-bit FNV-1a hash of its answer. A key absent answers
+/// `""`. Two different answers of one key would have to collide in 64 bits to be taken for
+/// each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answers(Vec<(u64, u64)>);
+
+impl Answers {
+    /// From (key, answer) pairs, each key once.
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Answers {
+        Answers::from_hashes(
+            pairs
+                .into_iter()
+                .map(|(k, a)| (keys::fnv1a(k), keys::fnv1a(a))),
+        )
+    }
+
+    /// From (key hash, answer hash) pairs, each key once.
+    pub fn from_hashes(pairs: impl IntoIterator<Item = (u64, u64)>) -> Answers {
+        let mut v: Vec<(u64, u64)> = pairs.into_iter().collect();
+        v.sort_unstable();
+        v.shrink_to_fit();
+        Answers(v)
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every key of `refs` (key hash in hex → recorded answer) still gives its
+    /// recorded answer.
+    pub fn all_current(&self, refs: &BTreeMap<String, String>) -> bool {
+        refs.iter().all(|(k, recorded)| {
+            let now = u64::from_str_radix(k, 16).ok().and_then(|h| {
+                self.0
+                    .binary_search_by_key(&h, |p| p.0)
+                    .ok()
+                    .map(|i| self.0[i].1)
+            });
+            now.unwrap_or(keys::fnv1a("")) == keys::fnv1a(recorded)
+        })
     }
 }
 
@@ -98,4 +146,31 @@ pub async fn write_json<T: serde::Serialize>(
         source,
     })?;
     ctx.store.put(bucket, key, Bytes::from(body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_compare_each_recorded_answer_with_the_current_one() {
+        let now = Answers::new([("a@x", "1655"), ("S-1", "owned"), ("b@x", "")]);
+        assert_eq!(now.len(), 3);
+        let refs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, a)| (keys::hash_hex(k), a.to_string()))
+                .collect()
+        };
+        assert!(now.all_current(&refs(&[("a@x", "1655"), ("S-1", "owned")])));
+        assert!(!now.all_current(&refs(&[("a@x", "1656")])));
+        assert!(!now.all_current(&refs(&[("S-1", "waiting")])));
+        // A key held nowhere answers "" (a customer who left, a serial without owner).
+        assert!(now.all_current(&refs(&[("gone@x", ""), ("b@x", "")])));
+        assert!(!now.all_current(&refs(&[("gone@x", "1655")])));
+        // A recorded key that is no hash at all is stale unless it recorded "".
+        let odd = BTreeMap::from([("not-hex".to_string(), "1655".to_string())]);
+        assert!(!now.all_current(&odd));
+        assert!(Answers::default().is_empty());
+    }
 }

@@ -37,7 +37,7 @@ use crate::store::Fetched;
 use crate::summary::Summary;
 
 use super::reference::SerialOf;
-use super::{Ctx, LAYOUT, prune_partition, read_json};
+use super::{Answers, Ctx, LAYOUT, prune_partition, read_json};
 
 /// The join-index folder of objects registered for their whole `dt`.
 const WIDE: &str = "wide";
@@ -169,13 +169,8 @@ impl SideManifest {
 
     /// Whether the object still has ETag `etag` and every user still has the recorded
     /// device (`current`: user hash → serial now).
-    pub fn fresh(&self, etag: &str, current: &BTreeMap<String, String>) -> bool {
-        self.layout == LAYOUT
-            && self.source_etag == etag
-            && self
-                .refs
-                .iter()
-                .all(|(k, e)| current.get(k).map(String::as_str).unwrap_or_default() == e)
+    pub fn fresh(&self, etag: &str, current: &Answers) -> bool {
+        self.layout == LAYOUT && self.source_etag == etag && current.all_current(&self.refs)
     }
 }
 
@@ -519,14 +514,14 @@ mod tests {
         assert!(m(&["a"], false).meets(WIDE));
         assert!(!m(&["a"], false).meets("b"));
         assert_eq!(m(&["a", "b"], true).folders(), BTreeSet::from([WIDE]));
-        let current = BTreeMap::from([("k".to_string(), "e1".to_string())]);
+        let current = Answers::new([("u@x", "e1")]);
         let mut fresh = m(&[], false);
         fresh.layout = LAYOUT;
         fresh.source_etag = "x".into();
-        fresh.refs = current.clone();
+        fresh.refs = BTreeMap::from([(keys::hash_hex("u@x"), "e1".to_string())]);
         assert!(fresh.fresh("x", &current));
         assert!(!fresh.fresh("y", &current));
-        let changed = BTreeMap::from([("k".to_string(), "e2".to_string())]);
+        let changed = Answers::new([("u@x", "e2")]);
         assert!(!fresh.fresh("x", &changed));
     }
 }

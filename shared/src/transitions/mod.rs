@@ -28,7 +28,8 @@ use crate::summary::Summary;
 
 pub use landing::{Filtered, filter_landing, quarantine_key, read_landing, scan_landing};
 pub use lineage::{
-    LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json, write_manifest,
+    Answers, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json,
+    write_manifest,
 };
 pub use publish::{prune_partition, publish_filtered, publish_partitioned};
 pub use reference::{
