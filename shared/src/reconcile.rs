@@ -116,9 +116,9 @@ impl Group {
         shard % self.count == self.index
     }
 
-    /// Whether the e-mail or serial `key` falls in one of the group's shards.
-    fn holds(self, key: &str, shards: u32) -> bool {
-        self.holds_shard(keys::shard_of(key, shards))
+    /// The group (of `count`) the e-mail or serial `key` falls in: its shard's.
+    fn of(key: &str, shards: u32, count: u32) -> u32 {
+        keys::shard_of(key, shards) % count.max(1)
     }
 }
 
@@ -149,7 +149,7 @@ async fn all_customers(ctx: &Ctx, bucket: &str, landing: &[String]) -> Result<Cu
 }
 
 /// One cell of a spilled customer row.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Spilled {
     N,
     S(String),
@@ -157,11 +157,12 @@ enum Spilled {
     D(f64),
 }
 
-/// The customer landing rows split by group into local files (the function's `/tmp`):
-/// one read of the landing objects serves every group, and a group is read back alone.
-/// The folder is removed when dropped.
+/// Records split by group into local files (the function's `/tmp`), one JSON line each:
+/// one pass over the input serves every group, and a group is read back alone. The folder
+/// is removed when dropped.
 struct Spill {
     dir: std::path::PathBuf,
+    files: Vec<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Spill {
@@ -172,34 +173,84 @@ impl Spill {
         }
     }
 
-    fn file(&self, group: u32) -> std::path::PathBuf {
-        self.dir.join(format!("group-{group:05}.jsonl"))
+    fn json(path: &std::path::Path) -> impl FnOnce(serde_json::Error) -> Error + '_ {
+        move |source| Error::Json {
+            context: path.display().to_string(),
+            source,
+        }
     }
 
-    /// Reads every customer landing object once, writing each row to its group's file.
-    async fn write(ctx: &Ctx, bucket: &str, landing: &[String], count: u32) -> Result<Spill> {
-        use std::io::Write;
+    /// An empty spill of `count` groups named `name`.
+    fn new(name: &str, count: u32) -> Result<Spill> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir =
-            std::env::temp_dir().join(format!("stedi-reconcile-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "stedi-reconcile-{name}-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).map_err(Spill::io(&dir))?;
-        let spill = Spill { dir };
-        let mut files = Vec::new();
+        let mut spill = Spill {
+            dir,
+            files: Vec::new(),
+        };
         for g in 0..count {
             let path = spill.file(g);
             let f = std::fs::File::create(&path).map_err(Spill::io(&path))?;
-            files.push(std::io::BufWriter::new(f));
+            spill.files.push(std::io::BufWriter::new(f));
         }
-        let shards = ctx.cfg.customer_shards;
-        for key in landing {
-            read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
-                let Some(email) = cells[rules::customer::EMAIL].as_str() else {
-                    return Ok(RowOutcome::Kept);
-                };
-                let g = keys::shard_of(email, shards) % count;
+        Ok(spill)
+    }
+
+    fn file(&self, group: u32) -> std::path::PathBuf {
+        self.dir.join(format!("group-{group:05}.jsonl"))
+    }
+
+    /// Appends `record` to group `group`.
+    fn push(&mut self, group: u32, record: &impl Serialize) -> Result<()> {
+        use std::io::Write;
+        let path = self.file(group);
+        let Some(out) = self.files.get_mut(group as usize) else {
+            return Ok(());
+        };
+        serde_json::to_writer(&mut *out, record).map_err(Spill::json(&path))?;
+        out.write_all(b"\n").map_err(Spill::io(&path))
+    }
+
+    /// Reads group `group` back (everything pushed so far), record by record.
+    fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        group: u32,
+        mut each: impl FnMut(T),
+    ) -> Result<()> {
+        use std::io::{BufRead, Write};
+        let path = self.file(group);
+        if let Some(out) = self.files.get_mut(group as usize) {
+            out.flush().map_err(Spill::io(&path))?;
+        }
+        let f = std::fs::File::open(&path).map_err(Spill::io(&path))?;
+        for line in std::io::BufReader::new(f).lines() {
+            let line = line.map_err(Spill::io(&path))?;
+            each(serde_json::from_str(&line).map_err(Spill::json(&path))?);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads every customer landing object once, spilling each row to the group of its e-mail.
+async fn spill_customers(ctx: &Ctx, bucket: &str, landing: &[String], count: u32) -> Result<Spill> {
+    let mut spill = Spill::new("customers", count)?;
+    let shards = ctx.cfg.customer_shards;
+    for key in landing {
+        read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
+            if let Some(email) = cells[rules::customer::EMAIL].as_str() {
                 let row: Vec<Spilled> = cells
                     .iter()
                     .map(|c| match c {
@@ -209,55 +260,31 @@ impl Spill {
                         Cell::Double(d) => Spilled::D(*d),
                     })
                     .collect();
-                let path = spill.file(g);
-                let out = &mut files[g as usize];
-                serde_json::to_writer(&mut *out, &row).map_err(|source| Error::Json {
-                    context: path.display().to_string(),
-                    source,
-                })?;
-                out.write_all(b"\n").map_err(Spill::io(&path))?;
-                Ok(RowOutcome::Kept)
-            })
-            .await?;
-        }
-        for (g, mut f) in files.into_iter().enumerate() {
-            let path = spill.file(g as u32);
-            f.flush().map_err(Spill::io(&path))?;
-        }
-        Ok(spill)
+                spill.push(Group::of(email, shards, count), &row)?;
+            }
+            Ok(RowOutcome::Kept)
+        })
+        .await?;
     }
-
-    /// Latest record per e-mail of one group.
-    fn customers(&self, group: u32) -> Result<Customers> {
-        use std::io::BufRead;
-        let path = self.file(group);
-        let f = std::fs::File::open(&path).map_err(Spill::io(&path))?;
-        let mut latest = Customers::default();
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line.map_err(Spill::io(&path))?;
-            let row: Vec<Spilled> = serde_json::from_str(&line).map_err(|source| Error::Json {
-                context: path.display().to_string(),
-                source,
-            })?;
-            latest.offer(
-                row.into_iter()
-                    .map(|c| match c {
-                        Spilled::N => Cell::Null,
-                        Spilled::S(s) => Cell::Str(s.into()),
-                        Spilled::L(n) => Cell::Long(n),
-                        Spilled::D(d) => Cell::Double(d),
-                    })
-                    .collect(),
-            );
-        }
-        Ok(latest)
-    }
+    Ok(spill)
 }
 
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Latest record per e-mail of one spilled group.
+fn spilled_customers(spill: &mut Spill, group: u32) -> Result<Customers> {
+    let mut latest = Customers::default();
+    spill.read(group, |row: Vec<Spilled>| {
+        latest.offer(
+            row.into_iter()
+                .map(|c| match c {
+                    Spilled::N => Cell::Null,
+                    Spilled::S(s) => Cell::Str(s.into()),
+                    Spilled::L(n) => Cell::Long(n),
+                    Spilled::D(d) => Cell::Double(d),
+                })
+                .collect(),
+        )
+    })?;
+    Ok(latest)
 }
 
 /// The customers of `group`'s shards of a sharded customer table, as stored.
@@ -627,13 +654,13 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     // With one group, its consenting customers stay for the curated stage; with more, the
     // rows are spilled by group to local files first.
     let mut kept = None;
-    let spill = match plan.groups {
+    let mut spill = match plan.groups {
         1 => None,
-        n => Some(Spill::write(ctx, bucket, &landing, n).await?),
+        n => Some(spill_customers(ctx, bucket, &landing, n).await?),
     };
     for group in Group::all(plan.groups) {
-        let everyone = match &spill {
-            Some(spill) => spill.customers(group.index)?,
+        let everyone = match &mut spill {
+            Some(spill) => spilled_customers(spill, group.index)?,
             None => all_customers(ctx, bucket, &landing).await?,
         };
         plan.most_held = plan.most_held.max(everyone.rows.len());
@@ -669,50 +696,53 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     }
     drop(consent_now);
     let users = reading_users(ctx, bucket).await?;
-    let trusted_of = |group: Group| {
-        let kept = kept.clone();
-        async move {
-            match kept {
-                Some(all) => Ok(all),
-                None => shards_of(ctx, bucket, Table::CustomerTrusted, group).await,
+    // The device index is sharded by serial: the devices of each group of customers are
+    // spilled to the group of their serial (kept in memory when there is one group).
+    let mut device_spill = match plan.groups {
+        1 => None,
+        n => Some(Spill::new("devices", n)?),
+    };
+    let mut entries = Vec::new();
+    for group in Group::all(plan.groups) {
+        let trusted = match kept.take() {
+            Some(all) => all,
+            None => shards_of(ctx, bucket, Table::CustomerTrusted, group).await?,
+        };
+        let mut curated = Customers::default();
+        for (email, row) in trusted.rows {
+            let is_curated = users.contains(&email);
+            if let Some(serial) = row[rules::customer::SERIAL].as_str() {
+                let entry = (serial.to_string(), email.clone(), is_curated);
+                match &mut device_spill {
+                    Some(spill) => spill.push(Group::of(serial, shards, plan.groups), &entry)?,
+                    None => entries.push(entry),
+                }
+            }
+            if is_curated {
+                curated.rows.insert(email, row);
             }
         }
-    };
-    for group in Group::all(plan.groups) {
-        let curated = Customers {
-            rows: trusted_of(group)
-                .await?
-                .rows
-                .into_iter()
-                .filter(|(e, _)| users.contains(e))
-                .collect(),
-        };
         let change = converge_sharded(ctx, bucket, Table::CustomerCurated, curated, group).await?;
         add_snapshot(&mut plan, Table::CustomerCurated, change);
     }
-    // The device index is sharded by serial: each of its groups gathers its devices from
-    // every group of customers.
     let mut devices = Vec::new();
     for serial_group in Group::all(plan.groups) {
-        let mut entries = Vec::new();
-        for group in Group::all(plan.groups) {
-            for (e, r) in trusted_of(group).await?.rows {
-                let Some(serial) = r[rules::customer::SERIAL].as_str() else {
-                    continue;
-                };
-                if serial_group.holds(serial, shards) {
-                    entries.push(DeviceEntry {
-                        serial: serial.to_string(),
-                        curated: users.contains(&e),
-                        email: e,
-                    });
-                }
-            }
+        if let Some(spill) = &mut device_spill {
+            spill.read(serial_group.index, |e| entries.push(e))?;
         }
-        let (changed, answers) = converge_devices(ctx, bucket, entries, serial_group).await?;
+        let group_entries = std::mem::take(&mut entries)
+            .into_iter()
+            .map(|(serial, email, curated)| DeviceEntry {
+                serial,
+                email,
+                curated,
+            })
+            .collect();
+        let (changed, answers) = converge_devices(ctx, bucket, group_entries, serial_group).await?;
         plan.device_shards += changed;
         devices.extend(answers);
     }
+    drop(device_spill);
     let devices_now = Answers::from_hashes(devices);
     if stage(ctx, bucket, &mut plan, &devices_now, |r| {
         matches!(r, Rule::OwnedDevice { .. })
@@ -959,8 +989,73 @@ mod tests {
                 assert_eq!(n, 1, "shard {shard} of {count} groups");
             }
         }
-        let g = Group { index: 1, count: 3 };
-        assert_eq!(g.holds("a@x", 256), keys::shard_of("a@x", 256) % 3 == 1);
+        for key in ["a@x", "b@x", "S-1"] {
+            let g = Group::of(key, 256, 3);
+            assert_eq!(g, keys::shard_of(key, 256) % 3);
+            let group = Group { index: g, count: 3 };
+            assert!(group.holds_shard(keys::shard_of(key, 256)));
+        }
+    }
+
+    #[test]
+    fn a_spill_gives_back_each_group_in_order_and_leaves_nothing() {
+        let mut spill = Spill::new("test", 3).unwrap();
+        let dir = spill.dir.clone();
+        for (g, serial) in [(2, "S-2"), (0, "S-0"), (2, "S-2b")] {
+            spill
+                .push(g, &(serial.to_string(), "e@x".to_string(), g == 2))
+                .unwrap();
+        }
+        let row = |email: &str, updated: i64| {
+            vec![
+                Spilled::N,
+                Spilled::S(email.into()),
+                Spilled::D(0.5),
+                Spilled::L(updated),
+            ]
+        };
+        spill.push(1, &row("a@x", 1)).unwrap();
+        spill.push(1, &row("a@x", 2)).unwrap();
+        let mut got: Vec<(String, String, bool)> = Vec::new();
+        spill.read(2, |e| got.push(e)).unwrap();
+        assert_eq!(
+            got,
+            [
+                ("S-2".into(), "e@x".into(), true),
+                ("S-2b".into(), "e@x".into(), true)
+            ]
+        );
+        let mut rows = 0;
+        spill.read(1, |r: Vec<Spilled>| rows += r.len()).unwrap();
+        assert_eq!(rows, 8);
+        let mut none = 0;
+        spill
+            .read(0, |_: (String, String, bool)| none += 1)
+            .unwrap();
+        assert_eq!(none, 1);
+        drop(spill);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn spilled_customer_rows_keep_the_latest_record_per_email() {
+        let mut spill = Spill::new("test-rows", 1).unwrap();
+        for (email, updated, research) in
+            [("a@x", 1, Some(5)), ("a@x", 3, None), ("b@x", 2, Some(7))]
+        {
+            let mut row = vec![Spilled::N; 10];
+            row[rules::customer::EMAIL] = Spilled::S(email.into());
+            row[rules::customer::LAST_UPDATE] = Spilled::L(updated);
+            if let Some(r) = research {
+                row[rules::customer::RESEARCH] = Spilled::L(r);
+            }
+            spill.push(0, &row).unwrap();
+        }
+        let c = spilled_customers(&mut spill, 0).unwrap();
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.rows["a@x"][rules::customer::LAST_UPDATE], Cell::Long(3));
+        assert_eq!(c.rows["a@x"][rules::customer::RESEARCH], Cell::Null);
+        assert_eq!(c.rows["b@x"][rules::customer::RESEARCH], Cell::Long(7));
     }
 
     #[test]

@@ -255,6 +255,15 @@ async fn tombstone(ctx: &Ctx, bucket: &str, h: &str) -> Result<Option<Tombstone>
 /// (value, hash, erasure time).
 type Erased = Vec<(String, String, i64)>;
 
+/// The erasure time of person `h` if they were erased at or after `earliest` (the time of
+/// their earliest line in a file): those lines are theirs, not a later registration's.
+async fn erased_since(ctx: &Ctx, bucket: &str, h: &str, earliest: i64) -> Result<Option<i64>> {
+    Ok(tombstone(ctx, bucket, h)
+        .await?
+        .map(|t| t.erased_at)
+        .filter(|at| earliest <= *at))
+}
+
 /// One posting per person, then each one's tombstone read (register, then look).
 async fn erased_in_narrow(
     ctx: &Ctx,
@@ -270,10 +279,8 @@ async fn erased_in_narrow(
             ctx.store
                 .put(bucket, &posting_key(&h, &src.key), Bytes::new())
                 .await?;
-            Ok::<_, Error>(match tombstone(ctx, bucket, &h).await? {
-                Some(t) if earliest <= t.erased_at => Some((who, h, t.erased_at)),
-                _ => None,
-            })
+            let at = erased_since(ctx, bucket, &h, earliest).await?;
+            Ok::<_, Error>(at.map(|at| (who, h, at)))
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect()
@@ -312,10 +319,8 @@ async fn erased_in_wide(
         if !marked.contains(&h) {
             continue;
         }
-        if let Some(t) = tombstone(ctx, bucket, &h).await?
-            && earliest <= t.erased_at
-        {
-            erased.push((who, h, t.erased_at));
+        if let Some(at) = erased_since(ctx, bucket, &h, earliest).await? {
+            erased.push((who, h, at));
         }
     }
     Ok(erased)
