@@ -15,9 +15,10 @@
 //! request id, nothing personal; an empty `_stedi/erased/<h>` beside it lets a wide file
 //! find the erased among its people with one LIST instead of one GET each. A landing
 //! transition writes its postings, then reads the tombstones (register, then look): of a
-//! file arriving during an erasure and the erasure, at least one sees the other. A file holding lines of an erased person dated at or before
-//! the erasure is scrubbed (rewritten without them, its old versions deleted) and computed
-//! again; a line dated after it is a new registration or a new customer's reading.
+//! file arriving during an erasure and the erasure, at least one sees the other. A file
+//! holding lines of an erased person dated at or before the erasure is scrubbed (rewritten
+//! without them, its old versions deleted) and computed again; a line dated after it is a
+//! new registration or a new customer's reading.
 //!
 //! **An erasure** ([`erase`]): tombstone; scrub the person's customer and phone landing
 //! lines (every other line byte-identical); remove their rows from the customer shards and
@@ -251,10 +252,6 @@ async fn tombstone(ctx: &Ctx, bucket: &str, h: &str) -> Result<Option<Tombstone>
     read_json(ctx, bucket, &tombstone_key(h)).await
 }
 
-/// The people of a file erased at or after the time of their earliest line there, as
-/// (value, hash, erasure time).
-type Erased = Vec<(String, String, i64)>;
-
 /// The erasure time of person `h` if they were erased at or after `earliest` (the time of
 /// their earliest line in a file): those lines are theirs, not a later registration's.
 async fn erased_since(ctx: &Ctx, bucket: &str, h: &str, earliest: i64) -> Result<Option<i64>> {
@@ -264,45 +261,29 @@ async fn erased_since(ctx: &Ctx, bucket: &str, h: &str, earliest: i64) -> Result
         .filter(|at| earliest <= *at))
 }
 
-/// One posting per person, then each one's tombstone read (register, then look).
-async fn erased_in_narrow(
+/// Registers the file's people in the erasure index (`hashed`: hash, value, earliest time
+/// of their lines): one posting each, or one wide index for a file of many. Returns the
+/// people who may have been erased: all of them for postings (each tombstone is read),
+/// those with an erased marker for a wide index (one LIST).
+async fn register(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    kind: PersonKind,
-    persons: BTreeMap<String, i64>,
-) -> Result<Erased> {
-    let secret = &ctx.cfg.erasure_hash_key;
-    let found: Vec<Option<(String, String, i64)>> = stream::iter(persons)
-        .map(|(who, earliest)| async move {
-            let h = person_hash(secret, kind, &who);
-            ctx.store
-                .put(bucket, &posting_key(&h, &src.key), Bytes::new())
-                .await?;
-            let at = erased_since(ctx, bucket, &h, earliest).await?;
-            Ok::<_, Error>(at.map(|at| (who, h, at)))
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    Ok(found.into_iter().flatten().collect())
-}
-
-/// One wide index for the file, then one listing of the erased; tombstones are read only
-/// for the file's people among them.
-async fn erased_in_wide(
-    ctx: &Ctx,
-    bucket: &str,
-    src: &SourceKey,
-    kind: PersonKind,
-    persons: BTreeMap<String, i64>,
-) -> Result<Erased> {
-    let secret = &ctx.cfg.erasure_hash_key;
-    let mut hashed: Vec<(String, String, i64)> = persons
-        .into_iter()
-        .map(|(who, earliest)| (person_hash(secret, kind, &who), who, earliest))
-        .collect();
-    hashed.sort();
+    hashed: Vec<(String, String, i64)>,
+    wide: bool,
+) -> Result<Vec<(String, String, i64)>> {
+    if !wide {
+        let postings: Vec<String> = hashed
+            .iter()
+            .map(|(h, _, _)| posting_key(h, &src.key))
+            .collect();
+        stream::iter(postings)
+            .map(|key| async move { ctx.store.put(bucket, &key, Bytes::new()).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        return Ok(hashed);
+    }
     let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
     ctx.store
         .put(bucket, &wide_key(&src.key), Bytes::from(body))
@@ -314,16 +295,10 @@ async fn erased_in_wide(
         .into_iter()
         .filter_map(|k| k.strip_prefix(ERASED_PREFIX).map(str::to_string))
         .collect();
-    let mut erased = Vec::new();
-    for (h, who, earliest) in hashed {
-        if !marked.contains(&h) {
-            continue;
-        }
-        if let Some(at) = erased_since(ctx, bucket, &h, earliest).await? {
-            erased.push((who, h, at));
-        }
-    }
-    Ok(erased)
+    Ok(hashed
+        .into_iter()
+        .filter(|(h, _, _)| marked.contains(h))
+        .collect())
 }
 
 /// The erasure side of a landing transition (see the module): records the people the file
@@ -342,11 +317,23 @@ pub(super) async fn guard(
         return Ok(0);
     }
     let wide = persons.len() > ctx.cfg.erasure_wide_persons;
-    let erased = if wide {
-        erased_in_wide(ctx, bucket, src, kind, persons).await?
-    } else {
-        erased_in_narrow(ctx, bucket, src, kind, persons).await?
-    };
+    let secret = &ctx.cfg.erasure_hash_key;
+    let mut hashed: Vec<(String, String, i64)> = persons
+        .into_iter()
+        .map(|(who, earliest)| (person_hash(secret, kind, &who), who, earliest))
+        .collect();
+    hashed.sort();
+    // Register, then look: of this file and an erasure, at least one sees the other.
+    let candidates = register(ctx, bucket, src, hashed, wide).await?;
+    let found: Vec<Option<(String, String, i64)>> = stream::iter(candidates)
+        .map(|(h, who, earliest)| async move {
+            let at = erased_since(ctx, bucket, &h, earliest).await?;
+            Ok::<_, Error>(at.map(|at| (who, h, at)))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let erased: Vec<(String, String, i64)> = found.into_iter().flatten().collect();
     if erased.is_empty() {
         return Ok(0);
     }
