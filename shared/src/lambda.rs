@@ -383,15 +383,57 @@ pub(crate) async fn send_batch(
 
 /// A transition. For SQS batches the response lists the records to redeliver
 /// (`batchItemFailures`); for a direct invocation a retryable failure is the invocation's
-/// error.
+/// error. The compacted generations of the partitions the batch changed are followed once,
+/// after every object's writes (one pointer read per partition, not per object).
 async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Invocation> {
-    invoke_objects(ctx, payload, |ctx, bucket, key| {
+    let started = Instant::now();
+    let (mut response, mut total, done) = each_object(ctx, payload, |ctx, bucket, key| {
         Box::pin(async move {
             let src = keys::accept(bucket, key, t.sources())?;
-            t.run(ctx, bucket, &src).await
+            t.compute(ctx, bucket, &src).await
         })
     })
-    .await
+    .await?;
+    let mut buckets: Vec<&str> = done.iter().map(|d| d.bucket.as_str()).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    for bucket in buckets {
+        let here = || done.iter().filter(move |d| d.bucket == bucket);
+        let mut batch = Summary::default();
+        for d in here() {
+            batch.outputs.extend(d.summary.outputs.iter().cloned());
+            batch.deleted.extend(d.summary.deleted.iter().cloned());
+        }
+        let (outputs, deleted) = (batch.outputs.len(), batch.deleted.len());
+        match compact::follow(ctx, bucket, &mut batch).await {
+            Ok(()) => {
+                total.outputs.extend(batch.outputs.drain(outputs..));
+                total.deleted.extend(batch.deleted.drain(deleted..));
+                total.conflicts += batch.conflicts;
+            }
+            Err(e) if e.is_retryable() => {
+                // Computing again is idempotent: redeliver the batch's objects, whose next
+                // run follows again.
+                tracing::warn!(error = %e, bucket, "compaction follow failed; will be retried");
+                total.errors.push(e.to_string());
+                for d in here() {
+                    match &d.message_id {
+                        Some(id) => redeliver(&mut response, id),
+                        None => return Err(e),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, bucket, "compaction follow refused");
+                total.errors.push(e.to_string());
+            }
+        }
+    }
+    for d in done {
+        total.absorb(d.summary);
+    }
+    total.ms = started.elapsed().as_millis() as u64;
+    Ok((response, total))
 }
 
 /// An erasure request object.
@@ -405,7 +447,74 @@ fn erasure_request<'a>(
     ))
 }
 
-/// Runs `work` on each object of an S3 event (direct, EventBridge or through SQS).
+/// Lists SQS message `id` for redelivery (once: a message may carry several objects).
+fn redeliver(response: &mut SqsBatchResponse, id: &str) {
+    if !response
+        .batch_item_failures
+        .iter()
+        .any(|f| f.item_identifier == id)
+    {
+        response.add_failure(id.to_string());
+    }
+}
+
+/// An object an invocation processed: its bucket, its SQS message, what was done.
+struct Done {
+    bucket: String,
+    message_id: Option<String>,
+    summary: Summary,
+}
+
+/// Runs `work` on each object of an S3 event (direct, EventBridge or through SQS): the
+/// response (records to redeliver), the summary of what failed, and the objects done.
+async fn each_object<W>(
+    ctx: &Ctx,
+    payload: &Value,
+    work: W,
+) -> Result<(SqsBatchResponse, Summary, Vec<Done>)>
+where
+    W: for<'a> Fn(
+        &'a Ctx,
+        &'a str,
+        &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>,
+    >,
+{
+    let ev = parse_event(payload)?;
+    let mut total = Summary::default();
+    let mut response = SqsBatchResponse::default();
+    let mut done = Vec::with_capacity(ev.objects.len());
+    for (id, reason) in &ev.unreadable {
+        acknowledge_unreadable(&mut total, id, reason);
+    }
+    for obj in &ev.objects {
+        let outcome = work(ctx, &obj.bucket, &obj.key).await;
+        match outcome {
+            Ok(summary) => done.push(Done {
+                bucket: obj.bucket.clone(),
+                message_id: obj.message_id.clone().filter(|_| ev.from_sqs),
+                summary,
+            }),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, key = %obj.key, "failed; will be retried");
+                total.errors.push(e.to_string());
+                let (Some(id), true) = (&obj.message_id, ev.from_sqs) else {
+                    return Err(e);
+                };
+                redeliver(&mut response, id);
+            }
+            Err(e) => {
+                // A retry would fail the same way: log it and acknowledge the record.
+                tracing::error!(error = %e, key = %obj.key, "refused");
+                total.errors.push(e.to_string());
+            }
+        }
+    }
+    Ok((response, total, done))
+}
+
+/// Runs `work` on each object of an S3 event (see [`each_object`]).
 async fn invoke_objects<W>(ctx: &Ctx, payload: &Value, work: W) -> Result<Invocation>
 where
     W: for<'a> Fn(
@@ -417,33 +526,9 @@ where
     >,
 {
     let started = Instant::now();
-    let ev = parse_event(payload)?;
-    let mut total = Summary::default();
-    let mut response = SqsBatchResponse::default();
-    for (id, reason) in &ev.unreadable {
-        acknowledge_unreadable(&mut total, id, reason);
-    }
-    for obj in &ev.objects {
-        let outcome = work(ctx, &obj.bucket, &obj.key).await;
-        match outcome {
-            Ok(s) => total.absorb(s),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, key = %obj.key, "failed; will be retried");
-                total.errors.push(e.to_string());
-                let (Some(id), true) = (&obj.message_id, ev.from_sqs) else {
-                    return Err(e);
-                };
-                let failures = &response.batch_item_failures;
-                if !failures.iter().any(|f| f.item_identifier == *id) {
-                    response.add_failure(id.clone());
-                }
-            }
-            Err(e) => {
-                // A retry would fail the same way: log it and acknowledge the record.
-                tracing::error!(error = %e, key = %obj.key, "refused");
-                total.errors.push(e.to_string());
-            }
-        }
+    let (response, mut total, done) = each_object(ctx, payload, work).await?;
+    for d in done {
+        total.absorb(d.summary);
     }
     total.ms = started.elapsed().as_millis() as u64;
     Ok((response, total))

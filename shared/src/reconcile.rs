@@ -33,7 +33,7 @@ use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
-    Answers, Ctx, LAYOUT, Manifest, Transition, by_shard, compact, decode_customers,
+    Answers, Ctx, LAYOUT, Manifest, Previous, Transition, by_shard, compact, decode_customers,
     device_entries, encode_devices, machine_learning_trusted_to_curated as ml, manifest_key,
     prune_partition, publish_partitioned, read_landing, read_manifest, rewrite_object,
     rewrite_shard,
@@ -797,6 +797,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 stem,
                 Vec::new(),
                 Manifest::default(),
+                Previous::Unread,
                 &mut s,
             )
             .await?;

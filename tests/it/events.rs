@@ -164,3 +164,75 @@ async fn a_warm_function_registers_a_partition_once() {
     let dts: Vec<&str> = partitions.iter().map(|(dt, _)| dt.as_str()).collect();
     assert_eq!(dts, ["2022-06-19"]);
 }
+
+/// Work an SQS batch can share is done once per batch: ten phone files of one `dt` in one
+/// batch read that partition's compaction pointer once, after all ten objects' writes (the
+/// order that keeps arrivals and compaction in step), and register the partition once.
+/// Every other request is per object: GET the file, the old manifest and its user's
+/// tombstone, PUT the output, the manifest and the user's erasure-index posting, plus one
+/// GET per consent shard the users fall in. A Step Trainer file reads its old manifest once
+/// (for its waiting markers and its old outputs alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
+    use serde_json::json;
+    use stedi_infra::synthetic::{customers_file, email, readings_file};
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
+        .await
+        .unwrap();
+    let bucket = local.stack.cfg.bucket.clone();
+    let ts = 1_655_600_000_000; // 2022-06-19
+    let mut records = Vec::new();
+    for i in 0..10u64 {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
+        local.put(&key, body).await.unwrap();
+        let event = json!({"source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
+        records.push(
+            json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
+            "body": event.to_string()}),
+        );
+    }
+    // One invocation of a cold function with the ten records, as the event source
+    // mapping delivers a batch.
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{s:?}");
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!((s.sources.len(), s.rows_out), (10, 50));
+    let n = local.stack.cfg.function.customer_shards;
+    let shards: std::collections::BTreeSet<u32> = (0..10u64)
+        .map(|i| stedi::keys::shard_of(&email(2 * i), n))
+        .collect();
+    let r = s.requests;
+    assert_eq!(r.s3_get, 10 + shards.len() as u64 + 10 + 1 + 10, "{r:?}");
+    assert_eq!((r.s3_put, r.s3_list), (30, 0), "{r:?}");
+    assert_eq!(r.glue_calls, 1, "{r:?}");
+    let counts = local.counts().await.unwrap();
+    assert_eq!(counts["accelerometer_trusted"], 50);
+
+    // The rest of the pipeline settles (the ten files' queued events find them done); then
+    // a Step Trainer file of customer 0's device, now owned, reads its manifest once: GET
+    // the file, the serial's device-index shard, the manifest, the pointer and the
+    // serial's tombstone; PUT the output, the manifest and the serial's posting.
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let key = "step_trainer/landing/session-0.json";
+    local
+        .put(key, stedi_infra::synthetic::step_file(0, ts, 5))
+        .await
+        .unwrap();
+    let event = json!({"source": "aws.s3", "detail-type": "Object Created",
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
+    let f = stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &event).await.unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!((s.sources.len(), s.rows_out), (1, 5));
+    let r = s.requests;
+    assert_eq!((r.s3_get, r.s3_put, r.s3_list), (5, 3, 0), "{r:?}");
+}

@@ -9,14 +9,16 @@ use crate::error::Result;
 use crate::keys::SourceKey;
 use crate::summary::Summary;
 
-use super::{Ctx, Rule, Transition, filter_landing, publish_filtered};
+use super::{Ctx, Previous, Rule, Transition, filter_landing, publish_filtered};
 
 /// Filters one landing file of `t`'s source into its trusted table.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Result<Summary> {
     let filter = ConsentFilter::sharded(t, &ctx.cfg)?;
     debug_assert!(matches!(t.rule(), Rule::Consented { .. }));
     let f = filter_landing(ctx, bucket, src, filter).await?;
-    Ok(publish_filtered(ctx, bucket, src, t, f, Default::default())
-        .await?
-        .0)
+    Ok(
+        publish_filtered(ctx, bucket, src, t, f, Default::default(), Previous::Unread)
+            .await?
+            .0,
+    )
 }

@@ -31,17 +31,25 @@ pub use lineage::{
     Answers, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json,
     write_manifest,
 };
-pub use publish::{prune_partition, publish_filtered, publish_partitioned};
+pub use publish::{Previous, prune_partition, publish_filtered, publish_partitioned};
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
 };
 pub use snapshot::{by_shard, rewrite_object, rewrite_shard};
 
 impl Transition {
-    /// Processes one accepted source object: the transition itself, then (landing files)
-    /// the erasure index and the scrub of erased people's lines, then the compacted
-    /// generations of the partitions it changed.
+    /// Processes one accepted source object: [`Transition::compute`], then the compacted
+    /// generations of the partitions it changed ([`compact::follow`]).
     pub async fn run(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+        let mut summary = self.compute(ctx, bucket, src).await?;
+        compact::follow(ctx, bucket, &mut summary).await?;
+        Ok(summary)
+    }
+
+    /// The transition itself on one accepted source object, then (landing files) the
+    /// erasure index and the scrub of erased people's lines; the compacted generations are
+    /// the caller's to follow (once per batch: [`compact::follow`] after every write).
+    pub async fn compute(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         let mut summary = self.transition(ctx, bucket, src).await?;
         let persons = std::mem::take(&mut summary.persons);
         if erasure::guard(ctx, bucket, src, persons).await? > 0 {
@@ -56,8 +64,6 @@ impl Transition {
                 ctx.store.delete_noncurrent(bucket, key).await?;
             }
         }
-        // Publish to readers of compacted partitions too.
-        compact::follow(ctx, bucket, &mut summary).await?;
         summary.sources.insert(0, src.key.clone());
         Ok(summary)
     }

@@ -18,6 +18,15 @@ use crate::keys::{self, SourceKey};
 use crate::schema::Table;
 use crate::summary::Summary;
 
+/// The manifest of a source's previous run, as far as a publisher knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// Not read yet: [`publish_partitioned`] reads it.
+    Unread,
+    /// Read already by the caller (`None`: there is none).
+    Read(Option<Manifest>),
+}
+
 /// Publishes a filtered landing file into `t`'s target table (see [`publish_partitioned`]);
 /// `waiting`: what the file waits for (see [`Manifest::waiting`]). Returns the summary and
 /// the manifest of the previous run.
@@ -28,6 +37,7 @@ pub async fn publish_filtered<F: RowFilter>(
     t: Transition,
     f: Filtered<F>,
     waiting: BTreeSet<String>,
+    previous: Previous,
 ) -> Result<(Summary, Option<Manifest>)> {
     let Filtered {
         mut summary,
@@ -49,6 +59,7 @@ pub async fn publish_filtered<F: RowFilter>(
         &src.stem,
         parts,
         manifest,
+        previous,
         &mut summary,
     )
     .await?;
@@ -58,7 +69,8 @@ pub async fn publish_filtered<F: RowFilter>(
 /// Writes the outputs of one source object (one per `dt`), registers their partitions, and
 /// deletes outputs of earlier runs that this run no longer produces (with their pairs in
 /// machine_learning_curated); then writes `manifest` with the `dts` written. Returns the
-/// previous run's manifest.
+/// previous run's manifest (`previous`, read here unless the caller has).
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_partitioned(
     ctx: &Ctx,
     bucket: &str,
@@ -66,6 +78,7 @@ pub async fn publish_partitioned(
     stem: &str,
     parts: Vec<Part>,
     mut manifest: Manifest,
+    previous: Previous,
     summary: &mut Summary,
 ) -> Result<Option<Manifest>> {
     let mut dts = Vec::with_capacity(parts.len());
@@ -77,7 +90,10 @@ pub async fn publish_partitioned(
     }
     ctx.register(bucket, table, &dts).await?;
     let mkey = manifest_key(table, stem);
-    let before = read_manifest(ctx, bucket, &mkey).await?;
+    let before = match previous {
+        Previous::Unread => read_manifest(ctx, bucket, &mkey).await?,
+        Previous::Read(m) => m,
+    };
     let old_dts = before.as_ref().map(|m| m.dts.clone()).unwrap_or_default();
     for dt in old_dts.iter().filter(|d| !dts.contains(d)) {
         let key = keys::output_key(table, dt, stem);

@@ -20,7 +20,8 @@ use crate::keys::{self, SourceKey};
 use crate::summary::Summary;
 
 use super::{
-    Ctx, Transition, filter_landing, manifest_key, publish_filtered, read_manifest, refs_unchanged,
+    Ctx, Previous, Transition, filter_landing, manifest_key, publish_filtered, read_manifest,
+    refs_unchanged,
 };
 
 /// Passes over a file whose device shards keep changing under it before SQS retries it.
@@ -35,11 +36,13 @@ pub fn waiting_key(hash: &str, stem: &str) -> String {
 /// transition).
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Result<Summary> {
     // The markers the previous run left are in place already.
-    let manifest = manifest_key(t.target(), &src.stem);
-    let mut placed = read_manifest(ctx, bucket, &manifest)
-        .await?
-        .map(|m| m.waiting)
-        .unwrap_or_default();
+    let mut previous =
+        Some(read_manifest(ctx, bucket, &manifest_key(t.target(), &src.stem)).await?);
+    let mut placed = previous
+        .iter()
+        .flatten()
+        .flat_map(|m| m.waiting.iter().cloned())
+        .collect::<BTreeSet<String>>();
     for _ in 0..PASSES {
         let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(t, &ctx.cfg)?).await?;
         let waiting: BTreeSet<String> =
@@ -54,7 +57,8 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Res
         if !waiting.is_empty() && !refs_unchanged(ctx, bucket, &f.shards).await? {
             continue;
         }
-        let (s, _) = publish_filtered(ctx, bucket, src, t, f, waiting.clone()).await?;
+        let previous = Previous::Read(previous.take().flatten());
+        let (s, _) = publish_filtered(ctx, bucket, src, t, f, waiting.clone(), previous).await?;
         for hash in placed.difference(&waiting) {
             ctx.store
                 .delete(bucket, &waiting_key(hash, &src.stem))
