@@ -437,15 +437,14 @@ async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<
 }
 
 /// An erasure request object.
-fn erasure_request<'a>(
-    ctx: &'a Ctx,
-    bucket: &'a str,
-    key: &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>> {
+fn erasure_request<'a>(ctx: &'a Ctx, bucket: &'a str, key: &'a str) -> Work<'a> {
     Box::pin(crate::transitions::erasure::handle_request(
         ctx, bucket, key,
     ))
 }
+
+/// The work on one object of an event (a transition, an erasure request).
+type Work<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>>;
 
 /// Lists SQS message `id` for redelivery (once: a message may carry several objects).
 fn redeliver(response: &mut SqsBatchResponse, id: &str) {
@@ -473,13 +472,7 @@ async fn each_object<W>(
     work: W,
 ) -> Result<(SqsBatchResponse, Summary, Vec<Done>)>
 where
-    W: for<'a> Fn(
-        &'a Ctx,
-        &'a str,
-        &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>,
-    >,
+    W: for<'a> Fn(&'a Ctx, &'a str, &'a str) -> Work<'a>,
 {
     let ev = parse_event(payload)?;
     let mut total = Summary::default();
@@ -517,13 +510,7 @@ where
 /// Runs `work` on each object of an S3 event (see [`each_object`]).
 async fn invoke_objects<W>(ctx: &Ctx, payload: &Value, work: W) -> Result<Invocation>
 where
-    W: for<'a> Fn(
-        &'a Ctx,
-        &'a str,
-        &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>,
-    >,
+    W: for<'a> Fn(&'a Ctx, &'a str, &'a str) -> Work<'a>,
 {
     let started = Instant::now();
     let (response, mut total, done) = each_object(ctx, payload, work).await?;
