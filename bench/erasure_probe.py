@@ -2,8 +2,8 @@
 
 Generates the sample N-fold (default N=10, `BENCH_ERASURE_N`; `stedi-bench gen`, release),
 starts its own moto_server and stack, and runs `stedi-scale erase`: customers, the phone
-lines ordered by person and cut into files of 900 lines (per-session shaped: few people
-a file), the Step Trainer files, all through the event path, a
+lines ordered by person and the Step Trainer lines by serial, each cut into files of 900
+lines (per-session shaped: few people or devices a file), all through the event path, a
 compaction, then the erasure of the first consenting customer with phone readings, counted
 request by request. Prints the requests, the objects rewritten and deleted, the rows
 removed per table, and RESULT lines."""

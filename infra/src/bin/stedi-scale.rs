@@ -30,8 +30,9 @@
 //! - `plan`: one reconcile planning pass over the lake as it is (`make bench-scale` runs it
 //!   at each size): time, requests, items found, peak resident memory.
 //! - `erase --data DIR [--lines 900]`: the erasure probe behind `make bench-erasure`: DIR
-//!   dropped as for `compact` but with the phone lines ordered by person before the cut
-//!   (per-session shaped files), compacted, then one consenting customer with phone readings
+//!   dropped as for `compact` but with the phone lines ordered by person and the Step
+//!   Trainer lines by serial before the cut (per-session shaped files of a few people or
+//!   devices each), compacted, then one consenting customer with phone readings
 //!   erased, counted request by request; one JSON line for the drop, one for the erasure.
 
 use std::collections::BTreeMap;
@@ -130,11 +131,25 @@ enum Command {
 /// lines keep their order): files then hold few people each, the shape of SCALE.md's
 /// per-session uploads, instead of the ~100 people a 900-line cut of the sample mixes.
 fn split_phone_lines(sample: &Path, lines: usize, by_person: bool) -> Result<Vec<LandingFile>> {
+    let order = by_person.then_some("user");
+    split_lines(sample, Table::AccelerometerLanding, "phone", lines, order)
+}
+
+/// The lines of `table`'s landing files (in name order) cut into files `<name>-NNN.json` of
+/// `lines` lines under `.bench/dt-probe/`, first ordered (stably) by the field `order` when
+/// given, so each file holds few people or devices.
+fn split_lines(
+    sample: &Path,
+    table: Table,
+    name: &str,
+    lines: usize,
+    order: Option<&str>,
+) -> Result<Vec<LandingFile>> {
     let dir = stedi_infra::project_root().join(".bench/dt-probe");
     std::fs::create_dir_all(&dir)?;
     let mut all = Vec::new();
     for f in lake::landing_files(sample, None)? {
-        if f.table == Table::AccelerometerLanding {
+        if f.table == table {
             let text = std::fs::read_to_string(&f.path)?;
             all.extend(
                 text.lines()
@@ -143,20 +158,20 @@ fn split_phone_lines(sample: &Path, lines: usize, by_person: bool) -> Result<Vec
             );
         }
     }
-    if by_person {
+    if let Some(field) = order {
         all.sort_by_cached_key(|l| {
             serde_json::from_str::<serde_json::Value>(l)
                 .ok()
-                .and_then(|v| v["user"].as_str().map(str::to_string))
+                .and_then(|v| v[field].as_str().map(str::to_string))
         });
     }
     let mut out = Vec::new();
     for (i, chunk) in all.chunks(lines.max(1)).enumerate() {
-        let path = dir.join(format!("phone-{i:03}.json"));
+        let path = dir.join(format!("{name}-{i:03}.json"));
         std::fs::write(&path, chunk.join("\n") + "\n")?;
         out.push(LandingFile {
-            table: Table::AccelerometerLanding,
-            key: format!("{}phone-{i:03}.json", Table::AccelerometerLanding.prefix()),
+            table,
+            key: format!("{}{name}-{i:03}.json", table.prefix()),
             path,
         });
     }
@@ -312,6 +327,14 @@ async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
     let of =
         |t: Table| -> Vec<LandingFile> { files.iter().filter(|f| f.table == t).cloned().collect() };
     let phone = split_phone_lines(data, lines, true)?;
+    // The Step Trainer lines likewise by serial: files of a few devices each.
+    let step = split_lines(
+        data,
+        Table::StepTrainerLanding,
+        "step",
+        lines,
+        Some("serialNumber"),
+    )?;
     // The first consenting customer with phone readings.
     let mut users = std::collections::BTreeSet::new();
     for f in &phone {
@@ -345,11 +368,7 @@ async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
     let mut runner = Runner::new(stack).await?;
     let timeout = Duration::from_secs(7200);
     let started = Instant::now();
-    for batch in [
-        of(Table::CustomerLanding),
-        phone.clone(),
-        of(Table::StepTrainerLanding),
-    ] {
+    for batch in [of(Table::CustomerLanding), phone.clone(), step.clone()] {
         lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
     }
     let objects = stedi::store::Store::new(stack.s3.clone())
@@ -361,7 +380,7 @@ async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
     println!(
         "{}",
         json!({"phase": "drop", "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
-               "landing_objects": files.len() - of(Table::AccelerometerLanding).len() + phone.len(),
+               "landing_objects": of(Table::CustomerLanding).len() + phone.len() + step.len(),
                "objects": objects})
     );
     let counts = stedi::store::RequestCounts::shared();
