@@ -182,17 +182,20 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .await
         .unwrap();
     let bucket = local.stack.cfg.bucket.clone();
+    // The EventBridge event S3 sends for a new object.
+    let created = |key: &str| {
+        json!({"source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
+    };
     let ts = 1_655_600_000_000; // 2022-06-19
     let mut records = Vec::new();
     for i in 0..10u64 {
         let key = format!("accelerometer/landing/session-{i}.json");
         let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
         local.put(&key, body).await.unwrap();
-        let event = json!({"source": "aws.s3", "detail-type": "Object Created",
-            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
         records.push(
             json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
-            "body": event.to_string()}),
+            "body": created(&key).to_string()}),
         );
     }
     // One invocation of a cold function with the ten records, as the event source
@@ -227,10 +230,8 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .put(key, stedi_infra::synthetic::step_file(0, ts, 5))
         .await
         .unwrap();
-    let event = json!({"source": "aws.s3", "detail-type": "Object Created",
-        "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
     let f = stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
-    let (_, s) = stedi::lambda::invoke(&ctx, f, &event).await.unwrap();
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &created(key)).await.unwrap();
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
