@@ -17,7 +17,7 @@ LOG=$(mktemp -d)
 cleanup() { kill "${WATCH_PID:-}" "${MOTO_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-$VENV/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$LOG/moto.log" 2>&1 &
+$PY infra/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$LOG/moto.log" 2>&1 &
 MOTO_PID=$!
 for _ in $(seq 100); do $PY -c "import socket; socket.create_connection(('127.0.0.1',$MOTO_PORT))" 2>/dev/null && break; sleep 0.1; done
 

@@ -14,11 +14,17 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-/// The moto_server executable: `STEDI_MOTO_SERVER`, else `<root>/.venv/bin/moto_server`.
-pub fn binary(root: &Path) -> PathBuf {
-    std::env::var_os("STEDI_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv/bin/moto_server"))
+/// The moto_server command: `STEDI_MOTO_SERVER` (an executable taking moto_server's
+/// arguments), else the project's launcher `infra/moto_server.py` (moto_server with
+/// GetBucketVersioning answered as S3 does) run by `<root>/.venv/bin/python`.
+pub fn command(root: &Path) -> (PathBuf, Vec<PathBuf>) {
+    match std::env::var_os("STEDI_MOTO_SERVER") {
+        Some(bin) => (PathBuf::from(bin), Vec::new()),
+        None => (
+            root.join(".venv/bin/python"),
+            vec![root.join("infra/moto_server.py")],
+        ),
+    }
 }
 
 /// A free TCP port on the loopback interface.
@@ -29,7 +35,7 @@ pub fn free_port() -> Result<u16> {
 impl Moto {
     /// Starts moto_server on `port` (a free one when `None`) and waits until it answers.
     pub fn start(root: &Path, port: Option<u16>, log: Option<&Path>) -> Result<Moto> {
-        let bin = binary(root);
+        let (bin, launcher) = command(root);
         if !bin.exists() {
             bail!(
                 "{} not found: run `make setup` (installs moto into .venv)",
@@ -45,6 +51,7 @@ impl Moto {
             None => Stdio::null(),
         };
         let child = Command::new(&bin)
+            .args(&launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(stdout)
             .stderr(Stdio::null())

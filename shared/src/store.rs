@@ -7,6 +7,7 @@
 //! line. What is counted is the request the code makes: retries the SDK makes inside one
 //! call are not seen here. Outside an invocation nothing is counted.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +151,9 @@ pub enum Fetched {
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
+    /// Buckets seen with versioning on (enabled or suspended); versioning cannot be turned
+    /// off again, so a yes is kept for the life of the client and a no is asked again.
+    versioned: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 fn classify<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
@@ -226,7 +230,10 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 impl Store {
     /// Wraps a client.
     pub fn new(client: Client) -> Self {
-        Store { client }
+        Store {
+            client,
+            versioned: Arc::default(),
+        }
     }
 
     /// Opens an object for streaming; returns the body and its ETag. The body's length
@@ -450,11 +457,60 @@ impl Store {
         }
     }
 
-    /// Deletes every version of object `key` but the current one (and, when the current
-    /// one is a delete marker, every version and the marker): with bucket versioning on,
-    /// what a rewrite or a delete left behind. One LIST (ListObjectVersions page) per page,
-    /// one DELETE per version. Returns the versions deleted.
-    pub async fn delete_noncurrent(&self, bucket: &str, key: &str) -> Result<u64> {
+    /// Whether the bucket has (or once had) versioning on: only then can an object have
+    /// noncurrent versions. One GetBucketVersioning (counted as a GET) until the answer is
+    /// yes; a yes is remembered.
+    pub async fn versioned(&self, bucket: &str) -> Result<bool> {
+        if self.known_versioned(bucket) {
+            return Ok(true);
+        }
+        record(Request::S3Get);
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| classify("GetBucketVersioning", bucket, "", e))?;
+        // Never enabled: no status at all. Suspended still leaves the versions it kept.
+        let on = out.status().is_some();
+        if on && let Ok(mut set) = self.versioned.lock() {
+            set.insert(bucket.to_string());
+        }
+        Ok(on)
+    }
+
+    fn known_versioned(&self, bucket: &str) -> bool {
+        self.versioned
+            .lock()
+            .map(|set| set.contains(bucket))
+            .unwrap_or(false)
+    }
+
+    /// Deletes every version of each object in `keys` but the current one (and, when the
+    /// current one is a delete marker, every version and the marker): with bucket
+    /// versioning on, what a rewrite or a delete left behind. Asks [`Store::versioned`]
+    /// once: in a bucket that never had versioning there is nothing to list. Then one LIST
+    /// (ListObjectVersions page) per page of each key, one DELETE per version. Returns the
+    /// versions deleted.
+    pub async fn delete_noncurrent<'a>(
+        &self,
+        bucket: &str,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<u64> {
+        // Collected before the first await: the future holds no iterator.
+        let keys: Vec<&str> = keys.into_iter().collect();
+        if keys.is_empty() || !self.versioned(bucket).await? {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for key in keys {
+            n += self.delete_versions_of(bucket, key).await?;
+        }
+        Ok(n)
+    }
+
+    async fn delete_versions_of(&self, bucket: &str, key: &str) -> Result<u64> {
         let mut old: Vec<String> = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {

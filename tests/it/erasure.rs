@@ -477,3 +477,63 @@ async fn three_people_erased_from_every_zone_and_every_version() {
     let second = local.reconcile().await.unwrap();
     assert!(!second.changed(), "{report:?} then {second:?}");
 }
+
+/// Old versions exist only where versioning was on: in a bucket that never had it,
+/// deleting the old versions of two objects asks the bucket once and lists nothing; once
+/// versioning is on, it lists each object, deletes exactly its old versions (the one
+/// written before versioning too) and remembers the answer.
+#[tokio::test]
+async fn old_versions_are_listed_only_in_a_versioned_bucket() {
+    use stedi::store::{RequestCounts, Store, count_invocation};
+    let local = Local::start().await.unwrap();
+    let bucket = local.stack.cfg.bucket.clone();
+    let store = Store::new(local.stack.s3.clone());
+    let run = |keys: &'static [&'static str]| {
+        let (store, bucket) = (store.clone(), bucket.clone());
+        async move {
+            let counts = RequestCounts::shared();
+            let n = count_invocation(
+                counts.clone(),
+                store.delete_noncurrent(&bucket, keys.iter().copied()),
+            )
+            .await
+            .unwrap();
+            let r = counts.snapshot();
+            (n, r.s3_get, r.s3_list, r.s3_delete)
+        }
+    };
+    local.put("a.json", "1").await.unwrap();
+    local.put("a.json", "2").await.unwrap();
+    assert_eq!(run(&["a.json", "b.json"]).await, (0, 1, 0, 0));
+    assert_eq!(versions_of_a(&local).await, 1);
+
+    local
+        .stack
+        .s3
+        .put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    local.put("a.json", "3").await.unwrap();
+    local.put("a.json", "4").await.unwrap();
+    assert_eq!(versions_of_a(&local).await, 3);
+    // One GET (the bucket's versioning), one LIST per key, one DELETE per old version.
+    assert_eq!(run(&["a.json", "b.json"]).await, (2, 1, 2, 2));
+    assert_eq!(versions_of_a(&local).await, 1);
+    assert_eq!(&local.get("a.json").await.unwrap()[..], b"4");
+    // The yes is remembered: no GET; nothing left to delete.
+    assert_eq!(run(&["a.json"]).await, (0, 0, 1, 0));
+    // Nothing to look at: no request at all.
+    assert_eq!(run(&[]).await, (0, 0, 0, 0));
+}
+
+async fn versions_of_a(local: &Local) -> usize {
+    let all = all_versions(local).await;
+    all.iter().filter(|(k, _)| k == "a.json").count()
+}

@@ -342,7 +342,9 @@ pub(super) async fn guard(
         .map(|(who, _, at)| (who.clone(), Some(*at)))
         .collect();
     let scrubbed = scrub_object(ctx, bucket, &src.key, src.table, &targets).await?;
-    ctx.store.delete_noncurrent(bucket, &src.key).await?;
+    ctx.store
+        .delete_noncurrent(bucket, [src.key.as_str()])
+        .await?;
     if wide {
         // The caller computes the file again, which indexes what is left.
         ctx.store.delete(bucket, &wide_key(&src.key)).await?;
@@ -588,9 +590,10 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         touched.insert(k.clone());
         touched.insert(keys::held_key(k));
     }
-    for key in &touched {
-        audit.versions_deleted += ctx.store.delete_noncurrent(bucket, key).await?;
-    }
+    audit.versions_deleted += ctx
+        .store
+        .delete_noncurrent(bucket, touched.iter().map(String::as_str))
+        .await?;
     let mut rewritten: BTreeSet<String> = scrubbed.clone();
     rewritten.extend(done.outputs.iter().cloned());
     rewritten.extend(ds.outputs.iter().cloned());
@@ -647,7 +650,7 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
     })?;
     let audit = erase(ctx, bucket, r.email.trim(), id).await?;
     ctx.store.delete(bucket, key).await?;
-    ctx.store.delete_noncurrent(bucket, key).await?;
+    ctx.store.delete_noncurrent(bucket, [key]).await?;
     tracing::info!(
         request = id,
         rewritten = audit.objects_rewritten.len(),

@@ -60,9 +60,10 @@ impl Transition {
             summary = self.transition(ctx, bucket, src).await?;
             let persons = std::mem::take(&mut summary.persons);
             erasure::guard(ctx, bucket, src, persons).await?;
-            for key in first.outputs.iter().chain(&first.deleted) {
-                ctx.store.delete_noncurrent(bucket, key).await?;
-            }
+            let written = first.outputs.iter().chain(&first.deleted);
+            ctx.store
+                .delete_noncurrent(bucket, written.map(String::as_str))
+                .await?;
         }
         summary.sources.insert(0, src.key.clone());
         Ok(summary)
