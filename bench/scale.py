@@ -6,6 +6,10 @@ files) up to 100k and 1M registrations (and 5M with BENCH_SCALE_5M=1), and at ea
 runs every function as a fresh process (`stedi-scale probe`: first invocation cold, second
 warm) on small files, measuring peak resident memory (wait4) and the requests and bytes
 each invocation made, and one reconcile planning pass (`stedi-scale plan`) over the lake.
+Then migrates the largest size from CUSTOMER_SHARDS (default 256) to BENCH_SCALE_RESHARD
+shards (default 2048, what the reconcile advises at 1M; 0 skips it) by a whole reconcile
+(`stedi-scale reconcile`) and probes every function again: the one-record customer file's
+bytes follow the customers per shard.
 Ends with RESULT lines. Debug builds of the probe by default
 (CARGO_PROFILE=release for release numbers)."""
 import contextlib
@@ -21,6 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 PROFILE = os.environ.get("CARGO_PROFILE", "debug")
 SIZES = [100_000, 1_000_000] + ([5_000_000] if os.environ.get("BENCH_SCALE_5M") else [])
+# The shard count the lake is grown with, and the one the largest size is then migrated
+# to by a reconcile (0: no migration leg).
+SHARDS = int(os.environ.get("CUSTOMER_SHARDS", "256"))
+RESHARD = int(os.environ.get("BENCH_SCALE_RESHARD", "2048"))
 
 
 def free_port():
@@ -37,7 +45,7 @@ def local_stack():
     subprocess.run(["cargo", "build", "-p", "stedi-cli", "--bin", "stedi-scale"] + flag,
                    cwd=ROOT, check=True)
     port = free_port()
-    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-p", str(port)],
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(ROOT, "infra", "moto_server.py"), "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -83,6 +91,52 @@ def run(args, env):
     return lines, rss, secs
 
 
+def probe(s3, env, size, shards, rows, offset=0):
+    """Runs every function as a fresh process on probe files of their own: a one-record
+    customer file (a new customer), phone and Step Trainer files of a consenting customer;
+    appends (size, shards, function, cold, warm, peak RSS) to `rows`."""
+    tag = f"{size}-{shards}"
+    # Probe files: one new consenting customer, and readings of consenting customers.
+    user = 2 * (size // 4)  # an even index: consenting
+    email, serial = f"c{user:08}@scale.test", f"S{user:08}"
+    keys = {}
+    for n in (1, 2):
+        new = 10_000_000 + 2 * size + 2 * n + offset
+        line = json.dumps({"email": f"c{new:08}@scale.test", "serialNumber": f"S{new:08}",
+                           "lastUpdateDate": 1, "shareWithResearchAsOfDate": 1})
+        k = f"customer/landing/probe-{tag}-{n}.json"
+        s3.put_object(Bucket="stedi-scale", Key=k, Body=line + "\n")
+        keys.setdefault("customer_landing_to_trusted", []).append(k)
+        ts = 1_655_564_000_000 + n * 10_000_000
+        body = "".join(json.dumps({"user": email, "timestamp": ts + i, "x": 1, "y": 2, "z": 3})
+                       + "\n" for i in range(900))
+        k = f"accelerometer/landing/probe-{tag}-{n}.json"
+        s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
+        keys.setdefault("accelerometer_landing_to_trusted", []).append(k)
+        keys.setdefault("customer_trusted_to_curated", []).append(
+            f"accelerometer/trusted/dt=2022-06-18/probe-{tag}-{n}.parquet")
+        body = "".join(json.dumps({"sensorReadingTime": ts + i, "serialNumber": serial,
+                                   "distanceFromObject": 200}) + "\n" for i in range(900))
+        k = f"step_trainer/landing/probe-{tag}-{n}.json"
+        s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
+        keys.setdefault("step_trainer_landing_to_trusted", []).append(k)
+        keys.setdefault("machine_learning_trusted_to_curated", []).append(
+            f"step_trainer/trusted/dt=2022-06-18/probe-{tag}-{n}.parquet")
+    for function, ks in keys.items():
+        args = ["probe", "--function", function]
+        for k in ks:
+            args += ["--key", k]
+        lines, _, _ = run(args, env)
+        rss = lines[-1]["peak_rss_mb"]
+        cold, warm = lines[0], lines[1]
+        rows.append((size, shards, function, cold, warm, rss))
+        print(f"{size:>9} {shards:>5} {function:<38} cold {cold['ms']:7.1f} ms {cold['bytes_read']:>9} B read "
+              f"{cold['bytes_written']:>8} B written | warm {warm['ms']:7.1f} ms "
+              f"{warm['bytes_read']:>9} B read {warm['bytes_written']:>8} B written | "
+              f"rows out {cold['rows_out']}/{warm['rows_out']} | peak RSS {rss:.1f} MiB",
+              flush=True)
+
+
 def main():
     with local_stack() as env:
         import boto3  # moto's dependency, in the project venv
@@ -95,45 +149,7 @@ def main():
             first, last = grown[0], grown[-2]
             print(f"{size:>9} customers: {len(grown) - 1} files of 50k folded in {grow_s:.1f} s; "
                   f"first file {first['ms']:.0f} ms, last {last['ms']:.0f} ms", flush=True)
-            # Probe files: one new consenting customer, and readings of consenting customers.
-            user = 2 * (size // 4)  # an even index: consenting
-            email, serial = f"c{user:08}@scale.test", f"S{user:08}"
-            keys = {}
-            for n in (1, 2):
-                new = 10_000_000 + 2 * size + 2 * n
-                line = json.dumps({"email": f"c{new:08}@scale.test", "serialNumber": f"S{new:08}",
-                                   "lastUpdateDate": 1, "shareWithResearchAsOfDate": 1})
-                k = f"customer/landing/probe-{size}-{n}.json"
-                s3.put_object(Bucket="stedi-scale", Key=k, Body=line + "\n")
-                keys.setdefault("customer_landing_to_trusted", []).append(k)
-                ts = 1_655_564_000_000 + n * 10_000_000
-                body = "".join(json.dumps({"user": email, "timestamp": ts + i, "x": 1, "y": 2, "z": 3})
-                               + "\n" for i in range(900))
-                k = f"accelerometer/landing/probe-{size}-{n}.json"
-                s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
-                keys.setdefault("accelerometer_landing_to_trusted", []).append(k)
-                keys.setdefault("customer_trusted_to_curated", []).append(
-                    f"accelerometer/trusted/dt=2022-06-18/probe-{size}-{n}.parquet")
-                body = "".join(json.dumps({"sensorReadingTime": ts + i, "serialNumber": serial,
-                                           "distanceFromObject": 200}) + "\n" for i in range(900))
-                k = f"step_trainer/landing/probe-{size}-{n}.json"
-                s3.put_object(Bucket="stedi-scale", Key=k, Body=body)
-                keys.setdefault("step_trainer_landing_to_trusted", []).append(k)
-                keys.setdefault("machine_learning_trusted_to_curated", []).append(
-                    f"step_trainer/trusted/dt=2022-06-18/probe-{size}-{n}.parquet")
-            for function, ks in keys.items():
-                args = ["probe", "--function", function]
-                for k in ks:
-                    args += ["--key", k]
-                lines, _, _ = run(args, env)
-                rss = lines[-1]["peak_rss_mb"]
-                cold, warm = lines[0], lines[1]
-                rows.append((size, function, cold, warm, rss))
-                print(f"{size:>9} {function:<38} cold {cold['ms']:7.1f} ms {cold['bytes_read']:>9} B read "
-                      f"{cold['bytes_written']:>8} B written | warm {warm['ms']:7.1f} ms "
-                      f"{warm['bytes_read']:>9} B read {warm['bytes_written']:>8} B written | "
-                      f"rows out {cold['rows_out']}/{warm['rows_out']} | peak RSS {rss:.1f} MiB",
-                      flush=True)
+            probe(s3, env, size, SHARDS, rows)
             # One reconcile planning pass over the whole lake, a fresh process (its memory
             # is what the reconcile function needs at this size).
             planned, plan_rss, _ = run(["plan"], env)
@@ -141,14 +157,26 @@ def main():
             plans.append((size, p, plan_rss))
             print(f"{size:>9} reconcile plan: {p['ms']:.0f} ms, peak RSS {plan_rss:.1f} MiB, "
                   f"items {p['items']}, GET {p['requests']['s3_get']}, "
-                  f"{p['requests']['bytes_read']} B read", flush=True)
+                  f"{p['requests']['bytes_read']} B read, advised shards "
+                  f"{p.get('advised_shards')}", flush=True)
             results.append((size, first["ms"], last["ms"], grow_rss))
+        if RESHARD:
+            # The largest size migrated to more shards (a reconcile with CUSTOMER_SHARDS
+            # changed), then probed again: customers per shard back to the small size's.
+            moved = dict(env, CUSTOMER_SHARDS=str(RESHARD))
+            done, reshard_rss, _ = run(["reconcile"], moved)
+            reshard = done[-1]
+            print(f"{have:>9} reconcile to {RESHARD} shards: {reshard['ms']:.0f} ms, peak RSS "
+                  f"{reshard_rss:.1f} MiB, passes {reshard['passes']}, groups {reshard['groups']}, "
+                  f"GET {reshard['requests']['s3_get']}, PUT {reshard['requests']['s3_put']}, "
+                  f"DELETE {reshard['requests']['s3_delete']}", flush=True)
+            probe(s3, moved, have, RESHARD, rows, offset=1000)
         print()
         for size, first_ms, last_ms, _ in results:
             print(f"RESULT customers={size} fold_first_ms={first_ms:.0f} fold_last_ms={last_ms:.0f} "
                   f"fold_ratio={last_ms / first_ms:.2f}")
-        for size, function, cold, warm, rss in rows:
-            print(f"RESULT customers={size} function={function} peak_rss_mb={rss:.1f} "
+        for size, shards, function, cold, warm, rss in rows:
+            print(f"RESULT customers={size} shards={shards} function={function} peak_rss_mb={rss:.1f} "
                   f"cold_ms={cold['ms']:.1f} warm_ms={warm['ms']:.1f} "
                   f"cold_bytes_read={cold['bytes_read']} warm_bytes_read={warm['bytes_read']} "
                   f"cold_bytes_written={cold['bytes_written']} warm_bytes_written={warm['bytes_written']} "
@@ -162,7 +190,15 @@ def main():
             print(f"RESULT customers={size} function=reconcile_plan peak_rss_mb={rss:.1f} "
                   f"ms={p['ms']:.0f} items={p['items']} s3_get={p['requests']['s3_get']} "
                   f"bytes_read={p['requests']['bytes_read']}")
-        print(f"RESULT max_peak_rss_mb={max([r[4] for r in rows] + [r[3] for r in results] + [p[2] for p in plans]):.1f}")
+        if RESHARD:
+            print(f"RESULT customers={have} function=reconcile_reshard shards={RESHARD} "
+                  f"peak_rss_mb={reshard_rss:.1f} ms={reshard['ms']:.0f} "
+                  f"s3_get={reshard['requests']['s3_get']} s3_put={reshard['requests']['s3_put']} "
+                  f"s3_delete={reshard['requests']['s3_delete']}")
+        peaks = [r[5] for r in rows] + [r[3] for r in results] + [p[2] for p in plans]
+        if RESHARD:
+            peaks.append(reshard_rss)
+        print(f"RESULT max_peak_rss_mb={max(peaks):.1f}")
 
 
 if __name__ == "__main__":

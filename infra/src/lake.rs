@@ -532,13 +532,24 @@ pub async fn erase(
 
 /// The lines `stedi reconcile` prints.
 pub fn describe(report: &reconcile::Report) -> Vec<String> {
-    if !report.changed() {
-        return vec![format!(
-            "reconcile: nothing to change; every table equals the batch truth ({} pass)",
-            report.passes
-        )];
-    }
     let mut lines = Vec::new();
+    if let Some(n) = report.advised_shards {
+        lines.push(format!(
+            "advice: the customer shards are large; set CUSTOMER_SHARDS={n} (about {} \
+             consenting customers a shard) and reconcile again to migrate",
+            reconcile::CUSTOMERS_PER_SHARD
+        ));
+    }
+    if !report.changed() {
+        lines.insert(
+            0,
+            format!(
+                "reconcile: nothing to change; every table equals the batch truth ({} pass)",
+                report.passes
+            ),
+        );
+        return lines;
+    }
     if report.migrated > 0 {
         lines.push(format!(
             "bookkeeping: {} objects moved out of table locations to {}",

@@ -88,6 +88,31 @@ pub struct Plan {
     pub groups: u32,
     /// The most customers (latest records) it held at once.
     pub most_held: usize,
+    /// Consenting customers (rows of customer_trusted).
+    pub consenting: usize,
+    /// A larger `CUSTOMER_SHARDS` when the shards hold more than twice
+    /// [`CUSTOMERS_PER_SHARD`] (see [`advised_shards`]).
+    pub advised_shards: Option<u32>,
+}
+
+/// Consenting customers a shard is sized for. A one-record customer file rewrites one
+/// customer_trusted shard and one device-index shard, so their size is its cost: ~250
+/// consenting customers a shard is ~15 KB written (`make bench-scale`: 100k registrations
+/// at 256 shards, and 1M at 2048).
+pub const CUSTOMERS_PER_SHARD: usize = 250;
+
+/// The shard count that brings `consenting` customers back to about [`CUSTOMERS_PER_SHARD`]
+/// a shard (a power of two, at most 65536), when `shards` holds more than twice that;
+/// `None` while they fit.
+pub fn advised_shards(consenting: usize, shards: u32) -> Option<u32> {
+    if consenting <= 2 * CUSTOMERS_PER_SHARD * shards as usize {
+        return None;
+    }
+    let want = consenting
+        .div_ceil(CUSTOMERS_PER_SHARD)
+        .next_power_of_two()
+        .min(65536) as u32;
+    (want > shards).then_some(want)
 }
 
 impl Plan {
@@ -679,6 +704,7 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
                 serials.push((keys::fnv1a(e), keys::fnv1a(serial)));
             }
         }
+        plan.consenting += trusted.rows.len();
         if plan.groups == 1 {
             kept = Some(trusted.clone());
         }
@@ -686,6 +712,17 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         add_snapshot(&mut plan, Table::CustomerTrusted, change);
     }
     drop(spill);
+    plan.advised_shards = advised_shards(plan.consenting, shards);
+    if let Some(advised) = plan.advised_shards {
+        tracing::warn!(
+            consenting = plan.consenting,
+            shards,
+            advised,
+            "customer shards hold {} consenting customers each: set CUSTOMER_SHARDS to {advised} \
+             (the next reconcile migrates); a one-record customer file rewrites a shard",
+            plan.consenting / shards.max(1) as usize
+        );
+    }
     let (consent_now, serials_now) = (Answers::from_hashes(consent), Answers::from_hashes(serials));
     if stage(ctx, bucket, &mut plan, &consent_now, |r| {
         matches!(r, Rule::Consented { .. })
@@ -852,6 +889,8 @@ pub struct Report {
     pub groups: u32,
     /// The most customers a plan held at once.
     pub most_held: usize,
+    /// The `CUSTOMER_SHARDS` a plan advised (see [`advised_shards`]).
+    pub advised_shards: Option<u32>,
 }
 
 impl Report {
@@ -869,6 +908,7 @@ impl Report {
         self.passes += 1;
         self.groups = self.groups.max(plan.groups);
         self.most_held = self.most_held.max(plan.most_held);
+        self.advised_shards = self.advised_shards.max(plan.advised_shards);
         self.migrated += plan.migrated;
         self.device_shards += plan.device_shards;
         for (t, a, r) in &plan.snapshots {
@@ -973,6 +1013,21 @@ pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_shards_are_advised_past_twice_their_size() {
+        assert_eq!(advised_shards(0, 256), None);
+        // 256 shards fit 128,000 consenting customers (twice 250 a shard).
+        assert_eq!(advised_shards(128_000, 256), None);
+        assert_eq!(advised_shards(128_001, 256), Some(1024));
+        // 1M registrations, half consenting: 2,000 shards of 250, rounded up.
+        assert_eq!(advised_shards(500_000, 256), Some(2048));
+        assert_eq!(advised_shards(500_000, 2048), None);
+        assert_eq!(advised_shards(5_000_000, 256), Some(32768));
+        assert_eq!(advised_shards(100_000_000, 256), Some(65536));
+        assert_eq!(advised_shards(100_000_000, 65536), None);
+        assert_eq!(advised_shards(1_000, 1), Some(4));
+    }
 
     #[test]
     fn the_planner_takes_enough_groups_for_its_byte_budget() {

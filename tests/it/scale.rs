@@ -111,3 +111,76 @@ async fn per_event_cost_does_not_grow_with_the_customer_count() {
         small.customer.bytes_written, large.customer.bytes_written, shard_small, shard_large
     );
 }
+
+/// The shards of `table` (or the device index when `None`) in the bucket.
+async fn shard_objects(local: &Local, table: Option<stedi::schema::Table>) -> Vec<String> {
+    let keys = local.keys().await.unwrap();
+    let prefix = match table {
+        Some(t) => stedi::keys::shard_key(t, 0).replace("part-00000.parquet", ""),
+        None => stedi::keys::DEVICES_PREFIX.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect()
+}
+
+/// Changing `CUSTOMER_SHARDS` is a migration the next reconcile makes: up from 32 shards
+/// to 61 and down to 3, the customer tables and the device index are exactly the new
+/// count's shards (no object of the old count left), every table is the batch truth, a
+/// second reconcile changes nothing, and a new customer lands in the new layout.
+#[tokio::test]
+async fn changing_the_shard_count_is_migrated_by_a_reconcile() {
+    use stedi::schema::Table;
+    use stedi_tests::truth::Truth;
+    let mut local = Local::start().await.unwrap();
+    assert_eq!(local.stack.cfg.function.customer_shards, 32);
+    let out = local.drop_sample(0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let truth = Truth::compute(&stedi_tests::sample_dir(), false).unwrap();
+    for shards in [61, 3] {
+        local.stack.cfg.function.customer_shards = shards;
+        let report = local.reconcile().await.unwrap();
+        assert!(report.changed() && report.converged, "{report:?}");
+        crate::pipeline::assert_batch_truth(&local, &truth).await;
+        for table in [
+            Some(Table::CustomerTrusted),
+            Some(Table::CustomerCurated),
+            None,
+        ] {
+            let want: Vec<String> = (0..shards)
+                .map(|s| match table {
+                    Some(t) => stedi::keys::shard_key(t, s),
+                    None => stedi::keys::device_shard_key(s),
+                })
+                .collect();
+            assert_eq!(shard_objects(&local, table).await, want, "{table:?}");
+        }
+        let again = local.reconcile().await.unwrap();
+        assert!(!again.changed(), "{again:?}");
+    }
+    // A new consenting customer arrives at 3 shards: one more row in customer_trusted, in
+    // the shard its e-mail falls in.
+    let email = "New.Customer@test.com";
+    let line = serde_json::json!({
+        "customerName": "New Customer", "email": email, "phone": "8015551212",
+        "birthDay": "1999-01-01", "serialNumber": "new-serial",
+        "registrationDate": 1655564376361_i64, "lastUpdateDate": 1655564376361_i64,
+        "shareWithResearchAsOfDate": 1655564376361_i64,
+        "shareWithPublicAsOfDate": 1655564376361_i64,
+        "shareWithFriendsAsOfDate": 1655564376361_i64,
+    });
+    let before = local.counts().await.unwrap()["customer_trusted"];
+    local
+        .drop_bytes("customer/landing/new.json", format!("{line}\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        local.counts().await.unwrap()["customer_trusted"],
+        before + 1
+    );
+    let shard = stedi::keys::shard_key(Table::CustomerTrusted, stedi::keys::shard_of(email, 3));
+    let body = local.get(&shard).await.unwrap();
+    let rows = stedi::columnar::read_parquet(body, &[], &shard).unwrap();
+    let emails = crate::rows::emails(&rows);
+    assert!(emails.iter().any(|e| e == email), "{emails:?}");
+}

@@ -82,6 +82,9 @@ enum Command {
     /// One reconcile planning pass over the lake as it is, in this process: its time,
     /// requests, what it found and the process's peak resident memory.
     Plan,
+    /// A whole reconcile (plans and their items, until a plan finds nothing to do) in this
+    /// process: with `CUSTOMER_SHARDS` changed, the migration to the new shard count.
+    Reconcile,
     /// Run one function on each key in turn, in this process (the first cold, the rest warm).
     Probe {
         #[arg(long)]
@@ -559,6 +562,26 @@ async fn main() -> Result<()> {
                 json!({"phase": "plan", "ms": started.elapsed().as_secs_f64() * 1000.0,
                        "requests": counts.snapshot(), "items": plan.items.len(),
                        "snapshots": plan.snapshots.len(), "device_shards": plan.device_shards,
+                       "advised_shards": plan.advised_shards,
+                       "peak_rss_mb": peak_rss_mb()})
+            );
+        }
+        Command::Reconcile => {
+            let ctx = stack.function_context();
+            let counts = stedi::store::RequestCounts::shared();
+            let started = Instant::now();
+            let report = stedi::store::count_invocation(
+                counts.clone(),
+                stedi::reconcile::run_inline(&ctx, &stack.cfg.bucket),
+            )
+            .await?;
+            println!(
+                "{}",
+                json!({"phase": "reconcile", "ms": started.elapsed().as_secs_f64() * 1000.0,
+                       "requests": counts.snapshot(), "passes": report.passes,
+                       "converged": report.converged, "snapshots": report.snapshots,
+                       "device_shards": report.device_shards, "groups": report.groups,
+                       "shards": ctx.cfg.customer_shards, "advised_shards": report.advised_shards,
                        "peak_rss_mb": peak_rss_mb()})
             );
         }
