@@ -7,7 +7,7 @@ runs every function as a fresh process (`stedi-scale probe`: first invocation co
 warm) on small files, measuring peak resident memory (wait4) and the requests and bytes
 each invocation made, and one reconcile planning pass (`stedi-scale plan`) over the lake.
 Then migrates the largest size from CUSTOMER_SHARDS (default 256) to BENCH_SCALE_RESHARD
-shards (default 2048, what the reconcile advises at 1M; 0 skips it) by a whole reconcile
+shards (default: what its reconcile plan advises, 2048 at 1M; 0 skips it) by a whole reconcile
 (`stedi-scale reconcile`) and probes every function again: the one-record customer file's
 bytes follow the customers per shard.
 Ends with RESULT lines. Debug builds of the probe by default
@@ -26,9 +26,10 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 PROFILE = os.environ.get("CARGO_PROFILE", "debug")
 SIZES = [100_000, 1_000_000] + ([5_000_000] if os.environ.get("BENCH_SCALE_5M") else [])
 # The shard count the lake is grown with, and the one the largest size is then migrated
-# to by a reconcile (0: no migration leg).
+# to by a reconcile (0: no migration leg)
 SHARDS = int(os.environ.get("CUSTOMER_SHARDS", "256"))
-RESHARD = int(os.environ.get("BENCH_SCALE_RESHARD", "2048"))
+# (default: what the reconcile plan of the largest size advises, if anything).
+RESHARD = os.environ.get("BENCH_SCALE_RESHARD")
 
 
 def free_port():
@@ -160,17 +161,19 @@ def main():
                   f"{p['requests']['bytes_read']} B read, advised shards "
                   f"{p.get('advised_shards')}", flush=True)
             results.append((size, first["ms"], last["ms"], grow_rss))
-        if RESHARD:
+        advised = plans[-1][1].get("advised_shards") or 0
+        reshard = int(RESHARD) if RESHARD is not None else advised
+        if reshard:
             # The largest size migrated to more shards (a reconcile with CUSTOMER_SHARDS
             # changed), then probed again: customers per shard back to the small size's.
-            moved = dict(env, CUSTOMER_SHARDS=str(RESHARD))
+            moved = dict(env, CUSTOMER_SHARDS=str(reshard))
             done, reshard_rss, _ = run(["reconcile"], moved)
-            reshard = done[-1]
-            print(f"{have:>9} reconcile to {RESHARD} shards: {reshard['ms']:.0f} ms, peak RSS "
-                  f"{reshard_rss:.1f} MiB, passes {reshard['passes']}, groups {reshard['groups']}, "
-                  f"GET {reshard['requests']['s3_get']}, PUT {reshard['requests']['s3_put']}, "
-                  f"DELETE {reshard['requests']['s3_delete']}", flush=True)
-            probe(s3, moved, have, RESHARD, rows, offset=1000)
+            migration = done[-1]
+            print(f"{have:>9} reconcile to {reshard} shards: {migration['ms']:.0f} ms, peak RSS "
+                  f"{reshard_rss:.1f} MiB, passes {migration['passes']}, groups {migration['groups']}, "
+                  f"GET {migration['requests']['s3_get']}, PUT {migration['requests']['s3_put']}, "
+                  f"DELETE {migration['requests']['s3_delete']}", flush=True)
+            probe(s3, moved, have, reshard, rows, offset=1000)
         print()
         for size, first_ms, last_ms, _ in results:
             print(f"RESULT customers={size} fold_first_ms={first_ms:.0f} fold_last_ms={last_ms:.0f} "
@@ -190,13 +193,13 @@ def main():
             print(f"RESULT customers={size} function=reconcile_plan peak_rss_mb={rss:.1f} "
                   f"ms={p['ms']:.0f} items={p['items']} s3_get={p['requests']['s3_get']} "
                   f"bytes_read={p['requests']['bytes_read']}")
-        if RESHARD:
-            print(f"RESULT customers={have} function=reconcile_reshard shards={RESHARD} "
-                  f"peak_rss_mb={reshard_rss:.1f} ms={reshard['ms']:.0f} "
-                  f"s3_get={reshard['requests']['s3_get']} s3_put={reshard['requests']['s3_put']} "
-                  f"s3_delete={reshard['requests']['s3_delete']}")
+        if reshard:
+            print(f"RESULT customers={have} function=reconcile_reshard shards={reshard} "
+                  f"peak_rss_mb={reshard_rss:.1f} ms={migration['ms']:.0f} "
+                  f"s3_get={migration['requests']['s3_get']} s3_put={migration['requests']['s3_put']} "
+                  f"s3_delete={migration['requests']['s3_delete']}")
         peaks = [r[5] for r in rows] + [r[3] for r in results] + [p[2] for p in plans]
-        if RESHARD:
+        if reshard:
             peaks.append(reshard_rss)
         print(f"RESULT max_peak_rss_mb={max(peaks):.1f}")
 
