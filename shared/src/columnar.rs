@@ -218,7 +218,12 @@ impl ParquetSink {
 pub struct PartitionedSink {
     table: Table,
     row_group_rows: usize,
-    parts: BTreeMap<String, ParquetSink>,
+    /// `(dt, sink)` in creation order; `index` finds one by `dt`.
+    parts: Vec<(String, ParquetSink)>,
+    index: BTreeMap<String, usize>,
+    /// The partition the last row went to: readings come grouped by day, so most rows
+    /// skip the map lookup.
+    last: Option<(String, usize)>,
     appended: usize,
 }
 
@@ -228,7 +233,9 @@ impl PartitionedSink {
         PartitionedSink {
             table,
             row_group_rows,
-            parts: BTreeMap::new(),
+            parts: Vec::new(),
+            index: BTreeMap::new(),
+            last: None,
             appended: 0,
         }
     }
@@ -240,62 +247,80 @@ impl PartitionedSink {
             return Ok(());
         }
         self.appended = 0;
-        let mut pending: Vec<(usize, String)> = self
+        let mut pending: Vec<(usize, &str, usize)> = self
             .parts
             .iter()
-            .map(|(dt, s)| (s.pending(), dt.clone()))
-            .filter(|(n, _)| *n > 0)
+            .enumerate()
+            .map(|(i, (dt, s))| (s.pending(), dt.as_str(), i))
+            .filter(|(n, _, _)| *n > 0)
             .collect();
-        let mut total: usize = pending.iter().map(|(n, _)| n).sum();
+        let mut total: usize = pending.iter().map(|(n, _, _)| n).sum();
         if total < self.row_group_rows {
             return Ok(());
         }
+        // The fullest first (among equals, the later `dt`).
         pending.sort_unstable_by(|a, b| b.cmp(a));
-        for (n, dt) in pending {
+        let order: Vec<(usize, usize)> = pending.into_iter().map(|(n, _, i)| (n, i)).collect();
+        for (n, i) in order {
             if total <= self.row_group_rows / 2 {
                 break;
             }
-            if let Some(sink) = self.parts.get_mut(&dt) {
-                sink.close_row_group()?;
-            }
+            self.parts[i].1.close_row_group()?;
             total -= n;
         }
         Ok(())
     }
 
+    /// The position of partition `dt`'s sink, created if needed.
+    fn position(&mut self, dt: &str) -> Result<usize> {
+        if let Some((last, i)) = &self.last
+            && last == dt
+        {
+            return Ok(*i);
+        }
+        let i = match self.index.get(dt) {
+            Some(i) => *i,
+            None => {
+                let sink = ParquetSink::new(self.table, self.row_group_rows)?;
+                self.parts.push((dt.to_string(), sink));
+                self.index.insert(dt.to_string(), self.parts.len() - 1);
+                self.parts.len() - 1
+            }
+        };
+        match &mut self.last {
+            Some((last, at)) => {
+                last.clear();
+                last.push_str(dt);
+                *at = i;
+            }
+            None => self.last = Some((dt.to_string(), i)),
+        }
+        Ok(i)
+    }
+
     /// Appends a row to partition `dt`.
     pub fn append(&mut self, dt: &str, cells: &[Cell<'_>]) -> Result<()> {
-        if !self.parts.contains_key(dt) {
-            let sink = ParquetSink::new(self.table, self.row_group_rows)?;
-            self.parts.insert(dt.to_string(), sink);
-        }
-        match self.parts.get_mut(dt) {
-            Some(sink) => sink.append(cells)?,
-            None => return Ok(()),
-        }
+        let i = self.position(dt)?;
+        self.parts[i].1.append(cells)?;
         self.bound()
     }
 
     /// The sink of partition `dt`, created if needed.
     pub fn part(&mut self, dt: &str) -> Result<&mut ParquetSink> {
-        if !self.parts.contains_key(dt) {
-            let sink = ParquetSink::new(self.table, self.row_group_rows)?;
-            self.parts.insert(dt.to_string(), sink);
-        }
-        self.parts.get_mut(dt).ok_or_else(|| Error::Arrow {
-            context: self.table.name().to_string(),
-            source: arrow_schema::ArrowError::InvalidArgumentError(format!("no partition {dt}")),
-        })
+        let i = self.position(dt)?;
+        Ok(&mut self.parts[i].1)
     }
 
     /// Total rows over all partitions.
     pub fn rows(&self) -> u64 {
-        self.parts.values().map(ParquetSink::rows).sum()
+        self.parts.iter().map(|(_, s)| s.rows()).sum()
     }
 
     /// Finishes every partition, in `dt` order.
     pub fn finish(self) -> Result<Vec<Part>> {
-        self.parts
+        let mut parts = self.parts;
+        parts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        parts
             .into_iter()
             .map(|(dt, sink)| {
                 let rows = sink.rows();
@@ -630,7 +655,7 @@ mod tests {
             let dt = format!("2022-06-{:02}", 1 + i % 20);
             let cells = [Cell::Long(i), Cell::Str(Cow::Borrowed("s")), Cell::Long(1)];
             sink.append(&dt, &cells).unwrap();
-            let buffered: usize = sink.parts.values().map(ParquetSink::pending).sum();
+            let buffered: usize = sink.parts.iter().map(|(_, s)| s.pending()).sum();
             assert!(buffered <= 64 + 16, "{buffered} rows buffered after {i}");
         }
         let parts = sink.finish().unwrap();
