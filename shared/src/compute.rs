@@ -70,11 +70,34 @@ struct ScanState {
     /// The cells buffer, kept empty between lines so its allocation is reused.
     cells: Vec<Cell<'static>>,
     max_line_bytes: usize,
+    /// The person of the last line and the earliest time of their lines since: lines come
+    /// grouped by person, so `summary.persons` is touched once per run of lines, not per
+    /// line.
+    last_person: Option<(String, i64)>,
     summary: Summary,
     quarantine: Quarantine,
 }
 
 impl ScanState {
+    /// Notes that `who` has a line at `at`.
+    fn person(&mut self, who: &str, at: i64) {
+        match &mut self.last_person {
+            Some((p, earliest)) if p == who => *earliest = (*earliest).min(at),
+            _ => {
+                self.flush_person();
+                self.last_person = Some((who.to_string(), at));
+            }
+        }
+    }
+
+    /// Moves the last person into `summary.persons`.
+    fn flush_person(&mut self) {
+        if let Some((who, at)) = self.last_person.take() {
+            let e = self.summary.persons.entry(who).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+
     fn line(
         &mut self,
         line: Line<'_>,
@@ -97,9 +120,7 @@ impl ScanState {
                             && let Some(who) = cells.get(k).and_then(Cell::as_str)
                         {
                             let at = cells.get(t).and_then(Cell::as_long).unwrap_or(i64::MIN);
-                            let earliest = self.summary.persons.entry(who.to_string());
-                            let e = earliest.or_insert(at);
-                            *e = (*e).min(at);
+                            self.person(who, at);
                         }
                         on_row(&cells)?
                     }
@@ -176,6 +197,7 @@ impl LandingScan {
                 person: person_columns(table).map(|(_, k, t)| (k, t)),
                 cells: Vec::with_capacity(table.columns().len()),
                 max_line_bytes: cfg.max_line_bytes,
+                last_person: None,
                 summary: Summary::default(),
                 quarantine: Quarantine {
                     source: source.to_string(),
@@ -203,6 +225,7 @@ impl LandingScan {
     ) -> Result<(Summary, Quarantine)> {
         let state = &mut self.state;
         self.splitter.finish(&mut |l| state.line(l, on_row))?;
+        self.state.flush_person();
         let mut s = self.state.summary;
         s.quarantined = self.state.quarantine.count;
         Ok((s, self.state.quarantine))
@@ -722,6 +745,26 @@ mod tests {
             assert_eq!(entry["raw"], "{bad");
             drop(scan_users(kept));
         }
+    }
+
+    #[test]
+    fn a_scan_records_each_person_with_their_earliest_line() {
+        // Runs of one person, a person coming back, a bad line between, no final newline.
+        let file = b"{\"user\":\"b\",\"timestamp\":30,\"x\":1,\"y\":2,\"z\":3}\n\
+{\"user\":\"b\",\"timestamp\":20,\"x\":1,\"y\":2,\"z\":3}\n\
+{\"user\":\"a\",\"timestamp\":50,\"x\":1,\"y\":2,\"z\":3}\n{bad\n\
+{\"user\":\"b\",\"timestamp\":10,\"x\":1,\"y\":2,\"z\":3}\n\
+{\"user\":\"c\",\"timestamp\":40,\"x\":1,\"y\":2,\"z\":3}";
+        let mut on_row = |_: &[Cell<'_>]| Ok(RowOutcome::Kept);
+        let mut scan = LandingScan::new(Table::AccelerometerLanding, "k", &Config::default());
+        scan.push(file, &mut on_row).unwrap();
+        let (s, _) = scan.finish(&mut on_row).unwrap();
+        let want: BTreeMap<String, i64> = [("a", 50), ("b", 10), ("c", 40)]
+            .into_iter()
+            .map(|(p, t)| (p.to_string(), t))
+            .collect();
+        assert_eq!(s.persons, want);
+        assert_eq!((s.rows_in, s.rows_out, s.quarantined), (6, 5, 1));
     }
 
     fn reading(user: &str, ts: i64) -> Vec<Cell<'static>> {
