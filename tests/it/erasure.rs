@@ -188,6 +188,23 @@ fn strings_of(key: &str, body: bytes::Bytes) -> Vec<String> {
     out
 }
 
+/// Turns versioning on for the test's bucket.
+async fn enable_versioning(local: &Local) {
+    local
+        .stack
+        .s3
+        .put_bucket_versioning()
+        .bucket(&local.stack.cfg.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// `(key, version id)` of every non-empty version of every object of the bucket.
 async fn all_versions(local: &Local) -> Vec<(String, String)> {
     let s3 = &local.stack.s3;
@@ -291,19 +308,7 @@ async fn three_people_erased_from_every_zone_and_every_version() {
     .await
     .unwrap();
     let bucket = local.stack.cfg.bucket.clone();
-    local
-        .stack
-        .s3
-        .put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&local).await;
     let data = sample_by_person();
     let out = local
         .drop(&lake::landing_files(&data, None).unwrap(), 0)
@@ -507,19 +512,7 @@ async fn old_versions_are_listed_only_in_a_versioned_bucket() {
     assert_eq!(run(&["a.json", "b.json"]).await, (0, 1, 0, 0));
     assert_eq!(versions_of_a(&local).await, 1);
 
-    local
-        .stack
-        .s3
-        .put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_versioning(&local).await;
     local.put("a.json", "3").await.unwrap();
     local.put("a.json", "4").await.unwrap();
     assert_eq!(versions_of_a(&local).await, 3);
