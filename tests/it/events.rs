@@ -30,9 +30,10 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
 
 /// Requests are the bill: one accelerometer landing file, processed by a cold function
 /// after the customers are in, makes exactly these requests (GET the landing file, each
-/// consent shard its readers need, the old manifest, the compaction pointer and each
-/// user's tombstone; PUT the one `dt` output, the manifest and each user's erasure-index
-/// posting; DELETE the stale quarantine object; one Glue BatchCreatePartition), and its
+/// consent shard its readers need, the compaction pointer and each user's tombstone; PUT
+/// the one `dt` output, the manifest (created where there is none: no old one to read)
+/// and each user's erasure-index posting; DELETE the stale quarantine object; one Glue
+/// BatchCreatePartition), and its
 /// byte counts are the sizes of what it read and wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_counts_its_requests() {
@@ -64,7 +65,7 @@ async fn an_invocation_counts_its_requests() {
     let r = s.requests;
     assert_eq!(
         (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
-        (78, 52, 1, 0, 0),
+        (77, 52, 1, 0, 0),
         "{r:?}"
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
@@ -99,14 +100,12 @@ async fn an_invocation_counts_its_requests() {
         .map(|u| stedi::keys::shard_key(Table::CustomerTrusted, stedi::keys::shard_of(u, n)))
         .collect();
     assert_eq!(shards.len(), 25, "{shards:?}");
-    // GETs: the landing file, its users' shards, the previous manifest, the partition's
-    // compaction pointer (missing: never compacted, nothing to keep in step), and each
-    // user's tombstone (missing: nobody erased). PUTs: the output, the manifest and one
-    // (empty) erasure-index posting per user.
-    assert_eq!(
-        r.s3_get,
-        1 + shards.len() as u64 + 1 + 1 + users.len() as u64
-    );
+    // GETs: the landing file, its users' shards, the partition's compaction pointer
+    // (missing: never compacted, nothing to keep in step), and each user's tombstone
+    // (missing: nobody erased); no previous manifest (the new one is created with
+    // If-None-Match). PUTs: the output, the manifest and one (empty) erasure-index posting
+    // per user.
+    assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + users.len() as u64);
     assert_eq!(r.s3_put, 2 + users.len() as u64);
     let mut shard_bytes = 0;
     for k in &shards {
@@ -122,7 +121,7 @@ async fn an_invocation_counts_its_requests() {
         &s,
     ))
     .unwrap();
-    assert_eq!(line["s3_get"], 78);
+    assert_eq!(line["s3_get"], 77);
     assert_eq!(line["bytes_written"], written as u64);
     // The whole drop's total is the sum over the functions.
     let sum = out
@@ -168,10 +167,11 @@ async fn a_warm_function_registers_a_partition_once() {
 /// Work an SQS batch can share is done once per batch: ten phone files of one `dt` in one
 /// batch read that partition's compaction pointer once, after all ten objects' writes (the
 /// order that keeps arrivals and compaction in step), and register the partition once.
-/// Every other request is per object: GET the file, the old manifest and its user's
-/// tombstone, PUT the output, the manifest and the user's erasure-index posting, plus one
-/// GET per consent shard the users fall in. A Step Trainer file reads its old manifest once
-/// (for its waiting markers and its old outputs alike).
+/// Every other request is per object: GET the file and its user's tombstone, PUT the
+/// output, the manifest (created where there is none, so no old one is read) and the
+/// user's erasure-index posting, plus one GET per consent shard the users fall in. A Step
+/// Trainer file reads its old manifest once (for its waiting markers and its old outputs
+/// alike).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     use serde_json::json;
@@ -213,7 +213,7 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .map(|i| stedi::keys::shard_of(&email(2 * i), n))
         .collect();
     let r = s.requests;
-    assert_eq!(r.s3_get, 10 + shards.len() as u64 + 10 + 1 + 10, "{r:?}");
+    assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 10, "{r:?}");
     assert_eq!((r.s3_put, r.s3_list), (30, 0), "{r:?}");
     assert_eq!(r.glue_calls, 1, "{r:?}");
     let counts = local.counts().await.unwrap();

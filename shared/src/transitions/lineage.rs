@@ -10,7 +10,7 @@ use super::reference::Ctx;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::schema::Table;
-use crate::store::Fetched;
+use crate::store::{Fetched, Precondition, PutOutcome};
 
 /// The layout version manifests are written with; a manifest of an earlier layout is
 /// stale, so `reconcile` recomputes its outputs once after an upgrade. 3: lineage records
@@ -132,6 +132,19 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
 /// Writes a manifest.
 pub async fn write_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<()> {
     write_json(ctx, bucket, key, m).await
+}
+
+/// Creates a manifest where there is none (`If-None-Match: *`): `false` when one exists.
+pub async fn create_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<bool> {
+    let body = serde_json::to_vec(m).map_err(|source| Error::Json {
+        context: key.to_string(),
+        source,
+    })?;
+    let created = ctx
+        .store
+        .put_if(bucket, key, Bytes::from(body), &Precondition::Absent)
+        .await?;
+    Ok(matches!(created, PutOutcome::Written(_)))
 }
 
 /// Writes a bookkeeping object as JSON.

@@ -8,7 +8,9 @@ use crate::columnar::Part;
 
 use super::compact::list_working;
 use super::landing::Filtered;
-use super::lineage::{LAYOUT, Manifest, manifest_key, read_manifest, write_manifest};
+use super::lineage::{
+    LAYOUT, Manifest, create_manifest, manifest_key, read_manifest, write_manifest,
+};
 use super::reference::Ctx;
 use super::{Transition, machine_learning_trusted_to_curated};
 use crate::catalog;
@@ -68,7 +70,8 @@ pub async fn publish_filtered<F: RowFilter>(
 
 /// Writes the outputs of one source object (one per `dt`), registers their partitions, and
 /// deletes outputs of earlier runs that this run no longer produces (with their pairs in
-/// machine_learning_curated); then writes `manifest` with the `dts` written. Returns the
+/// machine_learning_curated); then writes `manifest` with the `dts` written (created with
+/// `If-None-Match` when there was none: no read of it). Returns the
 /// previous run's manifest (`previous`, read here unless the caller has).
 #[allow(clippy::too_many_arguments)]
 pub async fn publish_partitioned(
@@ -91,8 +94,17 @@ pub async fn publish_partitioned(
     ctx.register(bucket, table, &dts).await?;
     let mkey = manifest_key(table, stem);
     let before = match previous {
-        Previous::Unread => read_manifest(ctx, bucket, &mkey).await?,
         Previous::Read(m) => m,
+        Previous::Unread => {
+            // A first run (the common case) creates the manifest, with nothing earlier to
+            // replace and no GET; where one exists (a rerun, a re-upload) the create
+            // answers 412 and the manifest is read.
+            manifest.dts = dts.iter().cloned().collect();
+            if create_manifest(ctx, bucket, &mkey, &manifest).await? {
+                return Ok(None);
+            }
+            read_manifest(ctx, bucket, &mkey).await?
+        }
     };
     let old_dts = before.as_ref().map(|m| m.dts.clone()).unwrap_or_default();
     for dt in old_dts.iter().filter(|d| !dts.contains(d)) {
