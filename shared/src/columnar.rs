@@ -221,9 +221,9 @@ pub struct PartitionedSink {
     /// `(dt, sink)` in creation order; `index` finds one by `dt`.
     parts: Vec<(String, ParquetSink)>,
     index: BTreeMap<String, usize>,
-    /// The partition the last row went to: readings come grouped by day, so most rows
-    /// skip the map lookup.
-    last: Option<(String, usize)>,
+    /// The position of the partition the last row went to: readings come grouped by day,
+    /// so most rows skip the map lookup.
+    last: Option<usize>,
     appended: usize,
 }
 
@@ -247,21 +247,21 @@ impl PartitionedSink {
             return Ok(());
         }
         self.appended = 0;
-        let mut pending: Vec<(usize, &str, usize)> = self
+        let mut pending: Vec<(usize, usize)> = self
             .parts
             .iter()
             .enumerate()
-            .map(|(i, (dt, s))| (s.pending(), dt.as_str(), i))
-            .filter(|(n, _, _)| *n > 0)
+            .map(|(i, (_, s))| (s.pending(), i))
+            .filter(|(n, _)| *n > 0)
             .collect();
-        let mut total: usize = pending.iter().map(|(n, _, _)| n).sum();
+        let mut total: usize = pending.iter().map(|(n, _)| n).sum();
         if total < self.row_group_rows {
             return Ok(());
         }
         // The fullest first (among equals, the later `dt`).
-        pending.sort_unstable_by(|a, b| b.cmp(a));
-        let order: Vec<(usize, usize)> = pending.into_iter().map(|(n, _, i)| (n, i)).collect();
-        for (n, i) in order {
+        let dt = |i: usize| self.parts[i].0.as_str();
+        pending.sort_unstable_by(|a, b| (b.0, dt(b.1)).cmp(&(a.0, dt(a.1))));
+        for (n, i) in pending {
             if total <= self.row_group_rows / 2 {
                 break;
             }
@@ -273,10 +273,10 @@ impl PartitionedSink {
 
     /// The position of partition `dt`'s sink, created if needed.
     fn position(&mut self, dt: &str) -> Result<usize> {
-        if let Some((last, i)) = &self.last
-            && last == dt
+        if let Some(i) = self.last
+            && self.parts[i].0 == dt
         {
-            return Ok(*i);
+            return Ok(i);
         }
         let i = match self.index.get(dt) {
             Some(i) => *i,
@@ -287,14 +287,7 @@ impl PartitionedSink {
                 self.parts.len() - 1
             }
         };
-        match &mut self.last {
-            Some((last, at)) => {
-                last.clear();
-                last.push_str(dt);
-                *at = i;
-            }
-            None => self.last = Some((dt.to_string(), i)),
-        }
+        self.last = Some(i);
         Ok(i)
     }
 

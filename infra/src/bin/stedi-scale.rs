@@ -386,20 +386,28 @@ async fn erase_probe(stack: &Stack, data: &Path, lines: usize) -> Result<()> {
                "landing_objects": of(Table::CustomerLanding).len() + phone.len() + step.len(),
                "objects": objects})
     );
-    let counts = stedi::store::RequestCounts::shared();
-    let started = Instant::now();
-    let audit = stedi::store::count_invocation(
-        counts.clone(),
-        stedi::transitions::erasure::erase(&ctx, &stack.cfg.bucket, &email, "probe"),
-    )
-    .await?;
-    let r = counts.snapshot();
+    let (audit, r, ms) = counted(stedi::transitions::erasure::erase(
+        &ctx,
+        &stack.cfg.bucket,
+        &email,
+        "probe",
+    ))
+    .await;
     println!(
         "{}",
-        json!({"phase": "erase", "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
-               "requests": r, "audit": audit})
+        json!({"phase": "erase", "wall_ms": ms, "requests": r, "audit": audit?})
     );
     Ok(())
+}
+
+/// Runs `f` with request counters of its own: its output, the requests it made and its
+/// wall time in milliseconds.
+async fn counted<F: std::future::Future>(f: F) -> (F::Output, stedi::summary::Requests, f64) {
+    let counts = stedi::store::RequestCounts::shared();
+    let started = Instant::now();
+    let out = stedi::store::count_invocation(counts.clone(), f).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    (out, counts.snapshot(), ms)
 }
 
 async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
@@ -550,17 +558,13 @@ async fn main() -> Result<()> {
         } => cost(&stack, customers, warm, sessions, lines).await?,
         Command::Plan => {
             let ctx = stack.function_context();
-            let counts = stedi::store::RequestCounts::shared();
-            let started = Instant::now();
-            let plan = stedi::store::count_invocation(
-                counts.clone(),
-                stedi::reconcile::plan(&ctx, &stack.cfg.bucket),
-            )
-            .await?;
+            let (plan, requests, ms) =
+                counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket)).await;
+            let plan = plan?;
             println!(
                 "{}",
-                json!({"phase": "plan", "ms": started.elapsed().as_secs_f64() * 1000.0,
-                       "requests": counts.snapshot(), "items": plan.items.len(),
+                json!({"phase": "plan", "ms": ms,
+                       "requests": requests, "items": plan.items.len(),
                        "snapshots": plan.snapshots.len(), "device_shards": plan.device_shards,
                        "advised_shards": plan.advised_shards,
                        "peak_rss_mb": peak_rss_mb()})
@@ -568,17 +572,13 @@ async fn main() -> Result<()> {
         }
         Command::Reconcile => {
             let ctx = stack.function_context();
-            let counts = stedi::store::RequestCounts::shared();
-            let started = Instant::now();
-            let report = stedi::store::count_invocation(
-                counts.clone(),
-                stedi::reconcile::run_inline(&ctx, &stack.cfg.bucket),
-            )
-            .await?;
+            let (report, requests, ms) =
+                counted(stedi::reconcile::run_inline(&ctx, &stack.cfg.bucket)).await;
+            let report = report?;
             println!(
                 "{}",
-                json!({"phase": "reconcile", "ms": started.elapsed().as_secs_f64() * 1000.0,
-                       "requests": counts.snapshot(), "passes": report.passes,
+                json!({"phase": "reconcile", "ms": ms,
+                       "requests": requests, "passes": report.passes,
                        "converged": report.converged, "snapshots": report.snapshots,
                        "device_shards": report.device_shards, "groups": report.groups,
                        "shards": ctx.cfg.customer_shards, "advised_shards": report.advised_shards,

@@ -136,13 +136,9 @@ pub async fn write_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) ->
 
 /// Creates a manifest where there is none (`If-None-Match: *`): `false` when one exists.
 pub async fn create_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<bool> {
-    let body = serde_json::to_vec(m).map_err(|source| Error::Json {
-        context: key.to_string(),
-        source,
-    })?;
     let created = ctx
         .store
-        .put_if(bucket, key, Bytes::from(body), &Precondition::Absent)
+        .put_if(bucket, key, json_body(key, m)?, &Precondition::Absent)
         .await?;
     Ok(matches!(created, PutOutcome::Written(_)))
 }
@@ -154,11 +150,17 @@ pub async fn write_json<T: serde::Serialize>(
     key: &str,
     value: &T,
 ) -> Result<()> {
-    let body = serde_json::to_vec(value).map_err(|source| Error::Json {
-        context: key.to_string(),
-        source,
-    })?;
-    ctx.store.put(bucket, key, Bytes::from(body)).await
+    ctx.store.put(bucket, key, json_body(key, value)?).await
+}
+
+/// The JSON body of bookkeeping object `key`.
+fn json_body<T: serde::Serialize>(key: &str, value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|source| Error::Json {
+            context: key.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

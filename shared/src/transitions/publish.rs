@@ -93,13 +93,13 @@ pub async fn publish_partitioned(
     }
     ctx.register(bucket, table, &dts).await?;
     let mkey = manifest_key(table, stem);
+    manifest.dts = dts.iter().cloned().collect();
     let before = match previous {
         Previous::Read(m) => m,
         Previous::Unread => {
             // A first run (the common case) creates the manifest, with nothing earlier to
             // replace and no GET; where one exists (a rerun, a re-upload) the create
             // answers 412 and the manifest is read.
-            manifest.dts = dts.iter().cloned().collect();
             if create_manifest(ctx, bucket, &mkey, &manifest).await? {
                 return Ok(None);
             }
@@ -114,7 +114,6 @@ pub async fn publish_partitioned(
         prune_partition(ctx, bucket, table, dt).await?;
         machine_learning_trusted_to_curated::forget(ctx, bucket, table, dt, stem, summary).await?;
     }
-    manifest.dts = dts.into_iter().collect();
     write_manifest(ctx, bucket, &mkey, &manifest).await?;
     Ok(before)
 }
