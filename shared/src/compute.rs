@@ -294,8 +294,10 @@ pub struct ShardedLookup<V> {
     /// Rows waiting for a shard, and the shards they wait for.
     waiting: Vec<Vec<Cell<'static>>>,
     wanted: BTreeSet<u32>,
-    /// The answer given for each key asked (by the key's hash): the lineage.
-    consulted: BTreeMap<String, String>,
+    /// The answer given for each key asked, by the key's FNV-1a hash: the lineage. A key
+    /// answers the same for as long as its shard is loaded (a shard is supplied once), so
+    /// the answer is made once per key, not per lookup.
+    consulted: HashMap<u64, String>,
 }
 
 impl<V: Answer> ShardedLookup<V> {
@@ -306,7 +308,7 @@ impl<V: Answer> ShardedLookup<V> {
             loaded: HashMap::new(),
             waiting: Vec::new(),
             wanted: BTreeSet::new(),
-            consulted: BTreeMap::new(),
+            consulted: HashMap::new(),
         }
     }
 
@@ -334,12 +336,14 @@ impl<V: Answer> ShardedLookup<V> {
 
     /// The values of `key` (the answer recorded), or the shard to load first.
     pub fn find(&mut self, key: &str) -> std::result::Result<&[V], u32> {
-        let shard = keys::shard_of(key, self.shards);
+        let hash = keys::fnv1a(key);
+        let shard = keys::shard_of_hash(hash, self.shards);
         match self.loaded.get(&shard) {
             Some(index) => {
                 let values = index.get(key);
                 self.consulted
-                    .insert(keys::hash_hex(key), V::answer(values));
+                    .entry(hash)
+                    .or_insert_with(|| V::answer(values));
                 Ok(values)
             }
             None => Err(shard),
@@ -385,6 +389,9 @@ pub trait RowFilter: Sized {
     /// The answer given for every key asked, by the key's hash (taken).
     fn consulted(&mut self) -> BTreeMap<String, String> {
         std::mem::take(&mut self.lookup().consulted)
+            .into_iter()
+            .map(|(hash, answer)| (keys::hex_of(hash), answer))
+            .collect()
     }
 
     /// Decides the waiting rows: `(kept, filtered)`.
@@ -816,6 +823,18 @@ mod tests {
             f.row(&reading("c@x", 7)).unwrap(),
             RowOutcome::Kept
         ));
+        // The lineage: every key asked, once, with its answer ("" for no consent).
+        let answer = |u: &str, a: &str| (keys::hash_hex(u), a.to_string());
+        assert_eq!(
+            f.consulted(),
+            BTreeMap::from([
+                answer("a@x", "5"),
+                answer("b@x", "5"),
+                answer("c@x", "5"),
+                answer("nobody@x", "")
+            ])
+        );
+        assert!(f.consulted().is_empty(), "taken");
         let parts = f.into_sink().finish().unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].rows, 5);

@@ -92,7 +92,12 @@ pub fn lineage_prefix(table: Table) -> String {
 /// The shard (of `shards`) a customer's e-mail, or a device's serial, falls in: FNV-1a
 /// (64 bits) of the bytes, modulo the shard count. Stable across processes and releases.
 pub fn shard_of(key: &str, shards: u32) -> u32 {
-    (fnv1a(key) % u64::from(shards.max(1))) as u32
+    shard_of_hash(fnv1a(key), shards)
+}
+
+/// [`shard_of`] a key whose [`fnv1a`] hash is `hash`.
+pub fn shard_of_hash(hash: u64, shards: u32) -> u32 {
+    (hash % u64::from(shards.max(1))) as u32
 }
 
 /// The 64-bit FNV-1a hash of a key: [`hash_hex`] as a number.
@@ -108,7 +113,12 @@ pub fn fnv1a(key: &str) -> u64 {
 /// A key's name in bookkeeping paths: 16 hex digits of its FNV-1a hash (a serial or a
 /// source stem never appears in a join-index or waiting path as itself).
 pub fn hash_hex(key: &str) -> String {
-    format!("{:016x}", fnv1a(key))
+    hex_of(fnv1a(key))
+}
+
+/// [`hash_hex`] of a key whose [`fnv1a`] hash is `hash`.
+pub fn hex_of(hash: u64) -> String {
+    format!("{hash:016x}")
 }
 
 /// Step Trainer landing objects filtered because a serial had no curated owner yet:

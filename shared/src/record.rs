@@ -115,13 +115,13 @@ impl<'de, 'c, 'o> Visitor<'de> for RowSeed<'c, 'o, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Fields usually come in column order: the column after the last one matched is
+        // tried first.
+        let mut next = 0;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match self
-                .columns
-                .iter()
-                .position(|c| c.name.eq_ignore_ascii_case(&key))
-            {
+            match field_index(self.columns, key.as_bytes(), next) {
                 Some(i) => {
+                    next = i + 1;
                     let ty = self.columns[i].ty;
                     let cell = map.next_value_seed(CellSeed(ty)).map_err(|e| {
                         de::Error::custom(format!("field `{}`: {e}", self.columns[i].name))
@@ -135,6 +135,27 @@ impl<'de, 'c, 'o> Visitor<'de> for RowSeed<'c, 'o, 'de> {
         }
         Ok(())
     }
+}
+
+/// The column a field named `key` fills (names match up to ASCII case), trying column
+/// `hint` first.
+fn field_index(columns: &[Column], key: &[u8], hint: usize) -> Option<usize> {
+    let named = |c: &Column| name_is(c.name.as_bytes(), key);
+    if columns.get(hint).is_some_and(named) {
+        return Some(hint);
+    }
+    columns.iter().position(named)
+}
+
+/// Whether `key` is the lower-case column name `name` up to ASCII case: each byte is the
+/// name's, or the upper-case form of the name's letter (one compare a byte, no case
+/// folding of both sides).
+fn name_is(name: &[u8], key: &[u8]) -> bool {
+    name.len() == key.len()
+        && name
+            .iter()
+            .zip(key)
+            .all(|(&n, &k)| n == k || (n.is_ascii_lowercase() && k == n - b'a' + b'A'))
 }
 
 /// A key, borrowed from the line when it has no escapes.
@@ -324,6 +345,33 @@ mod tests {
                 Cell::Double(3.0)
             ]
         );
+    }
+
+    #[test]
+    fn field_names_match_up_to_ascii_case_and_in_any_order() {
+        assert!(name_is(b"serialnumber", b"serialNumber"));
+        assert!(name_is(b"serialnumber", b"SERIALNUMBER"));
+        assert!(!name_is(b"serialnumber", b"serialnumbe"));
+        assert!(!name_is(b"serialnumber", b"serialnumberx"));
+        // Only letters fold: '_' is not its byte with the case bit (0x7f), '@' is not '`'.
+        assert!(name_is(b"a_1", b"A_1"));
+        assert!(!name_is(b"a_1", b"a\x7f1"));
+        assert!(!name_is(b"a`", b"a@"));
+        // Non-ASCII bytes are compared as they are.
+        assert!(!name_is(b"user", "us\u{c9}r".as_bytes()));
+        // The matcher needs lower-case names: every column of every table has one.
+        for t in Table::ALL {
+            for c in t.columns() {
+                assert_eq!(c.name, c.name.to_ascii_lowercase(), "{}", t.name());
+            }
+        }
+        // The hint is only tried first: a field out of order is still found.
+        let cols = Table::AccelerometerLanding.columns();
+        assert_eq!(field_index(cols, b"timeStamp", 1), Some(1));
+        assert_eq!(field_index(cols, b"Z", 0), Some(4));
+        assert_eq!(field_index(cols, b"USER", 3), Some(0));
+        assert_eq!(field_index(cols, b"USER", 99), Some(0));
+        assert_eq!(field_index(cols, b"timestamps", 1), None);
     }
 
     #[test]
