@@ -134,6 +134,8 @@ pub fn generate(sample: &Path, out: &Path, scale: i64, only: Option<&str>) -> Re
 #[derive(Default)]
 struct Stats {
     bytes: u64,
+    /// Parquet bytes the outputs came to.
+    bytes_out: u64,
     rows_in: u64,
     rows_out: u64,
     secs: f64,
@@ -226,6 +228,7 @@ fn over_files(
         let mut out = Vec::new();
         for f in files.iter().skip(t).step_by(threads) {
             let o = one(f, &mut st)?;
+            st.bytes_out += o.iter().map(|p| p.bytes.len() as u64).sum::<u64>();
             if keep {
                 out.extend(o);
             }
@@ -235,6 +238,7 @@ fn over_files(
     let mut out = Vec::new();
     for (st, o) in results {
         stats.bytes += st.bytes;
+        stats.bytes_out += st.bytes_out;
         stats.rows_in += st.rows_in;
         stats.rows_out += st.rows_out;
         out.extend(o);
@@ -438,6 +442,7 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
     Ok(json!({
         "what": what,
         "bytes": stats.bytes,
+        "bytes_out": stats.bytes_out,
         "rows_in": stats.rows_in,
         "rows_out": stats.rows_out,
         "secs": stats.secs,

@@ -18,6 +18,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::record::Cell;
@@ -107,8 +108,18 @@ impl RowsBuilder {
     }
 }
 
-fn writer_properties(row_group_rows: usize) -> WriterProperties {
-    WriterProperties::builder()
+/// The lake's Parquet settings for `table`: zstd, `row_group_rows` a row group, and no
+/// dictionary for `bigint` columns. Those are the lake's epoch-millisecond times (reading
+/// times, registration and consent dates), nearly one value a row: a dictionary would
+/// intern every value only to fall back to plain pages once it fills.
+fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
+    table
+        .columns()
+        .iter()
+        .filter(|c| c.ty == ColType::Long)
+        .fold(WriterProperties::builder(), |b, c| {
+            b.set_column_dictionary_enabled(ColumnPath::from(c.name), false)
+        })
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(row_group_rows))
         .build()
@@ -119,7 +130,7 @@ fn in_memory_writer(table: Table, row_group_rows: usize) -> Result<ArrowWriter<V
     ArrowWriter::try_new(
         Vec::new(),
         table.arrow_schema(),
-        Some(writer_properties(row_group_rows)),
+        Some(writer_properties(table, row_group_rows)),
     )
     .map_err(|source| Error::Parquet {
         context: table.name().to_string(),
@@ -661,6 +672,43 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(back, 10_000);
+    }
+
+    #[test]
+    fn times_are_written_without_a_dictionary_and_the_rest_with_one() {
+        let mut sink = PartitionedSink::new(Table::StepTrainerTrusted, 1000);
+        for i in 0..100i64 {
+            let cells = [
+                Cell::Long(1_655_564_444_103 + i),
+                Cell::Str(Cow::Borrowed("serial")),
+                Cell::Long(200 + i % 3),
+            ];
+            sink.append("2022-06-18", &cells).unwrap();
+        }
+        let parts = sink.finish().unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(parts[0].bytes.clone())
+            .unwrap()
+            .metadata()
+            .clone();
+        let dictionary: Vec<(String, bool)> = meta
+            .row_group(0)
+            .columns()
+            .iter()
+            .map(|c| {
+                (
+                    c.column_path().string(),
+                    c.dictionary_page_offset().is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            dictionary,
+            [
+                ("sensorreadingtime".to_string(), false),
+                ("serialnumber".to_string(), true),
+                ("distancefromobject".to_string(), true)
+            ]
+        );
     }
 
     #[test]
