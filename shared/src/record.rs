@@ -148,14 +148,13 @@ fn field_index(columns: &[Column], key: &[u8], hint: usize) -> Option<usize> {
 }
 
 /// Whether `key` is the lower-case column name `name` up to ASCII case: each byte is the
-/// name's, or the upper-case form of the name's letter (one compare a byte, no case
-/// folding of both sides).
+/// name's or its upper-case form (only the name's side is folded, and only on a mismatch).
 fn name_is(name: &[u8], key: &[u8]) -> bool {
     name.len() == key.len()
         && name
             .iter()
             .zip(key)
-            .all(|(&n, &k)| n == k || (n.is_ascii_lowercase() && k == n - b'a' + b'A'))
+            .all(|(&n, &k)| n == k || n.to_ascii_uppercase() == k)
 }
 
 /// A key, borrowed from the line when it has no escapes.
