@@ -33,7 +33,7 @@ def main():
     n = out["landing_objects"]
     fs = out["functions"]
     total = {k: sum(f[k] for f in fs) for k in
-             ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls", "invocations",
+             ["s3_put", "s3_get", "s3_head", "s3_list", "s3_delete", "glue_calls", "invocations",
               "messages", "handler_ms"]}
     # SQS: EventBridge sends each message, the event source mapping receives and deletes a
     # batch per invocation; SQS calls the functions make themselves are counted.
@@ -41,6 +41,7 @@ def main():
     per = {
         "S3 PUT": total["s3_put"] / n,
         "S3 GET": total["s3_get"] / n,
+        "S3 HEAD": total["s3_head"] / n,
         "S3 LIST": total["s3_list"] / n,
         "S3 DELETE": total["s3_delete"] / n,
         "Glue calls": total["glue_calls"] / n,
@@ -51,6 +52,7 @@ def main():
     dollars = {
         "S3 PUT": per["S3 PUT"] * S3_PUT_LIST,
         "S3 GET": per["S3 GET"] * S3_GET,
+        "S3 HEAD": per["S3 HEAD"] * S3_GET,
         "S3 LIST": per["S3 LIST"] * S3_PUT_LIST,
         "S3 DELETE": 0.0,
         "Glue calls": per["Glue calls"] * GLUE_REQUEST,
@@ -60,11 +62,12 @@ def main():
     }
     print(f"{n} landing objects (50 sessions together into a dt holding 20), "
           f"{total['invocations']} invocations")
-    print("| function | invocations | PUT | GET | LIST | DELETE | Glue | handler ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| function | invocations | PUT | GET | HEAD | LIST | DELETE | Glue | handler ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for f in fs:
         print(f"| {f['function']} | {f['invocations']} | {f['s3_put']} | {f['s3_get']} | "
-              f"{f['s3_list']} | {f['s3_delete']} | {f['glue_calls']} | {f['handler_ms']:.0f} |")
+              f"{f['s3_head']} | {f['s3_list']} | {f['s3_delete']} | {f['glue_calls']} | "
+              f"{f['handler_ms']:.0f} |")
     print()
     print("| per landing object | count | $ per million objects | $ per day at 4M |")
     print("|---|---|---|---|")
@@ -81,7 +84,8 @@ def main():
         print(f"RESULT cost per_object_{key}={v:.3f}")
     print(f"RESULT cost dollars_per_million_objects={per_million:.2f} "
           f"dollars_per_day={per_day:.2f} glue_jobs_dollars_per_day={glue_jobs:.2f}")
-    print(f"RESULT cost s3_get_list_per_object={(total['s3_get'] + total['s3_list']) / n:.2f} "
+    reads = total["s3_get"] + total["s3_head"] + total["s3_list"]
+    print(f"RESULT cost s3_get_list_per_object={reads / n:.2f} "
           f"s3_put_per_object={total['s3_put'] / n:.2f}")
 
 

@@ -67,6 +67,11 @@ pub struct Config {
     /// per person (bulk files: one PUT instead of thousands; an erasure reads each such
     /// object).
     pub erasure_wide_persons: usize,
+    /// `BATCH_OBJECT_BYTES` (default 2 MiB): the landing files of one SQS batch share one
+    /// trusted object per `dt`; a file whose encoded outputs are larger than this is
+    /// written as its own objects, so memory holds at most a batch's worth of them (10 x
+    /// 2 MiB at the template's batch size). 0: every file its own objects.
+    pub batch_object_bytes: usize,
 }
 
 impl Default for Config {
@@ -91,6 +96,7 @@ impl Default for Config {
             compact_queue_url: None,
             erasure_hash_key: "stedi-erasure-index".into(),
             erasure_wide_persons: 64,
+            batch_object_bytes: 2 << 20,
         }
     }
 }
@@ -176,6 +182,9 @@ impl Config {
                 d.erasure_wide_persons,
                 |v| v.parse::<usize>().map_err(|e| e.to_string()),
             )?,
+            batch_object_bytes: parse(&get, "BATCH_OBJECT_BYTES", d.batch_object_bytes, |v| {
+                v.parse::<usize>().map_err(|e| e.to_string())
+            })?,
         })
     }
 }
@@ -278,6 +287,14 @@ mod tests {
         );
         assert_eq!(cfg(&[]).unwrap().reconcile_group_bytes, 16 << 20);
         assert_eq!(cfg(&[]).unwrap().erasure_wide_persons, 64);
+        assert_eq!(cfg(&[]).unwrap().batch_object_bytes, 2 << 20);
+        assert_eq!(
+            cfg(&[("BATCH_OBJECT_BYTES", "0")])
+                .unwrap()
+                .batch_object_bytes,
+            0
+        );
+        assert!(cfg(&[("BATCH_OBJECT_BYTES", "8M")]).is_err());
         assert_eq!(
             cfg(&[("ERASURE_WIDE_PERSONS", "0")])
                 .unwrap()

@@ -2,6 +2,7 @@
 //! each object, report failed SQS records for redelivery (a typed [`SqsBatchResponse`]),
 //! log one summary line with the requests the invocation made.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use crate::keys;
 use crate::reconcile;
 use crate::store::{Request, RequestCounts, count_invocation, record};
 use crate::summary::Summary;
-use crate::transitions::{Ctx, Transition, compact};
+use crate::transitions::{Batch, Ctx, Transition, compact};
 
 /// Every function of the product: the five transitions, `reconcile` and `compact`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -383,17 +384,51 @@ pub(crate) async fn send_batch(
 
 /// A transition. For SQS batches the response lists the records to redeliver
 /// (`batchItemFailures`); for a direct invocation a retryable failure is the invocation's
-/// error. The compacted generations of the partitions the batch changed are followed once,
-/// after every object's writes (one pointer read per partition, not per object).
+/// error. The reading filters write one object per (table, `dt`) for all the files of a
+/// batch ([`Batch`]), then index each file for erasure ([`Transition::settle`]); a failure
+/// to write the batch's objects fails the invocation, so SQS redelivers every record (each
+/// is idempotent). The compacted generations of the partitions the batch changed are
+/// followed once, after every object's writes (one pointer read per partition, not per
+/// object).
 async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Invocation> {
     let started = Instant::now();
-    let (mut response, mut total, done) = each_object(ctx, payload, |ctx, bucket, key| {
+    let batch = batch_of(ctx, t, payload)?;
+    let (mut response, mut total, mut done) = each_object(ctx, payload, |ctx, bucket, key| {
+        let batch = batch.clone();
         Box::pin(async move {
             let src = keys::accept(bucket, key, t.sources())?;
-            t.compute(ctx, bucket, &src).await
+            match batch.filter(|(b, _)| b == bucket) {
+                Some((_, batch)) => {
+                    let computed = t.compute_into(ctx, bucket, &src, &batch).await;
+                    if computed.is_err() {
+                        // Redelivered or refused: none of its rows in the batch's objects.
+                        batch.discard(t.target(), &src.stem);
+                    }
+                    computed
+                }
+                None => t.compute(ctx, bucket, &src).await,
+            }
         })
     })
     .await?;
+    if let Some((bucket, batch)) = &batch {
+        Box::pin(batch.write(ctx, bucket)).await?;
+        let mut settled = Vec::with_capacity(done.len());
+        for d in done {
+            let src = keys::accept(&d.bucket, &d.key, t.sources())?;
+            match Box::pin(t.settle(ctx, &d.bucket, &src, d.summary)).await {
+                Ok(summary) => settled.push(Done { summary, ..d }),
+                Err(e) => fail(
+                    &mut response,
+                    &mut total,
+                    &d.key,
+                    d.message_id.as_deref(),
+                    e,
+                )?,
+            }
+        }
+        done = settled;
+    }
     let mut buckets: Vec<&str> = done.iter().map(|d| d.bucket.as_str()).collect();
     buckets.sort_unstable();
     buckets.dedup();
@@ -404,6 +439,9 @@ async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<
             batch.outputs.extend(d.summary.outputs.iter().cloned());
             batch.deleted.extend(d.summary.deleted.iter().cloned());
         }
+        // Files of one batch name the same objects.
+        batch.outputs.sort_unstable();
+        batch.outputs.dedup();
         let (outputs, deleted) = (batch.outputs.len(), batch.deleted.len());
         match compact::follow(ctx, bucket, &mut batch).await {
             Ok(()) => {
@@ -460,6 +498,7 @@ fn redeliver(response: &mut SqsBatchResponse, id: &str) {
 /// An object an invocation processed: its bucket, its SQS message, what was done.
 struct Done {
     bucket: String,
+    key: String,
     message_id: Option<String>,
     summary: Summary,
 }
@@ -483,28 +522,64 @@ where
     }
     for obj in &ev.objects {
         let outcome = work(ctx, &obj.bucket, &obj.key).await;
+        let id = obj.message_id.as_deref().filter(|_| ev.from_sqs);
         match outcome {
             Ok(summary) => done.push(Done {
                 bucket: obj.bucket.clone(),
-                message_id: obj.message_id.clone().filter(|_| ev.from_sqs),
+                key: obj.key.clone(),
+                message_id: id.map(str::to_string),
                 summary,
             }),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, key = %obj.key, "failed; will be retried");
-                total.errors.push(e.to_string());
-                let (Some(id), true) = (&obj.message_id, ev.from_sqs) else {
-                    return Err(e);
-                };
-                redeliver(&mut response, id);
-            }
-            Err(e) => {
-                // A retry would fail the same way: log it and acknowledge the record.
-                tracing::error!(error = %e, key = %obj.key, "refused");
-                total.errors.push(e.to_string());
-            }
+            Err(e) => fail(&mut response, &mut total, &obj.key, id, e)?,
         }
     }
     Ok((response, total, done))
+}
+
+/// Records the failure of object `key` (of SQS message `id`, if from SQS): a retryable one
+/// is redelivered (or, outside SQS, is the invocation's error); any other is logged and
+/// acknowledged, as a retry would fail the same way.
+fn fail(
+    response: &mut SqsBatchResponse,
+    total: &mut Summary,
+    key: &str,
+    id: Option<&str>,
+    e: Error,
+) -> Result<()> {
+    total.errors.push(e.to_string());
+    if !e.is_retryable() {
+        tracing::error!(error = %e, key = %key, "refused");
+        return Ok(());
+    }
+    tracing::warn!(error = %e, key = %key, "failed; will be retried");
+    match id {
+        Some(id) => {
+            redeliver(response, id);
+            Ok(())
+        }
+        None => Err(e),
+    }
+}
+
+/// The batch the files of an event share objects in, with its bucket: for a reading
+/// filter ([`Transition::batches`]), two or more accepted files of one bucket.
+fn batch_of(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Option<(String, Arc<Batch>)>> {
+    if !t.batches() {
+        return Ok(None);
+    }
+    let ev = parse_event(payload)?;
+    let Some(bucket) = ev.objects.first().map(|o| o.bucket.clone()) else {
+        return Ok(None);
+    };
+    if ev.objects.iter().any(|o| o.bucket != bucket) {
+        return Ok(None);
+    }
+    let sources: Vec<keys::SourceKey> = ev
+        .objects
+        .iter()
+        .filter_map(|o| keys::accept(&o.bucket, &o.key, t.sources()).ok())
+        .collect();
+    Ok(Batch::new(&sources, ctx.cfg.batch_object_bytes).map(|b| (bucket, Arc::new(b))))
 }
 
 /// Runs `work` on each object of an S3 event (see [`each_object`]).

@@ -835,6 +835,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 Vec::new(),
                 Manifest::default(),
                 Previous::Unread,
+                None,
                 &mut s,
             )
             .await?;

@@ -100,8 +100,10 @@ async fn compact(local: &Local, force: bool) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dt_of_91_small_files_becomes_one_file_and_every_property_holds() {
+    // One object per file (no SQS batch objects): a dt of many small objects.
     let local = Local::with_config(Config {
         compact_grace_seconds: 0,
+        batch_object_bytes: 0,
         ..Config::default()
     })
     .await
@@ -236,7 +238,13 @@ async fn a_dt_of_91_small_files_becomes_one_file_and_every_property_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_and_arrivals_during_a_compaction_see_every_row_once() {
-    let local = Local::start().await.unwrap();
+    // One object per file (no SQS batch objects): a dt of many small objects.
+    let local = Local::with_config(Config {
+        batch_object_bytes: 0,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
     let dir = split_sample("flight");
     let files = lake::landing_files(&dir, None).unwrap();
     local.drop(&files, 0).await.unwrap();
@@ -316,8 +324,10 @@ async fn queries_and_arrivals_during_a_compaction_see_every_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_partition_emptied_and_filled_again_stays_readable() {
+    // One object per file (no SQS batch objects): a dt of many small objects.
     let local = Local::with_config(Config {
         compact_grace_seconds: 0,
+        batch_object_bytes: 0,
         ..Config::default()
     })
     .await

@@ -53,7 +53,7 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
         [
             "customer_landing_to_trusted         rows in 956 out 482 filtered 474 quarantined 0",
             "accelerometer_landing_to_trusted    rows in 81273 out 40981 filtered 40292 quarantined 0",
-            "customer_trusted_to_curated         rows in 40981 out 2486 filtered 0 quarantined 0",
+            "customer_trusted_to_curated         rows in 40981 out 482 filtered 0 quarantined 0",
             "step_trainer_landing_to_trusted     rows in 28680 out 14460 filtered 14220 quarantined 0",
             "machine_learning_trusted_to_curated rows in 55441 out 40981 filtered 0 quarantined 0",
         ]

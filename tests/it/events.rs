@@ -165,11 +165,12 @@ async fn a_warm_function_registers_a_partition_once() {
 }
 
 /// Work an SQS batch can share is done once per batch: ten phone files of one `dt` in one
-/// batch read that partition's compaction pointer once, after all ten objects' writes (the
-/// order that keeps arrivals and compaction in step), and register the partition once.
-/// Every other request is per object: GET the file and its user's tombstone, PUT the
-/// output, the manifest (created where there is none, so no old one is read) and the
-/// user's erasure-index posting, plus one GET per consent shard the users fall in. A Step
+/// batch write one trusted object for all ten (each file's rows listed under its name in
+/// the footer), read that partition's compaction pointer once, after the batch's writes
+/// (the order that keeps arrivals and compaction in step), and register the partition
+/// once. Every other request is per file: GET the file and its user's tombstone, PUT the
+/// manifest (created where there is none, so no old one is read) and the user's
+/// erasure-index posting, plus one GET per consent shard the users fall in. A Step
 /// Trainer file reads its old manifest once (for its waiting markers and its old outputs
 /// alike).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,10 +215,18 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .collect();
     let r = s.requests;
     assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 10, "{r:?}");
-    assert_eq!((r.s3_put, r.s3_list), (30, 0), "{r:?}");
+    assert_eq!((r.s3_put, r.s3_list), (1 + 10 + 10, 0), "{r:?}");
     assert_eq!(r.glue_calls, 1, "{r:?}");
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["accelerometer_trusted"], 50);
+    let object = trusted_objects(&local).await;
+    let name = local
+        .object_of(Table::AccelerometerTrusted, "session-0")
+        .await
+        .unwrap();
+    assert!(name.starts_with("session-0.b"), "{name}");
+    let sources: Vec<(String, u64)> = (0..10).map(|i| (format!("session-{i}"), 5)).collect();
+    assert_eq!(object, [(name, sources)]);
 
     // The rest of the pipeline settles (the ten files' queued events find them done); then
     // a Step Trainer file of customer 0's device, now owned, reads its manifest once: GET
@@ -236,4 +245,148 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
     assert_eq!((r.s3_get, r.s3_put, r.s3_list), (5, 3, 0), "{r:?}");
+}
+
+/// The trusted phone objects of `dt=2022-06-19`: name → (source, rows) their footers list.
+async fn trusted_objects(local: &Local) -> Vec<(String, Vec<(String, u64)>)> {
+    let prefix = "accelerometer/trusted/dt=2022-06-19/";
+    let mut out = Vec::new();
+    for key in local.keys().await.unwrap() {
+        let Some(name) = key
+            .strip_prefix(prefix)
+            .and_then(|k| k.strip_suffix(".parquet"))
+        else {
+            continue;
+        };
+        // A file's own object is an ordinary Parquet file: no list in its footer.
+        let sources = match stedi::columnar::read_holder(local.get(&key).await.unwrap(), &key) {
+            Ok((held, _)) => held.into_iter().map(|h| (h.name, h.rows)).collect(),
+            Err(_) => Vec::new(),
+        };
+        out.push((name.to_string(), sources));
+    }
+    out
+}
+
+/// One object per batch keeps every law per landing file: the same batch redelivered
+/// writes the same object; unchanged files redelivered in another batch stay where they
+/// are; files uploaded again and delivered together move to a new object, the first
+/// rewritten without them; a file uploaded again alone gets its own object; reconcile
+/// finds nothing to change; the rows are always each file's once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
+    use serde_json::json;
+    use stedi_infra::synthetic::{customers_file, readings_file};
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
+        .await
+        .unwrap();
+    let bucket = local.stack.cfg.bucket.clone();
+    let batch = |ids: &[u64]| {
+        let records: Vec<_> = ids
+            .iter()
+            .map(|i| {
+                let key = format!("accelerometer/landing/session-{i}.json");
+                let body = json!({"source": "aws.s3", "detail-type": "Object Created",
+                    "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
+                json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
+                    "body": body.to_string()})
+            })
+            .collect();
+        json!({ "Records": records })
+    };
+    let ts = 1_655_600_000_000; // 2022-06-19
+    for i in 0..10u64 {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        local
+            .put(&key, readings_file(2 * i, ts + 1_000 * i as i64, 5))
+            .await
+            .unwrap();
+    }
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let invoke = |payload: serde_json::Value| {
+        let ctx = &ctx;
+        async move {
+            let (response, s) = stedi::lambda::invoke(ctx, f, &payload).await.unwrap();
+            assert!(response.batch_item_failures.is_empty(), "{s:?}");
+            assert!(s.errors.is_empty(), "{:?}", s.errors);
+            s
+        }
+    };
+    let all: Vec<u64> = (0..10).collect();
+    let rows = |ids: &[u64], n: u64| -> Vec<(String, u64)> {
+        ids.iter().map(|i| (format!("session-{i}"), n)).collect()
+    };
+    invoke(batch(&all)).await;
+    let first = trusted_objects(&local).await;
+    assert_eq!(first.len(), 1);
+    let name = first[0].0.clone();
+
+    // The same batch again: the same object, nothing else.
+    let keys = local.keys().await.unwrap();
+    invoke(batch(&all)).await;
+    assert_eq!(local.keys().await.unwrap(), keys);
+    assert_eq!(trusted_objects(&local).await, first);
+
+    // Three of its files redelivered in another batch (unchanged): they stay where they
+    // are. Per file the manifest's create (refused: one exists) and the posting, and a
+    // HEAD of the object holding it; no object written.
+    let s = invoke(batch(&[2, 5, 7])).await;
+    assert_eq!(local.keys().await.unwrap(), keys);
+    let r = s.requests;
+    assert_eq!((r.s3_put, r.s3_head), (3 + 3, 3), "{r:?}");
+
+    // session-2 and session-7 uploaded again (4 readings each) and delivered together: a
+    // second object holds them, the first (rewritten once per file) no longer does.
+    for i in [2, 7] {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        local
+            .put(&key, readings_file(2 * i, ts + 1_000 * i as i64, 4))
+            .await
+            .unwrap();
+    }
+    invoke(batch(&[2, 7])).await;
+    let second = local
+        .object_of(Table::AccelerometerTrusted, "session-2")
+        .await
+        .unwrap();
+    assert_ne!(second, name);
+    let rest: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|i| ![2, 7].contains(i))
+        .collect();
+    let mut want = vec![
+        (name.clone(), rows(&rest, 5)),
+        (second.clone(), rows(&[2, 7], 4)),
+    ];
+    want.sort();
+    assert_eq!(trusted_objects(&local).await, want);
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 48);
+
+    // session-5 uploaded again with 2 readings, alone: its own object.
+    let key = "accelerometer/landing/session-5.json";
+    local
+        .put(key, readings_file(10, ts + 5_000, 2))
+        .await
+        .unwrap();
+    invoke(batch(&[5])).await;
+    let rest: Vec<u64> = rest.into_iter().filter(|i| *i != 5).collect();
+    let mut want = vec![
+        (name.clone(), rows(&rest, 5)),
+        (second.clone(), rows(&[2, 7], 4)),
+        ("session-5".to_string(), Vec::new()),
+    ];
+    want.sort();
+    assert_eq!(trusted_objects(&local).await, want);
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 45);
+
+    // The rest of the pipeline settles; reconcile has nothing to change.
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "{report:?}");
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 45);
 }

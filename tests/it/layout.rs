@@ -46,8 +46,9 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
         .filter(|k| k.starts_with(&lineage_prefix))
         .collect();
     // accelerometer_trusted: 9 sources; step_trainer_trusted: 3; ML: a side manifest per
-    // trusted object (3 + 9).
-    assert_eq!(lineage.len(), 24, "{lineage:?}");
+    // trusted object (one per SQS batch: the 9 phone files arrive together, as do the 3
+    // Step Trainer files).
+    assert_eq!(lineage.len(), 9 + 3 + 2, "{lineage:?}");
 
     // The earlier layout kept the manifests inside the table locations.
     let mut moved = 0;
@@ -71,7 +72,7 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
             .unwrap();
         moved += 1;
     }
-    assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 24);
+    assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 14);
 
     let report = local.reconcile().await.unwrap();
     assert_eq!(report.migrated, moved, "{report:?}");

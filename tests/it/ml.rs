@@ -210,7 +210,13 @@ async fn fill(local: &Local, from: u64, n: u64, ts: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
-    let local = Local::start().await.unwrap();
+    // One object per file (no SQS batch objects): a dt of 500 objects.
+    let local = Local::with_config(stedi::config::Config {
+        batch_object_bytes: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     local
         .drop_bytes("customer/landing/customers.json", customers_file(0, 1_200))
         .await

@@ -156,24 +156,59 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         .map(|s| stedi::keys::shard_of(s, n))
         .collect();
     assert_eq!(under(stedi::keys::DEVICES_PREFIX).len(), serials.len());
-    // machine_learning_curated: one object per (Step Trainer file, phone file) pair that
-    // shares a row, as an independent computation over the landing files says.
+    // The trusted objects: the files of one SQS batch share one object per `dt` (the
+    // 9 phone files arrive together, as do the 3 Step Trainer files), named in each
+    // file's manifest and listing the files in its footer.
+    let mut objects = BTreeMap::new();
+    for f in lake::landing_files(&sample_dir(), None).unwrap() {
+        let Some(t) = stedi::Transition::of_landing(f.table).filter(|t| t.batches()) else {
+            continue;
+        };
+        let stem = stedi::keys::accept(bucket, &f.key, &[f.table])
+            .unwrap()
+            .stem;
+        let object = local.object_of(t.target(), &stem).await.unwrap();
+        objects.insert(stem, (t.target(), object));
+    }
+    let trusted: std::collections::BTreeSet<(Table, String)> = objects.values().cloned().collect();
+    let phone_objects = trusted
+        .iter()
+        .filter(|(t, _)| *t == Table::AccelerometerTrusted)
+        .count();
+    assert_eq!((objects.len(), phone_objects, trusted.len()), (12, 1, 2));
+    for (table, object) in &trusted {
+        let key = stedi::keys::output_key(*table, "2022-06-18", object);
+        let (held, _) = stedi::columnar::read_holder(local.get(&key).await.unwrap(), &key).unwrap();
+        let names: Vec<&str> = held.iter().map(|h| h.name.as_str()).collect();
+        let want: Vec<&str> = objects
+            .iter()
+            .filter(|(_, o)| o == &&(*table, object.clone()))
+            .map(|(s, _)| s.as_str())
+            .collect();
+        assert_eq!(names, want, "{key}");
+    }
+    // machine_learning_curated: one object per (Step Trainer object, phone object) pair
+    // that shares a row, as an independent computation over the landing files says.
     let pairs = truth.ml_pairs(&sample_dir()).unwrap();
     let pair_keys: Vec<String> = pairs
         .iter()
         .map(|(dt, s, p)| {
-            stedi::transitions::machine_learning_trusted_to_curated::pair_key(dt, s, p)
+            stedi::transitions::machine_learning_trusted_to_curated::pair_key(
+                dt,
+                &objects[s].1,
+                &objects[p].1,
+            )
         })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     assert_eq!(under(Table::MachineLearningCurated.prefix()), pair_keys);
-    // The join index: the 8 bulk phone files and the 3 Step Trainer files register once
-    // for the dt; the last phone file (50 users, 23 of them consenting with a device)
-    // once per device.
+    assert_eq!(pair_keys.len(), 1);
+    // The join index: each trusted object (more devices than ML_WIDE_SERIALS) registers
+    // once for the dt.
     let join = under("_stedi/join/");
-    assert_eq!(join.iter().filter(|k| k.contains("/wide/")).count(), 11);
-    assert_eq!(join.len(), 11 + 23, "{join:#?}");
+    assert_eq!(join.iter().filter(|k| k.contains("/wide/")).count(), 2);
+    assert_eq!(join.len(), 2, "{join:#?}");
     // Step Trainer files wait only for devices of consenting customers who have no phone
     // reading yet; in the sample every consenting customer has one, so none waits (the
     // readings of the other devices are filtered for good).
@@ -209,11 +244,18 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         postings
     );
     assert_eq!(under(stedi::transitions::erasure::WIDE_PREFIX), wide);
-    // 13 landing, the shards, 9 + 3 trusted objects and the pairs, 9 + 3 manifests and a
+    // 13 landing, the shards, the trusted objects and the pairs, 9 + 3 manifests and a
     // side manifest per trusted object, the join index, the postings and wide indexes.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    let expected =
-        13 + shards + 12 + pair_keys.len() + 12 + 12 + join.len() + postings + wide.len();
+    let expected = 13
+        + shards
+        + trusted.len()
+        + pair_keys.len()
+        + 12
+        + trusted.len()
+        + join.len()
+        + postings
+        + wide.len();
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);

@@ -141,6 +141,14 @@ impl Local {
         Ok(out.body.collect().await?.into_bytes())
     }
 
+    /// The name of the objects holding landing source `stem`'s rows in partitioned table
+    /// `table`, as its manifest says: its own stem, or its SQS batch's.
+    pub async fn object_of(&self, table: Table, stem: &str) -> Result<String> {
+        let key = stedi::transitions::manifest_key(table, stem);
+        let m: stedi::transitions::Manifest = serde_json::from_slice(&self.get(&key).await?)?;
+        Ok(m.object_of(stem).to_string())
+    }
+
     /// Writes an object (raw, as a user's upload).
     pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<()> {
         self.stack

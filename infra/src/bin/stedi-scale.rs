@@ -248,7 +248,7 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
         functions.push(json!({
             "function": name, "invocations": f.invocations, "messages": messages,
             "handler_ms": f.handler_ms, "rows_in": f.rows_in, "rows_out": f.rows_out,
-            "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_list": r.s3_list,
+            "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_head": r.s3_head, "s3_list": r.s3_list,
             "s3_delete": r.s3_delete, "glue_calls": r.glue_calls, "sqs_calls": r.sqs_calls,
             "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
         }));

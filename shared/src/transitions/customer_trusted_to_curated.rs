@@ -166,7 +166,7 @@ async fn redrive_waiting(
                 let src = keys::accept(bucket, key, &landing)?;
                 let t = Transition::StepTrainerLandingToTrusted;
                 let done =
-                    super::step_trainer_landing_to_trusted::run(ctx, bucket, &src, t).await?;
+                    super::step_trainer_landing_to_trusted::run(ctx, bucket, &src, t, None).await?;
                 s.outputs.extend(done.outputs);
             }
         }

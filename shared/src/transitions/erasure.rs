@@ -44,7 +44,7 @@ use super::{
     Ctx, Rule, Transition, compact, device_entries, manifest_key, quarantine_key, read_json,
     read_manifest, rewrite_object, rewrite_shard, write_json,
 };
-use crate::columnar::read_parquet;
+use crate::columnar::{read_holder, read_parquet};
 use crate::compute::{PersonKind, person_columns};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
@@ -396,13 +396,23 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
     };
     let mut n = 0;
     for dt in &m.dts {
-        let key = keys::output_key(table, dt, stem);
-        if let Fetched::Body(b, _) = compact::fetch_working(ctx, bucket, &key).await? {
-            n += read_parquet(b, &[], &key)?
+        let key = keys::output_key(table, dt, m.object_of(stem));
+        let Fetched::Body(b, _) = compact::fetch_working(ctx, bucket, &key).await? else {
+            continue;
+        };
+        n += if m.object.is_some() {
+            // A batch object: the source's rows are those its footer lists under its name.
+            let (held, _) = read_holder(b, &key)?;
+            held.iter()
+                .filter(|h| h.name == stem)
+                .map(|h| h.rows)
+                .sum::<u64>()
+        } else {
+            read_parquet(b, &[], &key)?
                 .iter()
                 .map(|b| b.num_rows() as u64)
-                .sum::<u64>();
-        }
+                .sum::<u64>()
+        };
     }
     Ok(n)
 }

@@ -103,6 +103,19 @@ pub struct Manifest {
     /// `_stedi/waiting/`, and the file is processed again when an owner appears.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub waiting: BTreeSet<String>,
+    /// The name of the objects holding the outputs when it is not the source's own stem:
+    /// a batch object (see [`super::publish::Batch`]) holding several sources' rows, each
+    /// source's listed in its footer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+impl Manifest {
+    /// The name of the objects holding source `stem`'s outputs (one per `dt` of
+    /// [`Manifest::dts`]).
+    pub fn object_of<'a>(&'a self, stem: &'a str) -> &'a str {
+        self.object.as_deref().unwrap_or(stem)
+    }
 }
 
 /// Where the manifest of `stem`'s outputs in `table` is kept: under the bookkeeping prefix,

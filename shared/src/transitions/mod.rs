@@ -31,7 +31,7 @@ pub use lineage::{
     Answers, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json,
     write_manifest,
 };
-pub use publish::{Previous, prune_partition, publish_filtered, publish_partitioned};
+pub use publish::{Batch, Previous, prune_partition, publish_filtered, publish_partitioned};
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
 };
@@ -50,14 +50,42 @@ impl Transition {
     /// erasure index and the scrub of erased people's lines; the compacted generations are
     /// the caller's to follow (once per batch: [`compact::follow`] after every write).
     pub async fn compute(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
-        let mut summary = self.transition(ctx, bucket, src).await?;
+        let summary = self.transition(ctx, bucket, src, None).await?;
+        // Boxed: keeps the callers' futures (the erasure's recompute among them) shallow.
+        Box::pin(self.settle(ctx, bucket, src, summary)).await
+    }
+
+    /// The first half of [`Transition::compute`] for one file of an SQS batch: its outputs
+    /// go into `batch` (written by the caller, [`Batch::write`]); [`Transition::settle`]
+    /// follows once they are written.
+    pub async fn compute_into(
+        self,
+        ctx: &Ctx,
+        bucket: &str,
+        src: &SourceKey,
+        batch: &Batch,
+    ) -> Result<Summary> {
+        self.transition(ctx, bucket, src, Some(batch)).await
+    }
+
+    /// The second half of [`Transition::compute`], once the outputs `summary` names are
+    /// written: the erasure index of the people the source holds, and the scrub of erased
+    /// people's lines (the source then computed again alone, its old outputs replaced and
+    /// no old version of them left).
+    pub async fn settle(
+        self,
+        ctx: &Ctx,
+        bucket: &str,
+        src: &SourceKey,
+        mut summary: Summary,
+    ) -> Result<Summary> {
         let persons = std::mem::take(&mut summary.persons);
         if erasure::guard(ctx, bucket, src, persons).await? > 0 {
             // Lines of an erased person were scrubbed from the file: compute what is left
             // (its outputs are replaced or deleted), index it again, and leave no old
             // version of what the first run wrote.
             let first = summary;
-            summary = self.transition(ctx, bucket, src).await?;
+            summary = self.transition(ctx, bucket, src, None).await?;
             let persons = std::mem::take(&mut summary.persons);
             erasure::guard(ctx, bucket, src, persons).await?;
             let written = first.outputs.iter().chain(&first.deleted);
@@ -69,21 +97,37 @@ impl Transition {
         Ok(summary)
     }
 
-    /// The transition's own work on one source object.
-    async fn transition(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+    /// Whether the transition's outputs can share one object per SQS batch ([`Batch`]):
+    /// the reading filters of landing files.
+    pub fn batches(self) -> bool {
+        matches!(
+            self.rule(),
+            Rule::Consented { .. } | Rule::OwnedDevice { .. }
+        )
+    }
+
+    /// The transition's own work on one source object (the reading filters' outputs into
+    /// `batch` when given).
+    async fn transition(
+        self,
+        ctx: &Ctx,
+        bucket: &str,
+        src: &SourceKey,
+        batch: Option<&Batch>,
+    ) -> Result<Summary> {
         // Boxed: one future type for all five keeps the Lambda main's future shallow.
         let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + '_>> =
             match self.rule() {
                 Rule::LatestConsenting { .. } => {
                     Box::pin(customer_landing_to_trusted::run(ctx, bucket, src))
                 }
-                Rule::Consented { .. } => Box::pin(consented::run(ctx, bucket, src, self)),
+                Rule::Consented { .. } => Box::pin(consented::run(ctx, bucket, src, self, batch)),
                 Rule::CuratedByReadings { .. } => {
                     Box::pin(customer_trusted_to_curated::run(ctx, bucket, src))
                 }
-                Rule::OwnedDevice { .. } => {
-                    Box::pin(step_trainer_landing_to_trusted::run(ctx, bucket, src, self))
-                }
+                Rule::OwnedDevice { .. } => Box::pin(step_trainer_landing_to_trusted::run(
+                    ctx, bucket, src, self, batch,
+                )),
                 Rule::JoinReadings => {
                     Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
                 }

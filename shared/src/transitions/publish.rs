@@ -1,10 +1,14 @@
-//! Publishing one source's outputs in a partitioned table: the objects (one per `dt`), the
-//! Glue partitions, the manifest of their lineage, and the outputs of an earlier run that
-//! this one no longer produces (with their pairs in machine_learning_curated).
+//! Publishing one source's outputs in a partitioned table: the objects (one per `dt`, the
+//! source's own or its SQS batch's, see [`Batch`]), the Glue partitions, the manifest of
+//! their lineage, and the outputs of an earlier run that this one no longer produces (with
+//! their pairs in machine_learning_curated).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
-use crate::columnar::Part;
+use bytes::Bytes;
+
+use crate::columnar::{HolderWriter, Part, evict, read_parquet};
 
 use super::compact::list_working;
 use super::landing::Filtered;
@@ -12,6 +16,7 @@ use super::lineage::{
     LAYOUT, Manifest, create_manifest, manifest_key, read_manifest, write_manifest,
 };
 use super::reference::Ctx;
+use super::snapshot::rewrite_object;
 use super::{Transition, machine_learning_trusted_to_curated};
 use crate::catalog;
 use crate::compute::RowFilter;
@@ -29,9 +34,98 @@ pub enum Previous {
     Read(Option<Manifest>),
 }
 
+/// The outputs of the landing files of one SQS batch: one object per (table, `dt`) for the
+/// whole batch instead of one per file, each source's rows listed by name in its footer
+/// (as a compacted file's, [`HolderWriter`]), so one source's rows can be replaced or
+/// removed without touching the others' ([`evict`]). A source's manifest names the batch
+/// object ([`Manifest::object`]). The objects are named after the batch's first source and
+/// a hash of all its keys: a redelivery of the same batch writes the same objects. Outputs
+/// of a source larger than `BATCH_OBJECT_BYTES` are written as the source's own objects.
+#[derive(Debug)]
+pub struct Batch {
+    stem: String,
+    max_bytes: usize,
+    /// (table, `dt`) → source stem → its encoded rows.
+    parts: Mutex<BTreeMap<(Table, String), BTreeMap<String, Bytes>>>,
+}
+
+impl Batch {
+    /// The batch of the landing files `sources` of one bucket (`None` for fewer than two:
+    /// a lone file keeps its own objects).
+    pub fn new(sources: &[SourceKey], max_bytes: usize) -> Option<Batch> {
+        if sources.len() < 2 {
+            return None;
+        }
+        let mut names: Vec<&SourceKey> = sources.iter().collect();
+        names.sort_by(|a, b| a.key.cmp(&b.key));
+        let all: Vec<&str> = names.iter().map(|s| s.key.as_str()).collect();
+        Some(Batch {
+            stem: format!("{}.b{}", names[0].stem, keys::hash_hex(&all.join("\n"))),
+            max_bytes,
+            parts: Mutex::default(),
+        })
+    }
+
+    /// The name of the batch's objects.
+    pub fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    /// Takes source `stem`'s outputs in `table` into the batch (replacing what it gave
+    /// before); `false` (and nothing of it kept) when they are too large to hold in memory
+    /// with the rest, or there are none.
+    fn take(&self, table: Table, stem: &str, parts: &[Part]) -> bool {
+        self.discard(table, stem);
+        let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
+        if parts.is_empty() || size > self.max_bytes {
+            return false;
+        }
+        let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        for p in parts {
+            held.entry((table, p.dt.clone()))
+                .or_default()
+                .insert(stem.to_string(), p.bytes.clone());
+        }
+        true
+    }
+
+    /// Drops what source `stem` gave in `table` (its computation failed: it is redelivered
+    /// or refused, and its rows are in none of the batch's objects).
+    pub fn discard(&self, table: Table, stem: &str) {
+        let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        for ((t, _), sources) in held.iter_mut() {
+            if *t == table {
+                sources.remove(stem);
+            }
+        }
+    }
+
+    /// Writes the batch's objects, one per (table, `dt`); returns their keys.
+    pub async fn write(&self, ctx: &Ctx, bucket: &str) -> Result<Vec<String>> {
+        let objects = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut written = Vec::new();
+        for ((table, dt), sources) in objects {
+            if sources.is_empty() {
+                continue;
+            }
+            let key = keys::output_key(table, &dt, &self.stem);
+            let mut w = HolderWriter::new(table, ctx.cfg.row_group_rows)?;
+            for (stem, bytes) in sources {
+                let context = format!("{key} (source {stem})");
+                w.add(&stem, &read_parquet(bytes, &[], &context)?)?;
+            }
+            let (body, _) = w.finish()?;
+            ctx.store.put(bucket, &key, body).await?;
+            written.push(key);
+        }
+        Ok(written)
+    }
+}
+
 /// Publishes a filtered landing file into `t`'s target table (see [`publish_partitioned`]);
 /// `waiting`: what the file waits for (see [`Manifest::waiting`]). Returns the summary and
 /// the manifest of the previous run.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_filtered<F: RowFilter>(
     ctx: &Ctx,
     bucket: &str,
@@ -40,6 +134,7 @@ pub async fn publish_filtered<F: RowFilter>(
     f: Filtered<F>,
     waiting: BTreeSet<String>,
     previous: Previous,
+    batch: Option<&Batch>,
 ) -> Result<(Summary, Option<Manifest>)> {
     let Filtered {
         mut summary,
@@ -53,6 +148,7 @@ pub async fn publish_filtered<F: RowFilter>(
         dts: BTreeSet::new(),
         lineage,
         waiting,
+        object: None,
     };
     let before = publish_partitioned(
         ctx,
@@ -62,17 +158,20 @@ pub async fn publish_filtered<F: RowFilter>(
         parts,
         manifest,
         previous,
+        batch,
         &mut summary,
     )
     .await?;
     Ok((summary, before))
 }
 
-/// Writes the outputs of one source object (one per `dt`), registers their partitions, and
-/// deletes outputs of earlier runs that this run no longer produces (with their pairs in
-/// machine_learning_curated); then writes `manifest` with the `dts` written (created with
-/// `If-None-Match` when there was none: no read of it). Returns the
-/// previous run's manifest (`previous`, read here unless the caller has).
+/// Writes the outputs of one source object (one per `dt`; into `batch` when given and they
+/// fit), registers their partitions, and removes the source's rows of earlier runs from
+/// the objects that held them and this run no longer writes (deleting its own objects,
+/// with their pairs in machine_learning_curated; rewriting a batch's without them); then
+/// writes `manifest` with the `dts` and the object written (created with `If-None-Match`
+/// when there was none: no read of it). Returns the previous run's manifest (`previous`,
+/// read here unless the caller has).
 #[allow(clippy::too_many_arguments)]
 pub async fn publish_partitioned(
     ctx: &Ctx,
@@ -82,12 +181,20 @@ pub async fn publish_partitioned(
     parts: Vec<Part>,
     mut manifest: Manifest,
     previous: Previous,
+    batch: Option<&Batch>,
     summary: &mut Summary,
 ) -> Result<Option<Manifest>> {
+    let written = summary.outputs.len();
+    manifest.object = batch
+        .filter(|b| b.take(table, stem, &parts))
+        .map(|b| b.stem().to_string());
+    let name = manifest.object_of(stem).to_string();
     let mut dts = Vec::with_capacity(parts.len());
     for Part { dt, bytes, .. } in parts {
-        let key = keys::output_key(table, &dt, stem);
-        ctx.store.put(bucket, &key, bytes).await?;
+        let key = keys::output_key(table, &dt, &name);
+        if manifest.object.is_none() {
+            ctx.store.put(bucket, &key, bytes).await?;
+        }
         summary.outputs.push(key);
         dts.push(dt);
     }
@@ -106,16 +213,126 @@ pub async fn publish_partitioned(
             read_manifest(ctx, bucket, &mkey).await?
         }
     };
-    let old_dts = before.as_ref().map(|m| m.dts.clone()).unwrap_or_default();
-    for dt in old_dts.iter().filter(|d| !dts.contains(d)) {
-        let key = keys::output_key(table, dt, stem);
-        super::compact::delete_working(ctx, bucket, &key).await?;
-        summary.deleted.push(key);
-        prune_partition(ctx, bucket, table, dt).await?;
-        machine_learning_trusted_to_curated::forget(ctx, bucket, table, dt, stem, summary).await?;
+    if let (Some(b), Some(old)) = (batch.filter(|_| manifest.object.is_some()), &before)
+        && Box::pin(in_place(ctx, bucket, table, stem, old, &manifest, b)).await?
+    {
+        b.discard(table, stem);
+        summary.outputs.truncate(written);
+        return Ok(before);
+    }
+    if let Some(old) = &before {
+        let old_name = old.object_of(stem);
+        for dt in old.dts.iter() {
+            if old_name == name && dts.contains(dt) {
+                // Written again under the same key.
+                continue;
+            }
+            // Boxed: a rare path kept out of the common one's future.
+            let emptied = old.object.is_none()
+                || Box::pin(evict_source(
+                    ctx, bucket, table, dt, old_name, stem, summary,
+                ))
+                .await?;
+            if emptied {
+                Box::pin(remove_object(ctx, bucket, table, dt, old_name, summary)).await?;
+            }
+        }
     }
     write_manifest(ctx, bucket, &mkey, &manifest).await?;
     Ok(before)
+}
+
+/// Whether source `stem`'s manifest `old` already says what `new` would write into
+/// `batch`: the same version of the source computed from the same answers, in another
+/// object that is still there. The file then stays where it is instead of moving into this
+/// batch's object: S3 repeats an event now and then, SQS redelivers records in another
+/// batch, and a file an erasure scrubbed and computed again sends its event afterwards.
+async fn in_place(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    old: &Manifest,
+    new: &Manifest,
+    batch: &Batch,
+) -> Result<bool> {
+    let object = old.object_of(stem);
+    if object == batch.stem()
+        || old.layout != new.layout
+        || old.lineage != new.lineage
+        || old.waiting != new.waiting
+        || old.dts != new.dts
+    {
+        return Ok(false);
+    }
+    for dt in &old.dts {
+        let key = keys::output_key(table, dt, object);
+        if !ctx.store.exists(bucket, &key).await?
+            && !ctx.store.exists(bucket, &keys::held_key(&key)).await?
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Deletes the object `name` of partition `dt` of `table` (wherever kept), with its pairs
+/// in machine_learning_curated, and drops the partition if it is left empty.
+async fn remove_object(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    dt: &str,
+    name: &str,
+    summary: &mut Summary,
+) -> Result<()> {
+    let key = keys::output_key(table, dt, name);
+    super::compact::delete_working(ctx, bucket, &key).await?;
+    summary.deleted.push(key);
+    prune_partition(ctx, bucket, table, dt).await?;
+    machine_learning_trusted_to_curated::forget(ctx, bucket, table, dt, name, summary).await
+}
+
+/// Removes source `stem`'s rows from batch object `object` of partition `dt` (a
+/// conditional rewrite where it is kept, under its key or held); `true` when no source is
+/// left in it (the caller deletes it).
+async fn evict_source(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    dt: &str,
+    object: &str,
+    stem: &str,
+    summary: &mut Summary,
+) -> Result<bool> {
+    let key = keys::output_key(table, dt, object);
+    let drop = BTreeSet::from([stem.to_string()]);
+    let rows = ctx.cfg.row_group_rows;
+    for kept in [key.clone(), keys::held_key(&key)] {
+        let (mut found, mut emptied) = (false, false);
+        let written = summary.outputs.len();
+        rewrite_object(ctx, bucket, &kept, summary, |current| {
+            let Some(bytes) = current else {
+                return Ok(None);
+            };
+            found = true;
+            let Some(left) = evict(table, bytes, &drop, rows, &kept)? else {
+                return Ok(None);
+            };
+            emptied = left.bytes.is_none();
+            Ok(left.bytes)
+        })
+        .await?;
+        if found {
+            if summary.outputs.len() > written && kept != key {
+                // Rewritten where it is held: the compacted generations follow it by its
+                // own key.
+                summary.outputs.push(key);
+            }
+            return Ok(emptied);
+        }
+    }
+    Ok(false)
 }
 
 /// Drops the Glue partition `dt` of `table` once no object is left in it, so no partition
@@ -141,4 +358,93 @@ pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) ->
         ctx.register(bucket, table, &[dt.to_string()]).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(keys: &[&str]) -> Vec<SourceKey> {
+        keys.iter()
+            .map(|k| keys::accept("b", k, &[Table::AccelerometerLanding]).unwrap())
+            .collect()
+    }
+
+    fn part(dt: &str, bytes: &'static [u8]) -> Part {
+        Part {
+            dt: dt.to_string(),
+            rows: 1,
+            bytes: Bytes::from_static(bytes),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_named_after_its_first_file_and_all_its_keys() {
+        let a = "accelerometer/landing/a.json";
+        let b = "accelerometer/landing/b.json";
+        let c = "accelerometer/landing/c.json";
+        let one = Batch::new(&sources(&[b, a]), 10).unwrap();
+        let same = Batch::new(&sources(&[a, b]), 10).unwrap();
+        let other = Batch::new(&sources(&[a, b, c]), 10).unwrap();
+        assert_eq!(one.stem(), same.stem());
+        assert_eq!(
+            one.stem(),
+            format!("a.b{}", keys::hash_hex(&format!("{a}\n{b}")))
+        );
+        assert_ne!(one.stem(), other.stem());
+        assert!(other.stem().starts_with("a.b"));
+        // A lone file keeps its own objects.
+        assert!(Batch::new(&sources(&[a]), 10).is_none());
+    }
+
+    #[test]
+    fn a_batch_holds_what_fits_and_forgets_what_failed() {
+        let batch = Batch::new(
+            &sources(&[
+                "accelerometer/landing/a.json",
+                "accelerometer/landing/b.json",
+            ]),
+            4,
+        )
+        .unwrap();
+        let t = Table::AccelerometerTrusted;
+        let held = |b: &Batch| -> Vec<(String, Vec<String>)> {
+            let parts = b.parts.lock().unwrap();
+            parts
+                .iter()
+                .map(|((_, dt), s)| (dt.clone(), s.keys().cloned().collect()))
+                .collect()
+        };
+        assert!(batch.take(
+            t,
+            "a",
+            &[part("2022-06-18", b"ab"), part("2022-06-19", b"c")]
+        ));
+        assert!(batch.take(t, "b", &[part("2022-06-18", b"abcd")]));
+        assert_eq!(
+            held(&batch),
+            [
+                (
+                    "2022-06-18".to_string(),
+                    vec!["a".to_string(), "b".to_string()]
+                ),
+                ("2022-06-19".to_string(), vec!["a".to_string()]),
+            ]
+        );
+        // Computed again: what it gave before is replaced, not added to.
+        assert!(batch.take(t, "a", &[part("2022-06-19", b"cd")]));
+        // Too large (5 bytes > 4), or nothing: its own objects, nothing left in the batch.
+        assert!(!batch.take(t, "b", &[part("2022-06-18", b"abcde")]));
+        assert!(!batch.take(t, "a", &[]));
+        assert_eq!(
+            held(&batch),
+            [
+                ("2022-06-18".to_string(), Vec::<String>::new()),
+                ("2022-06-19".to_string(), Vec::new()),
+            ]
+        );
+        assert!(batch.take(t, "b", &[part("2022-06-18", b"x")]));
+        batch.discard(t, "b");
+        assert!(held(&batch).iter().all(|(_, s)| s.is_empty()));
+    }
 }

@@ -1,5 +1,5 @@
 //! step_trainer_landing → step_trainer_trusted: readings of devices whose owner is in
-//! customer_curated, one Parquet object per (source file, `dt`). The row rule is
+//! customer_curated, one Parquet object per (source file or SQS batch, `dt`). The row rule is
 //! [`StepTrainerFilter`]; it reads only the device-index shards of the file's serials.
 //!
 //! Either side first: a device's readings may land before its owner's first phone
@@ -20,8 +20,8 @@ use crate::keys::{self, SourceKey};
 use crate::summary::Summary;
 
 use super::{
-    Ctx, Previous, Transition, filter_landing, manifest_key, publish_filtered, read_manifest,
-    refs_unchanged,
+    Batch, Ctx, Previous, Transition, filter_landing, manifest_key, publish_filtered,
+    read_manifest, refs_unchanged,
 };
 
 /// Passes over a file whose device shards keep changing under it before SQS retries it.
@@ -34,7 +34,13 @@ pub fn waiting_key(hash: &str, stem: &str) -> String {
 
 /// Filters one landing file into the trusted zone by `t` (a [`crate::streams::Rule::OwnedDevice`]
 /// transition).
-pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Result<Summary> {
+pub async fn run(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    t: Transition,
+    batch: Option<&Batch>,
+) -> Result<Summary> {
     // The markers the previous run left are in place already.
     let mut previous =
         Some(read_manifest(ctx, bucket, &manifest_key(t.target(), &src.stem)).await?);
@@ -58,7 +64,8 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey, t: Transition) -> Res
             continue;
         }
         let previous = Previous::Read(previous.take().flatten());
-        let (s, _) = publish_filtered(ctx, bucket, src, t, f, waiting.clone(), previous).await?;
+        let (s, _) =
+            publish_filtered(ctx, bucket, src, t, f, waiting.clone(), previous, batch).await?;
         for hash in placed.difference(&waiting) {
             ctx.store
                 .delete(bucket, &waiting_key(hash, &src.stem))
