@@ -19,10 +19,7 @@ use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
 use crate::summary::Summary;
 
-use super::{
-    Batch, Ctx, Previous, Transition, filter_landing, manifest_key, publish_filtered,
-    read_manifest, refs_unchanged,
-};
+use super::{Batch, Ctx, Previous, Transition, filter_landing, publish_filtered, refs_unchanged};
 
 /// Passes over a file whose device shards keep changing under it before SQS retries it.
 const PASSES: u32 = 3;
@@ -41,14 +38,10 @@ pub async fn run(
     t: Transition,
     batch: Option<&Batch>,
 ) -> Result<Summary> {
-    // The markers the previous run left are in place already.
-    let mut previous =
-        Some(read_manifest(ctx, bucket, &manifest_key(t.target(), &src.stem)).await?);
-    let mut placed = previous
-        .iter()
-        .flatten()
-        .flat_map(|m| m.waiting.iter().cloned())
-        .collect::<BTreeSet<String>>();
+    // Markers placed by this run; those of the previous run are in its manifest, which
+    // publishing returns (a first run, the common case, creates its manifest without
+    // reading one).
+    let mut placed = BTreeSet::new();
     for _ in 0..PASSES {
         let f = filter_landing(ctx, bucket, src, StepTrainerFilter::sharded(t, &ctx.cfg)?).await?;
         let waiting: BTreeSet<String> =
@@ -63,9 +56,18 @@ pub async fn run(
         if !waiting.is_empty() && !refs_unchanged(ctx, bucket, &f.shards).await? {
             continue;
         }
-        let previous = Previous::Read(previous.take().flatten());
-        let (s, _) =
-            publish_filtered(ctx, bucket, src, t, f, waiting.clone(), previous, batch).await?;
+        let (s, before) = publish_filtered(
+            ctx,
+            bucket,
+            src,
+            t,
+            f,
+            waiting.clone(),
+            Previous::Unread,
+            batch,
+        )
+        .await?;
+        placed.extend(before.into_iter().flat_map(|m| m.waiting));
         for hash in placed.difference(&waiting) {
             ctx.store
                 .delete(bucket, &waiting_key(hash, &src.stem))
