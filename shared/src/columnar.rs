@@ -486,13 +486,8 @@ impl HolderWriter {
     }
 }
 
-/// Reads a compacted file: the sources it holds (in row order) and its rows.
-pub fn read_holder(bytes: Bytes, context: &str) -> Result<(Vec<Held>, Vec<RecordBatch>)> {
-    let err = |source| Error::Parquet {
-        context: context.to_string(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
+/// The sources a compacted (or batch) file's footer lists, in row order.
+fn held_list(builder: &ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<Vec<Held>> {
     let list = builder
         .metadata()
         .file_metadata()
@@ -500,10 +495,30 @@ pub fn read_holder(bytes: Bytes, context: &str) -> Result<(Vec<Held>, Vec<Record
         .and_then(|kv| kv.iter().find(|e| e.key == HOLDER_SOURCES))
         .and_then(|e| e.value.clone())
         .unwrap_or_else(|| "[]".into());
-    let held: Vec<Held> = serde_json::from_str(&list).map_err(|source| Error::Json {
+    serde_json::from_str(&list).map_err(|source| Error::Json {
         context: format!("{context}: {HOLDER_SOURCES}"),
         source,
-    })?;
+    })
+}
+
+/// The sources a compacted (or batch) file holds, from its footer alone (no row decoded).
+pub fn holder_sources(bytes: Bytes, context: &str) -> Result<Vec<Held>> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|source| Error::Parquet {
+            context: context.to_string(),
+            source,
+        })?;
+    held_list(&builder, context)
+}
+
+/// Reads a compacted file: the sources it holds (in row order) and its rows.
+pub fn read_holder(bytes: Bytes, context: &str) -> Result<(Vec<Held>, Vec<RecordBatch>)> {
+    let err = |source| Error::Parquet {
+        context: context.to_string(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
+    let held = held_list(&builder, context)?;
     let batches = builder
         .with_batch_size(65536)
         .build()

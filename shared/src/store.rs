@@ -567,23 +567,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Whether object `key` exists (HeadObject).
-    pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
-        record(Request::S3Head);
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(classify("HeadObject", bucket, key, e)),
-        }
-    }
-
     /// Deletes an object (deleting a missing object is not an error).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         record(Request::S3Delete);

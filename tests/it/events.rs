@@ -332,11 +332,11 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
 
     // Three of its files redelivered in another batch (unchanged): they stay where they
     // are. Per file the manifest's create (refused: one exists) and the posting, and a
-    // HEAD of the object holding it; no object written.
+    // GET of the object holding it (its footer lists the file); no object written.
     let s = invoke(batch(&[2, 5, 7])).await;
     assert_eq!(local.keys().await.unwrap(), keys);
     let r = s.requests;
-    assert_eq!((r.s3_put, r.s3_head), (3 + 3, 3), "{r:?}");
+    assert_eq!((r.s3_put, r.s3_head), (3 + 3, 0), "{r:?}");
 
     // session-2 and session-7 uploaded again (4 readings each) and delivered together: a
     // second object holds them, the first (rewritten once per file) no longer does.
@@ -383,10 +383,101 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     assert_eq!(trusted_objects(&local).await, want);
     assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 45);
 
+    // A file whose own object was the last of its `dt` (2022-06-20), uploaded again and
+    // delivered with another file of that `dt`: its old object goes before the batch's is
+    // written, and the partition, dropped meanwhile, is registered again.
+    let next = ts + 86_400_000; // 2022-06-20
+    local
+        .put(
+            "accelerometer/landing/session-20.json",
+            readings_file(20, next, 3),
+        )
+        .await
+        .unwrap();
+    invoke(batch(&[20])).await;
+    local
+        .put(
+            "accelerometer/landing/session-20.json",
+            readings_file(20, next, 2),
+        )
+        .await
+        .unwrap();
+    local
+        .put(
+            "accelerometer/landing/session-21.json",
+            readings_file(22, next + 1_000, 3),
+        )
+        .await
+        .unwrap();
+    invoke(batch(&[20, 21])).await;
+    let dts = |local: &Local| {
+        let glue = local.stack.glue.clone();
+        let db = local.stack.cfg.database.clone();
+        async move {
+            stedi::catalog::list_partitions(&glue, &db, Table::AccelerometerTrusted)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(dt, _)| dt)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(dts(&local).await, ["2022-06-19", "2022-06-20"]);
+    assert_eq!(
+        local.counts().await.unwrap()["accelerometer_trusted"],
+        45 + 5
+    );
+
+    // A file whose manifest names a batch object another invocation has not written yet
+    // (written 0 s ago) waits: its record is redelivered, the others are done. Once that
+    // object is abandoned (the manifest older than 15 minutes) the file is taken over.
+    for i in [30, 31] {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        local
+            .put(
+                &key,
+                readings_file(2 * (i - 18), next + 2_000 * i as i64, 2),
+            )
+            .await
+            .unwrap();
+    }
+    let ghost = |at: u64| {
+        let m = stedi::transitions::Manifest {
+            layout: stedi::transitions::LAYOUT,
+            dts: ["2022-06-20".to_string()].into(),
+            object: Some("session-30.bghost".to_string()),
+            written_at: at,
+            ..Default::default()
+        };
+        serde_json::to_vec(&m).unwrap()
+    };
+    let manifest = stedi::transitions::manifest_key(Table::AccelerometerTrusted, "session-30");
+    let now = stedi::transitions::compact::unix_now();
+    local.put(&manifest, ghost(now)).await.unwrap();
+    let (response, _) = stedi::lambda::invoke(&ctx, f, &batch(&[30, 31]))
+        .await
+        .unwrap();
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m30"]);
+    assert_eq!(
+        local.counts().await.unwrap()["accelerometer_trusted"],
+        50 + 2
+    );
+    local.put(&manifest, ghost(now - 901)).await.unwrap();
+    invoke(batch(&[30, 31])).await;
+    assert_eq!(
+        local.counts().await.unwrap()["accelerometer_trusted"],
+        50 + 4
+    );
+
     // The rest of the pipeline settles; reconcile has nothing to change.
     let out = local.settle().await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let report = local.reconcile().await.unwrap();
     assert!(!report.changed(), "{report:?}");
-    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 45);
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 54);
 }

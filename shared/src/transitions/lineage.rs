@@ -108,6 +108,15 @@ pub struct Manifest {
     /// source's listed in its footer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// When the manifest naming a batch object was written (Unix seconds), before the
+    /// object itself: a batch object still missing soon after is being written by another
+    /// invocation ([`super::publish::publish_partitioned`] waits for it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::columnar::{HolderWriter, Part, evict, read_parquet};
+use crate::columnar::{HolderWriter, Part, evict, holder_sources, read_parquet};
 
 use super::compact::list_working;
 use super::landing::Filtered;
@@ -20,9 +20,10 @@ use super::snapshot::rewrite_object;
 use super::{Transition, machine_learning_trusted_to_curated};
 use crate::catalog;
 use crate::compute::RowFilter;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
 use crate::schema::Table;
+use crate::store::Fetched;
 use crate::summary::Summary;
 
 /// The manifest of a source's previous run, as far as a publisher knows it.
@@ -47,6 +48,8 @@ pub struct Batch {
     max_bytes: usize,
     /// (table, `dt`) → source stem → its encoded rows.
     parts: Mutex<BTreeMap<(Table, String), BTreeMap<String, Bytes>>>,
+    /// Sources whose manifest names the batch's objects already: their rows stay in them.
+    committed: Mutex<BTreeSet<(Table, String)>>,
 }
 
 impl Batch {
@@ -63,6 +66,7 @@ impl Batch {
             stem: format!("{}.b{}", names[0].stem, keys::hash_hex(&all.join("\n"))),
             max_bytes,
             parts: Mutex::default(),
+            committed: Mutex::default(),
         })
     }
 
@@ -75,7 +79,7 @@ impl Batch {
     /// before); `false` (and nothing of it kept) when they are too large to hold in memory
     /// with the rest, or there are none.
     fn take(&self, table: Table, stem: &str, parts: &[Part]) -> bool {
-        self.discard(table, stem);
+        self.remove(table, stem);
         let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
         if parts.is_empty() || size > self.max_bytes {
             return false;
@@ -90,8 +94,16 @@ impl Batch {
     }
 
     /// Drops what source `stem` gave in `table` (its computation failed: it is redelivered
-    /// or refused, and its rows are in none of the batch's objects).
+    /// or refused, and its rows are in none of the batch's objects), unless its manifest
+    /// names them already (a step after it failed): then its rows go in.
     pub fn discard(&self, table: Table, stem: &str) {
+        let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        if !committed.contains(&(table, stem.to_string())) {
+            self.remove(table, stem);
+        }
+    }
+
+    fn remove(&self, table: Table, stem: &str) {
         let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
         for ((t, _), sources) in held.iter_mut() {
             if *t == table {
@@ -100,7 +112,15 @@ impl Batch {
         }
     }
 
-    /// Writes the batch's objects, one per (table, `dt`); returns their keys.
+    /// Records that source `stem`'s manifest names the batch's objects.
+    fn commit(&self, table: Table, stem: &str) {
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        committed.insert((table, stem.to_string()));
+    }
+
+    /// Writes the batch's objects, one per (table, `dt`), and registers their partitions
+    /// (again, if a file's earlier object was the last in one and it was dropped meanwhile;
+    /// a known one costs no Glue call); returns their keys.
     pub async fn write(&self, ctx: &Ctx, bucket: &str) -> Result<Vec<String>> {
         let objects = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
         let mut written = Vec::new();
@@ -116,6 +136,8 @@ impl Batch {
             }
             let (body, _) = w.finish()?;
             ctx.store.put(bucket, &key, body).await?;
+            ctx.register(bucket, table, std::slice::from_ref(&dt))
+                .await?;
             written.push(key);
         }
         Ok(written)
@@ -149,6 +171,7 @@ pub async fn publish_filtered<F: RowFilter>(
         lineage,
         waiting,
         object: None,
+        written_at: 0,
     };
     let before = publish_partitioned(
         ctx,
@@ -188,6 +211,9 @@ pub async fn publish_partitioned(
     manifest.object = batch
         .filter(|b| b.take(table, stem, &parts))
         .map(|b| b.stem().to_string());
+    if manifest.object.is_some() {
+        manifest.written_at = super::compact::unix_now();
+    }
     let name = manifest.object_of(stem).to_string();
     let mut dts = Vec::with_capacity(parts.len());
     for Part { dt, bytes, .. } in parts {
@@ -208,17 +234,35 @@ pub async fn publish_partitioned(
             // replace and no GET; where one exists (a rerun, a re-upload) the create
             // answers 412 and the manifest is read.
             if create_manifest(ctx, bucket, &mkey, &manifest).await? {
+                if let Some(b) = batch.filter(|_| manifest.object.is_some()) {
+                    b.commit(table, stem);
+                }
                 return Ok(None);
             }
             read_manifest(ctx, bucket, &mkey).await?
         }
     };
-    if let (Some(b), Some(old)) = (batch.filter(|_| manifest.object.is_some()), &before)
-        && Box::pin(in_place(ctx, bucket, table, stem, old, &manifest, b)).await?
-    {
-        b.discard(table, stem);
-        summary.outputs.truncate(written);
-        return Ok(before);
+    if let (Some(b), Some(old)) = (batch.filter(|_| manifest.object.is_some()), &before) {
+        match Box::pin(held_where(ctx, bucket, table, stem, old, &manifest, b)).await? {
+            Held::InPlace => {
+                b.remove(table, stem);
+                summary.outputs.truncate(written);
+                return Ok(before);
+            }
+            Held::InFlight => {
+                b.remove(table, stem);
+                return Err(Error::Contention {
+                    bucket: bucket.to_string(),
+                    key: keys::output_key(
+                        table,
+                        &old.dts.first().cloned().unwrap_or_default(),
+                        old.object_of(stem),
+                    ),
+                    attempts: 1,
+                });
+            }
+            Held::Elsewhere => {}
+        }
     }
     if let Some(old) = &before {
         let old_name = old.object_of(stem);
@@ -239,15 +283,34 @@ pub async fn publish_partitioned(
         }
     }
     write_manifest(ctx, bucket, &mkey, &manifest).await?;
+    if let Some(b) = batch.filter(|_| manifest.object.is_some()) {
+        b.commit(table, stem);
+    }
     Ok(before)
 }
 
-/// Whether source `stem`'s manifest `old` already says what `new` would write into
-/// `batch`: the same version of the source computed from the same answers, in another
-/// object that is still there. The file then stays where it is instead of moving into this
-/// batch's object: S3 repeats an event now and then, SQS redelivers records in another
-/// batch, and a file an erasure scrubbed and computed again sends its event afterwards.
-async fn in_place(
+/// A batch object not written yet this long after the manifest naming it (seconds) was
+/// abandoned (a Lambda runs at most 15 minutes).
+const IN_FLIGHT_SECONDS: u64 = 900;
+
+/// Where a source's rows are, as its manifest `old` says, for a run writing them into
+/// `batch`.
+enum Held {
+    /// In another object that holds them, computed as this run would (the same version of
+    /// the source, the same answers): the file stays there. S3 repeats an event now and
+    /// then, SQS redelivers records in another batch, and a file an erasure scrubbed and
+    /// computed again sends its event afterwards.
+    InPlace,
+    /// In a batch object another invocation has not written yet: this run would put the
+    /// rows in two objects, so it waits (fails, for SQS to redeliver it).
+    InFlight,
+    /// Anywhere else: this run replaces them.
+    Elsewhere,
+}
+
+/// Where source `stem`'s rows are (see [`Held`]); one GET per `dt` of the object `old`
+/// names (a redelivery or rerun only: a first run creates its manifest).
+async fn held_where(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
@@ -255,25 +318,35 @@ async fn in_place(
     old: &Manifest,
     new: &Manifest,
     batch: &Batch,
-) -> Result<bool> {
+) -> Result<Held> {
     let object = old.object_of(stem);
-    if object == batch.stem()
-        || old.layout != new.layout
-        || old.lineage != new.lineage
-        || old.waiting != new.waiting
-        || old.dts != new.dts
-    {
-        return Ok(false);
+    if object == batch.stem() {
+        // Written again, whole, by this batch.
+        return Ok(Held::Elsewhere);
     }
+    let same = old.layout == new.layout
+        && old.lineage == new.lineage
+        && old.waiting == new.waiting
+        && old.dts == new.dts;
     for dt in &old.dts {
         let key = keys::output_key(table, dt, object);
-        if !ctx.store.exists(bucket, &key).await?
-            && !ctx.store.exists(bucket, &keys::held_key(&key)).await?
-        {
-            return Ok(false);
+        match super::compact::fetch_working(ctx, bucket, &key).await? {
+            Fetched::Body(bytes, _) => {
+                let listed = old.object.is_none()
+                    || holder_sources(bytes, &key)?.iter().any(|h| h.name == stem);
+                if !listed {
+                    return Ok(Held::Elsewhere);
+                }
+            }
+            _ if old.object.is_some()
+                && super::compact::unix_now() < old.written_at + IN_FLIGHT_SECONDS =>
+            {
+                return Ok(Held::InFlight);
+            }
+            _ => return Ok(Held::Elsewhere),
         }
     }
-    Ok(true)
+    Ok(if same { Held::InPlace } else { Held::Elsewhere })
 }
 
 /// Deletes the object `name` of partition `dt` of `table` (wherever kept), with its pairs
@@ -446,5 +519,10 @@ mod tests {
         assert!(batch.take(t, "b", &[part("2022-06-18", b"x")]));
         batch.discard(t, "b");
         assert!(held(&batch).iter().all(|(_, s)| s.is_empty()));
+        // Once a file's manifest names the batch, a later failure keeps its rows in it.
+        assert!(batch.take(t, "a", &[part("2022-06-18", b"x")]));
+        batch.commit(t, "a");
+        batch.discard(t, "a");
+        assert_eq!(held(&batch)[0].1, ["a"]);
     }
 }
