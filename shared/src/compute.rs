@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
-use crate::record::{Cell, parse_line};
+use crate::record::{Cell, parse_line, parse_text};
 use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
@@ -105,7 +105,11 @@ impl ScanState {
     ) -> Result<()> {
         match line {
             Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => {}
-            Line::Text { number, bytes } => {
+            Line::Text {
+                number,
+                bytes,
+                text,
+            } => {
                 self.summary.rows_in += 1;
                 // Collecting an empty Vec into one of a same-layout type reuses its
                 // allocation: the cells buffer is not reallocated per line.
@@ -113,7 +117,11 @@ impl ScanState {
                     .into_iter()
                     .map(|_| Cell::Null)
                     .collect();
-                let outcome = match parse_line(bytes, self.columns, &mut cells) {
+                let parsed = match text {
+                    Some(text) => parse_text(text, self.columns, &mut cells),
+                    None => parse_line(bytes, self.columns, &mut cells),
+                };
+                let outcome = match parsed {
                     Err(reason) => RowOutcome::Bad(reason),
                     Ok(()) => {
                         if let Some((k, t)) = self.person

@@ -12,6 +12,10 @@ pub enum Line<'a> {
         number: u64,
         /// The line's bytes.
         bytes: &'a [u8],
+        /// The same bytes as text, when the splitter has validated them as UTF-8 (lines
+        /// wholly inside a chunk are validated as one block; others are left to the
+        /// consumer).
+        text: Option<&'a str>,
     },
     /// A line longer than the limit.
     TooLong {
@@ -81,17 +85,32 @@ impl LineSplitter {
             }
             self.at_start = false;
         }
+        // The lines after the chunk's first line end, up to its last one, are validated
+        // as UTF-8 in one pass (one call, not one a line); `text` is the valid part of
+        // them, starting at chunk offset `from`.
+        let from = memchr::memchr(b'\n', chunk).map_or(chunk.len(), |p| p + 1);
+        let tail = &chunk[from..];
+        let text = match std::str::from_utf8(tail) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&tail[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        let mut at = 0;
         while let Some(pos) = memchr::memchr(b'\n', chunk) {
             let (line, rest) = (&chunk[..pos], &chunk[pos + 1..]);
             chunk = rest;
+            let start = at;
+            at += pos + 1;
             self.number += 1;
             if self.carry_len == 0 {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                self.emit(line, line.len() as u64, f)?;
+                let valid = start
+                    .checked_sub(from)
+                    .and_then(|a| text.get(a..a + line.len()));
+                self.emit(line, line.len() as u64, valid, f)?;
             } else {
                 self.append(line);
                 let (mut carried, len) = self.take_carry();
-                let r = self.emit(&carried, len, f);
+                let r = self.emit(&carried, len, None, f);
                 carried.clear();
                 self.carry = carried;
                 r?;
@@ -113,7 +132,7 @@ impl LineSplitter {
         if self.carry_len > 0 {
             self.number += 1;
             let (carried, len) = self.take_carry();
-            self.emit(&carried, len, f)?;
+            self.emit(&carried, len, None, f)?;
         }
         Ok(())
     }
@@ -155,6 +174,7 @@ impl LineSplitter {
         &self,
         line: &[u8],
         len: u64,
+        text: Option<&str>,
         f: &mut impl FnMut(Line<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         if len as usize > self.max {
@@ -167,6 +187,7 @@ impl LineSplitter {
             f(Line::Text {
                 number: self.number,
                 bytes: line,
+                text,
             })
         }
     }
@@ -182,7 +203,13 @@ mod tests {
         let mut out = Vec::new();
         let mut f = |l: Line<'_>| -> Result<(), ()> {
             out.push(match l {
-                Line::Text { number, bytes } => {
+                Line::Text {
+                    number,
+                    bytes,
+                    text,
+                } => {
+                    // Text given is the line itself.
+                    assert!(text.is_none_or(|t| t.as_bytes() == bytes), "{text:?}");
                     format!("{number}:{}", String::from_utf8_lossy(bytes))
                 }
                 Line::TooLong { number, len, head } => {
@@ -221,6 +248,38 @@ mod tests {
         for size in 1..=input.len() {
             assert_eq!(split(input, size, 8), want, "chunk size {size}");
         }
+    }
+
+    #[test]
+    fn lines_inside_a_chunk_come_validated_as_text() {
+        let mut s = LineSplitter::new(100, 4);
+        let mut got = Vec::new();
+        let mut f = |l: Line<'_>| -> Result<(), ()> {
+            if let Line::Text { number, text, .. } = l {
+                got.push((number, text.map(str::to_string)));
+            }
+            Ok(())
+        };
+        // Line 1 starts the chunk (left to the consumer), 2 and 3 are whole inside it, 4
+        // holds a byte that is not UTF-8, 5 is valid again but after it, 6 ends the chunk
+        // unfinished and is completed by the next one (carried).
+        s.push(b"a\r\nb\xC3\xA9\r\nc\nd\xFF\ne\nf", &mut f).unwrap();
+        s.push(b"g\nh\ni", &mut f).unwrap();
+        s.finish(&mut f).unwrap();
+        let some = |t: &str| Some(t.to_string());
+        assert_eq!(
+            got,
+            [
+                (1, None),
+                (2, some("b\u{e9}")),
+                (3, some("c")),
+                (4, None),
+                (5, None),
+                (6, None),
+                (7, some("h")),
+                (8, None),
+            ]
+        );
     }
 
     #[test]
