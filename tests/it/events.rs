@@ -1,8 +1,42 @@
 //! Keys as S3 really sends them: spaces, plus signs and unicode reach the handler intact.
 
+use serde_json::{Value, json};
 use stedi::schema::Table;
 use stedi_infra::lake::LandingFile;
 use stedi_tests::{Local, sample_dir};
+
+/// A local stack holding 40 customers (every other one consenting).
+async fn with_customers() -> Local {
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes(
+            "customer/landing/customers.json",
+            stedi_infra::synthetic::customers_file(0, 40),
+        )
+        .await
+        .unwrap();
+    local
+}
+
+/// The EventBridge event S3 sends for new object `key`.
+fn created(bucket: &str, key: &str) -> Value {
+    json!({"source": "aws.s3", "detail-type": "Object Created",
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
+}
+
+/// The SQS batch the event source mapping delivers for phone files
+/// `accelerometer/landing/session-<i>.json` (message ids `m<i>`).
+fn phone_batch(bucket: &str, ids: &[u64]) -> Value {
+    let records: Vec<Value> = ids
+        .iter()
+        .map(|i| {
+            let key = format!("accelerometer/landing/session-{i}.json");
+            json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
+                "body": created(bucket, &key).to_string()})
+        })
+        .collect();
+    json!({ "Records": records })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_keys_flow_through_eventbridge_and_sqs() {
@@ -136,12 +170,8 @@ async fn an_invocation_counts_its_requests() {
 /// register the partition once, and the catalog has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_function_registers_a_partition_once() {
-    use stedi_infra::synthetic::{customers_file, readings_file};
-    let local = Local::start().await.unwrap();
-    local
-        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
-        .await
-        .unwrap();
+    use stedi_infra::synthetic::readings_file;
+    let local = with_customers().await;
     let ts = 1_655_600_000_000; // 2022-06-19
     for i in 0..10u64 {
         let key = format!("accelerometer/landing/session-{i}.json");
@@ -175,35 +205,21 @@ async fn a_warm_function_registers_a_partition_once() {
 /// the manifest its create is refused by, read only then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
-    use serde_json::json;
-    use stedi_infra::synthetic::{customers_file, email, readings_file};
-    let local = Local::start().await.unwrap();
-    local
-        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
-        .await
-        .unwrap();
+    use stedi_infra::synthetic::{email, readings_file};
+    let local = with_customers().await;
     let bucket = local.stack.cfg.bucket.clone();
-    // The EventBridge event S3 sends for a new object.
-    let created = |key: &str| {
-        json!({"source": "aws.s3", "detail-type": "Object Created",
-            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
-    };
     let ts = 1_655_600_000_000; // 2022-06-19
-    let mut records = Vec::new();
     for i in 0..10u64 {
         let key = format!("accelerometer/landing/session-{i}.json");
         let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
         local.put(&key, body).await.unwrap();
-        records.push(
-            json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
-            "body": created(&key).to_string()}),
-        );
     }
     // One invocation of a cold function with the ten records, as the event source
     // mapping delivers a batch.
     let ctx = local.stack.function_context();
     let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
-    let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
+    let all: Vec<u64> = (0..10).collect();
+    let (response, s) = stedi::lambda::invoke(&ctx, f, &phone_batch(&bucket, &all))
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty(), "{s:?}");
@@ -240,7 +256,9 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .await
         .unwrap();
     let f = stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
-    let (_, s) = stedi::lambda::invoke(&ctx, f, &created(key)).await.unwrap();
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &created(&bucket, key))
+        .await
+        .unwrap();
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
@@ -275,27 +293,10 @@ async fn trusted_objects(local: &Local) -> Vec<(String, Vec<(String, u64)>)> {
 /// finds nothing to change; the rows are always each file's once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
-    use serde_json::json;
-    use stedi_infra::synthetic::{customers_file, readings_file};
-    let local = Local::start().await.unwrap();
-    local
-        .drop_bytes("customer/landing/customers.json", customers_file(0, 40))
-        .await
-        .unwrap();
+    use stedi_infra::synthetic::readings_file;
+    let local = with_customers().await;
     let bucket = local.stack.cfg.bucket.clone();
-    let batch = |ids: &[u64]| {
-        let records: Vec<_> = ids
-            .iter()
-            .map(|i| {
-                let key = format!("accelerometer/landing/session-{i}.json");
-                let body = json!({"source": "aws.s3", "detail-type": "Object Created",
-                    "detail": {"bucket": {"name": bucket}, "object": {"key": key}}});
-                json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
-                    "body": body.to_string()})
-            })
-            .collect();
-        json!({ "Records": records })
-    };
+    let batch = |ids: &[u64]| phone_batch(&bucket, ids);
     let ts = 1_655_600_000_000; // 2022-06-19
     for i in 0..10u64 {
         let key = format!("accelerometer/landing/session-{i}.json");
