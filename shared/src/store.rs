@@ -29,8 +29,6 @@ pub enum Request {
     S3Put,
     /// S3 GetObject.
     S3Get,
-    /// S3 HeadObject.
-    S3Head,
     /// S3 ListObjectsV2 (one page).
     S3List,
     /// S3 DeleteObject.
@@ -47,7 +45,6 @@ pub enum Request {
 pub struct RequestCounts {
     s3_put: AtomicU64,
     s3_get: AtomicU64,
-    s3_head: AtomicU64,
     s3_list: AtomicU64,
     s3_delete: AtomicU64,
     bytes_read: AtomicU64,
@@ -66,7 +63,6 @@ impl RequestCounts {
         match r {
             Request::S3Put => &self.s3_put,
             Request::S3Get => &self.s3_get,
-            Request::S3Head => &self.s3_head,
             Request::S3List => &self.s3_list,
             Request::S3Delete => &self.s3_delete,
             Request::Glue => &self.glue_calls,
@@ -74,14 +70,14 @@ impl RequestCounts {
         }
     }
 
-    /// The counts so far.
+    /// The counts so far (no HEAD requests are made: `s3_head` stays 0).
     pub fn snapshot(&self) -> Requests {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Requests {
             s3_put: get(&self.s3_put),
             s3_get: get(&self.s3_get),
             s3_list: get(&self.s3_list),
-            s3_head: get(&self.s3_head),
+            s3_head: 0,
             s3_delete: get(&self.s3_delete),
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),

@@ -253,11 +253,7 @@ pub async fn publish_partitioned(
                 b.remove(table, stem);
                 return Err(Error::Contention {
                     bucket: bucket.to_string(),
-                    key: keys::output_key(
-                        table,
-                        &old.dts.first().cloned().unwrap_or_default(),
-                        old.object_of(stem),
-                    ),
+                    key: mkey,
                     attempts: 1,
                 });
             }
