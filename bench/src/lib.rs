@@ -504,7 +504,8 @@ pub fn init_ms(bin: &str) -> Result<f64> {
 /// - `none`: the line splitter alone (the floor);
 /// - `serde_json`: the coercions ([`stedi::record::parse_with`]) over serde_json;
 /// - `sonic_rs`: the same coercions over sonic-rs's SIMD deserializer;
-/// - `stedi`: [`stedi::record::parse_line`], the reader the functions run (sonic-rs, with
+/// - `stedi`: [`stedi::record::LineReader`], the reader the functions run (one reader per
+///   file: a line of the last line's layout read in one pass, any other by sonic-rs, with
 ///   serde_json reading again a line sonic-rs refuses, for its message);
 /// - `arrow_json`: arrow-json's `Decoder` into Arrow columns, for reference only — it does
 ///   not keep the landing semantics (field names case-sensitive, no numbers in strings,
@@ -513,7 +514,7 @@ pub fn init_ms(bin: &str) -> Result<f64> {
 /// Returns bytes, rows, rows rejected and seconds.
 pub fn parse_candidate(parser: &str, zone: &str, data: &Path) -> Result<Value> {
     use stedi::lines::{Line, LineSplitter};
-    use stedi::record::{Cell, parse_line, parse_with};
+    use stedi::record::{Cell, LineReader, parse_with};
     let table = match zone {
         "accelerometer" => Table::AccelerometerLanding,
         "step_trainer" => Table::StepTrainerLanding,
@@ -534,6 +535,7 @@ pub fn parse_candidate(parser: &str, zone: &str, data: &Path) -> Result<Value> {
         let mut buffer: Vec<Cell<'static>> = Vec::with_capacity(columns.len());
         for f in &files {
             let mut splitter = LineSplitter::new(1 << 20, 4096);
+            let mut reader = LineReader::default();
             let mut on_line = |l: Line<'_>| -> Result<()> {
                 let Line::Text { bytes: line, .. } = l else {
                     rejected += 1;
@@ -554,7 +556,9 @@ pub fn parse_candidate(parser: &str, zone: &str, data: &Path) -> Result<Value> {
                             .and_then(|()| de.end())
                             .is_ok()
                     }),
-                    "stedi" => reuse(&mut buffer, 0, |out| parse_line(line, columns, out).is_ok()),
+                    "stedi" => reuse(&mut buffer, 0, |out| {
+                        reader.line(line, columns, out).is_ok()
+                    }),
                     other => bail!("unknown parser {other}"),
                 };
                 if ok {

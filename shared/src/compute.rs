@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
-use crate::record::{Cell, parse_line, parse_text};
+use crate::record::{Cell, LineReader};
 use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
@@ -69,6 +69,8 @@ struct ScanState {
     person: Option<(usize, usize)>,
     /// The cells buffer, kept empty between lines so its allocation is reused.
     cells: Vec<Cell<'static>>,
+    /// The line reader, which remembers the field layout of the last line.
+    reader: LineReader,
     max_line_bytes: usize,
     /// The person of the last line and the earliest time of their lines since: lines come
     /// grouped by person, so `summary.persons` is touched once per run of lines, not per
@@ -118,8 +120,8 @@ impl ScanState {
                     .map(|_| Cell::Null)
                     .collect();
                 let parsed = match text {
-                    Some(text) => parse_text(text, self.columns, &mut cells),
-                    None => parse_line(bytes, self.columns, &mut cells),
+                    Some(text) => self.reader.text(text, self.columns, &mut cells),
+                    None => self.reader.line(bytes, self.columns, &mut cells),
                 };
                 let outcome = match parsed {
                     Err(reason) => RowOutcome::Bad(reason),
@@ -204,6 +206,7 @@ impl LandingScan {
                 columns: table.columns(),
                 person: person_columns(table).map(|(_, k, t)| (k, t)),
                 cells: Vec::with_capacity(table.columns().len()),
+                reader: LineReader::default(),
                 max_line_bytes: cfg.max_line_bytes,
                 last_person: None,
                 summary: Summary::default(),

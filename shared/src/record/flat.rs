@@ -1,0 +1,389 @@
+//! The landing reader's fast path: one pass over a line that is a flat object of plain
+//! values, straight into the cells.
+//!
+//! It takes a line only when its answer is certain to be the full reader's: field names
+//! without escapes, strings without escapes or control characters, integers of at most 18
+//! digits, decimals of at most 15 significant digits without an exponent (their `f64` is
+//! one correctly rounded division: the exact integer over an exact power of ten), `null`,
+//! and whitespace. Anything else (escapes, exponents, numbers in strings, a fraction where
+//! an integer belongs, `true`, nested values, a `-0`, malformed JSON) returns `None`, and
+//! the line goes to sonic-rs and serde_json, which decide it and word its error. The unit
+//! tests of [`super`] run every line through both and compare.
+
+use std::borrow::Cow;
+
+use super::{Cell, I32, field_index};
+use crate::schema::{ColType, Column};
+
+/// The field layout of the last line a [`Shape`] learned: lines of one file usually name
+/// the same fields in the same order and spacing, so the next line is first read against
+/// it, each field's name and punctuation checked as one comparison of bytes.
+#[derive(Debug, Default)]
+pub(super) struct Shape {
+    /// The columns the layout is for (their address and count).
+    columns: (usize, usize),
+    /// The bytes before each field's value (`{"user":`, `,"timestamp":`, …), one after another.
+    text: Vec<u8>,
+    /// Each field: where its bytes end in `text`, and the column it fills (`None`: a field
+    /// no column takes, skipped).
+    fields: Vec<(usize, Option<usize>)>,
+}
+
+/// Fills `out` (all `Null` on entry, one cell per column) from `line`, or `None` when the
+/// line needs the full reader (`out` is then partly filled). Reads the line against
+/// `shape` first; a line of another layout is read field by field and its layout learned.
+pub(super) fn parse<'a>(
+    line: &'a str,
+    columns: &[Column],
+    out: &mut [Cell<'a>],
+    shape: &mut Shape,
+) -> Option<()> {
+    if shape.columns == (columns.as_ptr() as usize, columns.len()) && !shape.fields.is_empty() {
+        if known(line, columns, out, shape).is_some() {
+            return Some(());
+        }
+        out.iter_mut().for_each(|c| *c = Cell::Null);
+    }
+    shape.columns = (columns.as_ptr() as usize, columns.len());
+    shape.text.clear();
+    shape.fields.clear();
+    let read = learn(line, columns, out, shape);
+    if read.is_none() {
+        shape.fields.clear();
+    }
+    read
+}
+
+/// Reads `line` if its fields are `shape`'s, byte for byte up to each value.
+fn known<'a>(line: &'a str, columns: &[Column], out: &mut [Cell<'a>], shape: &Shape) -> Option<()> {
+    let b = line.as_bytes();
+    let (mut i, mut from) = (0, 0);
+    for &(to, column) in &shape.fields {
+        let before = &shape.text[from..to];
+        from = to;
+        if b.get(i..i + before.len())? != before {
+            return None;
+        }
+        i += before.len();
+        i = match column {
+            Some(c) => {
+                let (cell, after) = value(line, i, columns[c].ty)?;
+                out[c] = cell;
+                after
+            }
+            None => skip(b, i)?,
+        };
+    }
+    i = ws(b, i);
+    (b.get(i) == Some(&b'}') && ws(b, i + 1) == b.len()).then_some(())
+}
+
+/// Reads `line` field by field, recording its layout in `shape` (empty on entry).
+fn learn<'a>(
+    line: &'a str,
+    columns: &[Column],
+    out: &mut [Cell<'a>],
+    shape: &mut Shape,
+) -> Option<()> {
+    let b = line.as_bytes();
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (ws(b, i + 1) == b.len()).then_some(());
+    }
+    // Fields usually come in column order: the column after the last one matched is tried
+    // first.
+    let (mut next, mut from) = (0, 0);
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = string_end(b, i + 1)?;
+        let key = &b[i + 1..end];
+        i = ws(b, end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let column = field_index(columns, key, next);
+        shape.text.extend_from_slice(&b[from..i]);
+        shape.fields.push((shape.text.len(), column));
+        i = match column {
+            Some(c) => {
+                next = c + 1;
+                let (cell, after) = value(line, i, columns[c].ty)?;
+                out[c] = cell;
+                after
+            }
+            None => skip(b, i)?,
+        };
+        from = i;
+        i = ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => return (ws(b, i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// The first position at or after `i` that is not JSON whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\r' | b'\n') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The position of the quote closing a string whose text starts at `i`, if the text has
+/// no escape and no control character. Eight bytes at a time: a byte that is a quote, a
+/// backslash or below 0x20 sets its high bit in `stops` (the lowest such byte exactly;
+/// bits above it may be spurious, and are not looked at).
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
+    while let Some(&chunk) = b.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(chunk);
+        let stops = (below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20))
+            & HIGH;
+        if stops != 0 {
+            let n = i + (stops.trailing_zeros() / 8) as usize;
+            return (b[n] == b'"').then_some(n);
+        }
+        i += 8;
+    }
+    let rest = b.get(i..)?;
+    let n = rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (rest[n] == b'"').then_some(i + n)
+}
+
+/// A number without an exponent: its sign, its digits as one integer, how many of them
+/// follow the point, and where it ends.
+struct Number {
+    negative: bool,
+    digits: u64,
+    fraction: u32,
+    end: usize,
+}
+
+/// The number starting at `i`, if it is valid JSON of at most 18 digits, not `-0`, and has
+/// no exponent.
+fn number(b: &[u8], mut i: usize) -> Option<Number> {
+    let negative = b.get(i) == Some(&b'-');
+    if negative {
+        i += 1;
+    }
+    let start = i;
+    let mut digits = 0u64;
+    while let Some(&d @ b'0'..=b'9') = b.get(i) {
+        digits = digits * 10 + u64::from(d - b'0');
+        i += 1;
+        if i - start > 18 {
+            return None;
+        }
+    }
+    let int_digits = i - start;
+    // JSON: at least one digit, and no leading zero before another digit.
+    if int_digits == 0 || (int_digits > 1 && b[start] == b'0') {
+        return None;
+    }
+    let mut fraction = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let point = i;
+        while let Some(&d @ b'0'..=b'9') = b.get(i) {
+            digits = digits * 10 + u64::from(d - b'0');
+            i += 1;
+            if int_digits + (i - point) > 18 {
+                return None;
+            }
+        }
+        fraction = (i - point) as u32;
+        if fraction == 0 {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) || (negative && digits == 0) {
+        return None;
+    }
+    Some(Number {
+        negative,
+        digits,
+        fraction,
+        end: i,
+    })
+}
+
+/// Exact powers of ten as `f64` (10^22 is the largest).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The cell of a column of type `ty` whose value starts at `i`, and where the value ends.
+fn value(line: &str, i: usize, ty: ColType) -> Option<(Cell<'_>, usize)> {
+    let b = line.as_bytes();
+    match (b.get(i)?, ty) {
+        (b'"', ColType::Str) => {
+            let end = string_end(b, i + 1)?;
+            Some((Cell::Str(Cow::Borrowed(&line[i + 1..end])), end + 1))
+        }
+        (b'n', _) => b[i..].starts_with(b"null").then_some((Cell::Null, i + 4)),
+        (b'-' | b'0'..=b'9', ColType::Long | ColType::Int) => {
+            let n = number(b, i)?;
+            if n.fraction > 0 {
+                return None;
+            }
+            // At most 18 digits: within i64.
+            let v = if n.negative {
+                -(n.digits as i64)
+            } else {
+                n.digits as i64
+            };
+            (ty == ColType::Long || I32.contains(&v)).then_some((Cell::Long(v), n.end))
+        }
+        (b'-' | b'0'..=b'9', ColType::Double) => {
+            let n = number(b, i)?;
+            // Both operands exact: the quotient is the correctly rounded value.
+            if n.digits >= 1 << 53 {
+                return None;
+            }
+            let v = n.digits as f64 / POW10[n.fraction as usize];
+            Some((Cell::Double(if n.negative { -v } else { v }), n.end))
+        }
+        _ => None,
+    }
+}
+
+/// Where a value of a field no column takes ends, if it is a plain string, number or null.
+fn skip(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => string_end(b, i + 1).map(|end| end + 1),
+        b'n' => b[i..].starts_with(b"null").then_some(i + 4),
+        b'-' | b'0'..=b'9' => number(b, i).map(|n| n.end),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Table;
+
+    #[test]
+    fn a_line_of_the_learned_layout_is_read_against_it_and_another_layout_is_learned() {
+        let cols = Table::AccelerometerLanding.columns();
+        let mut shape = Shape::default();
+        let read = |line: &'static str, shape: &mut Shape| {
+            let mut out = vec![Cell::Null; cols.len()];
+            parse(line, cols, &mut out, shape).map(|()| out)
+        };
+        let a = r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"note":"n"}"#;
+        assert!(read(a, &mut shape).is_some());
+        assert_eq!(
+            shape.text,
+            br#"{"timestamp":,"user":,"x":,"y":,"z":,"note":"#
+        );
+        assert_eq!(
+            shape.fields,
+            [
+                (13, Some(1)),
+                (21, Some(0)),
+                (26, Some(2)),
+                (31, Some(3)),
+                (36, Some(4)),
+                (44, None)
+            ]
+        );
+        // Same layout, other values: read against the layout.
+        let a2 = r#"{"timestamp":22,"user":"bb","x":-0.25,"y":null,"z":7,"note":12}"#;
+        let mut out = vec![Cell::Null; cols.len()];
+        assert!(known(a2, cols, &mut out, &shape).is_some());
+        assert_eq!(
+            out,
+            [
+                Cell::Str(Cow::Borrowed("bb")),
+                Cell::Long(22),
+                Cell::Double(-0.25),
+                Cell::Null,
+                Cell::Double(7.0)
+            ]
+        );
+        // Another order, a missing field, an extra field, other spacing: not this layout,
+        // and each is learned in turn (the same cells as a reader that never saw `a`).
+        for other in [
+            r#"{"user":"a","timestamp":1,"x":1.5,"y":2,"z":-3,"note":"n"}"#,
+            r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3}"#,
+            r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"note":"n","more":1}"#,
+            r#"{"timestamp":1, "user":"a","x":1.5,"y":2,"z":-3,"note":"n"}"#,
+            r#"{"timestamp":1,"USER":"a","x":1.5,"y":2,"z":-3,"note":"n"}"#,
+            r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"notes":"n"}"#,
+        ] {
+            let mut out = vec![Cell::Null; cols.len()];
+            assert!(known(other, cols, &mut out, &shape).is_none(), "{other}");
+            let learned = read(other, &mut shape);
+            assert!(learned.is_some(), "{other}");
+            assert_eq!(learned, read(other, &mut Shape::default()), "{other}");
+        }
+        // A line the fast path cannot take leaves no layout behind.
+        assert!(read(r#"{"timestamp":1,"user":"a\"b"}"#, &mut shape).is_none());
+        assert!(shape.fields.is_empty());
+        // A layout is for the columns it was learned with: `x` is the accelerometer's third
+        // column, and no Step Trainer column.
+        assert_eq!(
+            read(r#"{"x":5}"#, &mut shape).unwrap()[2],
+            Cell::Double(5.0)
+        );
+        let st = Table::StepTrainerLanding.columns();
+        let mut out = vec![Cell::Null; st.len()];
+        assert!(parse(r#"{"x":5}"#, st, &mut out, &mut shape).is_some());
+        assert_eq!(out, [Cell::Null, Cell::Null, Cell::Null]);
+        assert_eq!(shape.fields, [(5, None)]);
+    }
+
+    /// The byte-at-a-time answer.
+    fn plain(b: &[u8], i: usize) -> Option<usize> {
+        let n = b[i..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        (b[i + n] == b'"').then_some(i + n)
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_quote_unless_an_escape_or_control_comes_first() {
+        // Every stop byte at every position of texts of 0 to 20 bytes, with non-ASCII and
+        // near-miss bytes around it (0x20, '#', '[', ']', 0x7f, 0x80, 0xa2, 0xdc, 0xff),
+        // and every stop byte again after the first.
+        let filler = [
+            b'a', 0x20, b'#', b'!', b'[', b']', 0x7f, 0x80, 0xa2, 0xdc, 0xff,
+        ];
+        let stops = [b'"', b'\\', 0x00, 0x1f, b'\n'];
+        let mut checked = 0;
+        for len in 0..=20 {
+            for at in 0..=len {
+                for &stop in &stops {
+                    for &second in &stops {
+                        let mut b: Vec<u8> = (0..len).map(|k| filler[k % filler.len()]).collect();
+                        b.insert(at, stop);
+                        b.push(second);
+                        assert_eq!(string_end(&b, 0), plain(&b, 0), "{b:?}");
+                        assert_eq!(string_end(&b, 0).is_some(), stop == b'"', "{b:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, (1..=21).sum::<usize>() * 25);
+        assert_eq!(string_end(b"abc", 0), None);
+        assert_eq!(string_end(b"", 0), None);
+        assert_eq!(string_end(b"x", 3), None);
+    }
+}
