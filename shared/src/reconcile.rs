@@ -64,6 +64,14 @@ pub enum Item {
         /// pairs are then deleted).
         key: String,
     },
+    /// Take a landing file's rows out of a batch object its manifest does not name (a copy
+    /// left by two invocations computing the file at once); the object goes once empty.
+    Detach {
+        /// The batch object (a trusted object's own key).
+        key: String,
+        /// The landing file's stem, as the object's footer lists it.
+        stem: String,
+    },
     /// Delete an output no current source produces (or bookkeeping of an earlier layout).
     Stray {
         /// The object.
@@ -527,7 +535,8 @@ async fn converge_devices(
 
 /// Landing objects of `t` whose outputs are missing or stale (another source ETag, a
 /// reference shard consulted that has changed since, a manifest of an earlier layout),
-/// and outputs whose source is gone.
+/// and outputs whose source is gone. When all are fresh, the batch objects' footers are
+/// held against the manifests both ways (see [`unlisted_and_stray`]).
 async fn stale_landing(
     ctx: &Ctx,
     bucket: &str,
@@ -538,17 +547,20 @@ async fn stale_landing(
     let target = t.target();
     let mut items = Vec::new();
     let mut stems = BTreeSet::new();
+    let mut fresh_manifests = BTreeMap::new();
     for (key, etag) in ctx.store.list_with_etags(bucket, source.prefix()).await? {
         let Ok(src) = keys::accept(bucket, &key, &[source]) else {
             continue;
         };
         stems.insert(src.stem.clone());
         let m = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await?;
-        let fresh = m.is_some_and(|m| {
+        match m.filter(|m| {
             m.layout == LAYOUT && m.lineage.source_etag == etag && m.lineage.refs_current(refs_now)
-        });
-        if !fresh {
-            items.push(Item::Landing { function: t, key });
+        }) {
+            Some(m) => {
+                fresh_manifests.insert(src.stem, (key, m));
+            }
+            None => items.push(Item::Landing { function: t, key }),
         }
     }
     let manifests = keys::lineage_prefix(target);
@@ -560,6 +572,75 @@ async fn stale_landing(
             items.push(Item::Orphan {
                 table: target,
                 stem: stem.to_string(),
+            });
+        }
+    }
+    if items.is_empty() {
+        items = unlisted_and_stray(ctx, bucket, t, &fresh_manifests).await?;
+    }
+    Ok(items)
+}
+
+/// The batch objects of `t`'s target held against `manifests` (every landing file's, all
+/// fresh: stem → (landing key, manifest)), both ways: a file whose manifest names a batch
+/// object that does not list it (and was not written in the last 15 minutes, when the
+/// object may still be on its way) is computed again; a file a batch object lists whose
+/// manifest names another object (or that has no manifest) is detached from it. One GET
+/// of each batch object's footer.
+async fn unlisted_and_stray(
+    ctx: &Ctx,
+    bucket: &str,
+    t: Transition,
+    manifests: &BTreeMap<String, (String, Manifest)>,
+) -> Result<Vec<Item>> {
+    let target = t.target();
+    let mut items = Vec::new();
+    // (dt, object) → the stems its footer lists.
+    let mut listed: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for o in compact::list_working(ctx, bucket, target.prefix()).await? {
+        let Ok(out) = keys::accept(bucket, &o.key, &[target]) else {
+            continue;
+        };
+        if !crate::transitions::is_batch_name(&out.stem) {
+            continue;
+        }
+        let Fetched::Body(bytes, _) = compact::fetch_working(ctx, bucket, &o.key).await? else {
+            continue;
+        };
+        let dt = out.dt.unwrap_or_default();
+        for held in crate::columnar::holder_sources(bytes, &o.key)? {
+            let named = manifests
+                .get(&held.name)
+                .is_some_and(|(_, m)| m.object_of(&held.name) == out.stem && m.dts.contains(&dt));
+            if !named {
+                items.push(Item::Detach {
+                    key: o.key.clone(),
+                    stem: held.name.clone(),
+                });
+            }
+            listed
+                .entry((dt.clone(), out.stem.clone()))
+                .or_default()
+                .insert(held.name);
+        }
+    }
+    let now = compact::unix_now();
+    for (stem, (key, m)) in manifests {
+        let Some(object) = m.object.as_deref() else {
+            continue;
+        };
+        if now < m.written_at + crate::transitions::IN_FLIGHT_SECONDS {
+            continue;
+        }
+        let unlisted = m.dts.iter().any(|dt| {
+            !listed
+                .get(&(dt.clone(), object.to_string()))
+                .is_some_and(|s| s.contains(stem))
+        });
+        if unlisted {
+            items.push(Item::Landing {
+                function: t,
+                key: key.clone(),
             });
         }
     }
@@ -851,6 +932,21 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             let src = keys::accept(bucket, key, t.sources())?;
             t.run(ctx, bucket, &src).await
         }
+        Item::Detach { key, stem } => {
+            let trusted = [Table::AccelerometerTrusted, Table::StepTrainerTrusted];
+            let out = keys::accept(bucket, key, &trusted)?;
+            let dt = out.dt.unwrap_or_default();
+            // The manifest decides: written since the plan to name this object, it holds.
+            let m = read_manifest(ctx, bucket, &manifest_key(out.table, stem)).await?;
+            if m.is_some_and(|m| m.object_of(stem) == out.stem && m.dts.contains(&dt)) {
+                return Ok(Summary::default());
+            }
+            let mut s = Summary::default();
+            crate::transitions::detach(ctx, bucket, out.table, &dt, &out.stem, stem, &mut s)
+                .await?;
+            compact::follow(ctx, bucket, &mut s).await?;
+            Ok(s)
+        }
         Item::Stray { key } => {
             compact::delete_working(ctx, bucket, key).await?;
             let mut s = Summary {
@@ -1141,6 +1237,10 @@ mod tests {
             Item::Ml {
                 key: "step_trainer/trusted/dt=2022-06-18/x.parquet".into(),
             },
+            Item::Detach {
+                key: "accelerometer/trusted/dt=2022-06-18/a.b00000000000000ff.parquet".into(),
+                stem: "b".into(),
+            },
             Item::Stray {
                 key: "step_trainer/curated/dt=2022-06-18/x.parquet".into(),
             },
@@ -1156,6 +1256,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Item::Stray { key: "k".into() }).unwrap(),
             r#"{"item":"stray","key":"k"}"#
+        );
+        let detach = Item::Detach {
+            key: "k".into(),
+            stem: "s".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&detach).unwrap(),
+            r#"{"item":"detach","key":"k","stem":"s"}"#
         );
         // Functions and tables travel by name; an unknown name is refused when read.
         assert_eq!(

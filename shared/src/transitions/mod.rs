@@ -31,7 +31,10 @@ pub use lineage::{
     Answers, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json,
     write_manifest,
 };
-pub use publish::{Batch, Previous, prune_partition, publish_filtered, publish_partitioned};
+pub use publish::{
+    Batch, IN_FLIGHT_SECONDS, Previous, detach, is_batch_name, prune_partition, publish_filtered,
+    publish_partitioned,
+};
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
 };

@@ -287,7 +287,31 @@ pub async fn publish_partitioned(
 
 /// A batch object not written yet this long after the manifest naming it (seconds) was
 /// abandoned (a Lambda runs at most 15 minutes).
-const IN_FLIGHT_SECONDS: u64 = 900;
+pub const IN_FLIGHT_SECONDS: u64 = 900;
+
+/// Whether `name` is a batch object's (`<first stem>.b<16 hex digits>`, see [`Batch`]).
+pub fn is_batch_name(name: &str) -> bool {
+    name.rsplit_once(".b")
+        .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Takes source `stem`'s rows out of batch object `object` of partition `dt` of `table`,
+/// and the object with them when no source is left in it (what `reconcile` does to a copy
+/// of a file's rows that its manifest does not name).
+pub async fn detach(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    dt: &str,
+    object: &str,
+    stem: &str,
+    summary: &mut Summary,
+) -> Result<()> {
+    if evict_source(ctx, bucket, table, dt, object, stem, summary).await? {
+        remove_object(ctx, bucket, table, dt, object, summary).await?;
+    }
+    Ok(())
+}
 
 /// Where a source's rows are, as its manifest `old` says, for a run writing them into
 /// `batch`.
@@ -432,6 +456,37 @@ pub async fn prune_partition(ctx: &Ctx, bucket: &str, table: Table, dt: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_objects_are_told_by_name() {
+        let sources = [
+            crate::keys::accept(
+                "b",
+                "accelerometer/landing/a.json",
+                &[Table::AccelerometerLanding],
+            )
+            .unwrap(),
+            crate::keys::accept(
+                "b",
+                "accelerometer/landing/b.json",
+                &[Table::AccelerometerLanding],
+            )
+            .unwrap(),
+        ];
+        let batch = Batch::new(&sources, 1 << 20).unwrap();
+        assert!(is_batch_name(batch.stem()));
+        assert!(is_batch_name("session-0.b00000000000000ff"));
+        for own in [
+            "a",
+            "a.b",
+            "a.bcd",
+            "a.b00000000000000fg",
+            "a.b00000000000000ff0",
+            "x.bar",
+        ] {
+            assert!(!is_batch_name(own), "{own}");
+        }
+    }
 
     fn sources(keys: &[&str]) -> Vec<SourceKey> {
         keys.iter()
