@@ -269,10 +269,14 @@ pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of:
 #[derive(Debug, Default)]
 pub struct MlJoin {
     /// One entry per serial: the serial and its readings by time.
-    devices: Vec<(String, HashMap<i64, Vec<i32>>)>,
+    devices: Vec<(String, FastMap<i64, Vec<i32>>)>,
     /// E-mail → index into `devices`.
-    owner: HashMap<String, usize>,
+    owner: FastMap<String, usize>,
 }
+
+/// The join's maps, probed once per phone reading: foldhash (seeded per process) instead
+/// of SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Serial number → e-mails of the customers with that device (built once per snapshot).
 pub type SerialIndex = HashMap<String, Vec<String>>;
@@ -296,7 +300,7 @@ impl Customers {
 impl MlJoin {
     /// Indexes the step trainer readings `(time, serial, distance)`.
     pub fn new(readings: impl IntoIterator<Item = (i64, String, i32)>) -> MlJoin {
-        let mut by_serial: HashMap<String, HashMap<i64, Vec<i32>>> = HashMap::new();
+        let mut by_serial: FastMap<String, FastMap<i64, Vec<i32>>> = FastMap::default();
         for (t, s, d) in readings {
             by_serial
                 .entry(s)
@@ -307,7 +311,7 @@ impl MlJoin {
         }
         MlJoin {
             devices: by_serial.into_iter().collect(),
-            owner: HashMap::new(),
+            owner: FastMap::default(),
         }
     }
 
