@@ -31,72 +31,126 @@ pub(super) struct Shape {
 
 /// Fills `out` (all `Null` on entry, one cell per column) from `line`, or `None` when the
 /// line needs the full reader (`out` is then partly filled). Reads the line against
-/// `shape` first; a line of another layout is read field by field and its layout learned.
+/// `shape` first; where the line's fields part from it (a field absent, added, renamed,
+/// spaced otherwise), the rest of the line is read field by field and the layout learned
+/// from there.
 pub(super) fn parse<'a>(
     line: &'a str,
     columns: &[Column],
     out: &mut [Cell<'a>],
     shape: &mut Shape,
 ) -> Option<()> {
+    let mut resume = None;
     if shape.columns == (columns.as_ptr() as usize, columns.len()) && !shape.fields.is_empty() {
-        if known(line, columns, out, shape).is_some() {
-            return Some(());
+        match known(line, columns, out, shape) {
+            Known::Read => return Some(()),
+            Known::Parted { field, at, next } if field > 0 => {
+                shape.text.truncate(shape.fields[field - 1].0);
+                shape.fields.truncate(field);
+                resume = Some((at, next));
+            }
+            _ => out.iter_mut().for_each(|c| *c = Cell::Null),
         }
-        out.iter_mut().for_each(|c| *c = Cell::Null);
     }
-    shape.columns = (columns.as_ptr() as usize, columns.len());
-    shape.text.clear();
-    shape.fields.clear();
-    let read = learn(line, columns, out, shape);
+    if resume.is_none() {
+        shape.columns = (columns.as_ptr() as usize, columns.len());
+        shape.text.clear();
+        shape.fields.clear();
+    }
+    let read = learn(line, columns, out, shape, resume);
     if read.is_none() {
         shape.fields.clear();
     }
     read
 }
 
-/// Reads `line` if its fields are `shape`'s, byte for byte up to each value.
-fn known<'a>(line: &'a str, columns: &[Column], out: &mut [Cell<'a>], shape: &Shape) -> Option<()> {
-    let b = line.as_bytes();
-    let (mut i, mut from) = (0, 0);
-    for &(to, column) in &shape.fields {
-        let before = &shape.text[from..to];
-        from = to;
-        if b.get(i..i + before.len())? != before {
-            return None;
-        }
-        i += before.len();
-        i = match column {
-            Some(c) => {
-                let (cell, after) = value(line, i, columns[c].ty)?;
-                out[c] = cell;
-                after
-            }
-            None => skip(b, i)?,
-        };
-    }
-    i = ws(b, i);
-    (b.get(i) == Some(&b'}') && ws(b, i + 1) == b.len()).then_some(())
+/// How far a line follows a layout.
+enum Known {
+    /// Wholly: its cells are read.
+    Read,
+    /// Up to field `field` (its cells before it read), which the layout does not have where
+    /// the line's previous value ends, at `at`; `next` is the column after the last filled.
+    Parted {
+        field: usize,
+        at: usize,
+        next: usize,
+    },
+    /// A value the fast path does not take.
+    Refused,
 }
 
-/// Reads `line` field by field, recording its layout in `shape` (empty on entry).
+/// Reads `line` against `shape`'s fields, byte for byte up to each value.
+fn known<'a>(line: &'a str, columns: &[Column], out: &mut [Cell<'a>], shape: &Shape) -> Known {
+    let b = line.as_bytes();
+    let (mut i, mut from, mut next) = (0, 0, 0);
+    for (field, &(to, column)) in shape.fields.iter().enumerate() {
+        let before = &shape.text[from..to];
+        from = to;
+        if b.get(i..i + before.len()) != Some(before) {
+            return Known::Parted { field, at: i, next };
+        }
+        i += before.len();
+        let after = match column {
+            Some(c) => value(line, i, columns[c].ty).map(|(cell, after)| {
+                out[c] = cell;
+                next = c + 1;
+                after
+            }),
+            None => skip(b, i),
+        };
+        match after {
+            Some(after) => i = after,
+            None => return Known::Refused,
+        }
+    }
+    let end = ws(b, i);
+    if b.get(end) == Some(&b'}') && ws(b, end + 1) == b.len() {
+        Known::Read
+    } else {
+        Known::Parted {
+            field: shape.fields.len(),
+            at: i,
+            next,
+        }
+    }
+}
+
+/// Reads `line` field by field, recording its layout in `shape`: from the start (`shape`
+/// empty), or from `resume` (where the previous value ends, and the column after the last
+/// filled) with `shape` holding the fields before.
 fn learn<'a>(
     line: &'a str,
     columns: &[Column],
     out: &mut [Cell<'a>],
     shape: &mut Shape,
+    resume: Option<(usize, usize)>,
 ) -> Option<()> {
     let b = line.as_bytes();
-    let mut i = ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return (ws(b, i + 1) == b.len()).then_some(());
-    }
     // Fields usually come in column order: the column after the last one matched is tried
     // first.
-    let (mut next, mut from) = (0, 0);
+    let (mut i, mut next, mut from);
+    match resume {
+        None => {
+            i = ws(b, 0);
+            if b.get(i) != Some(&b'{') {
+                return None;
+            }
+            i = ws(b, i + 1);
+            if b.get(i) == Some(&b'}') {
+                return (ws(b, i + 1) == b.len()).then_some(());
+            }
+            (next, from) = (0, 0);
+        }
+        Some((at, hint)) => {
+            (next, from) = (hint, at);
+            i = ws(b, at);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => return (ws(b, i + 1) == b.len()).then_some(()),
+                _ => return None,
+            }
+        }
+    }
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -306,7 +360,7 @@ mod tests {
         // Same layout, other values: read against the layout.
         let a2 = r#"{"timestamp":22,"user":"bb","x":-0.25,"y":null,"z":7,"note":12}"#;
         let mut out = vec![Cell::Null; cols.len()];
-        assert!(known(a2, cols, &mut out, &shape).is_some());
+        assert!(matches!(known(a2, cols, &mut out, &shape), Known::Read));
         assert_eq!(
             out,
             [
@@ -328,11 +382,51 @@ mod tests {
             r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"notes":"n"}"#,
         ] {
             let mut out = vec![Cell::Null; cols.len()];
-            assert!(known(other, cols, &mut out, &shape).is_none(), "{other}");
+            assert!(
+                !matches!(known(other, cols, &mut out, &shape), Known::Read),
+                "{other}"
+            );
             let learned = read(other, &mut shape);
             assert!(learned.is_some(), "{other}");
-            assert_eq!(learned, read(other, &mut Shape::default()), "{other}");
+            let mut fresh = Shape::default();
+            assert_eq!(learned, read(other, &mut fresh), "{other}");
+            // Learned from where the line parted from the layout, or from its start: the
+            // same layout.
+            assert_eq!(
+                (&shape.text, &shape.fields),
+                (&fresh.text, &fresh.fields),
+                "{other}"
+            );
+            read(a, &mut shape);
         }
+        // Where a line parts from the layout: the fields before are read against it, the
+        // rest field by field (customer lines leave out the fields they have no value for).
+        let mut out = vec![Cell::Null; cols.len()];
+        let short = r#"{"timestamp":1,"user":"a","x":1.5,"z":-3,"note":"n"}"#;
+        assert!(matches!(
+            known(short, cols, &mut out, &shape),
+            Known::Parted {
+                field: 3,
+                at: 33,
+                next: 3
+            }
+        ));
+        let longer = r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"note":"n","more":[1]}"#;
+        let mut out = vec![Cell::Null; cols.len()];
+        assert!(matches!(
+            known(longer, cols, &mut out, &shape),
+            Known::Parted {
+                field: 6,
+                at: 57,
+                next: 5
+            }
+        ));
+        let escaped = r#"{"timestamp":1,"user":"a\"b","x":1.5,"y":2,"z":-3,"note":"n"}"#;
+        let mut out = vec![Cell::Null; cols.len()];
+        assert!(matches!(
+            known(escaped, cols, &mut out, &shape),
+            Known::Refused
+        ));
         // A line the fast path cannot take leaves no layout behind.
         assert!(read(r#"{"timestamp":1,"user":"a\"b"}"#, &mut shape).is_none());
         assert!(shape.fields.is_empty());
