@@ -413,10 +413,15 @@ async fn invoke_transition(ctx: &Ctx, t: Transition, payload: &Value) -> Result<
     .await?;
     if let Some((bucket, batch)) = &batch {
         Box::pin(batch.write(ctx, bucket)).await?;
-        let mut settled = Vec::with_capacity(done.len());
-        for d in done {
+        let mut files = Vec::with_capacity(done.len());
+        for d in &mut done {
             let src = keys::accept(&d.bucket, &d.key, t.sources())?;
-            match Box::pin(t.settle(ctx, &d.bucket, &src, d.summary)).await {
+            files.push((d.bucket.clone(), src, std::mem::take(&mut d.summary)));
+        }
+        let answers = Box::pin(t.settle_batch(ctx, files)).await;
+        let mut settled = Vec::with_capacity(done.len());
+        for (d, answer) in done.into_iter().zip(answers) {
+            match answer {
                 Ok(summary) => settled.push(Done { summary, ..d }),
                 Err(e) => fail(
                     &mut response,

@@ -64,7 +64,8 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
 
 /// Requests are the bill: one accelerometer landing file, processed by a cold function
 /// after the customers are in, makes exactly these requests (GET the landing file, each
-/// consent shard its readers need, the compaction pointer and each user's tombstone; PUT
+/// consent shard its readers need, the compaction pointer and the erasure epoch, with one
+/// LIST of the erased markers as the function is cold; PUT
 /// the one `dt` output, the manifest (created where there is none: no old one to read)
 /// and each user's erasure-index posting; DELETE the stale quarantine object; one Glue
 /// BatchCreatePartition), and its
@@ -96,10 +97,13 @@ async fn an_invocation_counts_its_requests() {
     let s = out.of_function("accelerometer_landing_to_trusted");
     let output = format!("accelerometer/trusted/dt=2022-06-18/{stem}.parquet");
     assert_eq!(s.outputs, std::slice::from_ref(&output));
+    // The file's 50 people: 50 postings, then one look at who is erased (a GET of the
+    // erasure epoch, none yet, and this cold function's one LIST of the erased markers),
+    // not 50 tombstone GETs.
     let r = s.requests;
     assert_eq!(
         (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
-        (77, 52, 1, 0, 0),
+        (28, 52, 1, 1, 0),
         "{r:?}"
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
@@ -135,11 +139,10 @@ async fn an_invocation_counts_its_requests() {
         .collect();
     assert_eq!(shards.len(), 25, "{shards:?}");
     // GETs: the landing file, its users' shards, the partition's compaction pointer
-    // (missing: never compacted, nothing to keep in step), and each user's tombstone
-    // (missing: nobody erased); no previous manifest (the new one is created with
-    // If-None-Match). PUTs: the output, the manifest and one (empty) erasure-index posting
-    // per user.
-    assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + users.len() as u64);
+    // (missing: never compacted, nothing to keep in step), and the erasure epoch (missing:
+    // nobody erased); no previous manifest (the new one is created with If-None-Match).
+    // PUTs: the output, the manifest and one (empty) erasure-index posting per user.
+    assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + 1);
     assert_eq!(r.s3_put, 2 + users.len() as u64);
     let mut shard_bytes = 0;
     for k in &shards {
@@ -155,7 +158,7 @@ async fn an_invocation_counts_its_requests() {
         &s,
     ))
     .unwrap();
-    assert_eq!(line["s3_get"], 77);
+    assert_eq!(line["s3_get"], 28);
     assert_eq!(line["bytes_written"], written as u64);
     // The whole drop's total is the sum over the functions.
     let sum = out
@@ -198,7 +201,8 @@ async fn a_warm_function_registers_a_partition_once() {
 /// batch write one trusted object for all ten (each file's rows listed under its name in
 /// the footer), read that partition's compaction pointer once, after the batch's writes
 /// (the order that keeps arrivals and compaction in step), and register the partition
-/// once. Every other request is per file: GET the file and its user's tombstone, PUT the
+/// once, and look up who is erased once (one GET of the erasure epoch, after every file's
+/// people are registered). Every other request is per file: GET the file, PUT the
 /// manifest (created where there is none, so no old one is read) and the user's
 /// erasure-index posting, plus one GET per consent shard the users fall in. A first Step
 /// Trainer file reads no old manifest (its waiting markers and old outputs are those of
@@ -229,9 +233,13 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     let shards: std::collections::BTreeSet<u32> = (0..10u64)
         .map(|i| stedi::keys::shard_of(&email(2 * i), n))
         .collect();
+    // GET: the ten files, their users' consent shards, the partition pointer, and one
+    // erasure epoch for the batch (its files' people registered first, then one look; a
+    // cold function lists the erased markers once). PUT: the object, ten manifests, ten
+    // postings.
     let r = s.requests;
-    assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 10, "{r:?}");
-    assert_eq!((r.s3_put, r.s3_list), (1 + 10 + 10, 0), "{r:?}");
+    assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 1, "{r:?}");
+    assert_eq!((r.s3_put, r.s3_list), (1 + 10 + 10, 1), "{r:?}");
     assert_eq!(r.glue_calls, 1, "{r:?}");
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["accelerometer_trusted"], 50);
@@ -247,7 +255,8 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     // The rest of the pipeline settles (the ten files' queued events find them done); then
     // a Step Trainer file of customer 0's device, now owned, creates its manifest without
     // reading one: GET the file, the serial's device-index shard, the pointer and the
-    // serial's tombstone; PUT the output, the manifest and the serial's posting.
+    // erasure epoch (still none: the list of erased markers stands, no LIST); PUT the
+    // output, the manifest and the serial's posting.
     let out = local.settle().await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let key = "step_trainer/landing/session-0.json";
@@ -540,4 +549,70 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     assert_eq!(first.1, rows(&rest, 5));
     let report = local.reconcile().await.unwrap();
     assert!(!report.changed(), "{report:?}");
+}
+
+/// A warm landing function keeps the list of erased people it read and asks one object a
+/// look (the erasure epoch, conditionally) whether it still stands: an erasure made after
+/// the list was read rewrites the epoch, so the person's next file is scrubbed; with no
+/// erasure since, a look is one GET answered 304 and no LIST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_function_sees_an_erasure_made_after_it_listed_the_erased() {
+    use stedi_infra::synthetic::{email, readings_file};
+    let local = with_customers().await;
+    let bucket = local.stack.cfg.bucket.clone();
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let ts = 1_655_600_000_000; // 2022-06-19
+    let arrive = |i: u64| {
+        let (ctx, local, bucket) = (&ctx, &local, bucket.clone());
+        async move {
+            let key = format!("accelerometer/landing/session-{i}.json");
+            local
+                .put(&key, readings_file(i, ts + 1_000 * i as i64, 5))
+                .await
+                .unwrap();
+            let (_, s) = stedi::lambda::invoke(ctx, f, &created(&bucket, &key))
+                .await
+                .unwrap();
+            assert!(s.errors.is_empty(), "{:?}", s.errors);
+            s
+        }
+    };
+    // Cold: the epoch does not exist yet; the erased markers are listed once (none).
+    let s = arrive(0).await;
+    assert_eq!((s.rows_out, s.requests.s3_list), (5, 1), "{s:?}");
+    // Warm, nobody erased since: the epoch still missing, the list stands.
+    let s = arrive(4).await;
+    assert_eq!((s.rows_out, s.requests.s3_list), (5, 0), "{s:?}");
+
+    // Customer 2 erased (by another function: the warm one is not told).
+    let erasing = local.stack.function_context();
+    stedi::transitions::erasure::erase(&erasing, &bucket, &email(2), "req-warm")
+        .await
+        .unwrap();
+    let epoch = local
+        .get(stedi::transitions::erasure::EPOCH_KEY)
+        .await
+        .unwrap();
+    assert!(!epoch.is_empty());
+
+    // Their session, dated before the erasure, reaches the warm function: the epoch has
+    // changed, the markers are listed again, and the file is scrubbed (no rows of theirs).
+    let s = arrive(2).await;
+    assert_eq!(s.rows_out, 0, "{s:?}");
+    assert_eq!(
+        local
+            .get("accelerometer/landing/session-2.json")
+            .await
+            .unwrap(),
+        ""
+    );
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 10);
+
+    // Another session: the epoch unchanged since the list (304), no LIST, and one GET of
+    // it in all besides the file, its consent shard and the partition pointer.
+    let s = arrive(6).await;
+    let r = s.requests;
+    assert_eq!((s.rows_out, r.s3_list, r.s3_get), (5, 0, 4), "{s:?}");
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 15);
 }

@@ -85,8 +85,8 @@ async fn per_event_cost_does_not_grow_with_the_customer_count() {
         );
     }
     // One-record customer file (a consenting customer): the landing object, one customer
-    // shard, one device-index shard and the customer's tombstone read; the two shards and
-    // the customer's erasure-index posting written.
+    // shard, one device-index shard and the erasure epoch read; the two shards and the
+    // customer's erasure-index posting written.
     assert_eq!((small.customer.s3_get, small.customer.s3_put), (4, 3));
     // Warm phone file: the consent shard is revalidated (304, no body), so the only bytes
     // read are the landing file's, whatever the customer count.

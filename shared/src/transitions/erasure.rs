@@ -29,6 +29,7 @@
 //! object touched; write the audit record.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -117,10 +118,66 @@ pub fn erased_key(h: &str) -> String {
     format!("{ERASED_PREFIX}{h}")
 }
 
-/// Writes person `h`'s tombstone, then the marker wide files list.
+/// The erasure epoch: rewritten by every erasure once its tombstone and marker are written,
+/// and before it looks for the person's postings. A landing function that read it
+/// unchanged after registering a file knows every erased person from its cached list of
+/// markers (read after that version of the epoch): one conditional GET a batch, not one
+/// tombstone GET a person ([`erased_now`]). In a person's folder's namespace, but no
+/// person's (`epoch.json` is no hash).
+pub const EPOCH_KEY: &str = "_stedi/persons/epoch.json";
+
+/// What the epoch holds: which erasure wrote it last (each write differs, so its ETag
+/// changes).
+#[derive(Serialize)]
+struct Epoch<'a> {
+    person: &'a str,
+    request: &'a str,
+    erased_at: i64,
+}
+
+/// Writes person `h`'s tombstone, then the marker wide files list, then the epoch.
 async fn bury(ctx: &Ctx, bucket: &str, h: &str, stone: &Tombstone) -> Result<()> {
     write_json(ctx, bucket, &tombstone_key(h), stone).await?;
-    ctx.store.put(bucket, &erased_key(h), Bytes::new()).await
+    ctx.store.put(bucket, &erased_key(h), Bytes::new()).await?;
+    let epoch = Epoch {
+        person: h,
+        request: &stone.request,
+        erased_at: stone.erased_at,
+    };
+    write_json(ctx, bucket, EPOCH_KEY, &epoch).await
+}
+
+/// The people erased in `bucket`, as the erasure markers say, read after the caller
+/// registered its files (register, then look). One conditional GET of the epoch: unchanged
+/// since this function last listed the markers, the list stands (an erasure that has not
+/// rewritten the epoch yet looks for postings after it does, and finds the caller's);
+/// changed, the markers are listed again. No epoch yet: markers written before epochs
+/// existed are listed once, and the list stands while there is still none.
+pub async fn erased_now(ctx: &Ctx, bucket: &str) -> Result<Arc<BTreeSet<String>>> {
+    let cached = ctx.erased.lock().ok().and_then(|c| c.get(bucket).cloned());
+    let etag = cached.as_ref().and_then(|(e, _)| e.clone());
+    // `None`: the cached list stands; `Some(etag)`: list again, under that epoch.
+    let relist = match ctx.store.fetch(bucket, EPOCH_KEY, etag.as_deref()).await? {
+        Fetched::NotModified => None,
+        Fetched::Missing if cached.as_ref().is_some_and(|(e, _)| e.is_none()) => None,
+        Fetched::Missing => Some(None),
+        Fetched::Body(_, etag) => Some(Some(etag)),
+    };
+    let Some(etag) = relist else {
+        return Ok(cached.map(|(_, set)| set).unwrap_or_default());
+    };
+    let listed: BTreeSet<String> = ctx
+        .store
+        .list(bucket, ERASED_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(ERASED_PREFIX).map(str::to_string))
+        .collect();
+    let listed = Arc::new(listed);
+    if let Ok(mut c) = ctx.erased.lock() {
+        c.insert(bucket.to_string(), (etag, listed.clone()));
+    }
+    Ok(listed)
 }
 
 /// What an erased person leaves behind: when, and by which request.
@@ -261,18 +318,40 @@ async fn erased_since(ctx: &Ctx, bucket: &str, h: &str, earliest: i64) -> Result
         .filter(|at| earliest <= *at))
 }
 
-/// Registers the file's people in the erasure index (`hashed`: hash, value, earliest time
-/// of their lines): one posting each, or one wide index for a file of many. Returns the
-/// people who may have been erased: all of them for postings (each tombstone is read),
-/// those with an erased marker for a wide index (one LIST).
-async fn register(
+/// A file's people as registered in the erasure index: (hash, value, earliest time of
+/// their lines), sorted, and whether as one wide index.
+pub(super) struct Registered {
+    hashed: Vec<(String, String, i64)>,
+    wide: bool,
+}
+
+/// Registers the file's people in the erasure index: one posting each, or one wide index
+/// for a file of many. `None` for a table without people or a file without lines.
+pub(super) async fn register(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    hashed: Vec<(String, String, i64)>,
-    wide: bool,
-) -> Result<Vec<(String, String, i64)>> {
-    if !wide {
+    persons: BTreeMap<String, i64>,
+) -> Result<Option<Registered>> {
+    let Some((kind, _, _)) = person_columns(src.table) else {
+        return Ok(None);
+    };
+    if persons.is_empty() {
+        return Ok(None);
+    }
+    let wide = persons.len() > ctx.cfg.erasure_wide_persons;
+    let secret = &ctx.cfg.erasure_hash_key;
+    let mut hashed: Vec<(String, String, i64)> = persons
+        .into_iter()
+        .map(|(who, earliest)| (person_hash(secret, kind, &who), who, earliest))
+        .collect();
+    hashed.sort();
+    if wide {
+        let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
+        ctx.store
+            .put(bucket, &wide_key(&src.key), Bytes::from(body))
+            .await?;
+    } else {
         let postings: Vec<String> = hashed
             .iter()
             .map(|(h, _, _)| posting_key(h, &src.key))
@@ -282,23 +361,8 @@ async fn register(
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
-        return Ok(hashed);
     }
-    let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
-    ctx.store
-        .put(bucket, &wide_key(&src.key), Bytes::from(body))
-        .await?;
-    let marked: BTreeSet<String> = ctx
-        .store
-        .list(bucket, ERASED_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix(ERASED_PREFIX).map(str::to_string))
-        .collect();
-    Ok(hashed
-        .into_iter()
-        .filter(|(h, _, _)| marked.contains(h))
-        .collect())
+    Ok(Some(Registered { hashed, wide }))
 }
 
 /// The erasure side of a landing transition (see the module): records the people the file
@@ -310,21 +374,26 @@ pub(super) async fn guard(
     src: &SourceKey,
     persons: BTreeMap<String, i64>,
 ) -> Result<u64> {
-    let Some((kind, _, _)) = person_columns(src.table) else {
+    // Register, then look: of this file and an erasure, at least one sees the other.
+    let Some(registered) = register(ctx, bucket, src, persons).await? else {
         return Ok(0);
     };
-    if persons.is_empty() {
-        return Ok(0);
-    }
-    let wide = persons.len() > ctx.cfg.erasure_wide_persons;
-    let secret = &ctx.cfg.erasure_hash_key;
-    let mut hashed: Vec<(String, String, i64)> = persons
-        .into_iter()
-        .map(|(who, earliest)| (person_hash(secret, kind, &who), who, earliest))
-        .collect();
-    hashed.sort();
-    // Register, then look: of this file and an erasure, at least one sees the other.
-    let candidates = register(ctx, bucket, src, hashed, wide).await?;
+    let erased = erased_now(ctx, bucket).await?;
+    scrub_erased(ctx, bucket, src, registered, &erased).await
+}
+
+/// Scrubs from a registered file the lines of its people on `erased` (read after it was
+/// registered, [`erased_now`]) dated at or before their erasure (each one's tombstone read).
+/// Returns the lines scrubbed.
+pub(super) async fn scrub_erased(
+    ctx: &Ctx,
+    bucket: &str,
+    src: &SourceKey,
+    registered: Registered,
+    erased: &BTreeSet<String>,
+) -> Result<u64> {
+    let Registered { hashed, wide } = registered;
+    let candidates = hashed.into_iter().filter(|(h, _, _)| erased.contains(h));
     let found: Vec<Option<(String, String, i64)>> = stream::iter(candidates)
         .map(|(h, who, earliest)| async move {
             let at = erased_since(ctx, bucket, &h, earliest).await?;

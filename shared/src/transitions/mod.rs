@@ -20,6 +20,9 @@ mod snapshot;
 
 pub use crate::compute::RowOutcome;
 pub use crate::compute::encode_customers;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
 use crate::error::Result;
 use crate::keys::SourceKey;
 
@@ -83,7 +86,62 @@ impl Transition {
         mut summary: Summary,
     ) -> Result<Summary> {
         let persons = std::mem::take(&mut summary.persons);
-        if erasure::guard(ctx, bucket, src, persons).await? > 0 {
+        let scrubbed = erasure::guard(ctx, bucket, src, persons).await?;
+        self.settled(ctx, bucket, src, summary, scrubbed).await
+    }
+
+    /// [`Transition::settle`] for the files of one SQS batch (bucket, source, summary),
+    /// their outputs written: every file's people are registered in the erasure index
+    /// first, then the erased people are read once a bucket for all of them (register, then
+    /// look: [`erasure::erased_now`]), then each file is scrubbed where it must be. One
+    /// answer per file, in order.
+    pub async fn settle_batch(
+        self,
+        ctx: &Ctx,
+        files: Vec<(String, SourceKey, Summary)>,
+    ) -> Vec<Result<Summary>> {
+        let mut registered = Vec::with_capacity(files.len());
+        for (bucket, src, mut summary) in files {
+            let persons = std::mem::take(&mut summary.persons);
+            let r = erasure::register(ctx, &bucket, &src, persons).await;
+            registered.push((bucket, src, summary, r));
+        }
+        let mut looked: HashMap<String, Arc<BTreeSet<String>>> = HashMap::new();
+        let mut out = Vec::with_capacity(registered.len());
+        for (bucket, src, summary, r) in registered {
+            let settled = async {
+                let scrubbed = match r? {
+                    None => 0,
+                    Some(registered) => {
+                        let erased = match looked.get(&bucket) {
+                            Some(erased) => erased.clone(),
+                            None => {
+                                let erased = erasure::erased_now(ctx, &bucket).await?;
+                                looked.insert(bucket.clone(), erased.clone());
+                                erased
+                            }
+                        };
+                        erasure::scrub_erased(ctx, &bucket, &src, registered, &erased).await?
+                    }
+                };
+                Box::pin(self.settled(ctx, &bucket, &src, summary, scrubbed)).await
+            };
+            out.push(settled.await);
+        }
+        out
+    }
+
+    /// The end of [`Transition::settle`] once `scrubbed` lines were scrubbed from the
+    /// source.
+    async fn settled(
+        self,
+        ctx: &Ctx,
+        bucket: &str,
+        src: &SourceKey,
+        mut summary: Summary,
+        scrubbed: u64,
+    ) -> Result<Summary> {
+        if scrubbed > 0 {
             // Lines of an erased person were scrubbed from the file: compute what is left
             // (its outputs are replaced or deleted), index it again, and leave no old
             // version of what the first run wrote.

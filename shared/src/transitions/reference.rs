@@ -2,7 +2,7 @@
 //! indexes, one per shard, revalidated by ETag (a conditional GET that answers 304 costs no
 //! bytes), bounded by `REFERENCE_CACHE_BYTES` (least recently used shards go first).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,7 +39,13 @@ pub struct Ctx {
     pub step_trainer_queue: Option<(aws_sdk_sqs::Client, String)>,
     /// The compact queue (client and URL), where `compact` fans out its partitions.
     pub compact_queue: Option<(aws_sdk_sqs::Client, String)>,
+    /// The erased people as last listed, per bucket (see [`super::erasure::erased_now`]).
+    pub(crate) erased: Mutex<HashMap<String, ErasedList>>,
 }
+
+/// The erased people's hashes as listed, with the ETag the erasure epoch had just before
+/// (`None`: there was no epoch).
+pub(crate) type ErasedList = (Option<String>, Arc<BTreeSet<String>>);
 
 /// A consenting customer's device serial (e-mail → serial, from the customer_trusted
 /// shards): what the machine-learning join needs of a phone reading's user.
@@ -132,6 +138,7 @@ impl Ctx {
             reconcile_queue: None,
             step_trainer_queue: None,
             compact_queue: None,
+            erased: Mutex::new(HashMap::new()),
         }
     }
 
