@@ -71,6 +71,11 @@ pub enum Item {
         key: String,
         /// The landing file's stem, as the object's footer lists it.
         stem: String,
+        /// The landing file's key, when it still exists: computed again should its manifest
+        /// come to name the object while the rows are taken out (a redelivery of the same
+        /// batch racing the item).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        landing: Option<String>,
     },
     /// Delete an output no current source produces (or bookkeeping of an earlier layout).
     Stray {
@@ -608,14 +613,25 @@ async fn unlisted_and_stray(
             continue;
         };
         let dt = out.dt.unwrap_or_default();
-        for held in crate::columnar::holder_sources(bytes, &o.key)? {
-            let named = manifests
-                .get(&held.name)
+        let sources = match crate::columnar::holder_sources(bytes, &o.key) {
+            Ok(sources) => sources,
+            Err(e) => {
+                // Not a batch object after all, or damaged: its rows cannot be told apart.
+                // Left as it is (the files naming it are computed again below); said once
+                // a pass.
+                tracing::warn!(key = %o.key, error = %e, "a batch object's footer is unreadable");
+                continue;
+            }
+        };
+        for held in sources {
+            let manifest = manifests.get(&held.name);
+            let named = manifest
                 .is_some_and(|(_, m)| m.object_of(&held.name) == out.stem && m.dts.contains(&dt));
             if !named {
                 items.push(Item::Detach {
                     key: o.key.clone(),
                     stem: held.name.clone(),
+                    landing: manifest.map(|(key, _)| key.clone()),
                 });
             }
             listed
@@ -932,18 +948,32 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             let src = keys::accept(bucket, key, t.sources())?;
             t.run(ctx, bucket, &src).await
         }
-        Item::Detach { key, stem } => {
+        Item::Detach { key, stem, landing } => {
             let trusted = [Table::AccelerometerTrusted, Table::StepTrainerTrusted];
             let out = keys::accept(bucket, key, &trusted)?;
             let dt = out.dt.unwrap_or_default();
             // The manifest decides: written since the plan to name this object, it holds.
-            let m = read_manifest(ctx, bucket, &manifest_key(out.table, stem)).await?;
-            if m.is_some_and(|m| m.object_of(stem) == out.stem && m.dts.contains(&dt)) {
+            let mkey = manifest_key(out.table, stem);
+            let names = |m: Option<Manifest>| {
+                m.is_some_and(|m| m.object_of(stem) == out.stem && m.dts.contains(&dt))
+            };
+            if names(read_manifest(ctx, bucket, &mkey).await?) {
                 return Ok(Summary::default());
             }
             let mut s = Summary::default();
             crate::transitions::detach(ctx, bucket, out.table, &dt, &out.stem, stem, &mut s)
                 .await?;
+            // Named meanwhile (the same batch redelivered and written again): the rows just
+            // taken out were the file's only ones, so the file is computed again, alone.
+            if let Some(landing) = landing
+                && names(read_manifest(ctx, bucket, &mkey).await?)
+                && let Some(t) = Transition::ALL
+                    .into_iter()
+                    .find(|t| t.target() == out.table && t.batches())
+            {
+                let src = keys::accept(bucket, landing, t.sources())?;
+                s.absorb(t.compute(ctx, bucket, &src).await?);
+            }
             compact::follow(ctx, bucket, &mut s).await?;
             Ok(s)
         }
@@ -1240,6 +1270,7 @@ mod tests {
             Item::Detach {
                 key: "accelerometer/trusted/dt=2022-06-18/a.b00000000000000ff.parquet".into(),
                 stem: "b".into(),
+                landing: Some("accelerometer/landing/b.json".into()),
             },
             Item::Stray {
                 key: "step_trainer/curated/dt=2022-06-18/x.parquet".into(),
@@ -1260,6 +1291,7 @@ mod tests {
         let detach = Item::Detach {
             key: "k".into(),
             stem: "s".into(),
+            landing: None,
         };
         assert_eq!(
             serde_json::to_string(&detach).unwrap(),
