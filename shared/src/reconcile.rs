@@ -967,12 +967,12 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             // taken out were the file's only ones, so the file is computed again, alone.
             if let Some(landing) = landing
                 && names(read_manifest(ctx, bucket, &mkey).await?)
-                && let Some(t) = Transition::ALL
-                    .into_iter()
-                    .find(|t| t.target() == out.table && t.batches())
             {
-                let src = keys::accept(bucket, landing, t.sources())?;
-                s.absorb(t.compute(ctx, bucket, &src).await?);
+                let landing_tables: Vec<Table> = Table::landing().collect();
+                let src = keys::accept(bucket, landing, &landing_tables)?;
+                if let Some(t) = Transition::of_landing(src.table) {
+                    s.absorb(t.compute(ctx, bucket, &src).await?);
+                }
             }
             compact::follow(ctx, bucket, &mut s).await?;
             Ok(s)

@@ -65,6 +65,7 @@ pub(super) fn parse<'a>(
 }
 
 /// How far a line follows a layout.
+#[derive(Debug, PartialEq)]
 enum Known {
     /// Wholly: its cells are read.
     Read,
@@ -360,7 +361,7 @@ mod tests {
         // Same layout, other values: read against the layout.
         let a2 = r#"{"timestamp":22,"user":"bb","x":-0.25,"y":null,"z":7,"note":12}"#;
         let mut out = vec![Cell::Null; cols.len()];
-        assert!(matches!(known(a2, cols, &mut out, &shape), Known::Read));
+        assert_eq!(known(a2, cols, &mut out, &shape), Known::Read);
         assert_eq!(
             out,
             [
@@ -401,32 +402,18 @@ mod tests {
         }
         // Where a line parts from the layout: the fields before are read against it, the
         // rest field by field (customer lines leave out the fields they have no value for).
-        let mut out = vec![Cell::Null; cols.len()];
+        let against = |line: &'static str| {
+            let mut out = vec![Cell::Null; cols.len()];
+            known(line, cols, &mut out, &shape)
+        };
         let short = r#"{"timestamp":1,"user":"a","x":1.5,"z":-3,"note":"n"}"#;
-        assert!(matches!(
-            known(short, cols, &mut out, &shape),
-            Known::Parted {
-                field: 3,
-                at: 33,
-                next: 3
-            }
-        ));
+        let (field, at, next) = (3, 33, 3);
+        assert_eq!(against(short), Known::Parted { field, at, next });
         let longer = r#"{"timestamp":1,"user":"a","x":1.5,"y":2,"z":-3,"note":"n","more":[1]}"#;
-        let mut out = vec![Cell::Null; cols.len()];
-        assert!(matches!(
-            known(longer, cols, &mut out, &shape),
-            Known::Parted {
-                field: 6,
-                at: 57,
-                next: 5
-            }
-        ));
+        let (field, at, next) = (6, 57, 5);
+        assert_eq!(against(longer), Known::Parted { field, at, next });
         let escaped = r#"{"timestamp":1,"user":"a\"b","x":1.5,"y":2,"z":-3,"note":"n"}"#;
-        let mut out = vec![Cell::Null; cols.len()];
-        assert!(matches!(
-            known(escaped, cols, &mut out, &shape),
-            Known::Refused
-        ));
+        assert_eq!(against(escaped), Known::Refused);
         // A line the fast path cannot take leaves no layout behind.
         assert!(read(r#"{"timestamp":1,"user":"a\"b"}"#, &mut shape).is_none());
         assert!(shape.fields.is_empty());

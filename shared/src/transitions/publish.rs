@@ -267,14 +267,12 @@ pub async fn publish_partitioned(
                 // Written again under the same key.
                 continue;
             }
-            // Boxed: a rare path kept out of the common one's future.
-            let emptied = old.object.is_none()
-                || Box::pin(evict_source(
-                    ctx, bucket, table, dt, old_name, stem, summary,
-                ))
-                .await?;
-            if emptied {
+            // Boxed: a rare path kept out of the common one's future. A file's own object
+            // goes; a batch object loses the file's rows (and goes once empty).
+            if old.object.is_none() {
                 Box::pin(remove_object(ctx, bucket, table, dt, old_name, summary)).await?;
+            } else {
+                Box::pin(detach(ctx, bucket, table, dt, old_name, stem, summary)).await?;
             }
         }
     }
@@ -296,8 +294,8 @@ pub fn is_batch_name(name: &str) -> bool {
 }
 
 /// Takes source `stem`'s rows out of batch object `object` of partition `dt` of `table`,
-/// and the object with them when no source is left in it (what `reconcile` does to a copy
-/// of a file's rows that its manifest does not name).
+/// and the object with them when no source is left in it: a file computed again elsewhere,
+/// or (`reconcile`) a copy of a file's rows that its manifest does not name.
 pub async fn detach(
     ctx: &Ctx,
     bucket: &str,
