@@ -562,7 +562,12 @@ async fn stale_landing(
         match m.filter(|m| {
             m.layout == LAYOUT && m.lineage.source_etag == etag && m.lineage.refs_current(refs_now)
         }) {
-            Some(m) => {
+            Some(mut m) => {
+                // Kept for the footer check, which needs where the rows are, not the
+                // lineage (the answers of every person consulted): held for every landing
+                // file of the table, it stays a few strings a file.
+                m.lineage = Default::default();
+                m.waiting.clear();
                 fresh_manifests.insert(src.stem, (key, m));
             }
             None => items.push(Item::Landing { function: t, key }),
