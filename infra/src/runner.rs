@@ -79,19 +79,29 @@ impl<'s> Runner<'s> {
     }
 
     /// One receive + invoke + delete round over every queue; returns messages received.
+    /// A queue's batch is what it holds, up to its `BatchSize` (as Lambda's poller
+    /// gathers within the batching window), received 10 at a time.
     pub async fn pump_once(&mut self) -> Result<usize> {
         let mut received = 0;
         for q in self.queues.clone() {
-            let out = self
-                .stack
-                .sqs
-                .receive_message()
-                .queue_url(&q.url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .with_context(|| format!("receiving from {}", q.url))?;
-            let messages = out.messages();
+            let mut messages = Vec::new();
+            while messages.len() < q.batch_size {
+                let want = (q.batch_size - messages.len()).min(10) as i32;
+                let out = self
+                    .stack
+                    .sqs
+                    .receive_message()
+                    .queue_url(&q.url)
+                    .max_number_of_messages(want)
+                    .send()
+                    .await
+                    .with_context(|| format!("receiving from {}", q.url))?;
+                let got = out.messages.unwrap_or_default();
+                if got.is_empty() {
+                    break;
+                }
+                messages.extend(got);
+            }
             if messages.is_empty() {
                 continue;
             }
@@ -150,12 +160,13 @@ impl<'s> Runner<'s> {
                         .ok()
                 })
                 .collect();
-            if !entries.is_empty() {
+            // DeleteMessageBatch takes 10 entries at most.
+            for chunk in entries.chunks(10) {
                 self.stack
                     .sqs
                     .delete_message_batch()
                     .queue_url(&q.url)
-                    .set_entries(Some(entries))
+                    .set_entries(Some(chunk.to_vec()))
                     .send()
                     .await
                     .with_context(|| format!("deleting from {}", q.url))?;

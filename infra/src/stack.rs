@@ -62,6 +62,8 @@ pub struct QueueInfo {
     pub url: String,
     /// Its dead-letter queue's URL.
     pub dlq_url: String,
+    /// Records per invocation at most (the template's `BatchSize`).
+    pub batch_size: usize,
 }
 
 impl Stack {
@@ -277,6 +279,7 @@ impl Stack {
                 function,
                 url: url(&route.queue).await?,
                 dlq_url: url(&route.dead_letter_queue).await?,
+                batch_size: route.batch_size,
             });
         }
         Ok(out)

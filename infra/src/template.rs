@@ -21,6 +21,9 @@ pub struct Route {
     pub rule: Option<String>,
     /// The rule's `wildcard` patterns on `detail.object.key`.
     pub key_patterns: Vec<String>,
+    /// Records per invocation at most: the event source mapping's `BatchSize` (Lambda's
+    /// default for SQS, 10, when the template leaves it out).
+    pub batch_size: usize,
 }
 
 /// Errors reading the template.
@@ -134,12 +137,22 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                     get_att_target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
                 })
                 .ok_or_else(|| TemplateError::Shape(format!("{queue}: no dead-letter queue")))?;
+            let batch_size = match &ev["Properties"]["BatchSize"] {
+                Value::Null => 10,
+                v => v
+                    .as_u64()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        TemplateError::Shape(format!("{binary}: BatchSize {v:?} is not 1 to 10000"))
+                    })? as usize,
+            };
             out.push(Route {
                 function: binary.to_string(),
                 queue,
                 dead_letter_queue: dlq,
                 rule,
                 key_patterns,
+                batch_size,
             });
         }
     }
@@ -337,6 +350,8 @@ mod tests {
         let mut functions: Vec<&str> = stedi::lambda::Function::all().map(|f| f.name()).collect();
         functions.sort();
         assert_eq!(folders, functions);
+        let sizes: Vec<usize> = routes.iter().map(|r| r.batch_size).collect();
+        assert_eq!(sizes, [10, 100, 10, 100, 10, 5, 1, 1]);
         let erasure = &routes[7];
         assert_eq!(erasure.key_patterns, ["_stedi/erasure/requests/*.json"]);
         assert_eq!(erasure.dead_letter_queue, "ErasureDeadLetterQueue");

@@ -69,9 +69,13 @@ pub struct Config {
     pub erasure_wide_persons: usize,
     /// `BATCH_OBJECT_BYTES` (default 2 MiB): the landing files of one SQS batch share one
     /// trusted object per `dt`; a file whose encoded outputs are larger than this is
-    /// written as its own objects, so memory holds at most a batch's worth of them (10 x
-    /// 2 MiB at the template's batch size). 0: every file its own objects.
+    /// written as its own objects (see also `BATCH_HELD_BYTES`). 0: every file its own
+    /// objects.
     pub batch_object_bytes: usize,
+    /// `BATCH_HELD_BYTES` (default 16 MiB): the encoded outputs one batch holds in memory
+    /// at most until it writes its objects; a file that would take it past this is
+    /// written as its own objects, so memory stays bounded whatever the batch size.
+    pub batch_held_bytes: usize,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             erasure_hash_key: "stedi-erasure-index".into(),
             erasure_wide_persons: 64,
             batch_object_bytes: 2 << 20,
+            batch_held_bytes: 16 << 20,
         }
     }
 }
@@ -183,6 +188,9 @@ impl Config {
                 |v| v.parse::<usize>().map_err(|e| e.to_string()),
             )?,
             batch_object_bytes: parse(&get, "BATCH_OBJECT_BYTES", d.batch_object_bytes, |v| {
+                v.parse::<usize>().map_err(|e| e.to_string())
+            })?,
+            batch_held_bytes: parse(&get, "BATCH_HELD_BYTES", d.batch_held_bytes, |v| {
                 v.parse::<usize>().map_err(|e| e.to_string())
             })?,
         })
@@ -295,6 +303,13 @@ mod tests {
             0
         );
         assert!(cfg(&[("BATCH_OBJECT_BYTES", "8M")]).is_err());
+        assert_eq!(cfg(&[]).unwrap().batch_held_bytes, 16 << 20);
+        assert_eq!(
+            cfg(&[("BATCH_HELD_BYTES", "1000")])
+                .unwrap()
+                .batch_held_bytes,
+            1000
+        );
         assert_eq!(
             cfg(&[("ERASURE_WIDE_PERSONS", "0")])
                 .unwrap()

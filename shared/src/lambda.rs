@@ -68,6 +68,32 @@ pub type Invocation = (SqsBatchResponse, Summary);
 /// whose [`Summary::requests`] are the requests this invocation made (counted in counters
 /// of its own, so concurrent invocations on one context do not mix).
 pub async fn invoke(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invocation> {
+    invoke_until(ctx, f, payload, None).await
+}
+
+tokio::task_local! {
+    /// When the invocation the current task runs stops starting files (see
+    /// [`invoke_until`]).
+    static CUTOFF: Option<Instant>;
+}
+
+/// [`invoke`] with Lambda's `deadline`: an SQS batch stops starting files once two thirds
+/// of the time it had are spent, so that the files in flight and the batch's shared steps
+/// (its objects, manifests, postings, compaction pointer) finish before the timeout. The
+/// files not started are redelivered (`batchItemFailures`); one file is always started, so
+/// every invocation makes progress.
+pub async fn invoke_until(
+    ctx: &Ctx,
+    f: Function,
+    payload: &Value,
+    deadline: Option<Instant>,
+) -> Result<Invocation> {
+    let now = Instant::now();
+    let cutoff = deadline.map(|d| now + d.saturating_duration_since(now) * 2 / 3);
+    CUTOFF.scope(cutoff, invoke_counted(ctx, f, payload)).await
+}
+
+async fn invoke_counted(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invocation> {
     let counts = RequestCounts::shared();
     // Boxed so the Lambda main's future stays shallow.
     let work = async {
@@ -525,9 +551,19 @@ where
     for (id, reason) in &ev.unreadable {
         acknowledge_unreadable(&mut total, id, reason);
     }
-    for obj in &ev.objects {
-        let outcome = work(ctx, &obj.bucket, &obj.key).await;
+    let cutoff = CUTOFF.try_with(|c| *c).ok().flatten();
+    for (i, obj) in ev.objects.iter().enumerate() {
         let id = obj.message_id.as_deref().filter(|_| ev.from_sqs);
+        if let (Some(id), Some(cutoff)) = (id, cutoff)
+            && i > 0
+            && Instant::now() >= cutoff
+        {
+            // Out of time for more: this file comes back in a later batch.
+            tracing::warn!(key = %obj.key, "not started before the invocation's cutoff; redelivered");
+            redeliver(&mut response, id);
+            continue;
+        }
+        let outcome = work(ctx, &obj.bucket, &obj.key).await;
         match outcome {
             Ok(summary) => done.push(Done {
                 bucket: obj.bucket.clone(),
@@ -584,7 +620,12 @@ fn batch_of(ctx: &Ctx, t: Transition, payload: &Value) -> Result<Option<(String,
         .iter()
         .filter_map(|o| keys::accept(&o.bucket, &o.key, t.sources()).ok())
         .collect();
-    Ok(Batch::new(&sources, ctx.cfg.batch_object_bytes).map(|b| (bucket, Arc::new(b))))
+    Ok(Batch::new(
+        &sources,
+        ctx.cfg.batch_object_bytes,
+        ctx.cfg.batch_held_bytes,
+    )
+    .map(|b| (bucket, Arc::new(b))))
 }
 
 /// Runs `work` on each object of an S3 event (see [`each_object`]).
@@ -663,7 +704,10 @@ pub async fn serve(f: Function) -> std::result::Result<(), lambda_runtime::Error
     let ctx = &ctx;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |ev: lambda_runtime::LambdaEvent<Value>| async move {
-            let (response, summary) = invoke(ctx, f, &ev.payload)
+            // Lambda's deadline is wall-clock milliseconds; as an instant on this clock.
+            let left = ev.context.deadline as i64 - chrono::Utc::now().timestamp_millis();
+            let deadline = Instant::now() + std::time::Duration::from_millis(left.max(0) as u64);
+            let (response, summary) = invoke_until(ctx, f, &ev.payload, Some(deadline))
                 .await
                 .map_err(|e: Error| lambda_runtime::Error::from(e.to_string()))?;
             // EMF must be the log line itself, so it bypasses the tracing formatter.
@@ -836,6 +880,37 @@ mod tests {
         );
         assert_eq!(summary.requests.s3_get, 1, "{:?}", summary.requests);
         assert_eq!(Function::from_name("erasure"), Some(Function::Erasure));
+    }
+
+    #[tokio::test]
+    async fn files_not_started_before_the_cutoff_are_redelivered() {
+        let ctx = offline_ctx();
+        let key = |i: usize| format!("_stedi/erasure/requests/r{i}.json");
+        let bodies: Vec<(String, String)> = (0..3)
+            .map(|i| (format!("m{i}"), eventbridge("stedi-lake", &key(i))))
+            .collect();
+        let bodies: Vec<(&str, String)> = bodies
+            .iter()
+            .map(|(id, b)| (id.as_str(), b.clone()))
+            .collect();
+        let payload = sqs(&bodies);
+        let all = json!({"batchItemFailures": [
+            {"itemIdentifier": "m0"}, {"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]});
+        // Time to spare: each request is tried (and fails: S3 is unreachable).
+        let later = Instant::now() + std::time::Duration::from_secs(600);
+        let (response, summary) = invoke_until(&ctx, Function::Erasure, &payload, Some(later))
+            .await
+            .unwrap();
+        assert_eq!(serde_json::to_value(&response).unwrap(), all);
+        assert_eq!(summary.requests.s3_get, 3, "{:?}", summary.requests);
+        // Out of time: the first is still tried, the other two are not started.
+        let (response, summary) =
+            invoke_until(&ctx, Function::Erasure, &payload, Some(Instant::now()))
+                .await
+                .unwrap();
+        assert_eq!(serde_json::to_value(&response).unwrap(), all);
+        assert_eq!(summary.requests.s3_get, 1, "{:?}", summary.requests);
+        assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
     }
 
     #[tokio::test]

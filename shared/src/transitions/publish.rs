@@ -41,11 +41,13 @@ pub enum Previous {
 /// removed without touching the others' ([`evict`]). A source's manifest names the batch
 /// object ([`Manifest::object`]). The objects are named after the batch's first source and
 /// a hash of all its keys: a redelivery of the same batch writes the same objects. Outputs
-/// of a source larger than `BATCH_OBJECT_BYTES` are written as the source's own objects.
+/// of a source larger than `BATCH_OBJECT_BYTES`, or that would take what the batch holds
+/// past `BATCH_HELD_BYTES`, are written as the source's own objects.
 #[derive(Debug)]
 pub struct Batch {
     stem: String,
     max_bytes: usize,
+    max_held: usize,
     /// (table, `dt`) → source stem → its encoded rows.
     parts: Mutex<BTreeMap<(Table, String), BTreeMap<String, Bytes>>>,
     /// Sources whose manifest names the batch's objects already: their rows stay in them.
@@ -54,8 +56,9 @@ pub struct Batch {
 
 impl Batch {
     /// The batch of the landing files `sources` of one bucket (`None` for fewer than two:
-    /// a lone file keeps its own objects).
-    pub fn new(sources: &[SourceKey], max_bytes: usize) -> Option<Batch> {
+    /// a lone file keeps its own objects): it holds a file's encoded outputs of up to
+    /// `max_bytes`, and up to `max_held` bytes in all.
+    pub fn new(sources: &[SourceKey], max_bytes: usize, max_held: usize) -> Option<Batch> {
         if sources.len() < 2 {
             return None;
         }
@@ -65,6 +68,7 @@ impl Batch {
         Some(Batch {
             stem: format!("{}.b{}", names[0].stem, keys::hash_hex(&all.join("\n"))),
             max_bytes,
+            max_held,
             parts: Mutex::default(),
             committed: Mutex::default(),
         })
@@ -81,10 +85,11 @@ impl Batch {
     fn take(&self, table: Table, stem: &str, parts: &[Part]) -> bool {
         self.remove(table, stem);
         let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
-        if parts.is_empty() || size > self.max_bytes {
+        let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let holding: usize = held.values().flat_map(|s| s.values()).map(Bytes::len).sum();
+        if parts.is_empty() || size > self.max_bytes || holding + size > self.max_held {
             return false;
         }
-        let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
         for p in parts {
             held.entry((table, p.dt.clone()))
                 .or_default()
@@ -471,7 +476,7 @@ mod tests {
             )
             .unwrap(),
         ];
-        let batch = Batch::new(&sources, 1 << 20).unwrap();
+        let batch = Batch::new(&sources, 1 << 20, 1 << 20).unwrap();
         assert!(is_batch_name(batch.stem()));
         assert!(is_batch_name("session-0.b00000000000000ff"));
         for own in [
@@ -505,9 +510,9 @@ mod tests {
         let a = "accelerometer/landing/a.json";
         let b = "accelerometer/landing/b.json";
         let c = "accelerometer/landing/c.json";
-        let one = Batch::new(&sources(&[b, a]), 10).unwrap();
-        let same = Batch::new(&sources(&[a, b]), 10).unwrap();
-        let other = Batch::new(&sources(&[a, b, c]), 10).unwrap();
+        let one = Batch::new(&sources(&[b, a]), 10, 10).unwrap();
+        let same = Batch::new(&sources(&[a, b]), 10, 10).unwrap();
+        let other = Batch::new(&sources(&[a, b, c]), 10, 10).unwrap();
         assert_eq!(one.stem(), same.stem());
         assert_eq!(
             one.stem(),
@@ -516,7 +521,7 @@ mod tests {
         assert_ne!(one.stem(), other.stem());
         assert!(other.stem().starts_with("a.b"));
         // A lone file keeps its own objects.
-        assert!(Batch::new(&sources(&[a]), 10).is_none());
+        assert!(Batch::new(&sources(&[a]), 10, 10).is_none());
     }
 
     #[test]
@@ -525,8 +530,10 @@ mod tests {
             &sources(&[
                 "accelerometer/landing/a.json",
                 "accelerometer/landing/b.json",
+                "accelerometer/landing/c.json",
             ]),
             4,
+            7,
         )
         .unwrap();
         let t = Table::AccelerometerTrusted;
@@ -573,5 +580,20 @@ mod tests {
         batch.commit(t, "a");
         batch.discard(t, "a");
         assert_eq!(held(&batch)[0].1, ["a"]);
+        // What fits alone but not with what the batch holds (1 + 4 + 3 > 7) gets its own
+        // objects; the rest still fits.
+        assert!(batch.take(t, "b", &[part("2022-06-19", b"abcd")]));
+        assert!(!batch.take(t, "c", &[part("2022-06-18", b"abc")]));
+        assert!(batch.take(t, "c", &[part("2022-06-18", b"ab")]));
+        assert_eq!(
+            held(&batch),
+            [
+                (
+                    "2022-06-18".to_string(),
+                    vec!["a".to_string(), "c".to_string()]
+                ),
+                ("2022-06-19".to_string(), vec!["b".to_string()]),
+            ]
+        );
     }
 }
