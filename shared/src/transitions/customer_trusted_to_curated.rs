@@ -23,14 +23,16 @@ use crate::streams::Transition;
 use crate::summary::Summary;
 
 use super::reference::device_entries;
-use super::{Ctx, encode_devices, rewrite_object, rewrite_shard};
+use super::{Ctx, decode_customers, encode_devices, rewrite_object, rewrite_shard_from};
 
-/// What one customer shard needs: the object's users it knows, and whether they change
-/// the curated shard (then its device changes come first).
+/// What one customer shard needs: the object's users it knows (and their trusted rows),
+/// the curated shard as read (its rewrite starts from it), and whether they change the
+/// curated shard (then its device changes come first).
 struct ShardPlan {
     shard: u32,
     trusted: Customers,
     known: Vec<String>,
+    curated: Fetched,
     changes: DeviceChanges,
 }
 
@@ -58,21 +60,22 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // record change nothing and cost no further request.
     let plans: Vec<(usize, usize, Option<ShardPlan>)> = stream::iter(users)
         .map(|(shard, users)| async move {
-            let trusted = ctx
+            let mut trusted = ctx
                 .customer_shard(bucket, Table::CustomerTrusted, shard)
                 .await?;
-            let known: Vec<String> = users
-                .iter()
-                .filter(|u| trusted.rows.contains_key(*u))
-                .cloned()
-                .collect();
+            // Only the object's users are looked at: the plan holds their rows alone.
+            trusted.rows.retain(|email, _| users.contains(email));
+            let known: Vec<String> = trusted.rows.keys().cloned().collect();
             let unknown = users.len() - known.len();
             if known.is_empty() {
                 return Ok((0, unknown, None));
             }
-            let curated = ctx
-                .customer_shard(bucket, Table::CustomerCurated, shard)
-                .await?;
+            let key = keys::shard_key(Table::CustomerCurated, shard);
+            let read = ctx.store.fetch(bucket, &key, None).await?;
+            let curated = match &read {
+                Fetched::Body(bytes, _) => decode_customers(bytes.clone(), &key)?,
+                _ => Customers::default(),
+            };
             if rules::merge_curated(&curated, &trusted, known.iter().cloned()) == curated {
                 return Ok((known.len(), unknown, None));
             }
@@ -81,6 +84,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
                 shard,
                 trusted,
                 known,
+                curated: read,
                 changes,
             };
             Ok::<_, crate::Error>((plan.known.len(), unknown, Some(plan)))
@@ -104,11 +108,12 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let done: Vec<Summary> = stream::iter(work)
         .map(|plan| async move {
             let mut s = Summary::default();
-            rewrite_shard(
+            rewrite_shard_from(
                 ctx,
                 bucket,
                 Table::CustomerCurated,
                 plan.shard,
+                Some(plan.curated),
                 &mut s,
                 |cur| {
                     Some(rules::merge_curated(

@@ -41,7 +41,9 @@ pub use publish::{
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
 };
-pub use snapshot::{by_shard, rewrite_object, rewrite_shard};
+pub use snapshot::{
+    by_shard, rewrite_object, rewrite_object_from, rewrite_shard, rewrite_shard_from,
+};
 
 impl Transition {
     /// Processes one accepted source object: [`Transition::compute`], then the compacted

@@ -25,11 +25,28 @@ pub async fn rewrite_object(
     bucket: &str,
     key: &str,
     summary: &mut Summary,
+    update: impl FnMut(Option<Bytes>) -> Result<Option<Bytes>>,
+) -> Result<()> {
+    rewrite_object_from(ctx, bucket, key, None, summary, update).await
+}
+
+/// [`rewrite_object`] whose first attempt starts from `seed`, the object as the caller
+/// read it a moment ago (one GET fewer; a lost race re-reads it as usual).
+pub async fn rewrite_object_from(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    mut seed: Option<Fetched>,
+    summary: &mut Summary,
     mut update: impl FnMut(Option<Bytes>) -> Result<Option<Bytes>>,
 ) -> Result<()> {
     let attempts = ctx.cfg.snapshot_max_attempts;
     for attempt in 0..attempts {
-        let (current, etag) = match ctx.store.fetch(bucket, key, None).await? {
+        let fetched = match seed.take() {
+            Some(f) => f,
+            None => ctx.store.fetch(bucket, key, None).await?,
+        };
+        let (current, etag) = match fetched {
             Fetched::Body(b, etag) => (Some(b), Some(etag)),
             _ => (None, None),
         };
@@ -66,11 +83,24 @@ pub async fn rewrite_shard(
     table: Table,
     shard: u32,
     summary: &mut Summary,
+    update: impl FnMut(&Customers) -> Option<Customers>,
+) -> Result<()> {
+    rewrite_shard_from(ctx, bucket, table, shard, None, summary, update).await
+}
+
+/// [`rewrite_shard`] starting from `seed`, as [`rewrite_object_from`].
+pub async fn rewrite_shard_from(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    shard: u32,
+    seed: Option<Fetched>,
+    summary: &mut Summary,
     mut update: impl FnMut(&Customers) -> Option<Customers>,
 ) -> Result<()> {
     let key = keys::shard_key(table, shard);
     let rows = ctx.cfg.row_group_rows;
-    rewrite_object(ctx, bucket, &key, summary, |current| {
+    rewrite_object_from(ctx, bucket, &key, seed, summary, |current| {
         let current = match current {
             Some(bytes) => decode_customers(bytes, &key)?,
             None => Customers::default(),
