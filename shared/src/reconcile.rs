@@ -951,7 +951,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
         Item::Ml { key } => {
             let t = Transition::MachineLearningTrustedToCurated;
             let src = keys::accept(bucket, key, t.sources())?;
-            t.run(ctx, bucket, &src).await
+            ml::with_fresh_devices(t.run(ctx, bucket, &src)).await
         }
         Item::Detach { key, stem, landing } => {
             let trusted = [Table::AccelerometerTrusted, Table::StepTrainerTrusted];

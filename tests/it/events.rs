@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use stedi::schema::Table;
+use stedi::transitions::machine_learning_trusted_to_curated as ml;
 use stedi_infra::lake::LandingFile;
 use stedi_tests::{Local, sample_dir};
 
@@ -272,6 +273,47 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
     assert_eq!((r.s3_get, r.s3_put, r.s3_list), (4, 3, 0), "{r:?}");
+
+    // The ML join of that Step Trainer object (a cold function) meets the phone batch
+    // object, whose ten users fall in several customer shards: it takes their devices from
+    // the phone object's side manifest instead of reading those shards. GET: its own side
+    // manifest (none yet), its object, the phone object and its side manifest, and the ML
+    // partition's compaction pointer; LIST: the serial's join-index folder and `wide/`;
+    // PUT: its marker, the pair, its side manifest.
+    assert!(shards.len() > 1, "{shards:?}");
+    let step_object = s
+        .outputs
+        .iter()
+        .find(|k| k.starts_with(Table::StepTrainerTrusted.prefix()))
+        .unwrap()
+        .clone();
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::MachineLearningTrustedToCurated);
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &created(&bucket, &step_object))
+        .await
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.rows_out, 5, "{s:?}");
+    let r = s.requests;
+    assert_eq!((r.s3_get, r.s3_list, r.s3_put), (5, 2, 3), "{r:?}");
+    // Reconcile's rejoin reads the devices from the shards instead (a side manifest may be
+    // rewritten by a concurrent item): one GET per shard for the manifest's one.
+    let (_, again) = ml::with_fresh_devices(stedi::lambda::invoke(
+        &ctx,
+        f,
+        &created(&bucket, &step_object),
+    ))
+    .await
+    .unwrap();
+    let r = again.requests;
+    assert_eq!(again.rows_out, 5, "{again:?}");
+    assert_eq!(r.s3_get, 4 + shards.len() as u64, "{r:?}");
+    // Reconcile finds the pair as the batch truth has it: nothing to redo.
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    assert_eq!(local.counts().await.unwrap()["machine_learning_curated"], 5);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
 }
 
 /// The trusted phone objects of `dt=2022-06-19`: name → (source, rows) their footers list.

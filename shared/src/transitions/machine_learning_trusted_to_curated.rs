@@ -229,8 +229,68 @@ async fn serials_of(
     Ok((serial_of, refs))
 }
 
+tokio::task_local! {
+    /// Set while `reconcile` rejoins objects: every phone object's devices are read from
+    /// the customer shards, none taken from its side manifest.
+    static FRESH_DEVICES: ();
+}
+
+/// Runs `f` with every phone object's devices read from the customer shards (reconcile's
+/// rejoin: a side manifest being rewritten by a concurrent item must not be trusted).
+pub async fn with_fresh_devices<F: std::future::Future>(f: F) -> F::Output {
+    FRESH_DEVICES.scope((), f).await
+}
+
+/// Which devices a phone object is loaded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Devices {
+    /// Read from the customer shards now (the arriving object itself).
+    Read,
+    /// As its side manifest recorded them, if that manifest is of this very object (one
+    /// GET instead of one per user's shard; the object's own arrival read them moments
+    /// ago, and `reconcile` rejoins it if they changed since); else read.
+    Recorded,
+}
+
+/// The devices phone object `stem`'s side manifest recorded for `users`, if the manifest
+/// is of the object with ETag `etag` and names every user.
+async fn recorded_serials(
+    ctx: &Ctx,
+    bucket: &str,
+    dt: &str,
+    stem: &str,
+    etag: &str,
+    users: &BTreeSet<&str>,
+) -> Result<Option<(HashMap<String, String>, BTreeMap<String, String>)>> {
+    let key = side_manifest_key(dt, Side::Phone, stem);
+    let Some(m) = read_json::<SideManifest>(ctx, bucket, &key).await? else {
+        return Ok(None);
+    };
+    if m.layout != LAYOUT || m.source_etag != etag {
+        return Ok(None);
+    }
+    let mut serial_of = HashMap::new();
+    for u in users {
+        match m.refs.get(&keys::hash_hex(u)) {
+            Some(serial) if !serial.is_empty() => {
+                serial_of.insert(u.to_string(), serial.clone());
+            }
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((serial_of, m.refs)))
+}
+
 /// Reads trusted object `stem` of `side` in `dt` (`None` when it is gone).
-async fn load(ctx: &Ctx, bucket: &str, side: Side, dt: &str, stem: &str) -> Result<Option<Loaded>> {
+async fn load(
+    ctx: &Ctx,
+    bucket: &str,
+    side: Side,
+    dt: &str,
+    stem: &str,
+    devices: Devices,
+) -> Result<Option<Loaded>> {
     let key = keys::output_key(side.table(), dt, stem);
     let Fetched::Body(bytes, etag) = super::compact::fetch_working(ctx, bucket, &key).await? else {
         return Ok(None);
@@ -249,7 +309,15 @@ async fn load(ctx: &Ctx, bucket: &str, side: Side, dt: &str, stem: &str) -> Resu
             for b in &batches {
                 users.extend(column::<StringArray>(b, "user", &key)?.iter().flatten());
             }
-            let (serial_of, refs) = serials_of(ctx, bucket, users).await?;
+            let fresh = devices == Devices::Read || FRESH_DEVICES.try_with(|_| ()).is_ok();
+            let recorded = match fresh {
+                true => None,
+                false => recorded_serials(ctx, bucket, dt, stem, &etag, &users).await?,
+            };
+            let (serial_of, refs) = match recorded {
+                Some(r) => r,
+                None => serials_of(ctx, bucket, users).await?,
+            };
             let serials = serial_of.values().cloned().collect();
             // Batches borrow nothing from the user set: it is dropped here.
             (Rows::Phone { batches, serial_of }, serials, refs)
@@ -332,7 +400,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Plan: what this object registered before, then the object itself.
     let mkey = side_manifest_key(dt, side, &src.stem);
     let before = read_json::<SideManifest>(ctx, bucket, &mkey).await?;
-    let Some(me) = load(ctx, bucket, side, dt, &src.stem).await? else {
+    let Some(me) = load(ctx, bucket, side, dt, &src.stem, Devices::Read).await? else {
         // Deleted since the event: its pairs go with it.
         unjoin(ctx, bucket, dt, side, &src.stem, before, &mut s).await?;
         return Ok(s);
@@ -349,7 +417,8 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Read the other side, join, write.
     let (mut written, mut deleted) = (false, false);
     for stem in &others {
-        let Some(other) = load(ctx, bucket, side.other(), dt, stem).await? else {
+        let Some(other) = load(ctx, bucket, side.other(), dt, stem, Devices::Recorded).await?
+        else {
             continue; // deleted: its own event removes its pairs
         };
         match pair(ctx, dt, &me, &other)? {
