@@ -141,6 +141,40 @@ async fn a_lost_race_is_retried_on_the_fresh_snapshot() {
     assert_eq!(emails, ["ours@x", "theirs@x"]);
 }
 
+/// A conditional write refused by its own success (its response lost, the SDK's retry
+/// answered 412): the re-read finds the body in place, and the update is not run again
+/// (what it noted of the change stands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_by_its_own_success_is_not_applied_again() {
+    let local = Local::start().await.unwrap();
+    let ctx = local.stack.function_context();
+    let bucket = local.stack.cfg.bucket.clone();
+    let key = "_stedi/devices/part-00003.jsonl";
+    local.put(key, "v1").await.unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let (mut calls, mut summary) = (0, stedi::summary::Summary::default());
+    stedi::transitions::rewrite_object(&ctx, &bucket, key, &mut summary, |cur| {
+        calls += 1;
+        assert_eq!(
+            cur.as_deref(),
+            Some(&b"v1"[..]),
+            "update ran on its own write"
+        );
+        // The same bytes land between our read and our conditional write.
+        tokio::task::block_in_place(|| {
+            runtime
+                .block_on(ctx.store.put(&bucket, key, "v2".into()))
+                .unwrap()
+        });
+        Ok(Some("v2".into()))
+    })
+    .await
+    .unwrap();
+    assert_eq!((calls, summary.conflicts), (1, 1));
+    assert_eq!(summary.outputs, [key]);
+    assert_eq!(&local.get(key).await.unwrap()[..], b"v2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_writes_answer_412_on_a_stale_etag() {
     let local = Local::start().await.unwrap();

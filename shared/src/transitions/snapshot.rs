@@ -41,6 +41,9 @@ pub async fn rewrite_object_from(
     mut update: impl FnMut(Option<Bytes>) -> Result<Option<Bytes>>,
 ) -> Result<()> {
     let attempts = ctx.cfg.snapshot_max_attempts;
+    // The body of the last write refused with 412: a write whose response was lost and
+    // that the SDK retried is refused by its own success, and the object then holds it.
+    let mut refused: Option<Bytes> = None;
     for attempt in 0..attempts {
         let fetched = match seed.take() {
             Some(f) => f,
@@ -50,16 +53,24 @@ pub async fn rewrite_object_from(
             Fetched::Body(b, etag) => (Some(b), Some(etag)),
             _ => (None, None),
         };
+        if refused.is_some() && current == refused {
+            // Our write is in place: `update` is not run again on it (it would see nothing
+            // to change, and what it noted of the change, e.g. device changes, would be
+            // lost).
+            summary.outputs.push(key.to_string());
+            return Ok(());
+        }
         let Some(body) = update(current)? else {
             return Ok(());
         };
         let pre = etag.map_or(Precondition::Absent, Precondition::Matches);
-        match ctx.store.put_if(bucket, key, body, &pre).await? {
+        match ctx.store.put_if(bucket, key, body.clone(), &pre).await? {
             PutOutcome::Written(_) => {
                 summary.outputs.push(key.to_string());
                 return Ok(());
             }
             PutOutcome::PreconditionFailed => {
+                refused = Some(body);
                 summary.conflicts += 1;
                 let base = 20u64 << attempt.min(6);
                 let jitter = rand::rng().random_range(0..=base);
