@@ -540,7 +540,7 @@ pub fn read_holder(bytes: Bytes, context: &str) -> Result<(Vec<Held>, Vec<Record
 }
 
 /// Rows `[start, start + len)` of `batches` taken as one range across batch boundaries.
-fn row_range(batches: &[RecordBatch], mut start: usize, mut len: usize) -> Vec<RecordBatch> {
+pub fn row_range(batches: &[RecordBatch], mut start: usize, mut len: usize) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for b in batches {
         if len == 0 {

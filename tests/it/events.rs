@@ -316,6 +316,50 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert!(!report.changed(), "reconcile found work: {report:?}");
 }
 
+/// The same batch delivered again (its shared step failed after its files were done) and
+/// cut short at the invocation's cutoff: the first file is computed again, the other two
+/// are redelivered, and the batch's object keeps their rows (their manifests name it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_keeps_the_rows_of_the_files_it_did_not_start() {
+    use stedi_infra::synthetic::readings_file;
+    let local = with_customers().await;
+    let bucket = local.stack.cfg.bucket.clone();
+    let ts = 1_655_600_000_000; // 2022-06-19
+    for i in 0..3u64 {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
+        local.put(&key, body).await.unwrap();
+    }
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let payload = phone_batch(&bucket, &[0, 1, 2]);
+    let (response, s) = stedi::lambda::invoke(&ctx, f, &payload).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{s:?}");
+    let sources: Vec<(String, u64)> = (0..3).map(|i| (format!("session-{i}"), 5)).collect();
+    let first = trusted_objects(&local).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, sources);
+
+    let deadline = std::time::Instant::now();
+    let (response, s) = stedi::lambda::invoke_until(&ctx, f, &payload, Some(deadline))
+        .await
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let again: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(again, ["m1", "m2"]);
+    assert_eq!(s.sources.len(), 1, "{s:?}");
+    // The object again, with the two files not started first (kept from it), then the one
+    // computed again.
+    let name = first[0].0.clone();
+    let kept = vec![sources[1].clone(), sources[2].clone(), sources[0].clone()];
+    assert_eq!(trusted_objects(&local).await, [(name, kept)]);
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 15);
+}
+
 /// The trusted phone objects of `dt=2022-06-19`: name → (source, rows) their footers list.
 async fn trusted_objects(local: &Local) -> Vec<(String, Vec<(String, u64)>)> {
     let prefix = "accelerometer/trusted/dt=2022-06-19/";

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::columnar::{HolderWriter, Part, evict, holder_sources, read_parquet};
+use crate::columnar::{
+    HolderWriter, Part, evict, holder_sources, read_holder, read_parquet, row_range,
+};
 
 use super::compact::list_working;
 use super::landing::Filtered;
@@ -52,6 +54,11 @@ pub struct Batch {
     parts: Mutex<BTreeMap<(Table, String), BTreeMap<String, Bytes>>>,
     /// Sources whose manifest names the batch's objects already: their rows stay in them.
     committed: Mutex<BTreeSet<(Table, String)>>,
+    /// The stems of the batch's files.
+    members: BTreeSet<String>,
+    /// Sources computed by this run (taken into the batch or given their own objects, and
+    /// not failed since): the batch's objects hold what this run gave them, nothing older.
+    computed: Mutex<BTreeSet<(Table, String)>>,
 }
 
 impl Batch {
@@ -71,6 +78,8 @@ impl Batch {
             max_held,
             parts: Mutex::default(),
             committed: Mutex::default(),
+            members: sources.iter().map(|s| s.stem.clone()).collect(),
+            computed: Mutex::default(),
         })
     }
 
@@ -84,6 +93,9 @@ impl Batch {
     /// with the rest, or there are none.
     fn take(&self, table: Table, stem: &str, parts: &[Part]) -> bool {
         self.remove(table, stem);
+        let mut computed = self.computed.lock().unwrap_or_else(|e| e.into_inner());
+        computed.insert((table, stem.to_string()));
+        drop(computed);
         let size: usize = parts.iter().map(|p| p.bytes.len()).sum();
         let mut held = self.parts.lock().unwrap_or_else(|e| e.into_inner());
         let holding: usize = held.values().flat_map(|s| s.values()).map(Bytes::len).sum();
@@ -105,6 +117,8 @@ impl Batch {
         let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         if !committed.contains(&(table, stem.to_string())) {
             self.remove(table, stem);
+            let mut computed = self.computed.lock().unwrap_or_else(|e| e.into_inner());
+            computed.remove(&(table, stem.to_string()));
         }
     }
 
@@ -126,8 +140,18 @@ impl Batch {
     /// Writes the batch's objects, one per (table, `dt`), and registers their partitions
     /// (again, if a file's earlier object was the last in one and it was dropped meanwhile;
     /// a known one costs no Glue call); returns their keys.
+    ///
+    /// When some of the batch's files were not computed by this run (not started before
+    /// the invocation's cutoff, or failed), an object this batch wrote before (the same
+    /// batch delivered again) keeps those files' rows: their manifests may name it. That
+    /// costs one GET of the object, and only then.
     pub async fn write(&self, ctx: &Ctx, bucket: &str) -> Result<Vec<String>> {
         let objects = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+        let computed = self
+            .computed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut written = Vec::new();
         for ((table, dt), sources) in objects {
             if sources.is_empty() {
@@ -135,6 +159,19 @@ impl Batch {
             }
             let key = keys::output_key(table, &dt, &self.stem);
             let mut w = HolderWriter::new(table, ctx.cfg.row_group_rows)?;
+            let done = |stem: &str| computed.contains(&(table, stem.to_string()));
+            if !self.members.iter().all(|m| done(m))
+                && let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key, None).await?
+            {
+                let (held, batches) = read_holder(bytes, &key)?;
+                let mut start = 0;
+                for h in held {
+                    if !done(&h.name) && !sources.contains_key(&h.name) {
+                        w.add(&h.name, &row_range(&batches, start, h.rows as usize))?;
+                    }
+                    start += h.rows as usize;
+                }
+            }
             for (stem, bytes) in sources {
                 let context = format!("{key} (source {stem})");
                 w.add(&stem, &read_parquet(bytes, &[], &context)?)?;

@@ -56,7 +56,9 @@ pub async fn rewrite_object_from(
         if refused.is_some() && current == refused {
             // Our write is in place: `update` is not run again on it (it would see nothing
             // to change, and what it noted of the change, e.g. device changes, would be
-            // lost).
+            // lost). Another invocation writing the very same bytes looks the same; both
+            // then keep what they noted, and acting on it twice is idempotent (counts
+            // aside).
             summary.outputs.push(key.to_string());
             return Ok(());
         }
