@@ -25,6 +25,16 @@ fn created(bucket: &str, key: &str) -> Value {
         "detail": {"bucket": {"name": bucket}, "object": {"key": key}}})
 }
 
+/// Uploads phone files `accelerometer/landing/session-<i>.json` for `ids`: customer `2i`'s
+/// `lines` readings from `ts + 1 s * i`.
+async fn put_sessions(local: &Local, ids: impl IntoIterator<Item = u64>, ts: i64, lines: i64) {
+    for i in ids {
+        let key = format!("accelerometer/landing/session-{i}.json");
+        let body = stedi_infra::synthetic::readings_file(2 * i, ts + 1_000 * i as i64, lines);
+        local.put(&key, body).await.unwrap();
+    }
+}
+
 /// The SQS batch the event source mapping delivers for phone files
 /// `accelerometer/landing/session-<i>.json` (message ids `m<i>`).
 fn phone_batch(bucket: &str, ids: &[u64]) -> Value {
@@ -174,14 +184,9 @@ async fn an_invocation_counts_its_requests() {
 /// register the partition once, and the catalog has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_function_registers_a_partition_once() {
-    use stedi_infra::synthetic::readings_file;
     let local = with_customers().await;
     let ts = 1_655_600_000_000; // 2022-06-19
-    for i in 0..10u64 {
-        let key = format!("accelerometer/landing/session-{i}.json");
-        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
-        local.put(&key, body).await.unwrap();
-    }
+    put_sessions(&local, 0..10, ts, 5).await;
     let out = local.settle().await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let accel = out.of_function("accelerometer_landing_to_trusted");
@@ -210,15 +215,11 @@ async fn a_warm_function_registers_a_partition_once() {
 /// the manifest its create is refused by, read only then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
-    use stedi_infra::synthetic::{email, readings_file};
+    use stedi_infra::synthetic::email;
     let local = with_customers().await;
     let bucket = local.stack.cfg.bucket.clone();
     let ts = 1_655_600_000_000; // 2022-06-19
-    for i in 0..10u64 {
-        let key = format!("accelerometer/landing/session-{i}.json");
-        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
-        local.put(&key, body).await.unwrap();
-    }
+    put_sessions(&local, 0..10, ts, 5).await;
     // One invocation of a cold function with the ten records, as the event source
     // mapping delivers a batch.
     let ctx = local.stack.function_context();
@@ -321,15 +322,10 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
 /// are redelivered, and the batch's object keeps their rows (their manifests name it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_short_keeps_the_rows_of_the_files_it_did_not_start() {
-    use stedi_infra::synthetic::readings_file;
     let local = with_customers().await;
     let bucket = local.stack.cfg.bucket.clone();
     let ts = 1_655_600_000_000; // 2022-06-19
-    for i in 0..3u64 {
-        let key = format!("accelerometer/landing/session-{i}.json");
-        let body = readings_file(2 * i, ts + 1_000 * i as i64, 5);
-        local.put(&key, body).await.unwrap();
-    }
+    put_sessions(&local, 0..3, ts, 5).await;
     let ctx = local.stack.function_context();
     let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
     let payload = phone_batch(&bucket, &[0, 1, 2]);
@@ -393,13 +389,7 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     let bucket = local.stack.cfg.bucket.clone();
     let batch = |ids: &[u64]| phone_batch(&bucket, ids);
     let ts = 1_655_600_000_000; // 2022-06-19
-    for i in 0..10u64 {
-        let key = format!("accelerometer/landing/session-{i}.json");
-        local
-            .put(&key, readings_file(2 * i, ts + 1_000 * i as i64, 5))
-            .await
-            .unwrap();
-    }
+    put_sessions(&local, 0..10, ts, 5).await;
     let ctx = local.stack.function_context();
     let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
     let invoke = |payload: serde_json::Value| {
@@ -436,13 +426,7 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
 
     // session-2 and session-7 uploaded again (4 readings each) and delivered together: a
     // second object holds them, the first (rewritten once per file) no longer does.
-    for i in [2, 7] {
-        let key = format!("accelerometer/landing/session-{i}.json");
-        local
-            .put(&key, readings_file(2 * i, ts + 1_000 * i as i64, 4))
-            .await
-            .unwrap();
-    }
+    put_sessions(&local, [2, 7], ts, 4).await;
     invoke(batch(&[2, 7])).await;
     let second = local
         .object_of(Table::AccelerometerTrusted, "session-2")
