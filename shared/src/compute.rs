@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
-use crate::record::{Cell, LineReader};
+use crate::record::{Cell, LineReader, same};
 use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
@@ -84,7 +84,9 @@ impl ScanState {
     /// Notes that `who` has a line at `at`.
     fn person(&mut self, who: &str, at: i64) {
         match &mut self.last_person {
-            Some((p, earliest)) if p == who => *earliest = (*earliest).min(at),
+            Some((p, earliest)) if same(p.as_bytes(), who.as_bytes()) => {
+                *earliest = (*earliest).min(at)
+            }
             _ => {
                 self.flush_person();
                 self.last_person = Some((who.to_string(), at));
@@ -499,7 +501,7 @@ impl ConsentFilter {
             return Ok(RowOutcome::Bad(format!("timestamp {ts} is out of range")));
         };
         let consent = match &self.last {
-            Some((u, c)) if u == user => *c,
+            Some((u, c)) if same(u.as_bytes(), user.as_bytes()) => *c,
             _ => match self.consent.find(user) {
                 Ok(found) => {
                     let c = found.first().copied();
@@ -581,7 +583,7 @@ impl StepTrainerFilter {
             )));
         };
         let curated = match &self.last {
-            Some((s, c)) if s == serial => *c,
+            Some((s, c)) if same(s.as_bytes(), serial.as_bytes()) => *c,
             _ => match self.devices.find(serial) {
                 Ok(owners) => {
                     let c = owners.contains(&true);

@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use crate::schema::{ColType, Column};
 
 mod flat;
+pub(crate) use flat::same;
 
 /// One typed value.
 #[derive(Debug, Clone, PartialEq)]

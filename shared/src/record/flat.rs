@@ -87,7 +87,7 @@ fn known<'a>(line: &'a str, columns: &[Column], out: &mut [Cell<'a>], shape: &Sh
     for (field, &(to, column)) in shape.fields.iter().enumerate() {
         let before = &shape.text[from..to];
         from = to;
-        if b.get(i..i + before.len()) != Some(before) {
+        if !holds(b, i, before) {
             return Known::Parted { field, at: i, next };
         }
         i += before.len();
@@ -114,6 +114,41 @@ fn known<'a>(line: &'a str, columns: &[Column], out: &mut [Cell<'a>], shape: &Sh
             next,
         }
     }
+}
+
+/// Whether `b` holds `text` at `i`.
+fn holds(b: &[u8], i: usize, text: &[u8]) -> bool {
+    b.get(i..i + text.len()).is_some_and(|got| same(got, text))
+}
+
+/// Whether two byte strings are equal, compared a word at a time, the last word
+/// overlapping the ones before: the layout's prefixes and the e-mails and serials compared
+/// once a line are a few bytes to a few dozen, too short to be worth a call to `memcmp`
+/// (longer ones get it).
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n > 64 {
+        return a == b;
+    }
+    if n >= 8 {
+        let word = |s: &[u8], at: usize| s.get(at..).and_then(|r| r.first_chunk::<8>().copied());
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        return word(a, n - 8) == word(b, n - 8);
+    }
+    if n >= 4 {
+        let half = |s: &[u8], at: usize| s.get(at..).and_then(|r| r.first_chunk::<4>().copied());
+        return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Reads `line` field by field, recording its layout in `shape`: from the start (`shape`
@@ -277,6 +312,96 @@ fn number(b: &[u8], mut i: usize) -> Option<Number> {
     })
 }
 
+/// The integer starting at `i` (valid JSON, at most 18 digits, not `-0`, no fraction or
+/// exponent), and where it ends: what [`number`] gives for it, read eight digits at a time
+/// (the timestamps of the landing files have 13).
+fn integer(b: &[u8], i: usize) -> Option<(i64, usize)> {
+    let negative = b.get(i) == Some(&b'-');
+    let start = i + usize::from(negative);
+    let (digits, end) = match b.get(start..).and_then(|r| r.first_chunk::<16>()) {
+        Some(chunk) => {
+            let (hi, lo) = chunk.split_at(8);
+            let (hi, lo) = (
+                u64::from_le_bytes(hi.try_into().ok()?),
+                u64::from_le_bytes(lo.try_into().ok()?),
+            );
+            match leading_digits(hi) {
+                8 => match leading_digits(lo) {
+                    // More than 16 digits: the digit loop decides.
+                    8 => return whole(number(b, i)?),
+                    n => (
+                        eight_digits(hi, 8) * POW10_U64[n] + eight_digits(lo, n),
+                        start + 8 + n,
+                    ),
+                },
+                n => (eight_digits(hi, n), start + n),
+            }
+        }
+        None => return whole(number(b, i)?),
+    };
+    let count = end - start;
+    // JSON: at least one digit, no leading zero before another digit, no `-0`; a fraction
+    // or an exponent is the full reader's to decide.
+    if count == 0
+        || (count > 1 && b[start] == b'0')
+        || (negative && digits == 0)
+        || matches!(b.get(end), Some(b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    // At most 16 digits: within i64.
+    let v = digits as i64;
+    Some((if negative { -v } else { v }, end))
+}
+
+/// An integer of [`number`], if it has no fraction: its value (at most 18 digits fit an
+/// `i64`) and end.
+fn whole(n: Number) -> Option<(i64, usize)> {
+    if n.fraction > 0 {
+        return None;
+    }
+    let v = n.digits as i64;
+    Some((if n.negative { -v } else { v }, n.end))
+}
+
+/// How many of the eight bytes of `w` (first byte lowest) are ASCII digits before the
+/// first that is not. A byte `d` is a digit when `d - '0'` is below 10: adding 0x76 sets
+/// the high bit of any byte from 10 up, and a byte whose subtraction wrapped has it set
+/// already; carries only run towards later bytes, so the first flagged byte is exact.
+fn leading_digits(w: u64) -> usize {
+    const ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let d = w.wrapping_sub(ZEROS);
+    let flagged = (d.wrapping_add(u64::from_le_bytes([0x76; 8])) | d) & HIGH;
+    (flagged.trailing_zeros() / 8) as usize
+}
+
+/// The value of the first `n` (1 to 8) bytes of `w`, all ASCII digits, the first byte
+/// the most significant: the digits are moved to the top of the word (the bytes below
+/// become leading zeros), then pairs, quads and the two halves are combined.
+fn eight_digits(w: u64, n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let d = w.wrapping_sub(u64::from_le_bytes([b'0'; 8])) << (8 * (8 - n));
+    let d = (d.wrapping_mul(10) + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let d = (d.wrapping_mul(100) + (d >> 16)) & 0x0000_ffff_0000_ffff;
+    (d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff
+}
+
+/// Powers of ten up to 10^8.
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
 /// Exact powers of ten as `f64` (10^22 is the largest).
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -293,17 +418,8 @@ fn value(line: &str, i: usize, ty: ColType) -> Option<(Cell<'_>, usize)> {
         }
         (b'n', _) => b[i..].starts_with(b"null").then_some((Cell::Null, i + 4)),
         (b'-' | b'0'..=b'9', ColType::Long | ColType::Int) => {
-            let n = number(b, i)?;
-            if n.fraction > 0 {
-                return None;
-            }
-            // At most 18 digits: within i64.
-            let v = if n.negative {
-                -(n.digits as i64)
-            } else {
-                n.digits as i64
-            };
-            (ty == ColType::Long || I32.contains(&v)).then_some((Cell::Long(v), n.end))
+            let (v, end) = integer(b, i)?;
+            (ty == ColType::Long || I32.contains(&v)).then_some((Cell::Long(v), end))
         }
         (b'-' | b'0'..=b'9', ColType::Double) => {
             let n = number(b, i)?;
@@ -466,5 +582,84 @@ mod tests {
         assert_eq!(string_end(b"abc", 0), None);
         assert_eq!(string_end(b"", 0), None);
         assert_eq!(string_end(b"x", 3), None);
+    }
+
+    #[test]
+    fn an_integer_read_eight_digits_at_a_time_is_the_digit_loops_answer() {
+        // Every count of digits from 0 to 20, signed or not, with and without a leading
+        // zero, followed by each byte that can end a number (and a few that cannot), with
+        // room for the 16-byte reads or not.
+        let followers: [&[u8]; 9] = [
+            b",\"x\":1.0}",
+            b"}",
+            b"",
+            b" ,",
+            b".5,\"a\":1}",
+            b"e3,\"a\":1}",
+            b"E3",
+            b"x",
+            b"/",
+        ];
+        let mut checked = 0;
+        for count in 0..=20 {
+            for sign in ["", "-"] {
+                for first in [b'0', b'1', b'9'] {
+                    for follow in followers {
+                        let digits: Vec<u8> = (0..count)
+                            .map(|k| if k == 0 { first } else { b"9081726354"[k % 10] })
+                            .collect();
+                        let b = [sign.as_bytes(), &digits, follow].concat();
+                        let loop_answer = number(&b, 0).and_then(whole);
+                        assert_eq!(
+                            integer(&b, 0),
+                            loop_answer,
+                            "{}",
+                            String::from_utf8_lossy(&b)
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 21 * 2 * 3 * 9);
+        assert_eq!(
+            integer(b"1655564444103,\"x\":1.0,", 0),
+            Some((1_655_564_444_103, 13))
+        );
+        assert_eq!(integer(b"-42,\"padding....\"", 0), Some((-42, 3)));
+        assert_eq!(integer(b"12345678,\"padding..\"", 0), Some((12_345_678, 8)));
+        assert_eq!(integer(b"-0,\"padding.......\"", 0), None);
+        assert_eq!(integer(b"007,\"padding......\"", 0), None);
+        assert_eq!(leading_digits(u64::from_le_bytes(*b"0123/:9a")), 4);
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(*b"98765432"), 8),
+            98_765_432
+        );
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"907,xxxx"), 3), 907);
+    }
+
+    #[test]
+    fn a_prefix_is_held_and_two_strings_are_the_same_where_every_byte_is() {
+        // Texts of 0 to 80 bytes, at two positions of a line, equal or differing in any one
+        // byte, or cut short by the line's end.
+        let line: Vec<u8> = (0..90u8).map(|k| b'!' + k).collect();
+        let mut checked = 0;
+        for len in 0..=80 {
+            for at in [0, 7] {
+                let text = line[at..at + len].to_vec();
+                assert!(holds(&line, at, &text));
+                assert!(!holds(&line[..at + len - usize::from(len > 0)], at, &text) || len == 0);
+                for k in 0..len {
+                    let mut other = text.clone();
+                    other[k] ^= 0x20;
+                    assert!(!holds(&line, at, &other), "{len} {at} {k}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 2 * (0..=80).sum::<usize>());
+        assert!(!holds(b"ab", 1, b"bc"));
+        assert!(same(&line, &line) && !same(&line[1..], &line[..89]));
+        assert!(same(b"", b"") && !same(b"a", b""));
     }
 }
