@@ -7,7 +7,9 @@ sessions uploaded together, each session one phone file (one user, 300 readings)
 Step Trainer file (their device, 300 readings): 100 landing objects. Requests are counted
 in the store layer of every function the objects fire. Prints a table and RESULT lines:
 requests per landing object by kind, dollars per million landing objects and per day at
-SCALE.md's 4M landing objects a day, beside the seeds' five Glue jobs run once a day.
+SCALE.md's 4M landing objects a day, beside the seeds' five Glue jobs run once a day; then
+what a scheduled reconcile pass reads per object the lake holds, and its cost a day as the
+lake fills.
 Debug build (handler times are an upper bound for Lambda GB-s)."""
 
 from scale import local_stack, run
@@ -89,6 +91,44 @@ def main():
     reads = total["s3_get"] + total["s3_head"] + total["s3_list"]
     print(f"RESULT cost s3_get_list_per_object={reads / n:.2f} "
           f"s3_put_per_object={total['s3_put'] / n:.2f}")
+    reconcile(out["reconcile_passes"])
+
+
+# SCALE.md's launch: 10M registrations (mostly one-record files), 4M reading objects a day.
+CUSTOMER_OBJECTS = 10_000_000
+PASSES_PER_DAY = 24  # ReconcileSchedule's default, rate(1 hour)
+
+
+def reconcile(passes):
+    """The scheduled reconcile's planning pass over a lake in step: its requests at three
+    lake sizes, what one more customer or reading object in the lake adds to every pass,
+    and what that costs a day at SCALE.md's launch as the lake fills."""
+    print("\n| reconcile pass over | customer objects | reading objects | items | GET | LIST "
+          "| PUT | ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, p in zip(["the warm lake", "+ profile files", "+ the sessions"], passes):
+        print(f"| {label} | {p['customer_objects']} | {p['reading_objects']} | {p['items']} | "
+              f"{p['s3_get']} | {p['s3_list']} | {p['s3_put']} | {p['ms']:.0f} |")
+    a, b, c = passes
+    per = {}
+    for kind in ["s3_get", "s3_list", "s3_put"]:
+        per[("customer", kind)] = (b[kind] - a[kind]) / (b["customer_objects"] - a["customer_objects"])
+        per[("reading", kind)] = (c[kind] - b[kind]) / (c["reading_objects"] - b["reading_objects"])
+    price = {"s3_get": S3_GET, "s3_list": S3_PUT_LIST, "s3_put": S3_PUT_LIST}
+    for who in ["customer", "reading"]:
+        print(f"RESULT reconcile per_{who}_object_get={per[(who, 's3_get')]:.3f} "
+              f"list={per[(who, 's3_list')]:.4f} put={per[(who, 's3_put')]:.3f}")
+
+    def per_day(day):
+        held = {"customer": CUSTOMER_OBJECTS, "reading": PER_DAY * day}
+        return PASSES_PER_DAY * sum(per[(who, k)] * held[who] * price[k]
+                                    for who in held for k in price)
+
+    print(f"every pass reads each object again: at {PASSES_PER_DAY} passes a day, "
+          f"{CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects more each day, "
+          f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30")
+    print(f"RESULT reconcile dollars_per_day_day1={per_day(1):.2f} "
+          f"dollars_per_day_day30={per_day(30):.2f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@
 //!   one Step Trainer file of their device, every other customer consenting) into a `dt`
 //!   that already holds `warm` sessions, then `sessions` sessions' files uploaded together;
 //!   one JSON line with what each function did for those files (invocations, messages,
-//!   handler time, requests).
+//!   handler time, requests), and the requests of a reconcile planning pass at three lake
+//!   sizes (the warm lake; with 10 one-record customer files more; with the sessions).
 //! - `compact --data DIR [--lines 900] [--queries 3]`: the compaction probe behind
 //!   `make bench-compact`: DIR's customers, its phone lines cut into files of `lines`, its
 //!   Step Trainer files, through the event path; then per partitioned table the objects at
@@ -228,6 +229,23 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
     };
     let warmup = sessions_of(0, warm)?;
     lake::drop_files(stack, &mut runner, &warmup, 0, timeout, |_| {}).await?;
+    // What a scheduled reconcile pass costs, by what the lake holds: a pass now, one after
+    // `PROFILE_FILES` one-record customer files (customers re-sending their own record:
+    // nothing changes), and one after the measured sessions.
+    let mut passes = vec![reconcile_pass(stack, 1, 2 * warm).await?];
+    let profiles: Vec<LandingFile> = (0..PROFILE_FILES)
+        .map(|i| -> Result<LandingFile> {
+            let path = dir.join(format!("profile-{i}.json"));
+            std::fs::write(&path, customers_file(i, i + 1))?;
+            Ok(LandingFile {
+                table: Table::CustomerLanding,
+                key: format!("{}profile-{i}.json", Table::CustomerLanding.prefix()),
+                path,
+            })
+        })
+        .collect::<Result<_>>()?;
+    lake::drop_files(stack, &mut runner, &profiles, 0, timeout, |_| {}).await?;
+    passes.push(reconcile_pass(stack, 1 + PROFILE_FILES, 2 * warm).await?);
     let measured = sessions_of(warm, warm + sessions)?;
     let sources = |r: &Runner<'_>| -> BTreeMap<String, usize> {
         r.by_function
@@ -253,12 +271,36 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
             "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
         }));
     }
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    passes.push(reconcile_pass(stack, 1 + PROFILE_FILES, 2 * (warm + sessions)).await?);
     println!(
         "{}",
-        json!({"landing_objects": measured.len(), "wall_ms": started.elapsed().as_secs_f64() * 1000.0,
-               "functions": functions})
+        json!({"landing_objects": measured.len(), "wall_ms": wall_ms,
+               "functions": functions, "reconcile_passes": passes})
     );
     Ok(())
+}
+
+/// One-record customer files `cost` adds between its first two reconcile passes.
+const PROFILE_FILES: u64 = 10;
+
+/// One reconcile planning pass over a lake in step (what the schedule runs when nothing is
+/// stale), with its requests and what the lake holds: `customer_objects` customer landing
+/// files and `reading_objects` phone and Step Trainer files.
+async fn reconcile_pass(
+    stack: &Stack,
+    customer_objects: u64,
+    reading_objects: u64,
+) -> Result<serde_json::Value> {
+    let ctx = stack.function_context();
+    let (plan, requests, ms) = counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket)).await;
+    let plan = plan?;
+    Ok(
+        json!({"customer_objects": customer_objects, "reading_objects": reading_objects,
+              "items": plan.items.len(), "ms": ms, "s3_get": requests.s3_get,
+              "s3_head": requests.s3_head, "s3_list": requests.s3_list,
+              "s3_put": requests.s3_put, "glue_calls": requests.glue_calls}),
+    )
 }
 
 /// Per partitioned table: objects at its partition locations, rows, and the median time of
