@@ -648,17 +648,41 @@ pub fn summary_line(f: Function, s: &Summary) -> String {
         .to_string()
 }
 
-/// Installs JSON logging (level from `RUST_LOG`, default `info`).
+/// Installs JSON logging, filtered by `RUST_LOG` (see [`log_filter`]).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+    let layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
         .without_time()
         .with_target(false)
-        .try_init();
+        .with_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// The log filter of a `RUST_LOG` value: a level (`debug`), `target=level` pairs, or both
+/// (`info,stedi::store=debug`); `info` when unset or unreadable. Targets, not regular
+/// expressions: the binaries carry no regex engine.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    let info = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    let Some(value) = rust_log else {
+        return info();
+    };
+    // Each directive a level, or a target and a level (a bare word would parse as a target
+    // enabled at every level, and silence the rest).
+    let level = |l: &str| l.parse::<tracing::level_filters::LevelFilter>().is_ok();
+    let readable = value.split(',').all(|d| match d.split_once('=') {
+        Some((target, l)) => !target.is_empty() && level(l),
+        None => level(d),
+    });
+    match value.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(t) if readable => t,
+        _ => {
+            eprintln!("RUST_LOG={value:?} is not a level or target=level list; logging at info");
+            info()
+        }
+    }
 }
 
 /// Builds the context from the environment: configuration, and S3/Glue/SQS clients (an
@@ -723,6 +747,24 @@ mod tests {
     use super::*;
     use crate::testing::{offline_glue, offline_s3};
     use serde_json::json;
+
+    #[test]
+    fn rust_log_is_a_level_or_target_level_pairs_and_info_otherwise() {
+        use tracing::Level;
+        let on = |v: Option<&str>, target: &str, level: Level| {
+            log_filter(v).would_enable(target, &level)
+        };
+        for unset_or_bad in [None, Some("no such level"), Some("a=b=c")] {
+            assert!(on(unset_or_bad, "stedi::store", Level::INFO));
+            assert!(!on(unset_or_bad, "stedi::store", Level::DEBUG));
+        }
+        assert!(on(Some("debug"), "stedi::store", Level::DEBUG));
+        assert!(!on(Some("warn"), "stedi::store", Level::INFO));
+        let mixed = Some("info,stedi::store=debug");
+        assert!(on(mixed, "stedi::store", Level::DEBUG));
+        assert!(!on(mixed, "stedi::catalog", Level::DEBUG));
+        assert!(on(mixed, "stedi::catalog", Level::INFO));
+    }
 
     fn offline_ctx() -> Ctx {
         // Every request fails fast with a retryable error.
