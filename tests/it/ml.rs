@@ -248,3 +248,84 @@ async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
     // users' customer shard; LISTs the serial's join-index folder and `wide/`.
     println!("requests per function [get, list, put, glue]: {small:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session(12);
+    local.drop(&files, 0).await.unwrap();
+    assert_truth(&local, &dir, "the sessions").await;
+    let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    // A user of a phone file whose device has a Step Trainer file (ML rows).
+    let phone_dir = dir.join("accelerometer/landing");
+    let (phone, email, serial) = (0..12)
+        .map(|i| {
+            let name = format!("phone-{i:03}");
+            let text = std::fs::read_to_string(phone_dir.join(format!("{name}.json"))).unwrap();
+            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let email = first["user"].as_str().unwrap().to_string();
+            let rec = crate::order::customer_record(&email);
+            (
+                name,
+                email,
+                rec["serialNumber"].as_str().unwrap().to_string(),
+            )
+        })
+        .find(|(_, _, serial)| ml_before.iter().any(|r| &r.1 == serial))
+        .unwrap();
+
+    let mut rec = crate::order::customer_record(&email);
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["shareWithResearchAsOfDate"] = serde_json::json!(0);
+    let path = dir.join("customer/landing/withdrawal.json");
+    std::fs::write(&path, format!("{rec}\n")).unwrap();
+    let withdrawal = LandingFile {
+        table: Table::CustomerLanding,
+        path,
+        key: "customer/landing/withdrawal.json".into(),
+    };
+    let out = local.drop(&[withdrawal], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    // Its own shards and device index written; the customer's phone file and device file
+    // computed again: their trusted objects and their ML pair had only the customer's rows.
+    let prefixes = |keys: &[String]| -> Vec<String> {
+        let mut p: Vec<String> = keys
+            .iter()
+            .map(|k| k[..k.rfind('/').unwrap() + 1].to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        prefixes(&customer.outputs),
+        ["_stedi/devices/", "customer/curated/", "customer/trusted/"]
+    );
+    assert_eq!(customer.deleted.len(), 3, "{:?}", customer.deleted);
+    let deleted = |table: Table| {
+        customer
+            .deleted
+            .iter()
+            .filter(|k| k.starts_with(table.prefix()))
+            .count()
+    };
+    assert_eq!(deleted(Table::AccelerometerTrusted), 1);
+    assert_eq!(deleted(Table::StepTrainerTrusted), 1);
+    assert_eq!(deleted(Table::MachineLearningCurated), 1);
+    assert!(
+        customer
+            .deleted
+            .iter()
+            .any(|k| k.contains(&format!("/{phone}."))),
+        "{:?}",
+        customer.deleted
+    );
+    // The event alone: the batch truth without the customer, nothing left for reconcile.
+    assert_truth(&local, &dir, "after the withdrawal").await;
+    let ml = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    let others: Vec<_> = ml_before.into_iter().filter(|r| r.1 != serial).collect();
+    assert_eq!(ml, others);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -489,7 +489,7 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
 /// Computes the scrubbed landing objects again, and what their trusted outputs feed.
 /// Returns what the transitions did and the machine-learning side manifests they rewrote
 /// (a phone object's names its users' devices).
-async fn recompute(
+pub(super) async fn recompute(
     ctx: &Ctx,
     bucket: &str,
     landing: &BTreeSet<String>,
@@ -748,7 +748,7 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
 /// The landing objects the erasure index names for person `h` (with their tables): by
 /// their postings, and by the wide indexes that list `h`; with the postings listed and the
 /// landing objects found through a wide index.
-async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
+pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
     let prefix = person_prefix(h);
     let mut p = Postings::default();
     let add = |p: &mut Postings, landing: &str| {
@@ -782,9 +782,9 @@ async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
 
 /// What the erasure index names for one person.
 #[derive(Debug, Default)]
-struct Postings {
+pub(super) struct Postings {
     /// The landing objects (with their tables), customer files first.
-    found: Vec<(String, Table)>,
+    pub(super) found: Vec<(String, Table)>,
     /// The person's postings.
     listed: Vec<String>,
     /// The landing objects found through a wide index.

@@ -170,31 +170,31 @@ impl Transition {
     }
 
     /// The transition's own work on one source object (the reading filters' outputs into
-    /// `batch` when given).
-    async fn transition(
+    /// `batch` when given). Boxed, one future type for all five: it keeps the Lambda main's
+    /// future shallow, and a transition that runs others (a withdrawal computes the
+    /// customer's reading files again) is then `Send` without the compiler looking into
+    /// itself.
+    fn transition<'a>(
         self,
-        ctx: &Ctx,
-        bucket: &str,
-        src: &SourceKey,
-        batch: Option<&Batch>,
-    ) -> Result<Summary> {
-        // Boxed: one future type for all five keeps the Lambda main's future shallow.
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + '_>> =
-            match self.rule() {
-                Rule::LatestConsenting { .. } => {
-                    Box::pin(customer_landing_to_trusted::run(ctx, bucket, src))
-                }
-                Rule::Consented { .. } => Box::pin(consented::run(ctx, bucket, src, self, batch)),
-                Rule::CuratedByReadings { .. } => {
-                    Box::pin(customer_trusted_to_curated::run(ctx, bucket, src))
-                }
-                Rule::OwnedDevice { .. } => Box::pin(step_trainer_landing_to_trusted::run(
-                    ctx, bucket, src, self, batch,
-                )),
-                Rule::JoinReadings => {
-                    Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
-                }
-            };
-        fut.await
+        ctx: &'a Ctx,
+        bucket: &'a str,
+        src: &'a SourceKey,
+        batch: Option<&'a Batch>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>> {
+        match self.rule() {
+            Rule::LatestConsenting { .. } => {
+                Box::pin(customer_landing_to_trusted::run(ctx, bucket, src))
+            }
+            Rule::Consented { .. } => Box::pin(consented::run(ctx, bucket, src, self, batch)),
+            Rule::CuratedByReadings { .. } => {
+                Box::pin(customer_trusted_to_curated::run(ctx, bucket, src))
+            }
+            Rule::OwnedDevice { .. } => Box::pin(step_trainer_landing_to_trusted::run(
+                ctx, bucket, src, self, batch,
+            )),
+            Rule::JoinReadings => {
+                Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
+            }
+        }
     }
 }
