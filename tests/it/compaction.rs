@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
 use stedi::catalog;
 use stedi::config::Config;
 use stedi::keys;
@@ -15,7 +14,7 @@ use stedi_infra::lake::{self, LandingFile};
 use stedi_tests::truth::Truth;
 use stedi_tests::{Local, sample_dir};
 
-use crate::order::customer_record;
+use crate::order::withdrawal;
 use crate::pipeline;
 
 /// Lines per phone file: the sample's 81,273 phone lines make 91 files.
@@ -215,17 +214,7 @@ async fn a_dt_of_91_small_files_becomes_one_file_and_every_property_holds() {
 
     // A withdrawal, then reconcile: the customer's rows leave the compacted files too.
     let email = "Santosh.Clayton@test.com";
-    let mut rec = customer_record(email);
-    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
-    rec["shareWithResearchAsOfDate"] = json!(0);
-    let path = dir.join("customer/landing/withdrawal.json");
-    std::fs::write(&path, format!("{rec}\n")).unwrap();
-    let withdrawal = LandingFile {
-        table: Table::CustomerLanding,
-        path,
-        key: "customer/landing/withdrawal.json".into(),
-    };
-    local.drop(&[withdrawal], 0).await.unwrap();
+    local.drop(&[withdrawal(email, &dir)], 0).await.unwrap();
     local.reconcile().await.unwrap();
     let truth = Truth::compute(&dir, false).unwrap();
     assert!(!truth.customer_trusted.contains(email));

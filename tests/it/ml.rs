@@ -274,16 +274,7 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
         .find(|(_, _, serial)| ml_before.iter().any(|r| &r.1 == serial))
         .unwrap();
 
-    let mut rec = crate::order::customer_record(&email);
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
-    rec["shareWithResearchAsOfDate"] = serde_json::json!(0);
-    let path = dir.join("customer/landing/withdrawal.json");
-    std::fs::write(&path, format!("{rec}\n")).unwrap();
-    let withdrawal = LandingFile {
-        table: Table::CustomerLanding,
-        path,
-        key: "customer/landing/withdrawal.json".into(),
-    };
+    let withdrawal = crate::order::withdrawal(&email, &dir);
     let out = local.drop(&[withdrawal], 0).await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let customer = out.of_function("customer_landing_to_trusted");

@@ -144,6 +144,21 @@ fn data_with(extra: &[(&str, String)]) -> PathBuf {
     dir
 }
 
+/// `email`'s sample record made later and without consent, written as
+/// `<dir>/customer/landing/withdrawal.json`: the landing file of their withdrawal.
+pub(crate) fn withdrawal(email: &str, dir: &std::path::Path) -> LandingFile {
+    let mut rec = customer_record(email);
+    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["shareWithResearchAsOfDate"] = json!(0);
+    let path = dir.join("customer/landing/withdrawal.json");
+    std::fs::write(&path, format!("{rec}\n")).unwrap();
+    LandingFile {
+        table: Table::CustomerLanding,
+        path,
+        key: "customer/landing/withdrawal.json".into(),
+    }
+}
+
 pub(crate) fn customer_record(email: &str) -> Value {
     let text =
         std::fs::read_to_string(sample_dir().join("customer/landing/customer-1691348231425.json"))
