@@ -92,6 +92,28 @@ def main():
     print(f"RESULT cost s3_get_list_per_object={reads / n:.2f} "
           f"s3_put_per_object={total['s3_put'] / n:.2f}")
     reconcile(out["reconcile_passes"])
+    consents(out["consents"])
+
+
+def consents(phases):
+    """What a one-record consent file costs with its own event, every function it fires
+    included: a sign-up before any session (the LISTs find nothing), and a consent from a
+    customer whose session landed before it (their phone and Step Trainer files computed
+    again, their curated record and ML pair written)."""
+    print("\n| consent file | files | PUT | GET | LIST | DELETE | Glue | "
+          "customer function PUT/GET/LIST |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in phases:
+        fs, n = p["functions"], p["files"]
+        tot = {k: sum(f[k] for f in fs) / n for k in
+               ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls"]}
+        c = next(f for f in fs if f["function"] == "customer_landing_to_trusted")
+        print(f"| {p['kind']} (per file) | {n} | {tot['s3_put']:.1f} | {tot['s3_get']:.1f} | "
+              f"{tot['s3_list']:.1f} | {tot['s3_delete']:.1f} | {tot['glue_calls']:.1f} | "
+              f"{c['s3_put'] / n:.1f}/{c['s3_get'] / n:.1f}/{c['s3_list'] / n:.1f} |")
+        print(f"RESULT consent kind={p['kind']} put_per_file={tot['s3_put']:.2f} "
+              f"get_per_file={tot['s3_get']:.2f} list_per_file={tot['s3_list']:.2f} "
+              f"customer_list_per_file={c['s3_list'] / n:.2f}")
 
 
 # SCALE.md's launch: 10M registrations (mostly one-record files), 4M reading objects a day.

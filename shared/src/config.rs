@@ -76,6 +76,12 @@ pub struct Config {
     /// at most until it writes its objects; a file that would take it past this is
     /// written as its own objects, so memory stays bounded whatever the batch size.
     pub batch_held_bytes: usize,
+    /// `GRANT_LOOKUP_LIMIT` (default 1000; `customer_landing_to_trusted`): a customer file
+    /// bringing at most this many customers into customer_trusted looks up (a LIST per
+    /// e-mail and serial) and computes again the readings they sent before consenting; a
+    /// larger file (a bulk import, the backfill) leaves that to `reconcile`. 0: always
+    /// `reconcile`.
+    pub grant_lookup_limit: usize,
 }
 
 impl Default for Config {
@@ -102,6 +108,7 @@ impl Default for Config {
             erasure_wide_persons: 64,
             batch_object_bytes: 2 << 20,
             batch_held_bytes: 16 << 20,
+            grant_lookup_limit: 1000,
         }
     }
 }
@@ -191,6 +198,9 @@ impl Config {
                 v.parse::<usize>().map_err(|e| e.to_string())
             })?,
             batch_held_bytes: parse(&get, "BATCH_HELD_BYTES", d.batch_held_bytes, |v| {
+                v.parse::<usize>().map_err(|e| e.to_string())
+            })?,
+            grant_lookup_limit: parse(&get, "GRANT_LOOKUP_LIMIT", d.grant_lookup_limit, |v| {
                 v.parse::<usize>().map_err(|e| e.to_string())
             })?,
         })
@@ -317,5 +327,13 @@ mod tests {
             0
         );
         assert!(cfg(&[("ERASURE_WIDE_PERSONS", "-1")]).is_err());
+        assert_eq!(cfg(&[]).unwrap().grant_lookup_limit, 1000);
+        assert_eq!(
+            cfg(&[("GRANT_LOOKUP_LIMIT", "0")])
+                .unwrap()
+                .grant_lookup_limit,
+            0
+        );
+        assert!(cfg(&[("GRANT_LOOKUP_LIMIT", "many")]).is_err());
     }
 }

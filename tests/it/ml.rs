@@ -19,9 +19,10 @@ const ML: &str = "machine_learning_trusted_to_curated";
 
 /// The sample cut into one phone file per user and one Step Trainer file per device, for
 /// the users of the first `users` e-mails (in order) that have phone readings, with every
-/// customer record: `(folder for the truth, landing files)`.
-fn one_file_per_session(users: usize) -> (PathBuf, Vec<LandingFile>) {
-    let dir = std::env::temp_dir().join(format!("stedi-it-sessions-{}", std::process::id()));
+/// customer record, in a folder of its own for test `test` (tests run at once):
+/// `(folder for the truth, landing files)`.
+fn one_file_per_session(test: &str, users: usize) -> (PathBuf, Vec<LandingFile>) {
+    let dir = std::env::temp_dir().join(format!("stedi-it-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let lines = |zone: &str| -> Vec<String> {
         let mut out = Vec::new();
@@ -109,7 +110,7 @@ async fn delete_under(local: &Local, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_in_any_order_and_concurrently_join_to_the_truth_without_reconcile() {
     let local = Local::start().await.unwrap();
-    let (dir, files) = one_file_per_session(40);
+    let (dir, files) = one_file_per_session("any-order", 40);
     let (customers, mut readings): (Vec<_>, Vec<_>) = files
         .into_iter()
         .partition(|f| f.table == Table::CustomerLanding);
@@ -252,7 +253,7 @@ async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let local = Local::start().await.unwrap();
-    let (dir, files) = one_file_per_session(12);
+    let (dir, files) = one_file_per_session("withdrawal", 12);
     local.drop(&files, 0).await.unwrap();
     assert_truth(&local, &dir, "the sessions").await;
     let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
@@ -319,4 +320,98 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let report = local.reconcile().await.unwrap();
     assert!(!report.changed(), "reconcile found work: {report:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event() {
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session("consent", 12);
+    // A user whose device has a Step Trainer file, not consenting when their files land.
+    let device_serials: BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.table == Table::StepTrainerLanding)
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(&f.path).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["serialNumber"].to_string())
+                .collect::<Vec<_>>()
+        })
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
+    let (phone, email, serial) = (0..12)
+        .map(|i| {
+            let name = format!("phone-{i:03}");
+            let path = dir.join(format!("accelerometer/landing/{name}.json"));
+            let text = std::fs::read_to_string(path).unwrap();
+            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let email = first["user"].as_str().unwrap().to_string();
+            let rec = crate::order::customer_record(&email);
+            let serial = rec["serialNumber"].as_str().unwrap().to_string();
+            (name, email, serial)
+        })
+        .find(|(_, _, serial)| device_serials.contains(serial))
+        .unwrap();
+    let withdrawal = crate::order::withdrawal(&email, &dir);
+    let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
+        .into_iter()
+        .partition(|f| f.table == Table::CustomerLanding);
+    local.drop(&customers, 0).await.unwrap();
+    local.drop(&[withdrawal], 0).await.unwrap();
+    local.drop(&readings, 0).await.unwrap();
+    assert_truth(&local, &dir, "before the consent").await;
+    assert_eq!(ml_rows_of(&local, &serial).await, 0);
+
+    // The consent: the same record, later.
+    let mut rec = crate::order::customer_record(&email);
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 2000);
+    let path = dir.join("customer/landing/consent.json");
+    std::fs::write(&path, format!("{rec}\n")).unwrap();
+    let consent = LandingFile {
+        table: Table::CustomerLanding,
+        path,
+        key: "customer/landing/consent.json".into(),
+    };
+    let out = local.drop(&[consent], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    // The phone file and the device file computed again in the same invocation: the
+    // user's trusted rows, their curated record and their machine-learning pair.
+    let written = |table: Table| {
+        customer
+            .outputs
+            .iter()
+            .filter(|k| k.starts_with(table.prefix()))
+            .count()
+    };
+    for table in [
+        Table::AccelerometerTrusted,
+        Table::StepTrainerTrusted,
+        Table::MachineLearningCurated,
+        Table::CustomerCurated,
+    ] {
+        assert_eq!(written(table), 1, "{table:?}: {:?}", customer.outputs);
+    }
+    assert!(
+        customer
+            .outputs
+            .iter()
+            .any(|k| k.contains(&format!("/{phone}."))),
+        "{:?}",
+        customer.outputs
+    );
+    assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
+    // The event alone gives the batch truth; nothing is left for reconcile.
+    assert_truth(&local, &dir, "after the consent").await;
+    assert!(ml_rows_of(&local, &serial).await > 0);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The machine_learning_curated rows of device `serial`.
+async fn ml_rows_of(local: &Local, serial: &str) -> usize {
+    crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap())
+        .into_iter()
+        .filter(|r| r.1 == serial)
+        .count()
 }

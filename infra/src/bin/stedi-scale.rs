@@ -49,7 +49,7 @@ use stedi::schema::Table;
 use stedi_infra::lake::{self, LandingFile};
 use stedi_infra::runner::Runner;
 use stedi_infra::stack::{Stack, StackConfig};
-use stedi_infra::synthetic::{customers_file, readings_file, step_file};
+use stedi_infra::synthetic::{customer_line, customers_file, readings_file, step_file};
 
 #[derive(Parser)]
 struct Cli {
@@ -273,13 +273,60 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
     }
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     passes.push(reconcile_pass(stack, 1 + PROFILE_FILES, 2 * (warm + sessions)).await?);
+    // What a consent costs with its own event: one-record files of new consenting
+    // customers (a sign-up before any session), then of customers who did not consent when
+    // their session landed (odd users of the measured sessions) and now do.
+    let record_files = |kind: &str, users: &[u64]| -> Result<Vec<LandingFile>> {
+        users
+            .iter()
+            .map(|&u| {
+                let mut rec: serde_json::Value = serde_json::from_str(&customer_line(u))?;
+                rec["shareWithResearchAsOfDate"] = json!(1_600_000_000_000i64);
+                rec["lastUpdateDate"] = json!(1_700_000_000_000i64);
+                let name = format!("{kind}-{u:06}.json");
+                let path = dir.join(&name);
+                std::fs::write(&path, format!("{rec}\n"))?;
+                Ok(LandingFile {
+                    table: Table::CustomerLanding,
+                    key: format!("{}{name}", Table::CustomerLanding.prefix()),
+                    path,
+                })
+            })
+            .collect()
+    };
+    let signups: Vec<u64> = (0..CONSENT_FILES).map(|k| customers + 2 * k).collect();
+    let granted: Vec<u64> = (warm..warm + sessions)
+        .map(|i| (i * 7919) % customers)
+        .filter(|u| u % 2 == 1)
+        .take(CONSENT_FILES as usize)
+        .collect();
+    let mut consents = Vec::new();
+    for (kind, users) in [("signup", signups), ("grant", granted)] {
+        let files = record_files(kind, &users)?;
+        let report = lake::drop_files(stack, &mut runner, &files, 0, timeout, |_| {}).await?;
+        let fs: Vec<serde_json::Value> = report
+            .functions
+            .iter()
+            .map(|f| {
+                let r = f.requests;
+                json!({"function": f.function.name(), "invocations": f.invocations,
+                       "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_head": r.s3_head,
+                       "s3_list": r.s3_list, "s3_delete": r.s3_delete,
+                       "glue_calls": r.glue_calls, "rows_out": f.rows_out})
+            })
+            .collect();
+        consents.push(json!({"kind": kind, "files": files.len(), "functions": fs}));
+    }
     println!(
         "{}",
         json!({"landing_objects": measured.len(), "wall_ms": wall_ms,
-               "functions": functions, "reconcile_passes": passes})
+               "functions": functions, "reconcile_passes": passes, "consents": consents})
     );
     Ok(())
 }
+
+/// One-record consent files `cost` measures of each kind (sign-ups, late consents).
+const CONSENT_FILES: u64 = 10;
 
 /// One-record customer files `cost` adds between its first two reconcile passes.
 const PROFILE_FILES: u64 = 10;

@@ -4,8 +4,10 @@
 //! the device index (not curated yet), so that its Step Trainer files that arrive before
 //! the customer's first phone reading wait for it instead of being dropped.
 //!
-//! A consenting customer whose latest record withdraws consent leaves every zone their
-//! readings reached with the same event ([`withdraw`]), not at the next reconcile.
+//! Consent changes take effect with the customer's own event, not at the next reconcile
+//! ([`readings_again`]): a consenting customer whose latest record withdraws consent leaves
+//! every zone their readings reached, and a customer who enters customer_trusted (a new
+//! consent) brings in the readings that landed before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +16,6 @@ use crate::error::Result;
 use crate::keys::{self, SourceKey};
 use crate::rules::{self, Customers};
 use crate::schema::Table;
-use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -35,12 +36,12 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     let parsed = s.rows_out;
     let shards = ctx.cfg.customer_shards;
     // The shards (a few in flight), then the device changes they imply.
-    type Done = (Summary, u64, DeviceChanges, Withdrawn);
+    type Done = (Summary, u64, DeviceChanges, Changed, Changed);
     let done: Vec<Done> = stream::iter(by_shard(incoming, shards))
         .map(|(shard, part)| async move {
             let mut s = Summary::default();
             let (mut n, mut changes) = (0, DeviceChanges::new());
-            let mut withdrawn = Withdrawn::new();
+            let (mut withdrawn, mut entered) = (Changed::new(), Changed::new());
             rewrite_shard(
                 ctx,
                 bucket,
@@ -51,18 +52,23 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
                     let (next, stats) = rules::merge_trusted(current, &part);
                     n = stats.upserted;
                     changes = DeviceChanges::new();
-                    withdrawn = Withdrawn::new();
+                    (withdrawn, entered) = (Changed::new(), Changed::new());
                     for email in part.rows.keys() {
                         let (old, new) = (serial(current, email), serial(&next, email));
-                        let gone =
-                            current.rows.contains_key(email) && !next.rows.contains_key(email);
-                        if gone {
+                        let (was, is) = (
+                            current.rows.contains_key(email),
+                            next.rows.contains_key(email),
+                        );
+                        if was && !is {
                             withdrawn.insert(email.clone(), old.clone());
+                        }
+                        if is && !was {
+                            entered.insert(email.clone(), new.clone());
                         }
                         if old != new {
                             if let Some(old) = &old {
                                 change(&mut changes, shards, old, email, false, false);
-                                if gone {
+                                if was && !is {
                                     change(&mut changes, shards, old, email, true, false);
                                 }
                             }
@@ -75,42 +81,41 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
                 },
             )
             .await?;
-            Ok::<_, crate::Error>((s, n, changes, withdrawn))
+            Ok::<_, crate::Error>((s, n, changes, withdrawn, entered))
         })
         .buffer_unordered(IN_FLIGHT)
         .try_collect()
         .await?;
-    let (mut upserted, mut devices, mut withdrawn) = (0, DeviceChanges::new(), Withdrawn::new());
-    for (d, n, changes, w) in done {
+    let (mut upserted, mut devices) = (0, DeviceChanges::new());
+    let (mut withdrawn, mut entered) = (Changed::new(), Changed::new());
+    for (d, n, changes, w, e) in done {
         s.absorb(d);
         upserted += n;
         merge_changes(&mut devices, changes);
         withdrawn.extend(w);
+        entered.extend(e);
     }
     apply_device_changes(ctx, bucket, devices, &mut s).await?;
-    withdraw(ctx, bucket, withdrawn, &mut s).await?;
+    leave_curated(ctx, bucket, &withdrawn, &mut s).await?;
+    readings_again(ctx, bucket, withdrawn, entered, &mut s).await?;
     // Superseded, non-consenting and already-known records are filtered, not lost.
     s.rows_out = upserted;
     s.filtered += parsed - upserted;
     Ok(s)
 }
 
-/// Customers who were consenting and whose latest record now withdraws consent, with the
-/// device their record named.
-type Withdrawn = BTreeMap<String, Option<String>>;
+/// Customers whose consent changed with this file (withdrawn, or entering customer_trusted),
+/// with the device their record names.
+type Changed = BTreeMap<String, Option<String>>;
 
-/// Takes withdrawn customers out of the zones their readings reached: out of
-/// customer_curated (customer_trusted and the device index are already done), and the
-/// landing objects the erasure index names for them, their phone files and the Step
-/// Trainer files of their devices, computed again with what those feed (the filters now
-/// refuse their lines; a device another consenting customer owns keeps its readings).
-/// Costs nothing but a map lookup per record unless someone withdraws. A phone file being
-/// computed at the same moment registers its people only after its outputs are written,
-/// so it may keep the customer's rows until the next reconcile.
-async fn withdraw(ctx: &Ctx, bucket: &str, withdrawn: Withdrawn, s: &mut Summary) -> Result<()> {
-    if withdrawn.is_empty() {
-        return Ok(());
-    }
+/// Takes customers whose latest record withdraws consent out of customer_curated
+/// (customer_trusted and the device index are already done).
+async fn leave_curated(
+    ctx: &Ctx,
+    bucket: &str,
+    withdrawn: &Changed,
+    s: &mut Summary,
+) -> Result<()> {
     let shards = ctx.cfg.customer_shards;
     let mut by_curated_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
     for email in withdrawn.keys() {
@@ -128,32 +133,57 @@ async fn withdraw(ctx: &Ctx, bucket: &str, withdrawn: Withdrawn, s: &mut Summary
         })
         .await?;
     }
+    Ok(())
+}
+
+/// Computes again the reading files (phone, and Step Trainer of their devices) of the
+/// customers whose consent this file changed, found through the erasure index, with what
+/// those files feed: the withdrawn customers' rows leave every zone (a device another
+/// consenting customer owns keeps its readings), and the readings of customers entering
+/// customer_trusted that were filtered when they landed come in (their phone files make
+/// them curated, then their devices' files join). Costs nothing but a map lookup per record
+/// when nobody's consent changes; a new consenting customer costs a LIST per e-mail and
+/// serial (empty for a sign-up before any session). A file bringing in more than
+/// `GRANT_LOOKUP_LIMIT` customers (a bulk import, the backfill) leaves their readings to
+/// `reconcile`; withdrawals are never deferred. A reading file being computed at the same
+/// moment registers its people only after its outputs are written, so it may keep the
+/// answer it read until the next reconcile.
+async fn readings_again(
+    ctx: &Ctx,
+    bucket: &str,
+    withdrawn: Changed,
+    mut entered: Changed,
+    s: &mut Summary,
+) -> Result<()> {
+    if entered.len() > ctx.cfg.grant_lookup_limit {
+        tracing::warn!(
+            customers = entered.len(),
+            limit = ctx.cfg.grant_lookup_limit,
+            "more customers entered customer_trusted than GRANT_LOOKUP_LIMIT: their earlier \
+             readings are left to the next reconcile"
+        );
+        entered.clear();
+    }
+    if withdrawn.is_empty() && entered.is_empty() {
+        return Ok(());
+    }
     let secret = &ctx.cfg.erasure_hash_key;
-    let mut landing = BTreeSet::new();
-    let mut persons: Vec<(PersonKind, &str)> = Vec::new();
-    for (email, serial) in &withdrawn {
-        persons.push((PersonKind::Email, email));
+    let mut persons = BTreeSet::new();
+    for (email, serial) in withdrawn.iter().chain(&entered) {
+        persons.insert(erasure::person_hash(secret, PersonKind::Email, email));
         if let Some(serial) = serial {
-            persons.push((PersonKind::Serial, serial));
+            persons.insert(erasure::person_hash(secret, PersonKind::Serial, serial));
         }
     }
-    for (kind, person) in persons {
-        let h = erasure::person_hash(secret, kind, person);
-        for (key, table) in erasure::postings_of(ctx, bucket, &h).await?.found {
-            // The readings only: the customer's own files are what this run just read.
-            let reading = Transition::of_landing(table).is_some_and(|t| {
-                matches!(t.rule(), Rule::Consented { .. } | Rule::OwnedDevice { .. })
-            });
-            if reading {
-                landing.insert(key);
-            }
-        }
-    }
+    // Phone files sort before Step Trainer files: a device's files are computed once its
+    // owner's phone files made them curated.
+    let landing = erasure::readings_of(ctx, bucket, &persons).await?;
     let (done, _) = erasure::recompute(ctx, bucket, &landing).await?;
     tracing::info!(
-        customers = withdrawn.len(),
+        withdrawn = withdrawn.len(),
+        entered = entered.len(),
         files = landing.len(),
-        "consent withdrawn: their reading files computed again"
+        "consent changed: the customers' reading files computed again"
     );
     s.outputs.extend(done.outputs);
     s.deleted.extend(done.deleted);

@@ -780,6 +780,64 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
     Ok(p)
 }
 
+/// Whether landing key `landing` is a reading file (phone or Step Trainer): what a
+/// customer's consent decides the fate of.
+fn is_reading_key(landing: &str) -> bool {
+    Table::landing().any(|table| {
+        landing.starts_with(table.prefix())
+            && Transition::of_landing(table).is_some_and(|t| {
+                matches!(t.rule(), Rule::Consented { .. } | Rule::OwnedDevice { .. })
+            })
+    })
+}
+
+/// The reading landing objects (phone and Step Trainer files) the erasure index names for
+/// any of the keyed hashes `persons`: one LIST per person (a few in flight), one LIST of the
+/// wide indexes, and those of reading files each read once, whatever the number of persons
+/// (per-session files hold one person, so at launch there are none to read).
+pub(super) async fn readings_of(
+    ctx: &Ctx,
+    bucket: &str,
+    persons: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let lists: Vec<Vec<String>> = stream::iter(persons.iter().cloned())
+        .map(|h| async move {
+            let prefix = person_prefix(&h);
+            let listed = ctx.store.list(bucket, &prefix).await?;
+            Ok::<_, Error>(
+                listed
+                    .into_iter()
+                    .map(|key| key[prefix.len()..].to_string())
+                    .collect(),
+            )
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut found: BTreeSet<String> = lists
+        .into_iter()
+        .flatten()
+        .filter(|landing| is_reading_key(landing))
+        .collect();
+    // One LIST for every table's wide indexes (bulk files are few).
+    for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
+        let landing = &key[WIDE_PREFIX.len()..];
+        if !is_reading_key(landing) {
+            continue;
+        }
+        let Fetched::Body(body, _) = ctx.store.fetch(bucket, &key, None).await? else {
+            continue;
+        };
+        let holds = body
+            .split(|b| *b == b'\n')
+            .any(|l| std::str::from_utf8(l).is_ok_and(|h| persons.contains(h)));
+        if holds {
+            found.insert(landing.to_string());
+        }
+    }
+    Ok(found)
+}
+
 /// What the erasure index names for one person.
 #[derive(Debug, Default)]
 pub(super) struct Postings {
