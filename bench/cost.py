@@ -96,10 +96,12 @@ def main():
 
 
 def consents(phases):
-    """What a one-record consent file costs with its own event, every function it fires
-    included: a sign-up before any session (the LISTs find nothing), and a consent from a
+    """What a one-record consent-change file costs with its own event, every function it
+    fires included: a sign-up before any session (the LISTs find nothing), a consent from a
     customer whose session landed before it (their phone and Step Trainer files computed
-    again, their curated record and ML pair written)."""
+    again, their curated record and ML pair written), and a withdrawal of a customer with
+    a session (the same files computed again, their rows deleted). Each function's own
+    requests are printed too (JSON), to see where the requests go."""
     print("\n| consent file | files | PUT | GET | LIST | DELETE | Glue | "
           "customer function PUT/GET/LIST |")
     print("|---|---|---|---|---|---|---|---|")
@@ -111,6 +113,8 @@ def consents(phases):
         print(f"| {p['kind']} (per file) | {n} | {tot['s3_put']:.1f} | {tot['s3_get']:.1f} | "
               f"{tot['s3_list']:.1f} | {tot['s3_delete']:.1f} | {tot['glue_calls']:.1f} | "
               f"{c['s3_put'] / n:.1f}/{c['s3_get'] / n:.1f}/{c['s3_list'] / n:.1f} |")
+        for f in fs:
+            print(f"  {p['kind']}: {f}")
         print(f"RESULT consent kind={p['kind']} put_per_file={tot['s3_put']:.2f} "
               f"get_per_file={tot['s3_get']:.2f} list_per_file={tot['s3_list']:.2f} "
               f"customer_list_per_file={c['s3_list'] / n:.2f}")

@@ -327,30 +327,7 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     let local = Local::start().await.unwrap();
     let (dir, files) = one_file_per_session("consent", 12);
     // A user whose device has a Step Trainer file, not consenting when their files land.
-    let device_serials: BTreeSet<String> = files
-        .iter()
-        .filter(|f| f.table == Table::StepTrainerLanding)
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(&f.path).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()["serialNumber"].to_string())
-                .collect::<Vec<_>>()
-        })
-        .map(|s| s.trim_matches('"').to_string())
-        .collect();
-    let (phone, email, serial) = (0..12)
-        .map(|i| {
-            let name = format!("phone-{i:03}");
-            let path = dir.join(format!("accelerometer/landing/{name}.json"));
-            let text = std::fs::read_to_string(path).unwrap();
-            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-            let email = first["user"].as_str().unwrap().to_string();
-            let rec = crate::order::customer_record(&email);
-            let serial = rec["serialNumber"].as_str().unwrap().to_string();
-            (name, email, serial)
-        })
-        .find(|(_, _, serial)| device_serials.contains(serial))
-        .unwrap();
+    let (phone, email, serial) = user_with_device(&dir, &files);
     let withdrawal = crate::order::withdrawal(&email, &dir);
     let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
         .into_iter()
@@ -374,8 +351,9 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     let out = local.drop(&[consent], 0).await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let customer = out.of_function("customer_landing_to_trusted");
-    // The phone file and the device file computed again in the same invocation: the
-    // user's trusted rows, their curated record and their machine-learning pair.
+    // The phone file and the device file computed again in the same invocation (the
+    // user's trusted rows and their curated record); the machine-learning pair follows from
+    // the trusted objects' own events.
     let written = |table: Table| {
         customer
             .outputs
@@ -386,11 +364,17 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     for table in [
         Table::AccelerometerTrusted,
         Table::StepTrainerTrusted,
-        Table::MachineLearningCurated,
         Table::CustomerCurated,
     ] {
         assert_eq!(written(table), 1, "{table:?}: {:?}", customer.outputs);
     }
+    assert_eq!(written(Table::MachineLearningCurated), 0);
+    let pairs = &out.of_function(ML).outputs;
+    let ml_pairs: Vec<&String> = pairs
+        .iter()
+        .filter(|k| k.starts_with(Table::MachineLearningCurated.prefix()))
+        .collect();
+    assert_eq!(ml_pairs.len(), 1, "{pairs:?}");
     assert!(
         customer
             .outputs
@@ -414,4 +398,126 @@ async fn ml_rows_of(local: &Local, serial: &str) -> usize {
         .into_iter()
         .filter(|r| r.1 == serial)
         .count()
+}
+
+/// Of the users of `one_file_per_session`'s phone files, the first whose device has a Step
+/// Trainer file: (phone file name, e-mail, serial).
+fn user_with_device(dir: &Path, files: &[LandingFile]) -> (String, String, String) {
+    let device_serials: BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.table == Table::StepTrainerLanding)
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(&f.path).unwrap();
+            text.lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    v["serialNumber"].as_str().unwrap().to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (0..)
+        .map(|i| {
+            let name = format!("phone-{i:03}");
+            let path = dir.join(format!("accelerometer/landing/{name}.json"));
+            let text = std::fs::read_to_string(path).unwrap();
+            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let email = first["user"].as_str().unwrap().to_string();
+            let rec = crate::order::customer_record(&email);
+            let serial = rec["serialNumber"].as_str().unwrap().to_string();
+            (name, email, serial)
+        })
+        .find(|(_, _, serial)| device_serials.contains(serial))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_new_device_takes_over_with_its_own_event() {
+    let local = Local::start().await.unwrap();
+    let (dir, mut files) = one_file_per_session("new-device", 12);
+    let (_, email, serial) = user_with_device(&dir, &files);
+    // The device they move to already sent a session (its readings: the old device's,
+    // under the new serial), filtered when it landed: nobody owned it.
+    let new_serial = "NEW-DEVICE-00001";
+    let old_device = files
+        .iter()
+        .find(|f| {
+            f.table == Table::StepTrainerLanding
+                && std::fs::read_to_string(&f.path)
+                    .unwrap()
+                    .contains(&format!("\"{serial}\""))
+        })
+        .unwrap();
+    let body: String = std::fs::read_to_string(&old_device.path)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("\"{serial}\"")))
+        .map(|l| l.replace(&format!("\"{serial}\""), &format!("\"{new_serial}\"")) + "\n")
+        .collect();
+    let path = dir.join("step_trainer/landing/device-new.json");
+    std::fs::write(&path, body).unwrap();
+    files.push(LandingFile {
+        table: Table::StepTrainerLanding,
+        path,
+        key: "step_trainer/landing/device-new.json".into(),
+    });
+    local.drop(&files, 0).await.unwrap();
+    assert_truth(&local, &dir, "before the move").await;
+    assert!(ml_rows_of(&local, &serial).await > 0);
+    assert_eq!(ml_rows_of(&local, new_serial).await, 0);
+
+    // Their record now names the new device.
+    let mut rec = crate::order::customer_record(&email);
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 2000);
+    rec["serialNumber"] = serde_json::json!(new_serial);
+    let path = dir.join("customer/landing/new-device.json");
+    std::fs::write(&path, format!("{rec}\n")).unwrap();
+    let moved = LandingFile {
+        table: Table::CustomerLanding,
+        path,
+        key: "customer/landing/new-device.json".into(),
+    };
+    let out = local.drop(&[moved], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert!(
+        customer.outputs.iter().any(|k| k.contains("/device-new.")),
+        "{:?}",
+        customer.outputs
+    );
+    // The event alone: the curated row names the new device, its readings and their ML
+    // pairs are in, the old device's are out (unless another customer owns it).
+    assert_truth(&local, &dir, "after the move").await;
+    assert!(ml_rows_of(&local, new_serial).await > 0);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+
+    // A later change of their phone number alone: their customer_curated row follows.
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["phone"] = serde_json::json!("8015550000");
+    let path = dir.join("customer/landing/new-phone.json");
+    std::fs::write(&path, format!("{rec}\n")).unwrap();
+    let phone = LandingFile {
+        table: Table::CustomerLanding,
+        path,
+        key: "customer/landing/new-phone.json".into(),
+    };
+    let out = local.drop(&[phone], 0).await.unwrap();
+    let customer = out.of_function("customer_landing_to_trusted");
+    let mut written: Vec<&str> = customer
+        .outputs
+        .iter()
+        .map(|k| &k[..k.rfind('/').unwrap()])
+        .collect();
+    written.sort();
+    assert_eq!(written, ["customer/curated", "customer/trusted"]);
+    let curated = local.batches(Table::CustomerCurated).await.unwrap();
+    assert_eq!(
+        crate::rows::field(&curated, "phone")
+            .get(&email)
+            .map(String::as_str),
+        Some("8015550000")
+    );
+    assert_truth(&local, &dir, "after the new phone number").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

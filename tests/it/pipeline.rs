@@ -29,11 +29,21 @@ pub async fn assert_batch_truth(local: &Local, truth: &Truth) {
         trusted,
         truth.customer_trusted.iter().cloned().collect::<Vec<_>>()
     );
-    let curated = rows::emails(&local.batches(Table::CustomerCurated).await.unwrap());
+    let curated_batches = local.batches(Table::CustomerCurated).await.unwrap();
+    let curated = rows::emails(&curated_batches);
     assert_eq!(
         curated,
         truth.customer_curated.iter().cloned().collect::<Vec<_>>()
     );
+    // Each curated customer's row is their latest record (here: the device it names).
+    let serials = rows::field(&curated_batches, "serialnumber");
+    for (email, serial) in &truth.curated_serials {
+        assert_eq!(
+            serials.get(email),
+            Some(serial),
+            "customer_curated row of {email}"
+        );
+    }
     let accel = rows::accel(&local.batches(Table::AccelerometerTrusted).await.unwrap());
     assert!(
         accel == truth.accelerometer_trusted,

@@ -1,6 +1,6 @@
 //! Reading the lake's tables back as sorted tuples, to compare with the batch truth.
 
-use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use stedi::columnar::column;
 use stedi_tests::truth::{Accel, Ml, Step};
 
@@ -27,6 +27,20 @@ pub fn emails(batches: &[RecordBatch]) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// E-mail → the string column `name` of a customer table's rows (null as "").
+pub fn field(batches: &[RecordBatch], name: &str) -> std::collections::BTreeMap<String, String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| {
+                let v = s(b, name);
+                let v = if v.is_null(r) { "" } else { v.value(r) };
+                (s(b, "email").value(r).to_string(), v.to_string())
+            })
+        })
+        .collect()
 }
 
 pub fn accel(batches: &[RecordBatch]) -> Vec<Accel> {

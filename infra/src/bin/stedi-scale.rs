@@ -273,15 +273,19 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
     }
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     passes.push(reconcile_pass(stack, 1 + PROFILE_FILES, 2 * (warm + sessions)).await?);
-    // What a consent costs with its own event: one-record files of new consenting
-    // customers (a sign-up before any session), then of customers who did not consent when
-    // their session landed (odd users of the measured sessions) and now do.
+    // What a consent change costs with its own event: one-record files of new consenting
+    // customers (a sign-up before any session), of customers who did not consent when
+    // their session landed (odd users of the measured sessions) and now do, and of
+    // consenting customers with a session (even users) who withdraw.
     let record_files = |kind: &str, users: &[u64]| -> Result<Vec<LandingFile>> {
         users
             .iter()
             .map(|&u| {
                 let mut rec: serde_json::Value = serde_json::from_str(&customer_line(u))?;
-                rec["shareWithResearchAsOfDate"] = json!(1_600_000_000_000i64);
+                rec["shareWithResearchAsOfDate"] = match kind {
+                    "withdrawal" => json!(null),
+                    _ => json!(1_600_000_000_000i64),
+                };
                 rec["lastUpdateDate"] = json!(1_700_000_000_000i64);
                 let name = format!("{kind}-{u:06}.json");
                 let path = dir.join(&name);
@@ -295,13 +299,19 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
             .collect()
     };
     let signups: Vec<u64> = (0..CONSENT_FILES).map(|k| customers + 2 * k).collect();
-    let granted: Vec<u64> = (warm..warm + sessions)
-        .map(|i| (i * 7919) % customers)
-        .filter(|u| u % 2 == 1)
-        .take(CONSENT_FILES as usize)
-        .collect();
+    let session_users = |parity: u64| -> Vec<u64> {
+        (warm..warm + sessions)
+            .map(|i| (i * 7919) % customers)
+            .filter(|u| u % 2 == parity)
+            .take(CONSENT_FILES as usize)
+            .collect()
+    };
     let mut consents = Vec::new();
-    for (kind, users) in [("signup", signups), ("grant", granted)] {
+    for (kind, users) in [
+        ("signup", signups),
+        ("grant", session_users(1)),
+        ("withdrawal", session_users(0)),
+    ] {
         let files = record_files(kind, &users)?;
         let report = lake::drop_files(stack, &mut runner, &files, 0, timeout, |_| {}).await?;
         let fs: Vec<serde_json::Value> = report
@@ -325,7 +335,7 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
     Ok(())
 }
 
-/// One-record consent files `cost` measures of each kind (sign-ups, late consents).
+/// One-record files `cost` measures of each kind (sign-ups, late consents, withdrawals).
 const CONSENT_FILES: u64 = 10;
 
 /// One-record customer files `cost` adds between its first two reconcile passes.

@@ -486,13 +486,18 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
     Ok(n)
 }
 
-/// Computes the scrubbed landing objects again, and what their trusted outputs feed.
-/// Returns what the transitions did and the machine-learning side manifests they rewrote
-/// (a phone object's names its users' devices).
+/// Computes the landing objects again, and what their trusted outputs feed. With
+/// `events_follow`, an output written is left to the transitions its object-created event
+/// fires (S3 sends one for every PUT), except customer_curated, which runs at once so that
+/// a device's Step Trainer files computed next see its owner curated; what a deleted output
+/// fed is always done here (deletions fire no event). Returns what the transitions did and
+/// the machine-learning side manifests they rewrote (a phone object's names its users'
+/// devices).
 pub(super) async fn recompute(
     ctx: &Ctx,
     bucket: &str,
     landing: &BTreeSet<String>,
+    events_follow: bool,
 ) -> Result<(Summary, BTreeSet<String>)> {
     let mut s = Summary::default();
     let mut sides = BTreeSet::new();
@@ -520,7 +525,12 @@ pub(super) async fn recompute(
                 .into_iter()
                 .filter(|t| t.sources().contains(&out.table))
             {
-                if exists || !matches!(t.rule(), Rule::CuratedByReadings { .. }) {
+                let curated = matches!(t.rule(), Rule::CuratedByReadings { .. });
+                let here = match exists {
+                    true => curated || !events_follow,
+                    false => !curated,
+                };
+                if here {
                     s.absorb(t.run(ctx, bucket, &out).await?);
                 }
             }
@@ -644,7 +654,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     for key in scrubbed.intersection(&wide_found) {
         ctx.store.delete(bucket, &wide_key(key)).await?;
     }
-    let (done, sides) = recompute(ctx, bucket, &scrubbed).await?;
+    let (done, sides) = recompute(ctx, bucket, &scrubbed, false).await?;
     touched.extend(sides);
     let all: Vec<(String, Table)> = found_tables(bucket, &scrubbed);
     let after = derived_rows(ctx, bucket, &all).await?;
