@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use serde_json::{Value, json};
 use stedi::event::encode_key;
 use stedi::summary::Summary;
@@ -93,6 +95,9 @@ impl<'s> Runner<'s> {
                     .receive_message()
                     .queue_url(&q.url)
                     .max_number_of_messages(want)
+                    .message_system_attribute_names(
+                        MessageSystemAttributeName::ApproximateReceiveCount,
+                    )
                     .send()
                     .await
                     .with_context(|| format!("receiving from {}", q.url))?;
@@ -109,11 +114,18 @@ impl<'s> Runner<'s> {
             let records: Vec<Value> = messages
                 .iter()
                 .map(|m| {
+                    // As Lambda passes them: how many times SQS has delivered the message.
+                    let received = m
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                        .cloned()
+                        .unwrap_or_else(|| "1".into());
                     json!({
                         "eventSource": "aws:sqs",
                         "messageId": m.message_id().unwrap_or_default(),
                         "receiptHandle": m.receipt_handle().unwrap_or_default(),
                         "body": as_aws_sends(m.body().unwrap_or_default()),
+                        "attributes": {"ApproximateReceiveCount": received},
                     })
                 })
                 .collect();

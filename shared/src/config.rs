@@ -77,10 +77,10 @@ pub struct Config {
     /// written as its own objects, so memory stays bounded whatever the batch size.
     pub batch_held_bytes: usize,
     /// `GRANT_LOOKUP_LIMIT` (default 1000; `customer_landing_to_trusted`): a customer file
-    /// bringing at most this many customers into customer_trusted looks up (a LIST per
-    /// e-mail and serial) and computes again the readings they sent before consenting; a
-    /// larger file (a bulk import, the backfill) leaves that to `reconcile`. 0: always
-    /// `reconcile`.
+    /// bringing at most this many customers into customer_trusted looks up their postings
+    /// (a LIST per e-mail and serial): a newer record of theirs in another file is folded
+    /// in, and the readings they sent before consenting are computed again; a larger file (a
+    /// bulk import, the backfill) leaves both to `reconcile`. 0: always `reconcile`.
     pub grant_lookup_limit: usize,
 }
 

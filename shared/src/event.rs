@@ -35,6 +35,29 @@ pub struct ObjectRef {
     pub key: String,
     /// The SQS message id it came in, for `batchItemFailures`.
     pub message_id: Option<String>,
+    /// Whether SQS delivers the message again (`ApproximateReceiveCount` above 1): an
+    /// earlier attempt may have stopped half-way.
+    pub redelivered: bool,
+}
+
+#[cfg(feature = "aws")]
+tokio::task_local! {
+    /// Whether the object the current task processes is redelivered (see [`ObjectRef`]).
+    static REDELIVERED: bool;
+}
+
+/// Runs `f` as the processing of an object that is (or is not) `redelivered`.
+#[cfg(feature = "aws")]
+pub async fn delivery<F: std::future::Future>(redelivered: bool, f: F) -> F::Output {
+    REDELIVERED.scope(redelivered, f).await
+}
+
+/// Whether the object being processed is redelivered: a transition whose follow-up work is
+/// derived from what its first write changed does that work again (false outside
+/// [`delivery`]).
+#[cfg(feature = "aws")]
+pub fn redelivered() -> bool {
+    REDELIVERED.try_with(|r| *r).unwrap_or(false)
 }
 
 /// What an invocation payload holds.
@@ -148,9 +171,17 @@ pub fn parse_sqs(batch: &SqsEvent) -> ParsedEvent {
     };
     for m in &batch.records {
         let id = m.message_id.clone().unwrap_or_default();
+        let first = out.objects.len();
         let parsed = sqs_body(m).and_then(|v| parse_notice(&v, Some(&id), &mut out.objects));
         if let Err(e) = parsed {
             out.unreadable.push((id, e.to_string()));
+        }
+        let received = m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse::<u32>().ok());
+        for o in &mut out.objects[first..] {
+            o.redelivered = received.is_some_and(|n| n > 1);
         }
     }
     out
@@ -230,6 +261,7 @@ fn object(bucket: &str, raw_key: &str, message_id: Option<&str>) -> ObjectRef {
         bucket: bucket.to_string(),
         key: decode_key(raw_key),
         message_id: message_id.map(str::to_string),
+        redelivered: false,
     }
 }
 

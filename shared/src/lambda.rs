@@ -563,7 +563,7 @@ where
             redeliver(&mut response, id);
             continue;
         }
-        let outcome = work(ctx, &obj.bucket, &obj.key).await;
+        let outcome = event::delivery(obj.redelivered, work(ctx, &obj.bucket, &obj.key)).await;
         match outcome {
             Ok(summary) => done.push(Done {
                 bucket: obj.bucket.clone(),

@@ -47,9 +47,9 @@ async fn any_order_then_reconcile(seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_before_customers_give_the_batch_truth_with_the_customer_event() {
-    // Reverse natural order, default configuration: the customer file brings 481 customers
-    // into customer_trusted (under GRANT_LOOKUP_LIMIT), so its own event computes again the
-    // reading files that landed before their consent.
+    // Reverse natural order, default configuration: the customer file brings the sample's
+    // 482 consenting customers into customer_trusted (under GRANT_LOOKUP_LIMIT), so its own
+    // event computes again the reading files that landed before their consent.
     let local = Local::start().await.unwrap();
     let mut files = lake::landing_files(&sample_dir(), None).unwrap();
     files.reverse();
@@ -175,12 +175,18 @@ pub(crate) fn withdrawal(email: &str, dir: &std::path::Path) -> LandingFile {
     let mut rec = customer_record(email);
     rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
     rec["shareWithResearchAsOfDate"] = json!(0);
-    let path = dir.join("customer/landing/withdrawal.json");
+    customer_file(&rec, "withdrawal.json", dir)
+}
+
+/// A one-record customer landing file `name` holding `rec`, written under `dir`.
+pub(crate) fn customer_file(rec: &Value, name: &str, dir: &std::path::Path) -> LandingFile {
+    let key = format!("{}{name}", Table::CustomerLanding.prefix());
+    let path = dir.join(&key);
     std::fs::write(&path, format!("{rec}\n")).unwrap();
     LandingFile {
         table: Table::CustomerLanding,
         path,
-        key: "customer/landing/withdrawal.json".into(),
+        key,
     }
 }
 
@@ -262,6 +268,94 @@ async fn a_withdrawn_customer_disappears_from_every_trusted_and_curated_table() 
     let ml = rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
     assert_eq!(ml, ml_before);
     assert!(!local.reconcile().await.unwrap().changed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_record_arriving_after_a_withdrawal_does_not_bring_the_customer_back() {
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let email = "Santosh.Clayton@test.com";
+    let dir = data_with(&[]);
+    let withdrawal = withdrawal(email, &dir);
+    local.drop(&[withdrawal], 0).await.unwrap();
+    // A profile change made before the withdrawal, delivered after it: still consenting.
+    let mut rec = customer_record(email);
+    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 500);
+    rec["phone"] = json!("8015550000");
+    let late = customer_file(&rec, "late.json", &dir);
+    let out = local.drop(&[late], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    // The customer function found the newer withdrawal through the customer's postings
+    // and kept them out: only their shard was touched, no reading file computed again.
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert!(
+        customer
+            .outputs
+            .iter()
+            .all(|k| k.starts_with("customer/trusted/") || k.starts_with("_stedi/devices/")),
+        "{:?}",
+        customer.outputs
+    );
+    assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
+    let truth = Truth::compute(&dir, false).unwrap();
+    assert!(!truth.customer_trusted.contains(email));
+    pipeline::assert_batch_truth(&local, &truth).await;
+    assert!(!local.reconcile().await.unwrap().changed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_file_redelivered_after_a_stop_does_its_follow_up_work() {
+    // Readings first, then the customer file. Its first attempt folds the customers in but
+    // stops before their earlier readings (as a timeout would; here GRANT_LOOKUP_LIMIT=0
+    // for that attempt). A second delivery of the same message does them.
+    let local = Local::start().await.unwrap();
+    let mut files = lake::landing_files(&sample_dir(), None).unwrap();
+    files.reverse();
+    local.drop(&files[..12], 0).await.unwrap();
+    let customers = &files[12];
+    let bucket = local.stack.cfg.bucket.clone();
+    local
+        .put(&customers.key, std::fs::read(&customers.path).unwrap())
+        .await
+        .unwrap();
+    let message = |received: u32| {
+        let body = stedi::event::s3_notification(&bucket, &customers.key).to_string();
+        json!({"Records": [{
+            "eventSource": "aws:sqs", "messageId": "m", "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": received.to_string()},
+        }]})
+    };
+    let f = stedi::lambda::Function::Transition(stedi::Transition::CustomerLandingToTrusted);
+    let mut stopped = local.stack.function_context();
+    stopped.cfg.grant_lookup_limit = 0;
+    stedi::lambda::invoke(&stopped, f, &message(1))
+        .await
+        .unwrap();
+    assert_eq!(accel_rows(&local).await, 0);
+    // A first delivery finds nothing changed and does nothing more ...
+    let ctx = local.stack.function_context();
+    stedi::lambda::invoke(&ctx, f, &message(1)).await.unwrap();
+    assert_eq!(accel_rows(&local).await, 0);
+    // ... a redelivery does the follow-up work again.
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &message(2)).await.unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(
+        accel_rows(&local).await,
+        BTreeMap::from(pipeline::EXPECTED)["accelerometer_trusted"]
+    );
+    local.settle().await.unwrap();
+    assert_eq!(
+        local.counts().await.unwrap(),
+        BTreeMap::from(pipeline::EXPECTED)
+    );
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    assert!(!local.reconcile().await.unwrap().changed());
+}
+
+async fn accel_rows(local: &Local) -> u64 {
+    local.counts().await.unwrap()["accelerometer_trusted"]
 }
 
 fn write_temp(name: &str, body: &str) -> PathBuf {

@@ -9,7 +9,10 @@
 //! consenting customer whose latest record withdraws consent leaves every zone their
 //! readings reached; a customer who enters customer_trusted (a new consent) brings in the
 //! readings that landed before it; a customer whose record names another device takes its
-//! readings over from the old one ([`readings_again`]).
+//! readings over from the old one ([`readings_again`]). A customer brought in by a record
+//! older than one another file already delivered (a withdrawal, say) is folded again with
+//! the newer record ([`newer_records`]): the shards hold consenting customers only, so they
+//! cannot tell on their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,9 +26,15 @@ use crate::summary::Summary;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::customer_trusted_to_curated::{
-    DeviceChanges, IN_FLIGHT, apply_device_changes, change, merge_changes, serial,
+    DeviceChanges, IN_FLIGHT, apply_device_changes, change, merge_changes, redrive_waiting, serial,
 };
-use super::{Ctx, RowOutcome, by_shard, erasure, rewrite_shard, scan_landing};
+use super::{
+    Ctx, RowOutcome, by_shard, decode_customers, erasure, rewrite_shard, rewrite_shard_from,
+    scan_landing,
+};
+use crate::compute::LandingScan;
+use crate::record::Cell;
+use crate::store::Fetched;
 
 /// Folds one landing file into the shards of customer_trusted.
 pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
@@ -36,8 +45,50 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     })
     .await?;
     let parsed = s.rows_out;
+    let (upserted, mut changes) = fold(ctx, bucket, incoming, &mut s).await?;
+    // The postings of the customers the file brought in: their other customer files (a
+    // newer record that arrived first is folded in after this file's), then their readings.
+    let secret = &ctx.cfg.erasure_hash_key;
+    let looked_up = changes.entered.len() <= ctx.cfg.grant_lookup_limit;
+    let listed = match looked_up {
+        true => {
+            let persons: Vec<String> = changes
+                .entered
+                .keys()
+                .map(|e| erasure::person_hash(secret, PersonKind::Email, e))
+                .collect();
+            erasure::postings(ctx, bucket, persons).await?
+        }
+        false => BTreeMap::new(),
+    };
+    let newer = newer_records(ctx, bucket, &src.key, &changes.entered, &listed).await?;
+    if !newer.rows.is_empty() {
+        let (_, later) = fold(ctx, bucket, newer, &mut s).await?;
+        changes.then(later);
+    }
+    update_curated(ctx, bucket, &changes, &mut s).await?;
+    readings_again(ctx, bucket, &changes, looked_up, listed, &mut s).await?;
+    // Superseded, non-consenting and already-known records are filtered, not lost (one
+    // retracted for a newer record elsewhere too).
+    let upserted = upserted - changes.retracted.len() as u64;
+    s.rows_out = upserted;
+    s.filtered += parsed - upserted;
+    Ok(s)
+}
+
+/// Folds `incoming` (latest record per e-mail) into the customer_trusted shards its e-mails
+/// fall in (a few in flight, conditional writes), then the device-index changes that
+/// implies: the records it took (upserted) and what changed for whom.
+async fn fold(
+    ctx: &Ctx,
+    bucket: &str,
+    incoming: Customers,
+    s: &mut Summary,
+) -> Result<(u64, Changes)> {
     let shards = ctx.cfg.customer_shards;
-    // The shards (a few in flight), then the device changes they imply.
+    // Redelivered, the file may have been folded by an attempt that stopped before its
+    // follow-up work: the records already in place count as changed again.
+    let again = crate::event::redelivered();
     type Done = (Summary, u64, DeviceChanges, Changes);
     let done: Vec<Done> = stream::iter(by_shard(incoming, shards))
         .map(|(shard, part)| async move {
@@ -56,7 +107,11 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
                     changes = Changes::default();
                     for email in part.rows.keys() {
                         let (old, new) = (serial(current, email), serial(&next, email));
-                        changes.note(email, current.rows.get(email), next.rows.get(email));
+                        let (was, is) = (current.rows.get(email), next.rows.get(email));
+                        changes.note(email, was, is);
+                        if again {
+                            changes.note_again(email, was, is, &part.rows[email]);
+                        }
                         let withdrawn =
                             current.rows.contains_key(email) && !next.rows.contains_key(email);
                         if old != new {
@@ -87,23 +142,56 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         merge_changes(&mut devices, more_devices);
         changes.absorb(more);
     }
-    // A curated customer's device that moved is entered curated, not waiting.
-    let moved = update_curated(ctx, bucket, &changes, &mut s).await?;
-    let curated: BTreeSet<(&str, &str)> = moved
-        .values()
-        .flat_map(|(add, _)| add.iter().filter(|e| e.curated))
-        .map(|e| (e.serial.as_str(), e.email.as_str()))
-        .collect();
-    for (add, _) in devices.values_mut() {
-        add.retain(|e| e.curated || !curated.contains(&(e.serial.as_str(), e.email.as_str())));
+    apply_device_changes(ctx, bucket, devices, s).await?;
+    Ok((upserted, changes))
+}
+
+/// The newest records, in other customer files, of the customers this file (`key`) brought
+/// into customer_trusted (`entered`), where they are newer than this file's: a file that
+/// arrived before an older one (its withdrawal, say, must stand). Found through each
+/// customer's postings (`listed`): files of at most `ERASURE_WIDE_PERSONS` people, each read
+/// whole with one GET; a bulk file, indexed wide, is left to `reconcile`.
+async fn newer_records(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    entered: &BTreeMap<String, rules::CustomerRow>,
+    listed: &BTreeMap<String, Vec<String>>,
+) -> Result<Customers> {
+    let secret = &ctx.cfg.erasure_hash_key;
+    let mut files: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for email in entered.keys() {
+        let h = erasure::person_hash(secret, PersonKind::Email, email);
+        for landing in listed.get(&h).into_iter().flatten() {
+            if landing != key && landing.starts_with(Table::CustomerLanding.prefix()) {
+                files.entry(landing).or_default().insert(email);
+            }
+        }
     }
-    merge_changes(&mut devices, moved);
-    apply_device_changes(ctx, bucket, devices, &mut s).await?;
-    readings_again(ctx, bucket, &changes, &mut s).await?;
-    // Superseded, non-consenting and already-known records are filtered, not lost.
-    s.rows_out = upserted;
-    s.filtered += parsed - upserted;
-    Ok(s)
+    let mut newer = Customers::default();
+    for (file, emails) in files {
+        let Fetched::Body(body, _) = ctx.store.fetch(bucket, file, None).await? else {
+            continue; // gone since: its postings are stale
+        };
+        let mut scan = LandingScan::new(Table::CustomerLanding, file, &ctx.cfg);
+        let mut offer = |cells: &[Cell<'_>]| {
+            if cells[rules::customer::EMAIL]
+                .as_str()
+                .is_some_and(|e| emails.contains(e))
+            {
+                newer.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
+            }
+            Ok(RowOutcome::Kept)
+        };
+        scan.push(&body, &mut offer)?;
+        scan.finish(&mut offer)?;
+    }
+    newer.rows.retain(|email, row| {
+        entered
+            .get(email)
+            .is_some_and(|this| !rules::supersedes(this, row))
+    });
+    Ok(newer)
 }
 
 /// What a customer file changed for customers it names: who left customer_trusted (a
@@ -113,17 +201,21 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
 struct Changes {
     /// E-mail → the device their last consenting record named.
     withdrawn: BTreeMap<String, Option<String>>,
-    /// E-mail → the device their record names.
-    entered: BTreeMap<String, Option<String>>,
+    /// E-mail → the record that brought them in.
+    entered: BTreeMap<String, rules::CustomerRow>,
     /// E-mail → their new record, the device it replaced (when it names another one), and
     /// whether the consent date moved.
     updated: BTreeMap<String, Updated>,
+    /// Brought in, then taken out again by a newer record found elsewhere: never entered,
+    /// but a phone file may have made them curated in between.
+    retracted: BTreeSet<String>,
 }
 
 #[derive(Debug)]
 struct Updated {
     row: rules::CustomerRow,
-    old_serial: Option<String>,
+    /// The device the record named before, when it names another one (or none) now.
+    moved_from: Option<Option<String>>,
     date_moved: bool,
 }
 
@@ -135,14 +227,12 @@ impl Changes {
         was: Option<&rules::CustomerRow>,
         is: Option<&rules::CustomerRow>,
     ) {
-        let serial_of =
-            |r: &rules::CustomerRow| r[rules::customer::SERIAL].as_str().map(str::to_string);
         match (was, is) {
             (Some(was), None) => {
                 self.withdrawn.insert(email.to_string(), serial_of(was));
             }
             (None, Some(is)) => {
-                self.entered.insert(email.to_string(), serial_of(is));
+                self.entered.insert(email.to_string(), is.clone());
             }
             (Some(was), Some(is)) if was != is => {
                 let research = |r: &rules::CustomerRow| r[rules::customer::RESEARCH].as_long();
@@ -151,10 +241,41 @@ impl Changes {
                     email.to_string(),
                     Updated {
                         row: is.clone(),
-                        old_serial: old.filter(|o| Some(o) != new.as_ref()),
+                        moved_from: (old != new).then_some(old),
                         date_moved: research(was) != research(is),
                     },
                 );
+            }
+            _ => {}
+        }
+    }
+
+    /// On a redelivery, notes a record this file holds that is already in place as if it
+    /// had just changed: a consenting one entered (and updated, for customer_curated), a
+    /// non-consenting one with nobody in customer_trusted withdrawn. All the follow-up work
+    /// is idempotent; done twice, it changes nothing the second time.
+    fn note_again(
+        &mut self,
+        email: &str,
+        was: Option<&rules::CustomerRow>,
+        is: Option<&rules::CustomerRow>,
+        incoming: &rules::CustomerRow,
+    ) {
+        match (was, is) {
+            (Some(was), Some(is)) if was == is && is == incoming => {
+                self.entered.insert(email.to_string(), is.clone());
+                self.updated.insert(
+                    email.to_string(),
+                    Updated {
+                        row: is.clone(),
+                        moved_from: None,
+                        date_moved: false,
+                    },
+                );
+            }
+            (None, None) => {
+                self.withdrawn
+                    .insert(email.to_string(), serial_of(incoming));
             }
             _ => {}
         }
@@ -164,59 +285,118 @@ impl Changes {
         self.withdrawn.extend(more.withdrawn);
         self.entered.extend(more.entered);
         self.updated.extend(more.updated);
+        self.retracted.extend(more.retracted);
+    }
+
+    /// Adds what a later fold in the same invocation changed: a customer brought in and
+    /// then taken out again never entered; one brought in and then updated entered with
+    /// the later record.
+    fn then(&mut self, later: Changes) {
+        for (email, serial) in later.withdrawn {
+            match self.entered.remove(&email) {
+                Some(_) => {
+                    self.retracted.insert(email);
+                }
+                None => {
+                    self.withdrawn.insert(email, serial);
+                }
+            }
+        }
+        for (email, u) in later.updated {
+            match self.entered.get_mut(&email) {
+                Some(row) => *row = u.row,
+                None => {
+                    self.updated.insert(email, u);
+                }
+            }
+        }
+        self.entered.extend(later.entered);
     }
 }
 
-/// Keeps customer_curated in step with the file: withdrawn customers leave it, and a
-/// curated customer's changed record replaces theirs (customer_trusted and the device
-/// index are done by the caller). A curated customer whose record names another device
-/// takes their curated device-index entry to it: the returned changes. One GET of each
-/// curated shard the file's withdrawn or updated customers fall in; a PUT only when the
-/// shard changes.
-async fn update_curated(
-    ctx: &Ctx,
-    bucket: &str,
-    changes: &Changes,
-    s: &mut Summary,
-) -> Result<DeviceChanges> {
+/// Keeps customer_curated in step with the file: withdrawn (and retracted) customers leave
+/// it, and a curated customer's changed record replaces theirs (customer_trusted and the
+/// device index are done by the caller). A curated customer whose record names another
+/// device (or one where it named none) takes their curated device-index entry to it, and
+/// Step Trainer files waiting for that device are sent again; the device index is changed
+/// before the curated row, from the device the curated row names, so a retry after a
+/// failure in between finds the move again. One GET of each curated shard the file's
+/// withdrawn or updated customers fall in; a PUT only when the shard changes.
+async fn update_curated(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summary) -> Result<()> {
     let shards = ctx.cfg.customer_shards;
+    let leaving =
+        |email: &str| changes.withdrawn.contains_key(email) || changes.retracted.contains(email);
     let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for email in changes.withdrawn.keys().chain(changes.updated.keys()) {
+    for email in changes
+        .withdrawn
+        .keys()
+        .chain(changes.updated.keys())
+        .chain(&changes.retracted)
+    {
         by_shard
             .entry(keys::shard_of(email, shards))
             .or_default()
             .push(email);
     }
-    let mut devices = DeviceChanges::new();
     for (shard, emails) in by_shard {
+        let key = keys::shard_key(Table::CustomerCurated, shard);
+        let seed = ctx.store.fetch(bucket, &key, None).await?;
+        let stored = match &seed {
+            Fetched::Body(bytes, _) => decode_customers(bytes.clone(), &key)?,
+            _ => Customers::default(),
+        };
         let mut moved = DeviceChanges::new();
-        rewrite_shard(ctx, bucket, Table::CustomerCurated, shard, s, |current| {
-            let mut next = current.clone();
-            moved = DeviceChanges::new();
-            for email in &emails {
-                if changes.withdrawn.contains_key(*email) {
-                    next.rows.remove(*email);
-                    continue;
-                }
-                let (Some(u), Some(row)) = (changes.updated.get(*email), next.rows.get_mut(*email))
-                else {
-                    continue;
-                };
-                *row = u.row.clone();
-                if let Some(old) = &u.old_serial {
+        for email in &emails {
+            // Only a curated customer's device moves here (the curated function moves the
+            // others' when they become curated).
+            let Some(u) = changes.updated.get(*email) else {
+                continue;
+            };
+            if !stored.rows.contains_key(*email) {
+                continue;
+            }
+            let (old, new) = (serial(&stored, email), serial_of(&u.row));
+            if old != new {
+                if let Some(old) = &old {
                     change(&mut moved, shards, old, email, true, false);
-                    if let Some(new) = u.row[rules::customer::SERIAL].as_str() {
-                        change(&mut moved, shards, new, email, true, true);
-                        change(&mut moved, shards, new, email, false, false);
-                    }
+                }
+                if let Some(new) = &new {
+                    change(&mut moved, shards, new, email, true, true);
+                    change(&mut moved, shards, new, email, false, false);
                 }
             }
-            (next != *current).then_some(next)
-        })
+        }
+        let first_owned = apply_device_changes(ctx, bucket, moved, s).await?;
+        redrive_waiting(ctx, bucket, &first_owned, s).await?;
+        rewrite_shard_from(
+            ctx,
+            bucket,
+            Table::CustomerCurated,
+            shard,
+            Some(seed),
+            s,
+            |current| {
+                let mut next = current.clone();
+                for email in &emails {
+                    if leaving(email) {
+                        next.rows.remove(*email);
+                    } else if let (Some(u), Some(row)) =
+                        (changes.updated.get(*email), next.rows.get_mut(*email))
+                    {
+                        *row = u.row.clone();
+                    }
+                }
+                Some(next)
+            },
+        )
         .await?;
-        merge_changes(&mut devices, moved);
     }
-    Ok(devices)
+    Ok(())
+}
+
+/// The device a customer record names.
+fn serial_of(row: &rules::CustomerRow) -> Option<String> {
+    row[rules::customer::SERIAL].as_str().map(str::to_string)
 }
 
 /// Computes again the reading files (phone, and Step Trainer of their devices) of the
@@ -238,34 +418,40 @@ async fn update_curated(
 /// readings to `reconcile`; withdrawals are never deferred. A reading file being computed
 /// at the same moment registers its people only after its outputs are written, so it may
 /// keep the answer it read until the next reconcile.
-async fn readings_again(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summary) -> Result<()> {
+async fn readings_again(
+    ctx: &Ctx,
+    bucket: &str,
+    changes: &Changes,
+    looked_up: bool,
+    listed: BTreeMap<String, Vec<String>>,
+    s: &mut Summary,
+) -> Result<()> {
     let mut emails: BTreeSet<&str> = BTreeSet::new();
     let mut serials: BTreeSet<&str> = BTreeSet::new();
     for (email, serial) in &changes.withdrawn {
         emails.insert(email);
         serials.extend(serial.as_deref());
     }
-    let entered = &changes.entered;
-    if entered.len() > ctx.cfg.grant_lookup_limit {
+    if looked_up {
+        for (email, row) in &changes.entered {
+            emails.insert(email);
+            serials.extend(row[rules::customer::SERIAL].as_str());
+        }
+    } else {
         tracing::warn!(
-            customers = entered.len(),
+            customers = changes.entered.len(),
             limit = ctx.cfg.grant_lookup_limit,
             "more customers entered customer_trusted than GRANT_LOOKUP_LIMIT: their earlier \
              readings are left to the next reconcile"
         );
-    } else {
-        for (email, serial) in entered {
-            emails.insert(email);
-            serials.extend(serial.as_deref());
-        }
     }
     for (email, u) in &changes.updated {
         let serial = u.row[rules::customer::SERIAL].as_str();
-        if u.old_serial.is_some() {
+        if let Some(old) = &u.moved_from {
             // Their phone files too: the machine-learning join finds a phone object by its
             // users' devices.
             emails.insert(email);
-            serials.extend(u.old_serial.as_deref());
+            serials.extend(old.as_deref());
             serials.extend(serial);
         }
         if u.date_moved && ctx.cfg.consent_as_of {
@@ -288,7 +474,7 @@ async fn readings_again(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summ
         .collect();
     // Phone files sort before Step Trainer files: a device's files are computed once its
     // owner's phone files made them curated.
-    let landing = erasure::readings_of(ctx, bucket, &persons).await?;
+    let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
     let (done, _) = erasure::recompute(ctx, bucket, &landing, true).await?;
     tracing::info!(
         withdrawn = changes.withdrawn.len(),

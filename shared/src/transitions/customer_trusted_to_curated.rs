@@ -136,7 +136,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
 
 /// Sends the Step Trainer files waiting for `serials` (which just got their first owner)
 /// back through the Step Trainer function.
-async fn redrive_waiting(
+pub(super) async fn redrive_waiting(
     ctx: &Ctx,
     bucket: &str,
     serials: &BTreeSet<String>,

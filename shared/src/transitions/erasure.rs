@@ -801,32 +801,53 @@ fn is_reading_key(landing: &str) -> bool {
     })
 }
 
+/// The landing objects each of the keyed hashes `persons` has a posting for (not those
+/// found through a wide index; a tombstone is not a landing object): one LIST per person,
+/// a few in flight.
+pub(super) async fn postings(
+    ctx: &Ctx,
+    bucket: &str,
+    persons: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    stream::iter(persons)
+        .map(|h| async move {
+            let prefix = person_prefix(&h);
+            let listed: Vec<String> = ctx
+                .store
+                .list(bucket, &prefix)
+                .await?
+                .into_iter()
+                .map(|key| key[prefix.len()..].to_string())
+                .filter(|landing| Table::landing().any(|t| landing.starts_with(t.prefix())))
+                .collect();
+            Ok::<_, Error>((h, listed))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
 /// The reading landing objects (phone and Step Trainer files) the erasure index names for
-/// any of the keyed hashes `persons`: one LIST per person (a few in flight), one LIST of the
-/// wide indexes, and those of reading files each read once, whatever the number of persons
-/// (per-session files hold one person, so at launch there are none to read).
+/// any of the keyed hashes `persons`: their postings (`listed` already holds some persons'
+/// lists; the others are listed here, one LIST each), one LIST of the wide indexes, and
+/// those of reading files each read once, whatever the number of persons (per-session
+/// files hold one person, so at launch there are none to read).
 pub(super) async fn readings_of(
     ctx: &Ctx,
     bucket: &str,
     persons: &BTreeSet<String>,
+    mut listed: BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeSet<String>> {
-    let lists: Vec<Vec<String>> = stream::iter(persons.iter().cloned())
-        .map(|h| async move {
-            let prefix = person_prefix(&h);
-            let listed = ctx.store.list(bucket, &prefix).await?;
-            Ok::<_, Error>(
-                listed
-                    .into_iter()
-                    .map(|key| key[prefix.len()..].to_string())
-                    .collect(),
-            )
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let mut found: BTreeSet<String> = lists
+    let unlisted: Vec<String> = persons
+        .iter()
+        .filter(|h| !listed.contains_key(*h))
+        .cloned()
+        .collect();
+    listed.extend(postings(ctx, bucket, unlisted).await?);
+    let mut found: BTreeSet<String> = listed
         .into_iter()
-        .flatten()
+        .filter(|(h, _)| persons.contains(h))
+        .flat_map(|(_, landing)| landing)
         .filter(|landing| is_reading_key(landing))
         .collect();
     // One LIST for every table's wide indexes (bulk files are few).
