@@ -496,3 +496,40 @@ fn under(keys: &[String], table: Table) -> usize {
         .filter(|k| k.starts_with(table.prefix()))
         .count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curated_customer_who_gains_a_device_brings_its_sessions_in() {
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session("gain-device", 12);
+    let (_, email, serial) = user_with_device(&dir, &files);
+    // Their latest record names no device when their sessions land.
+    let mut rec = crate::order::customer_record(&email);
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["serialNumber"] = Value::Null;
+    let none = crate::order::customer_file(&rec, "no-device.json", &dir);
+    let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
+        .into_iter()
+        .partition(|f| f.table == Table::CustomerLanding);
+    local.drop(&customers, 0).await.unwrap();
+    local.drop(&[none], 0).await.unwrap();
+    local.drop(&readings, 0).await.unwrap();
+    assert_truth(&local, &dir, "without a device").await;
+    // Then it names one: a curated customer's new device, moved from none.
+    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    rec["serialNumber"] = serde_json::json!(serial);
+    let gained = crate::order::customer_file(&rec, "device.json", &dir);
+    let out = local.drop(&[gained], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert_eq!(
+        under(&customer.outputs, Table::StepTrainerTrusted),
+        1,
+        "{:?}",
+        customer.outputs
+    );
+    assert_truth(&local, &dir, "with the device").await;
+    assert!(ml_rows_of(&local, &serial).await > 0);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
