@@ -25,7 +25,7 @@ use arrow_array::StringArray;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use stedi::Transition;
-use stedi::columnar::{Part, column, read_parquet};
+use stedi::columnar::{Part, column, read_parquet, value_runs};
 use stedi::compute::{
     ConsentFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers, ml_join_batch,
     step_readings,
@@ -272,7 +272,11 @@ fn curated_from_outputs(accel: &Outputs, trusted: &Customers, threads: usize) ->
         for Part { bytes, .. } in accel.iter().skip(t).step_by(threads) {
             for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
                 let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
-                users.extend(col.iter().flatten().map(str::to_string));
+                for u in value_runs(col) {
+                    if !users.contains(u) {
+                        users.insert(u.to_string());
+                    }
+                }
             }
         }
         Ok(users)

@@ -387,6 +387,18 @@ pub fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str, context: &str)
         })
 }
 
+/// The values of a string column with each run of equal values given once (nulls
+/// skipped): readings come grouped by person, so a caller collecting distinct persons
+/// looks each run up once instead of each row.
+pub fn value_runs(col: &StringArray) -> impl Iterator<Item = &str> {
+    let mut last: Option<&str> = None;
+    col.iter().flatten().filter(move |v| {
+        let new = last != Some(*v);
+        last = Some(v);
+        new
+    })
+}
+
 /// Converts row `i` of `batch` (a table's full schema) back into cells.
 pub fn row_cells(batch: &RecordBatch, i: usize) -> Vec<Cell<'static>> {
     batch
@@ -688,6 +700,25 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(back, 10_000);
+    }
+
+    #[test]
+    fn value_runs_give_each_run_once_and_skip_nulls() {
+        let col = StringArray::from(vec![
+            Some("a"),
+            Some("a"),
+            None,
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("a"),
+            None,
+        ]);
+        assert_eq!(value_runs(&col).collect::<Vec<_>>(), ["a", "b", "a"]);
+        assert_eq!(
+            value_runs(&StringArray::from(Vec::<&str>::new())).count(),
+            0
+        );
     }
 
     #[test]

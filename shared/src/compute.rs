@@ -159,6 +159,19 @@ impl ScanState {
     }
 }
 
+/// Sets `slot` to `(key, value)`, reusing the string it holds: the memo of the last
+/// person or device seen changes once per run of lines, and a run's key is short.
+fn remember<T>(slot: &mut Option<(String, T)>, key: &str, value: T) {
+    match slot {
+        Some((k, v)) => {
+            k.clear();
+            k.push_str(key);
+            *v = value;
+        }
+        None => *slot = Some((key.to_string(), value)),
+    }
+}
+
 /// Whose data a landing line is: an e-mail or a device serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PersonKind {
@@ -505,7 +518,7 @@ impl ConsentFilter {
             _ => match self.consent.find(user) {
                 Ok(found) => {
                     let c = found.first().copied();
-                    self.last = Some((user.to_string(), c));
+                    remember(&mut self.last, user, c);
                     c
                 }
                 Err(shard) => return Ok(self.consent.defer(shard, cells)),
@@ -590,7 +603,7 @@ impl StepTrainerFilter {
                     if !c && !owners.is_empty() {
                         self.waiting.insert(serial.to_string());
                     }
-                    self.last = Some((serial.to_string(), c));
+                    remember(&mut self.last, serial, c);
                     c
                 }
                 Err(shard) => return Ok(self.devices.defer(shard, cells)),

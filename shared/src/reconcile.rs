@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow_array::StringArray;
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{column, read_parquet};
+use crate::columnar::{column, read_parquet, value_runs};
 use crate::compute::RowOutcome;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -380,13 +380,7 @@ async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<Users> {
                 };
                 for b in read_parquet(bytes, &[user], &key.0)? {
                     let col = column::<StringArray>(&b, user, &key.0)?;
-                    let mut last = None;
-                    for u in col.iter().flatten() {
-                        if last != Some(u) {
-                            users.0.push(Users::hash(u));
-                            last = Some(u);
-                        }
-                    }
+                    users.0.extend(value_runs(col).map(Users::hash));
                 }
                 if users.0.len() > 2 * settled + (1 << 16) {
                     users.settle();

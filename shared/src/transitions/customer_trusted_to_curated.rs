@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow_array::StringArray;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::columnar::{column, read_parquet};
+use crate::columnar::{column, read_parquet, value_runs};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
 use crate::rules::{self, Customers, DeviceEntry, customer};
@@ -49,11 +49,11 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     for b in read_parquet(bytes, &["user"], &src.key)? {
         let col = column::<StringArray>(&b, "user", &src.key)?;
         s.rows_in += b.num_rows() as u64;
-        for u in col.iter().flatten() {
-            users
-                .entry(keys::shard_of(u, shards))
-                .or_default()
-                .insert(u.to_string());
+        for u in value_runs(col) {
+            let shard = users.entry(keys::shard_of(u, shards)).or_default();
+            if !shard.contains(u) {
+                shard.insert(u.to_string());
+            }
         }
     }
     // Plan, shard by shard (a few in flight): users already curated with their current
