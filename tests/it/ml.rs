@@ -316,6 +316,17 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Drops the customer files of `files`, then `record` (one customer's newer record), then
+/// the reading files: the readings land under that record.
+async fn land_with_record_between(local: &Local, files: Vec<LandingFile>, record: LandingFile) {
+    let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
+        .into_iter()
+        .partition(|f| f.table == Table::CustomerLanding);
+    local.drop(&customers, 0).await.unwrap();
+    local.drop(&[record], 0).await.unwrap();
+    local.drop(&readings, 0).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event() {
     let local = Local::start().await.unwrap();
@@ -323,12 +334,7 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     // A user whose device has a Step Trainer file, not consenting when their files land.
     let (phone, email, serial) = user_with_device(&dir, &files);
     let withdrawal = crate::order::withdrawal(&email, &dir);
-    let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
-        .into_iter()
-        .partition(|f| f.table == Table::CustomerLanding);
-    local.drop(&customers, 0).await.unwrap();
-    local.drop(&[withdrawal], 0).await.unwrap();
-    local.drop(&readings, 0).await.unwrap();
+    land_with_record_between(&local, files, withdrawal).await;
     assert_truth(&local, &dir, "before the consent").await;
     assert_eq!(ml_rows_of(&local, &serial).await, 0);
 
@@ -507,12 +513,7 @@ async fn a_curated_customer_who_gains_a_device_brings_its_sessions_in() {
     rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
     rec["serialNumber"] = Value::Null;
     let none = crate::order::customer_file(&rec, "no-device.json", &dir);
-    let (customers, readings): (Vec<LandingFile>, Vec<LandingFile>) = files
-        .into_iter()
-        .partition(|f| f.table == Table::CustomerLanding);
-    local.drop(&customers, 0).await.unwrap();
-    local.drop(&[none], 0).await.unwrap();
-    local.drop(&readings, 0).await.unwrap();
+    land_with_record_between(&local, files, none).await;
     assert_truth(&local, &dir, "without a device").await;
     // Then it names one: a curated customer's new device, moved from none.
     rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
