@@ -28,7 +28,7 @@ use arrow_array::{RecordBatch, StringArray};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{Part, column, read_parquet};
+use crate::columnar::{Part, column, read_parquet, value_runs};
 use crate::compute::{ml_pair, step_readings};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
@@ -307,7 +307,7 @@ async fn load(
             let batches = read_parquet(bytes, &COLUMNS, &key)?;
             let mut users = BTreeSet::new();
             for b in &batches {
-                users.extend(column::<StringArray>(b, "user", &key)?.iter().flatten());
+                users.extend(value_runs(column::<StringArray>(b, "user", &key)?));
             }
             let fresh = devices == Devices::Read || FRESH_DEVICES.try_with(|_| ()).is_ok();
             let recorded = match fresh {
