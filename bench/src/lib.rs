@@ -335,7 +335,7 @@ fn machine_learning(
             }
             for bytes in steps_by_dt.get(dt).into_iter().flatten() {
                 let step = read_parquet((*bytes).clone(), &[], "step")?;
-                let join = MlJoin::new(step_readings(&step, "step")?).with_index(&index);
+                let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(&index);
                 let mut sink = stedi::columnar::PartitionedSink::new(
                     Table::MachineLearningCurated,
                     cfg.row_group_rows,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, LineReader, same};
-use crate::rules::{self, Customers, KeyIndex, MlJoin, SerialIndex};
+use crate::rules::{self, Customers, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
@@ -626,18 +626,31 @@ pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> R
     sink.finish()
 }
 
-/// The step trainer readings of a step_trainer_trusted object.
-pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<Vec<(i64, String, i32)>> {
-    let mut readings = Vec::new();
+/// The step trainer readings of a step_trainer_trusted object, grouped by device (serials
+/// in the order they first appear; one `String` a device).
+pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<DeviceReadings> {
+    let mut devices: DeviceReadings = Vec::new();
+    let mut index: FastMap<&str, usize> = FastMap::default();
     for b in batches {
         let t = column::<Int64Array>(b, "sensorreadingtime", context)?;
         let sn = column::<StringArray>(b, "serialnumber", context)?;
         let d = column::<Int32Array>(b, "distancefromobject", context)?;
+        // Readings come grouped by device: the last device is compared first.
+        let mut last: Option<(&str, usize)> = None;
         for i in 0..b.num_rows() {
-            readings.push((t.value(i), sn.value(i).to_string(), d.value(i)));
+            let serial = sn.value(i);
+            let k = match last {
+                Some((s, k)) if s == serial => k,
+                _ => *index.entry(serial).or_insert_with(|| {
+                    devices.push((serial.to_string(), Vec::new()));
+                    devices.len() - 1
+                }),
+            };
+            last = Some((serial, k));
+            devices[k].1.push((t.value(i), d.value(i)));
         }
     }
-    Ok(readings)
+    Ok(devices)
 }
 
 /// The machine_learning_curated rows of one pair of trusted objects of `dt`: the step
@@ -645,7 +658,7 @@ pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<Vec<(i64,
 /// (`serial_of`: user → serial), joined with that user's readings in `phone` at the same
 /// millisecond. `None` when nothing joins. Either side of the pair computes the same bytes.
 pub fn ml_pair(
-    readings: &[(i64, String, i32)],
+    readings: &[(String, Vec<(i64, i32)>)],
     phone: &[RecordBatch],
     serial_of: &HashMap<String, String>,
     dt: &str,
@@ -656,7 +669,7 @@ pub fn ml_pair(
     for (user, serial) in serial_of {
         owners.entry(serial.clone()).or_default().push(user.clone());
     }
-    let join = MlJoin::new(readings.iter().cloned()).with_index(&owners);
+    let join = MlJoin::of_devices(readings.iter().cloned()).with_index(&owners);
     if join.is_empty() {
         return Ok(None);
     }
@@ -778,6 +791,34 @@ mod tests {
             assert_eq!(entry["raw"], "{bad");
             drop(scan_users(kept));
         }
+    }
+
+    #[test]
+    fn step_readings_are_grouped_by_device_across_batches() {
+        use crate::columnar::RowsBuilder;
+        // Three batches: the readings of "s1" span all of them.
+        let parts: [&[(i64, &str, i64)]; 3] = [
+            &[(1, "s1", 10), (2, "s2", 20)],
+            &[(3, "s1", 11)],
+            &[(4, "s1", 12), (5, "s2", 21)],
+        ];
+        let batches: Vec<RecordBatch> = parts
+            .iter()
+            .map(|rows| {
+                let mut b = RowsBuilder::new(Table::StepTrainerTrusted);
+                for &(t, s, d) in *rows {
+                    b.append(&[Cell::Long(t), Cell::Str(s.into()), Cell::Long(d)]);
+                }
+                b.finish().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            step_readings(&batches, "t").unwrap(),
+            vec![
+                ("s1".to_string(), vec![(1, 10), (3, 11), (4, 12)]),
+                ("s2".to_string(), vec![(2, 20), (5, 21)]),
+            ]
+        );
     }
 
     #[test]

@@ -268,15 +268,29 @@ pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of:
 /// with their owners' phone readings at the same millisecond.
 #[derive(Debug, Default)]
 pub struct MlJoin {
-    /// One entry per serial: the serial and its readings by time.
-    devices: Vec<(String, FastMap<i64, Vec<i32>>)>,
+    /// One entry per serial.
+    devices: Vec<Device>,
     /// E-mail → index into `devices`.
     owner: FastMap<String, usize>,
 }
 
+/// One device's readings: its distances in time order (those of one millisecond in the
+/// order they came) and, per millisecond, the range of them taken then. Two allocations a
+/// device, not one a reading.
+#[derive(Debug, Default)]
+struct Device {
+    serial: String,
+    distances: Vec<i32>,
+    at: FastMap<i64, (u32, u32)>,
+}
+
+/// Step Trainer readings grouped by device: each serial once, with its `(time, distance)`
+/// readings.
+pub type DeviceReadings = Vec<(String, Vec<(i64, i32)>)>;
+
 /// The join's maps, probed once per phone reading: foldhash (seeded per process) instead
 /// of SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Serial number → e-mails of the customers with that device (built once per snapshot).
 pub type SerialIndex = HashMap<String, Vec<String>>;
@@ -300,17 +314,36 @@ impl Customers {
 impl MlJoin {
     /// Indexes the step trainer readings `(time, serial, distance)`.
     pub fn new(readings: impl IntoIterator<Item = (i64, String, i32)>) -> MlJoin {
-        let mut by_serial: FastMap<String, FastMap<i64, Vec<i32>>> = FastMap::default();
+        let mut by_serial: FastMap<String, Vec<(i64, i32)>> = FastMap::default();
         for (t, s, d) in readings {
-            by_serial
-                .entry(s)
-                .or_default()
-                .entry(t)
-                .or_default()
-                .push(d);
+            by_serial.entry(s).or_default().push((t, d));
         }
+        MlJoin::of_devices(by_serial)
+    }
+
+    /// Indexes readings already grouped by device (each serial once).
+    pub fn of_devices(devices: impl IntoIterator<Item = (String, Vec<(i64, i32)>)>) -> MlJoin {
+        let devices = devices
+            .into_iter()
+            .map(|(serial, mut readings)| {
+                // Stable: the readings of one millisecond keep their order.
+                readings.sort_by_key(|r| r.0);
+                let mut at = FastMap::default();
+                let mut start = 0;
+                for run in readings.chunk_by(|a, b| a.0 == b.0) {
+                    let end = start + run.len() as u32;
+                    at.insert(run[0].0, (start, end));
+                    start = end;
+                }
+                Device {
+                    serial,
+                    distances: readings.into_iter().map(|r| r.1).collect(),
+                    at,
+                }
+            })
+            .collect();
         MlJoin {
-            devices: by_serial.into_iter().collect(),
+            devices,
             owner: FastMap::default(),
         }
     }
@@ -327,9 +360,9 @@ impl MlJoin {
             .devices
             .iter()
             .enumerate()
-            .flat_map(|(i, (serial, _))| {
+            .flat_map(|(i, device)| {
                 index
-                    .get(serial)
+                    .get(&device.serial)
                     .into_iter()
                     .flatten()
                     .map(move |email| (email.clone(), i))
@@ -350,10 +383,10 @@ impl MlJoin {
 
     /// The readings of `device` at `timestamp`: `(serial, distances)`.
     pub fn at(&self, device: usize, timestamp: i64) -> Option<(&str, &[i32])> {
-        let (serial, by_time) = self.devices.get(device)?;
-        by_time
-            .get(&timestamp)
-            .map(|d| (serial.as_str(), d.as_slice()))
+        let device = self.devices.get(device)?;
+        let &(start, end) = device.at.get(&timestamp)?;
+        let distances = device.distances.get(start as usize..end as usize)?;
+        Some((device.serial.as_str(), distances))
     }
 
     /// The step trainer matches of one phone reading: `(serial, distances)`.
@@ -466,6 +499,21 @@ mod tests {
         assert!(reading_allowed(Some(100), 100, true));
         assert!(!reading_allowed(None, 100, false));
         assert!(!reading_allowed(Some(0), 100, false));
+    }
+
+    #[test]
+    fn ml_join_keeps_the_order_of_readings_within_a_millisecond() {
+        let customers = Customers::latest_of([cust("a", "s1", 1, Some(1))]);
+        let join = MlJoin::of_devices([(
+            "s1".to_string(),
+            vec![(200, 1), (100, 2), (200, 3), (100, 4), (150, 5)],
+        )])
+        .with_customers(&customers);
+        assert_eq!(join.probe("a", 100), Some(("s1", &[2, 4][..])));
+        assert_eq!(join.probe("a", 150), Some(("s1", &[5][..])));
+        assert_eq!(join.probe("a", 200), Some(("s1", &[1, 3][..])));
+        assert_eq!(join.probe("a", 99), None);
+        assert_eq!(join.probe("a", 201), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::columnar::{Part, column, read_parquet, value_runs};
 use crate::compute::{ml_pair, step_readings};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
+use crate::rules::DeviceReadings;
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -176,7 +177,7 @@ impl SideManifest {
 
 /// The rows of one trusted object, read once.
 enum Rows {
-    Step(Vec<(i64, String, i32)>),
+    Step(DeviceReadings),
     Phone {
         batches: Vec<RecordBatch>,
         /// User → device serial (consenting customers with a serial).
@@ -194,7 +195,7 @@ struct Loaded {
 impl Loaded {
     fn row_count(&self) -> u64 {
         match &self.rows {
-            Rows::Step(r) => r.len() as u64,
+            Rows::Step(r) => r.iter().map(|(_, readings)| readings.len() as u64).sum(),
             Rows::Phone { batches, .. } => batches.iter().map(|b| b.num_rows() as u64).sum(),
         }
     }
@@ -299,7 +300,7 @@ async fn load(
         Side::Step => {
             const COLUMNS: [&str; 3] = ["sensorreadingtime", "serialnumber", "distancefromobject"];
             let readings = step_readings(&read_parquet(bytes, &COLUMNS, &key)?, &key)?;
-            let serials: BTreeSet<String> = readings.iter().map(|r| r.1.clone()).collect();
+            let serials: BTreeSet<String> = readings.iter().map(|r| r.0.clone()).collect();
             (Rows::Step(readings), serials, BTreeMap::new())
         }
         Side::Phone => {
