@@ -340,7 +340,7 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
 
     // The consent: the same record, later.
     let mut rec = crate::order::customer_record(&email);
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 2000);
+    crate::order::later(&mut rec, 2000);
     let consent = crate::order::customer_file(&rec, "consent.json", &dir);
     let out = local.drop(&[consent], 0).await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
@@ -454,7 +454,7 @@ async fn a_customers_new_device_takes_over_with_its_own_event() {
 
     // Their record now names the new device.
     let mut rec = crate::order::customer_record(&email);
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 2000);
+    crate::order::later(&mut rec, 2000);
     rec["serialNumber"] = serde_json::json!(new_serial);
     let moved = crate::order::customer_file(&rec, "new-device.json", &dir);
     let out = local.drop(&[moved], 0).await.unwrap();
@@ -473,7 +473,7 @@ async fn a_customers_new_device_takes_over_with_its_own_event() {
     assert!(!report.changed(), "reconcile found work: {report:?}");
 
     // A later change of their phone number alone: their customer_curated row follows.
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    crate::order::later(&mut rec, 1000);
     rec["phone"] = serde_json::json!("8015550000");
     let phone = crate::order::customer_file(&rec, "new-phone.json", &dir);
     let out = local.drop(&[phone], 0).await.unwrap();
@@ -510,13 +510,13 @@ async fn a_curated_customer_who_gains_a_device_brings_its_sessions_in() {
     let (_, email, serial) = user_with_device(&dir, &files);
     // Their latest record names no device when their sessions land.
     let mut rec = crate::order::customer_record(&email);
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    crate::order::later(&mut rec, 1000);
     rec["serialNumber"] = Value::Null;
     let none = crate::order::customer_file(&rec, "no-device.json", &dir);
     land_with_record_between(&local, files, none).await;
     assert_truth(&local, &dir, "without a device").await;
     // Then it names one: a curated customer's new device, moved from none.
-    rec["lastUpdateDate"] = serde_json::json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    crate::order::later(&mut rec, 1000);
     rec["serialNumber"] = serde_json::json!(serial);
     let gained = crate::order::customer_file(&rec, "device.json", &dir);
     let out = local.drop(&[gained], 0).await.unwrap();

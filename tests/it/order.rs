@@ -173,9 +173,14 @@ fn data_with(extra: &[(&str, String)]) -> PathBuf {
 /// `<dir>/customer/landing/withdrawal.json`: the landing file of their withdrawal.
 pub(crate) fn withdrawal(email: &str, dir: &std::path::Path) -> LandingFile {
     let mut rec = customer_record(email);
-    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    later(&mut rec, 1000);
     rec["shareWithResearchAsOfDate"] = json!(0);
     customer_file(&rec, "withdrawal.json", dir)
+}
+
+/// Makes `rec` a record `ms` milliseconds newer (its `lastUpdateDate`).
+pub(crate) fn later(rec: &mut Value, ms: i64) {
+    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + ms);
 }
 
 /// A one-record customer landing file `name` holding `rec`, written under `dir`.
@@ -213,7 +218,7 @@ async fn a_withdrawn_customer_disappears_from_every_trusted_and_curated_table() 
         "the customer had ML rows"
     );
 
-    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    later(&mut rec, 1000);
     rec["shareWithResearchAsOfDate"] = json!(0);
     let file = format!("{rec}\n");
     let key = "customer/landing/withdrawal.json";
@@ -253,7 +258,7 @@ async fn a_withdrawn_customer_disappears_from_every_trusted_and_curated_table() 
     assert!(!local.reconcile().await.unwrap().changed());
 
     // Consent given again later: the customer comes back.
-    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 1000);
+    later(&mut rec, 1000);
     rec["shareWithResearchAsOfDate"] = json!(1655564376361i64);
     local
         .put("customer/landing/regrant.json", format!("{rec}\n"))
@@ -280,7 +285,7 @@ async fn an_older_record_arriving_after_a_withdrawal_does_not_bring_the_customer
     local.drop(&[withdrawal], 0).await.unwrap();
     // A profile change made before the withdrawal, delivered after it: still consenting.
     let mut rec = customer_record(email);
-    rec["lastUpdateDate"] = json!(rec["lastUpdateDate"].as_i64().unwrap() + 500);
+    later(&mut rec, 500);
     rec["phone"] = json!("8015550000");
     let late = customer_file(&rec, "late.json", &dir);
     let out = local.drop(&[late], 0).await.unwrap();
