@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, LineReader, same};
-use crate::rules::{self, Customers, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex};
+use crate::rules::{
+    self, Customers, DeviceReading, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex,
+};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
@@ -658,7 +660,7 @@ pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<DeviceRea
 /// (`serial_of`: user → serial), joined with that user's readings in `phone` at the same
 /// millisecond. `None` when nothing joins. Either side of the pair computes the same bytes.
 pub fn ml_pair(
-    readings: &[(String, Vec<(i64, i32)>)],
+    readings: &[DeviceReading],
     phone: &[RecordBatch],
     serial_of: &HashMap<String, String>,
     dt: &str,

@@ -284,9 +284,11 @@ struct Device {
     at: FastMap<i64, (u32, u32)>,
 }
 
-/// Step Trainer readings grouped by device: each serial once, with its `(time, distance)`
-/// readings.
-pub type DeviceReadings = Vec<(String, Vec<(i64, i32)>)>;
+/// One device's Step Trainer readings: its serial and its `(time, distance)` readings.
+pub type DeviceReading = (String, Vec<(i64, i32)>);
+
+/// Step Trainer readings grouped by device: each serial once.
+pub type DeviceReadings = Vec<DeviceReading>;
 
 /// The join's maps, probed once per phone reading: foldhash (seeded per process) instead
 /// of SipHash.
@@ -322,7 +324,7 @@ impl MlJoin {
     }
 
     /// Indexes readings already grouped by device (each serial once).
-    pub fn of_devices(devices: impl IntoIterator<Item = (String, Vec<(i64, i32)>)>) -> MlJoin {
+    pub fn of_devices(devices: impl IntoIterator<Item = DeviceReading>) -> MlJoin {
         let devices = devices
             .into_iter()
             .map(|(serial, mut readings)| {
