@@ -1,6 +1,7 @@
 //! The consent and join rules, as pure functions over rows. Each mirrors one line of the
 //! batch-truth SQL in DESIGN.md.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::record::Cell;
@@ -57,10 +58,15 @@ impl Customers {
         let Some(email) = row[customer::EMAIL].as_str().map(str::to_string) else {
             return;
         };
-        match self.rows.get(&email) {
-            Some(cur) if !supersedes(&row, cur) => {}
-            _ => {
-                self.rows.insert(email, row);
+        // One descent of the tree, whether the e-mail is new or known.
+        match self.rows.entry(email) {
+            Entry::Vacant(v) => {
+                v.insert(row);
+            }
+            Entry::Occupied(mut o) => {
+                if supersedes(&row, o.get()) {
+                    o.insert(row);
+                }
             }
         }
     }
@@ -455,10 +461,16 @@ mod tests {
             cust("a", "s1", 2, Some(1)),
             cust("a", "s1", 1, None),
             cust("b", "s2", 5, None),
+            // Same lastUpdateDate: the record offered later is kept.
+            cust("b", "s3", 5, Some(7)),
+            cust("c", "s4", 1, None),
+            cust("c", "s5", 3, Some(9)),
         ]);
-        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.rows.len(), 3);
         assert_eq!(c.consent_date("a"), Some(1));
-        assert_eq!(c.consent_date("b"), None);
+        assert_eq!(c.consent_date("b"), Some(7));
+        assert_eq!(c.consent_date("c"), Some(9));
+        assert_eq!(c.rows["c"][customer::SERIAL].as_str(), Some("s5"));
     }
 
     #[test]
