@@ -9,7 +9,9 @@
 //!   generated N-fold with its readings' owners kept (dates still move) and the sample's
 //!   customers, for the one-big-file memory test.
 //! - `compute --what customer|accelerometer|step_trainer|machine_learning|pipeline --data DIR`:
-//!   the functions' compute path in this process (parse, filter or join, Parquet encode),
+//!   the functions' compute path in this process (parse, filter or join, Parquet encode;
+//!   `--what machine_learning_pairs` is the ML join one output per pair of objects, as the
+//!   function writes it when a Step Trainer object arrives),
 //!   files read in 8 MiB chunks as the functions read S3 bodies; prints one JSON line with
 //!   bytes, rows, seconds, the table counts and the peak RSS of this process.
 //! - `init --bin PATH`: cold start of a function binary: time from exec to its first call
@@ -28,7 +30,7 @@ use stedi::Transition;
 use stedi::columnar::{Part, column, read_parquet, value_runs};
 use stedi::compute::{
     ConsentFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers, ml_join_batch,
-    step_readings,
+    ml_pair, step_readings,
 };
 use stedi::config::Config;
 use stedi::rules::{self, Customers, MlJoin};
@@ -353,6 +355,67 @@ fn machine_learning(
     Ok(rows)
 }
 
+/// machine_learning_curated the way the function makes it when a Step Trainer object
+/// arrives: the object is read once and paired with every phone object of its `dt`, one
+/// output a pair, each phone object's users mapped to their devices (as its side manifest
+/// records them); `dt`s are spread over `threads`. The rows are the same as
+/// [`machine_learning`]'s, split by pair.
+fn machine_learning_pairs(
+    steps: &Outputs,
+    accel: &Outputs,
+    trusted: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+    threads: usize,
+) -> Result<u64> {
+    let mut accel_by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+    for Part { dt, bytes: b, .. } in accel {
+        accel_by_dt.entry(dt.as_str()).or_default().push(b);
+    }
+    let mut steps_by_dt: BTreeMap<&str, Vec<&Bytes>> = BTreeMap::new();
+    for Part { dt, rows: n, bytes } in steps {
+        stats.rows_in += n;
+        stats.bytes += bytes.len() as u64;
+        steps_by_dt.entry(dt.as_str()).or_default().push(bytes);
+    }
+    let dts: Vec<&str> = steps_by_dt.keys().copied().collect();
+    let threads = threads.max(1);
+    let per_thread = on_threads(threads, |t| {
+        let mut rows = 0;
+        for dt in dts.iter().skip(t).step_by(threads) {
+            let mut phones = Vec::new();
+            for a in accel_by_dt.get(dt).into_iter().flatten() {
+                let batches = read_parquet((*a).clone(), &[], "accel")?;
+                let mut serial_of = HashMap::new();
+                for b in &batches {
+                    for user in value_runs(column::<StringArray>(b, "user", "accel")?) {
+                        let serial = trusted
+                            .rows
+                            .get(user)
+                            .and_then(|r| r[rules::customer::SERIAL].as_str().map(str::to_string));
+                        if let Some(serial) = serial {
+                            serial_of.insert(user.to_string(), serial);
+                        }
+                    }
+                }
+                phones.push((batches, serial_of));
+            }
+            for bytes in steps_by_dt.get(dt).into_iter().flatten() {
+                let step = step_readings(&read_parquet((*bytes).clone(), &[], "step")?, "step")?;
+                let step = MlJoin::of_devices(step);
+                for (batches, serial_of) in &phones {
+                    let part = ml_pair(&step, batches, serial_of, dt, cfg.row_group_rows, "pair")?;
+                    rows += part.map_or(0, |p| p.rows);
+                }
+            }
+        }
+        Ok(rows)
+    })?;
+    let rows: u64 = per_thread.into_iter().sum();
+    stats.rows_out += rows;
+    Ok(rows)
+}
+
 /// Trusted customers who have readings, computed by streaming the accelerometer landing
 /// files without keeping their outputs (the step trainer benchmark's reference data).
 fn curated_by_streaming(data: &Path, trusted: &Customers, cfg: &Config) -> Result<Customers> {
@@ -411,6 +474,15 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
             started = Instant::now();
             let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
+            counts.insert("machine_learning_curated", rows);
+        }
+        "machine_learning_pairs" => {
+            let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
+            let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default(), 2, true)?;
+            let curated = curated_from_outputs(&accel, &trusted, 2)?;
+            let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
+            started = Instant::now();
+            let rows = machine_learning_pairs(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
             counts.insert("machine_learning_curated", rows);
         }
         "pipeline" => {

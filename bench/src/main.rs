@@ -35,7 +35,8 @@ enum Command {
     },
     /// The functions' compute path in this process; prints one JSON line.
     Compute {
-        /// customer | accelerometer | step_trainer | machine_learning | pipeline
+        /// customer | accelerometer | step_trainer | machine_learning | machine_learning_pairs |
+        /// pipeline
         #[arg(long)]
         what: String,
         /// A data folder (the sample or a generated one).

@@ -16,9 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, LineReader, same};
-use crate::rules::{
-    self, Customers, DeviceReading, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex,
-};
+use crate::rules::{self, Customers, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
@@ -660,7 +658,7 @@ pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<DeviceRea
 /// (`serial_of`: user → serial), joined with that user's readings in `phone` at the same
 /// millisecond. `None` when nothing joins. Either side of the pair computes the same bytes.
 pub fn ml_pair(
-    readings: &[DeviceReading],
+    readings: &MlJoin,
     phone: &[RecordBatch],
     serial_of: &HashMap<String, String>,
     dt: &str,
@@ -671,7 +669,7 @@ pub fn ml_pair(
     for (user, serial) in serial_of {
         owners.entry(serial.clone()).or_default().push(user.clone());
     }
-    let join = MlJoin::of_devices(readings.iter().cloned()).with_index(&owners);
+    let join = readings.with_index(&owners);
     if join.is_empty() {
         return Ok(None);
     }

@@ -107,8 +107,7 @@ impl LineReader {
         columns: &[Column],
         out: &mut Vec<Cell<'a>>,
     ) -> Result<(), String> {
-        out.clear();
-        out.resize(columns.len(), Cell::Null);
+        null_cells(out, columns.len());
         if flat::parse(line, columns, out, &mut self.shape).is_some() {
             return required(columns, out);
         }
@@ -118,6 +117,17 @@ impl LineReader {
             columns,
             out,
         )
+    }
+}
+
+/// `out` as `n` null cells. Lines of one file have the same columns: the cells of the line
+/// before are reset in place (no call into `Vec::resize`, once a line on the hot path).
+fn null_cells(out: &mut Vec<Cell<'_>>, n: usize) {
+    if out.len() == n {
+        out.iter_mut().for_each(|c| *c = Cell::Null);
+    } else {
+        out.clear();
+        out.resize(n, Cell::Null);
     }
 }
 

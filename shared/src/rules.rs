@@ -3,6 +3,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::record::Cell;
 
@@ -271,11 +272,13 @@ pub fn reading_allowed(consent_date: Option<i64>, timestamp: i64, consent_as_of:
 }
 
 /// machine_learning_curated rows of Step Trainer readings: keyed by serial and time, joined
-/// with their owners' phone readings at the same millisecond.
+/// with their owners' phone readings at the same millisecond. The devices' index is built
+/// once per Step Trainer object and shared by every join with an owner map
+/// ([`MlJoin::with_index`]): an object paired with many phone objects is indexed once.
 #[derive(Debug, Default)]
 pub struct MlJoin {
     /// One entry per serial.
-    devices: Vec<Device>,
+    devices: Arc<[Device]>,
     /// E-mail → index into `devices`.
     owner: FastMap<String, usize>,
 }
@@ -356,15 +359,15 @@ impl MlJoin {
         }
     }
 
-    /// Attaches the customers whose device is one of the indexed serials.
-    pub fn with_customers(self, customers: &Customers) -> MlJoin {
+    /// The same devices with the customers whose device is one of the indexed serials.
+    pub fn with_customers(&self, customers: &Customers) -> MlJoin {
         self.with_index(&customers.serial_index())
     }
 
-    /// Attaches owners through a prebuilt serial index (cheap: looks up only this
-    /// object's serials).
-    pub fn with_index(mut self, index: &SerialIndex) -> MlJoin {
-        self.owner = self
+    /// The same devices (shared, not copied) with their owners through a prebuilt serial
+    /// index (cheap: looks up only this object's serials).
+    pub fn with_index(&self, index: &SerialIndex) -> MlJoin {
+        let owner = self
             .devices
             .iter()
             .enumerate()
@@ -376,7 +379,20 @@ impl MlJoin {
                     .map(move |email| (email.clone(), i))
             })
             .collect();
-        self
+        MlJoin {
+            devices: Arc::clone(&self.devices),
+            owner,
+        }
+    }
+
+    /// The serials of the indexed devices, each once.
+    pub fn serials(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().map(|d| d.serial.as_str())
+    }
+
+    /// How many Step Trainer readings are indexed.
+    pub fn readings(&self) -> u64 {
+        self.devices.iter().map(|d| d.distances.len() as u64).sum()
     }
 
     /// Whether no customer can match (nothing to probe).

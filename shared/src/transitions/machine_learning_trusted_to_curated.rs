@@ -32,7 +32,7 @@ use crate::columnar::{Part, column, read_parquet, value_runs};
 use crate::compute::{ml_pair, step_readings};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
-use crate::rules::DeviceReadings;
+use crate::rules::MlJoin;
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -177,7 +177,8 @@ impl SideManifest {
 
 /// The rows of one trusted object, read once.
 enum Rows {
-    Step(DeviceReadings),
+    /// The object's devices, indexed once for every pair it makes.
+    Step(MlJoin),
     Phone {
         batches: Vec<RecordBatch>,
         /// User → device serial (consenting customers with a serial).
@@ -195,7 +196,7 @@ struct Loaded {
 impl Loaded {
     fn row_count(&self) -> u64 {
         match &self.rows {
-            Rows::Step(r) => r.iter().map(|(_, readings)| readings.len() as u64).sum(),
+            Rows::Step(join) => join.readings(),
             Rows::Phone { batches, .. } => batches.iter().map(|b| b.num_rows() as u64).sum(),
         }
     }
@@ -300,8 +301,9 @@ async fn load(
         Side::Step => {
             const COLUMNS: [&str; 3] = ["sensorreadingtime", "serialnumber", "distancefromobject"];
             let readings = step_readings(&read_parquet(bytes, &COLUMNS, &key)?, &key)?;
-            let serials: BTreeSet<String> = readings.iter().map(|r| r.0.clone()).collect();
-            (Rows::Step(readings), serials, BTreeMap::new())
+            let join = MlJoin::of_devices(readings);
+            let serials: BTreeSet<String> = join.serials().map(str::to_string).collect();
+            (Rows::Step(join), serials, BTreeMap::new())
         }
         Side::Phone => {
             const COLUMNS: [&str; 5] = ["user", "timestamp", "x", "y", "z"];
