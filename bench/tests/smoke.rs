@@ -40,6 +40,10 @@ fn the_compute_path_processes_the_design_counts() {
     assert_eq!(acc["rows_in"], 81273);
     assert_eq!(acc["rows_out"], 40981);
     assert_eq!(acc["bytes"], 6_871_328);
+    // The ML join one output per pair of objects: the same rows, split by pair.
+    let pairs = compute("machine_learning_pairs", &sample());
+    assert_eq!(pairs["counts"]["machine_learning_curated"], 40981);
+    assert_eq!(pairs["rows_in"], 14460);
 }
 
 #[test]
