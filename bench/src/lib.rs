@@ -304,16 +304,15 @@ fn step_trainer(
     })
 }
 
-/// machine_learning_curated: per `dt`, the accelerometer objects are decoded once and every
-/// step trainer object of that `dt` is joined with them (one output each); `dt`s are spread
-/// over `threads`.
-fn machine_learning(
+/// Runs `one(dt, phone objects, Step Trainer objects)` for every `dt` of the Step Trainer
+/// outputs, the `dt`s spread over `threads`; counts the Step Trainer rows in and the rows
+/// `one` returns out.
+fn per_dt(
     steps: &Outputs,
     accel: &Outputs,
-    trusted: &Customers,
-    cfg: &Config,
     stats: &mut Stats,
     threads: usize,
+    one: impl Fn(&str, &[&Bytes], &[&Bytes]) -> Result<u64> + Sync,
 ) -> Result<u64> {
     let mut accel_by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
     for Part { dt, bytes: b, .. } in accel {
@@ -327,32 +326,51 @@ fn machine_learning(
     }
     let dts: Vec<&str> = steps_by_dt.keys().copied().collect();
     let threads = threads.max(1);
-    let index = trusted.serial_index();
     let per_thread = on_threads(threads, |t| {
         let mut rows = 0;
         for dt in dts.iter().skip(t).step_by(threads) {
-            let mut batches = Vec::new();
-            for a in accel_by_dt.get(dt).into_iter().flatten() {
-                batches.extend(read_parquet((*a).clone(), &[], "accel")?);
-            }
-            for bytes in steps_by_dt.get(dt).into_iter().flatten() {
-                let step = read_parquet((*bytes).clone(), &[], "step")?;
-                let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(&index);
-                let mut sink = stedi::columnar::PartitionedSink::new(
-                    Table::MachineLearningCurated,
-                    cfg.row_group_rows,
-                );
-                for b in &batches {
-                    ml_join_batch(&join, b, dt, &mut sink, "accel")?;
-                }
-                rows += sink.finish()?.iter().map(|p| p.rows).sum::<u64>();
-            }
+            let phones = accel_by_dt.get(dt).map_or(&[][..], Vec::as_slice);
+            rows += one(dt, phones, &steps_by_dt[dt])?;
         }
         Ok(rows)
     })?;
     let rows: u64 = per_thread.into_iter().sum();
     stats.rows_out += rows;
     Ok(rows)
+}
+
+/// machine_learning_curated: per `dt`, the accelerometer objects are decoded once and every
+/// step trainer object of that `dt` is joined with them (one output each); `dt`s are spread
+/// over `threads`.
+fn machine_learning(
+    steps: &Outputs,
+    accel: &Outputs,
+    trusted: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+    threads: usize,
+) -> Result<u64> {
+    let index = trusted.serial_index();
+    per_dt(steps, accel, stats, threads, |dt, phones, steps| {
+        let mut batches = Vec::new();
+        for a in phones {
+            batches.extend(read_parquet((*a).clone(), &[], "accel")?);
+        }
+        let mut rows = 0;
+        for bytes in steps {
+            let step = read_parquet((*bytes).clone(), &[], "step")?;
+            let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(&index);
+            let mut sink = stedi::columnar::PartitionedSink::new(
+                Table::MachineLearningCurated,
+                cfg.row_group_rows,
+            );
+            for b in &batches {
+                ml_join_batch(&join, b, dt, &mut sink, "accel")?;
+            }
+            rows += sink.finish()?.iter().map(|p| p.rows).sum::<u64>();
+        }
+        Ok(rows)
+    })
 }
 
 /// machine_learning_curated the way the function makes it when a Step Trainer object
@@ -368,52 +386,35 @@ fn machine_learning_pairs(
     stats: &mut Stats,
     threads: usize,
 ) -> Result<u64> {
-    let mut accel_by_dt: HashMap<&str, Vec<&Bytes>> = HashMap::new();
-    for Part { dt, bytes: b, .. } in accel {
-        accel_by_dt.entry(dt.as_str()).or_default().push(b);
-    }
-    let mut steps_by_dt: BTreeMap<&str, Vec<&Bytes>> = BTreeMap::new();
-    for Part { dt, rows: n, bytes } in steps {
-        stats.rows_in += n;
-        stats.bytes += bytes.len() as u64;
-        steps_by_dt.entry(dt.as_str()).or_default().push(bytes);
-    }
-    let dts: Vec<&str> = steps_by_dt.keys().copied().collect();
-    let threads = threads.max(1);
-    let per_thread = on_threads(threads, |t| {
-        let mut rows = 0;
-        for dt in dts.iter().skip(t).step_by(threads) {
-            let mut phones = Vec::new();
-            for a in accel_by_dt.get(dt).into_iter().flatten() {
-                let batches = read_parquet((*a).clone(), &[], "accel")?;
-                let mut serial_of = HashMap::new();
-                for b in &batches {
-                    for user in value_runs(column::<StringArray>(b, "user", "accel")?) {
-                        let serial = trusted
-                            .rows
-                            .get(user)
-                            .and_then(|r| r[rules::customer::SERIAL].as_str().map(str::to_string));
-                        if let Some(serial) = serial {
-                            serial_of.insert(user.to_string(), serial);
-                        }
+    per_dt(steps, accel, stats, threads, |dt, phones, steps| {
+        let mut decoded = Vec::new();
+        for a in phones {
+            let batches = read_parquet((*a).clone(), &[], "accel")?;
+            let mut serial_of = HashMap::new();
+            for b in &batches {
+                for user in value_runs(column::<StringArray>(b, "user", "accel")?) {
+                    let serial = trusted
+                        .rows
+                        .get(user)
+                        .and_then(|r| r[rules::customer::SERIAL].as_str().map(str::to_string));
+                    if let Some(serial) = serial {
+                        serial_of.insert(user.to_string(), serial);
                     }
                 }
-                phones.push((batches, serial_of));
             }
-            for bytes in steps_by_dt.get(dt).into_iter().flatten() {
-                let step = step_readings(&read_parquet((*bytes).clone(), &[], "step")?, "step")?;
-                let step = MlJoin::of_devices(step);
-                for (batches, serial_of) in &phones {
-                    let part = ml_pair(&step, batches, serial_of, dt, cfg.row_group_rows, "pair")?;
-                    rows += part.map_or(0, |p| p.rows);
-                }
+            decoded.push((batches, serial_of));
+        }
+        let mut rows = 0;
+        for bytes in steps {
+            let step = step_readings(&read_parquet((*bytes).clone(), &[], "step")?, "step")?;
+            let step = MlJoin::of_devices(step);
+            for (batches, serial_of) in &decoded {
+                let part = ml_pair(&step, batches, serial_of, dt, cfg.row_group_rows, "pair")?;
+                rows += part.map_or(0, |p| p.rows);
             }
         }
         Ok(rows)
-    })?;
-    let rows: u64 = per_thread.into_iter().sum();
-    stats.rows_out += rows;
-    Ok(rows)
+    })
 }
 
 /// Trusted customers who have readings, computed by streaming the accelerometer landing
