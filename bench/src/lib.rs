@@ -468,22 +468,17 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             step_trainer(data, &curated, &cfg, &mut stats, 1, false)?;
             counts.insert("step_trainer_trusted", stats.rows_out);
         }
-        "machine_learning" => {
+        "machine_learning" | "machine_learning_pairs" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
             let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default(), 2, true)?;
             let curated = curated_from_outputs(&accel, &trusted, 2)?;
             let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
+            let join = match what {
+                "machine_learning" => machine_learning,
+                _ => machine_learning_pairs,
+            };
             started = Instant::now();
-            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
-            counts.insert("machine_learning_curated", rows);
-        }
-        "machine_learning_pairs" => {
-            let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
-            let accel = accelerometer(data, &trusted, &cfg, &mut Stats::default(), 2, true)?;
-            let curated = curated_from_outputs(&accel, &trusted, 2)?;
-            let steps = step_trainer(data, &curated, &cfg, &mut Stats::default(), 2, true)?;
-            started = Instant::now();
-            let rows = machine_learning_pairs(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
+            let rows = join(&steps, &accel, &trusted, &cfg, &mut stats, 1)?;
             counts.insert("machine_learning_curated", rows);
         }
         "pipeline" => {
