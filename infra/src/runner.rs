@@ -1,7 +1,8 @@
 //! Plays Lambda's SQS event source mapping locally: receive a batch from a function's
-//! queue, invoke the handler with it as an SQS event, delete the messages whose records
-//! succeeded; the failed ones become visible again after the visibility timeout and are
-//! parked in the dead-letter queue after `maxReceiveCount` deliveries.
+//! queue, invoke the handler with it as an SQS event (its S3 requests held to the
+//! function's policy in `template.yaml`, as IAM holds them in AWS), delete the messages
+//! whose records succeeded; the failed ones become visible again after the visibility
+//! timeout and are parked in the dead-letter queue after `maxReceiveCount` deliveries.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -132,7 +133,12 @@ impl<'s> Runner<'s> {
             let payload = json!({ "Records": records });
             self.invocations += 1;
             let started = std::time::Instant::now();
-            let outcome = stedi::lambda::invoke(&self.ctx, q.function, &payload).await;
+            // As in AWS, the function may make only the requests its role allows.
+            let outcome = stedi::store::with_policy(
+                q.policy.clone(),
+                stedi::lambda::invoke(&self.ctx, q.function, &payload),
+            )
+            .await;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             self.handler_ms.push(ms);
             self.handler_ms_by_function

@@ -64,6 +64,8 @@ pub struct QueueInfo {
     pub dlq_url: String,
     /// Records per invocation at most (the template's `BatchSize`).
     pub batch_size: usize,
+    /// The function's identity policy with this stack's bucket, which the runner enforces.
+    pub policy: std::sync::Arc<template::IamPolicy>,
 }
 
 impl Stack {
@@ -280,6 +282,7 @@ impl Stack {
                 url: url(&route.queue).await?,
                 dlq_url: url(&route.dead_letter_queue).await?,
                 batch_size: route.batch_size,
+                policy: std::sync::Arc::new(route.policy.for_bucket(&self.cfg.bucket)),
             });
         }
         Ok(out)

@@ -24,6 +24,109 @@ pub struct Route {
     /// Records per invocation at most: the event source mapping's `BatchSize` (Lambda's
     /// default for SQS, 10, when the template leaves it out).
     pub batch_size: usize,
+    /// The function's identity policy (its `Policies` statements), as written.
+    pub policy: IamPolicy,
+}
+
+/// One statement of an identity policy: `!Sub` variables left as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamStatement {
+    /// `Allow` (else `Deny`).
+    pub allow: bool,
+    /// Its actions (`s3:GetObject`, `s3:*`).
+    pub actions: Vec<String>,
+    /// Its resources (ARNs, `*` a wildcard).
+    pub resources: Vec<String>,
+}
+
+/// A function's identity policy from `template.yaml` (its `Statement` entries; the SAM
+/// policy templates it may also name grant nothing in S3 and are left out). The local
+/// runner enforces it on every S3 request ([`stedi::store::with_policy`]), as IAM would.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IamPolicy {
+    /// The function (binary) it belongs to.
+    pub function: String,
+    /// Its statements.
+    pub statements: Vec<IamStatement>,
+}
+
+impl IamPolicy {
+    /// Reads `function`'s `Policies` list.
+    fn parse(function: &str, policies: &Value) -> IamPolicy {
+        let strings = |v: &Value| -> Vec<String> {
+            match v {
+                Value::Sequence(items) => items
+                    .iter()
+                    .filter_map(sub_text)
+                    .map(str::to_string)
+                    .collect(),
+                one => sub_text(one).map(str::to_string).into_iter().collect(),
+            }
+        };
+        let statements = policies
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("Statement").and_then(Value::as_sequence))
+            .flatten()
+            .map(|st| IamStatement {
+                allow: st.get("Effect").and_then(Value::as_str) == Some("Allow"),
+                actions: st.get("Action").map(strings).unwrap_or_default(),
+                resources: st.get("Resource").map(strings).unwrap_or_default(),
+            })
+            .collect();
+        IamPolicy {
+            function: function.to_string(),
+            statements,
+        }
+    }
+
+    /// The policy with the stack's names put in: `bucket` for `${BucketName}` and
+    /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `aws` for `${AWS::Partition}`.
+    pub fn for_bucket(&self, bucket: &str) -> IamPolicy {
+        let arn = format!("arn:aws:s3:::{bucket}");
+        let fill = |r: &String| {
+            r.replace("${AWS::Partition}", "aws")
+                .replace("${BucketName}", bucket)
+                .replace("${LakeBucket.Arn}", &arn)
+                .replace("${LakeBucket}", bucket)
+        };
+        IamPolicy {
+            function: self.function.clone(),
+            statements: self
+                .statements
+                .iter()
+                .map(|st| IamStatement {
+                    resources: st.resources.iter().map(fill).collect(),
+                    ..st.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether some statement of `allow`'s effect names `action` and `resource`.
+    fn names(&self, allow: bool, action: &str, resource: &str) -> bool {
+        self.statements.iter().any(|st| {
+            st.allow == allow
+                && st
+                    .actions
+                    .iter()
+                    .any(|a| wildcard_match(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()))
+                && st.resources.iter().any(|r| wildcard_match(r, resource))
+        })
+    }
+}
+
+impl stedi::store::Authorizer for IamPolicy {
+    /// IAM's evaluation within one identity policy: an explicit deny wins, then an allow;
+    /// anything else is denied.
+    fn allows(&self, action: &str, resource: &str) -> bool {
+        !self.names(false, action, resource) && self.names(true, action, resource)
+    }
+
+    fn name(&self) -> &str {
+        &self.function
+    }
 }
 
 /// Errors reading the template.
@@ -153,6 +256,7 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                 rule,
                 key_patterns,
                 batch_size,
+                policy: IamPolicy::parse(binary, &r["Properties"]["Policies"]),
             });
         }
     }
@@ -293,7 +397,8 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
     Ok(problems)
 }
 
-/// Whether `key` matches an EventBridge `wildcard` pattern (`*` matches any run).
+/// Whether `key` matches an EventBridge `wildcard` pattern (`*` matches any run; IAM's
+/// resource and action patterns read the same way).
 pub fn wildcard_match(pattern: &str, key: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
@@ -361,6 +466,56 @@ mod tests {
             "wildcard: \"_stedi/erasure/*.json\"",
         );
         assert_eq!(drift(&moved).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_functions_policy_allows_what_its_statements_name_and_nothing_else() {
+        use stedi::store::Authorizer;
+        let routes = routes(&template()).unwrap();
+        let policy = |f: &str| {
+            routes
+                .iter()
+                .find(|r| r.function == f)
+                .unwrap()
+                .policy
+                .for_bucket("lake")
+        };
+        let obj = |key: &str| format!("arn:aws:s3:::lake/{key}");
+        let accel = policy("accelerometer_landing_to_trusted");
+        assert!(accel.allows("s3:GetObject", &obj("accelerometer/landing/a.json")));
+        assert!(accel.allows(
+            "s3:PutObject",
+            &obj("accelerometer/trusted/dt=2022-01-01/b.parquet")
+        ));
+        assert!(accel.allows("s3:ListBucket", "arn:aws:s3:::lake"));
+        // Another zone, another bucket, an action it is not given.
+        assert!(!accel.allows("s3:PutObject", &obj("customer/trusted/part-00000.parquet")));
+        assert!(!accel.allows(
+            "s3:GetObject",
+            "arn:aws:s3:::other/accelerometer/landing/a.json"
+        ));
+        assert!(!accel.allows("s3:DeleteObject", &obj("accelerometer/landing/a.json")));
+        assert!(!accel.allows("s3:DeleteBucket", "arn:aws:s3:::lake"));
+        // Actions compare without case, as IAM's do.
+        assert!(accel.allows("S3:GETOBJECT", &obj("accelerometer/landing/a.json")));
+        let deny = IamPolicy {
+            function: "f".into(),
+            statements: vec![
+                IamStatement {
+                    allow: true,
+                    actions: vec!["s3:*".into()],
+                    resources: vec!["*".into()],
+                },
+                IamStatement {
+                    allow: false,
+                    actions: vec!["s3:Get*".into()],
+                    resources: vec!["arn:aws:s3:::lake/secret/*".into()],
+                },
+            ],
+        };
+        assert!(deny.allows("s3:GetObject", &obj("open/x")));
+        assert!(!deny.allows("s3:GetObject", &obj("secret/x")));
+        assert!(deny.allows("s3:PutObject", &obj("secret/x")));
     }
 
     #[test]

@@ -118,6 +118,54 @@ fn record_bytes_written(n: u64) {
     tally(|c| &c.bytes_written, n);
 }
 
+/// What an identity policy allows, asked before each request made while [`with_policy`]
+/// runs. The local stack enforces `template.yaml`'s policy of the function it invokes, as
+/// IAM does in AWS (moto does not), so a request the template forgot to allow fails in the
+/// tests instead of in the deployed stack. Outside it nothing is asked.
+pub trait Authorizer: Send + Sync {
+    /// Whether `action` (such as `s3:GetObject`) on `resource` (an ARN) is allowed.
+    fn allows(&self, action: &str, resource: &str) -> bool;
+
+    /// Whose policy it is (the function), for the error message.
+    fn name(&self) -> &str;
+}
+
+tokio::task_local! {
+    /// The policy of the function the current task is running, where one is enforced.
+    static POLICY: Arc<dyn Authorizer>;
+}
+
+/// Runs `f` under `policy`: every [`Store`] request made on this task while `f` runs is
+/// first checked against it and fails as S3 answers a denied one (403 AccessDenied).
+pub async fn with_policy<F: Future>(policy: Arc<dyn Authorizer>, f: F) -> F::Output {
+    POLICY.scope(policy, f).await
+}
+
+/// `Ok` unless a policy is enforced ([`with_policy`]) and it does not allow `action` on
+/// `key` of `bucket` (the bucket itself with no key); the error is S3's AccessDenied.
+fn authorize(op: &'static str, action: &str, bucket: &str, key: Option<&str>) -> Result<()> {
+    let resource = || match key {
+        Some(key) => format!("arn:aws:s3:::{bucket}/{key}"),
+        None => format!("arn:aws:s3:::{bucket}"),
+    };
+    let denied =
+        POLICY.try_with(|p| (!p.allows(action, &resource())).then(|| p.name().to_string()));
+    match denied {
+        Ok(Some(function)) => Err(Error::S3 {
+            op,
+            bucket: bucket.to_string(),
+            key: key.unwrap_or_default().to_string(),
+            message: format!(
+                "AccessDenied: the policy of {function} does not allow {action} on {}",
+                resource()
+            ),
+            retryable: false,
+            source: None,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A write precondition for snapshot objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -240,6 +288,7 @@ impl Store {
     /// (`Content-Length`) is counted as read.
     pub async fn open(&self, bucket: &str, key: &str) -> Result<(ByteStream, String)> {
         record(Request::S3Get);
+        authorize("GetObject", "s3:GetObject", bucket, Some(key))?;
         let out = self
             .client
             .get_object()
@@ -257,6 +306,7 @@ impl Store {
     /// Reads a whole (small) object, unless it still has `etag`.
     pub async fn fetch(&self, bucket: &str, key: &str, etag: Option<&str>) -> Result<Fetched> {
         record(Request::S3Get);
+        authorize("GetObject", "s3:GetObject", bucket, Some(key))?;
         let result = self
             .client
             .get_object()
@@ -289,6 +339,7 @@ impl Store {
     /// Writes an object unconditionally (outputs derived from a source key).
     pub async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<()> {
         record(Request::S3Put);
+        authorize("PutObject", "s3:PutObject", bucket, Some(key))?;
         let len = body.len() as u64;
         self.client
             .put_object()
@@ -311,6 +362,7 @@ impl Store {
         pre: &Precondition,
     ) -> Result<PutOutcome> {
         record(Request::S3Put);
+        authorize("PutObject", "s3:PutObject", bucket, Some(key))?;
         let len = body.len() as u64;
         let mut req = self
             .client
@@ -365,6 +417,7 @@ impl Store {
     /// Every object under `prefix` (key, ETag, size), in key order (one LIST request per
     /// page of up to 1,000 keys).
     pub async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
+        authorize("ListObjectsV2", "s3:ListBucket", bucket, None)?;
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -389,6 +442,7 @@ impl Store {
 
     /// The folders directly under `prefix` (`prefix/…/`), with one LIST request per page.
     pub async fn list_folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        authorize("ListObjectsV2", "s3:ListBucket", bucket, None)?;
         let mut folders = Vec::new();
         let mut pages = self
             .client
@@ -415,6 +469,8 @@ impl Store {
     /// object copied), `None` when `from` does not exist.
     pub async fn copy(&self, bucket: &str, from: &str, to: &str) -> Result<Option<String>> {
         record(Request::S3Put);
+        authorize("CopyObject", "s3:GetObject", bucket, Some(from))?;
+        authorize("CopyObject", "s3:PutObject", bucket, Some(to))?;
         let source = format!(
             "{bucket}/{}",
             percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
@@ -442,6 +498,7 @@ impl Store {
     /// Deletes an object only while it still has `etag` (`false`: it changed or is gone).
     pub async fn delete_if(&self, bucket: &str, key: &str, etag: &str) -> Result<bool> {
         record(Request::S3Delete);
+        authorize("DeleteObject", "s3:DeleteObject", bucket, Some(key))?;
         match self
             .client
             .delete_object()
@@ -465,6 +522,12 @@ impl Store {
             return Ok(true);
         }
         record(Request::S3Get);
+        authorize(
+            "GetBucketVersioning",
+            "s3:GetBucketVersioning",
+            bucket,
+            None,
+        )?;
         let out = self
             .client
             .get_bucket_versioning()
@@ -515,6 +578,7 @@ impl Store {
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             record(Request::S3List);
+            authorize("ListObjectVersions", "s3:ListBucketVersions", bucket, None)?;
             let page = self
                 .client
                 .list_object_versions()
@@ -550,6 +614,7 @@ impl Store {
         let mut n = 0;
         for version in old {
             record(Request::S3Delete);
+            authorize("DeleteObject", "s3:DeleteObjectVersion", bucket, Some(key))?;
             self.client
                 .delete_object()
                 .bucket(bucket)
@@ -566,6 +631,7 @@ impl Store {
     /// Deletes an object (deleting a missing object is not an error).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         record(Request::S3Delete);
+        authorize("DeleteObject", "s3:DeleteObject", bucket, Some(key))?;
         self.client
             .delete_object()
             .bucket(bucket)
@@ -639,6 +705,68 @@ mod tests {
         };
         let (a, b) = tokio::join!(run(3), run(5));
         assert_eq!((a, b), (3, 5));
+    }
+
+    /// Allows `s3:GetObject` under `in/` and nothing else.
+    struct ReadIn;
+
+    impl Authorizer for ReadIn {
+        fn allows(&self, action: &str, resource: &str) -> bool {
+            action == "s3:GetObject" && resource.starts_with("arn:aws:s3:::b/in/")
+        }
+
+        fn name(&self) -> &str {
+            "reader"
+        }
+    }
+
+    fn denied(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(Error::S3 {
+                message,
+                retryable: false,
+                ..
+            }) => message,
+            other => panic!("expected AccessDenied, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_the_policy_does_not_allow_fails_as_access_denied_before_it_is_sent() {
+        // Offline: a request that were sent would fail with a connection error instead.
+        let store = Store::new(offline_s3());
+        with_policy(Arc::new(ReadIn), async {
+            assert_eq!(
+                denied(store.put("b", "out/x", Bytes::new()).await),
+                "AccessDenied: the policy of reader does not allow s3:PutObject on \
+                 arn:aws:s3:::b/out/x"
+            );
+            assert_eq!(
+                denied(store.list("b", "in/").await),
+                "AccessDenied: the policy of reader does not allow s3:ListBucket on arn:aws:s3:::b"
+            );
+            assert_eq!(
+                denied(store.copy("b", "in/x", "out/x").await),
+                "AccessDenied: the policy of reader does not allow s3:PutObject on \
+                 arn:aws:s3:::b/out/x"
+            );
+            assert_eq!(
+                denied(store.delete("b", "in/x").await),
+                "AccessDenied: the policy of reader does not allow s3:DeleteObject on \
+                 arn:aws:s3:::b/in/x"
+            );
+            // Allowed: sent, and failing only for want of a network.
+            match store.fetch("b", "in/x", None).await {
+                Err(Error::S3 { message, .. }) => assert!(!message.contains("AccessDenied")),
+                other => panic!("expected a network error, got {other:?}"),
+            }
+        })
+        .await;
+        // Outside the policy nothing is asked.
+        match store.put("b", "out/x", Bytes::new()).await {
+            Err(Error::S3 { message, .. }) => assert!(!message.contains("AccessDenied")),
+            other => panic!("expected a network error, got {other:?}"),
+        }
     }
 
     #[tokio::test]
