@@ -4,7 +4,8 @@
 //! whose records succeeded; the failed ones become visible again after the visibility
 //! timeout and are parked in the dead-letter queue after `maxReceiveCount` deliveries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,29 @@ use stedi::event::encode_key;
 use stedi::summary::Summary;
 
 use crate::stack::{QueueInfo, Stack};
+use crate::template::IamPolicy;
+use stedi::store::Authorizer;
+
+/// A function's policy as the runner enforces it: what it denies is also written down, so
+/// that [`Runner::drain`] reports it even when the function got over the failure.
+struct Recorded {
+    policy: Arc<IamPolicy>,
+    denied: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Authorizer for Recorded {
+    fn allows(&self, action: &str, resource: &str) -> bool {
+        let allowed = self.policy.allows(action, resource);
+        if !allowed && let Ok(mut denied) = self.denied.lock() {
+            denied.insert(format!("{} {action} {resource}", self.policy.function));
+        }
+        allowed
+    }
+
+    fn name(&self) -> &str {
+        self.policy.name()
+    }
+}
 
 /// A poller over every queue of a stack.
 pub struct Runner<'s> {
@@ -34,6 +58,8 @@ pub struct Runner<'s> {
     pub handler_ms: Vec<f64>,
     /// The same, per function (its length is the function's invocations).
     pub handler_ms_by_function: BTreeMap<&'static str, Vec<f64>>,
+    /// Requests the functions' policies denied: `function action resource`.
+    denied: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// moto_server puts the raw key into EventBridge S3 events, while S3 URL-encodes it; the
@@ -78,6 +104,7 @@ impl<'s> Runner<'s> {
             verbose: false,
             handler_ms: Vec::new(),
             handler_ms_by_function: BTreeMap::new(),
+            denied: Arc::default(),
         })
     }
 
@@ -134,8 +161,12 @@ impl<'s> Runner<'s> {
             self.invocations += 1;
             let started = std::time::Instant::now();
             // As in AWS, the function may make only the requests its role allows.
+            let policy = Arc::new(Recorded {
+                policy: q.policy.clone(),
+                denied: self.denied.clone(),
+            });
             let outcome = stedi::store::with_policy(
-                q.policy.clone(),
+                policy,
                 stedi::lambda::invoke(&self.ctx, q.function, &payload),
             )
             .await;
@@ -224,12 +255,15 @@ impl<'s> Runner<'s> {
     }
 
     /// Pumps until every queue is empty with nothing in flight (or `timeout` passes).
+    /// A request a function's policy denied fails the drain once the queues are quiet
+    /// (the template must grant what the code does), whether or not the function got over
+    /// it.
     pub async fn drain(&mut self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.pump_once().await? == 0 {
                 if self.backlog().await? == 0 {
-                    return Ok(());
+                    return self.no_denials();
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -237,6 +271,19 @@ impl<'s> Runner<'s> {
                 anyhow::bail!("queues not drained after {timeout:?}");
             }
         }
+    }
+
+    /// `Err` listing the requests the functions' policies denied so far, if any.
+    pub fn no_denials(&self) -> Result<()> {
+        let denied = self.denied.lock().map(|d| d.clone()).unwrap_or_default();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = denied.into_iter().collect();
+        anyhow::bail!(
+            "template.yaml denies requests the functions made (AccessDenied): {}",
+            list.join("; ")
+        )
     }
 
     /// Messages parked in the dead-letter queues.

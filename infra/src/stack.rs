@@ -282,7 +282,9 @@ impl Stack {
                 url: url(&route.queue).await?,
                 dlq_url: url(&route.dead_letter_queue).await?,
                 batch_size: route.batch_size,
-                policy: std::sync::Arc::new(route.policy.for_bucket(&self.cfg.bucket)),
+                policy: std::sync::Arc::new(
+                    route.policy.for_stack(&self.cfg.bucket, &self.cfg.database),
+                ),
             });
         }
         Ok(out)

@@ -39,9 +39,9 @@ pub struct IamStatement {
     pub resources: Vec<String>,
 }
 
-/// A function's identity policy from `template.yaml` (its `Statement` entries; the SAM
-/// policy templates it may also name grant nothing in S3 and are left out). The local
-/// runner enforces it on every S3 request ([`stedi::store::with_policy`]), as IAM would.
+/// A function's identity policy from `template.yaml`: its inline `Statement` entries and
+/// those of the `AWS::IAM::ManagedPolicy` resources it names (`!Ref`). The local runner
+/// enforces it on every S3 request ([`stedi::store::with_policy`]), as IAM would.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IamPolicy {
     /// The function (binary) it belongs to.
@@ -51,8 +51,9 @@ pub struct IamPolicy {
 }
 
 impl IamPolicy {
-    /// Reads `function`'s `Policies` list.
-    fn parse(function: &str, policies: &Value) -> IamPolicy {
+    /// Reads `function`'s `Policies` list, the managed policies it names found among
+    /// `resources`.
+    fn parse(function: &str, policies: &Value, resources: &serde_yaml_ng::Mapping) -> IamPolicy {
         let strings = |v: &Value| -> Vec<String> {
             match v {
                 Value::Sequence(items) => items
@@ -63,11 +64,26 @@ impl IamPolicy {
                 one => sub_text(one).map(str::to_string).into_iter().collect(),
             }
         };
+        let managed = |p: &Value| {
+            let name = match p {
+                Value::Tagged(t) if t.tag == "!Ref" || t.tag == "Ref" => t.value.as_str(),
+                Value::Mapping(m) => m.get("Ref").and_then(Value::as_str),
+                _ => None,
+            }?;
+            let r = resources.get(name)?;
+            (r.get("Type").and_then(Value::as_str) == Some("AWS::IAM::ManagedPolicy"))
+                .then(|| &r["Properties"]["PolicyDocument"])
+        };
         let statements = policies
             .as_sequence()
             .into_iter()
             .flatten()
-            .filter_map(|p| p.get("Statement").and_then(Value::as_sequence))
+            .filter_map(|p| {
+                managed(p)
+                    .unwrap_or(p)
+                    .get("Statement")
+                    .and_then(Value::as_sequence)
+            })
             .flatten()
             .map(|st| IamStatement {
                 allow: st.get("Effect").and_then(Value::as_str) == Some("Allow"),
@@ -82,14 +98,18 @@ impl IamPolicy {
     }
 
     /// The policy with the stack's names put in: `bucket` for `${BucketName}` and
-    /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `aws` for `${AWS::Partition}`.
-    pub fn for_bucket(&self, bucket: &str) -> IamPolicy {
+    /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `database` for `${DatabaseName}`,
+    /// `aws` for `${AWS::Partition}`, and any region and account (`*`).
+    pub fn for_stack(&self, bucket: &str, database: &str) -> IamPolicy {
         let arn = format!("arn:aws:s3:::{bucket}");
         let fill = |r: &String| {
             r.replace("${AWS::Partition}", "aws")
+                .replace("${AWS::Region}", "*")
+                .replace("${AWS::AccountId}", "*")
                 .replace("${BucketName}", bucket)
                 .replace("${LakeBucket.Arn}", &arn)
                 .replace("${LakeBucket}", bucket)
+                .replace("${DatabaseName}", database)
         };
         IamPolicy {
             function: self.function.clone(),
@@ -256,7 +276,7 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                 rule,
                 key_patterns,
                 batch_size,
-                policy: IamPolicy::parse(binary, &r["Properties"]["Policies"]),
+                policy: IamPolicy::parse(binary, &r["Properties"]["Policies"], resources),
             });
         }
     }
@@ -478,7 +498,7 @@ mod tests {
                 .find(|r| r.function == f)
                 .unwrap()
                 .policy
-                .for_bucket("lake")
+                .for_stack("lake", "db")
         };
         let obj = |key: &str| format!("arn:aws:s3:::lake/{key}");
         let accel = policy("accelerometer_landing_to_trusted");
@@ -496,6 +516,25 @@ mod tests {
         ));
         assert!(!accel.allows("s3:DeleteObject", &obj("accelerometer/landing/a.json")));
         assert!(!accel.allows("s3:DeleteBucket", "arn:aws:s3:::lake"));
+        // A managed policy a function names (`!Ref`) is part of its policy; the customer
+        // function computes phone files through it, and may not touch their landing data.
+        let customer = policy("customer_landing_to_trusted");
+        assert!(customer.allows("s3:PutObject", &obj("accelerometer/trusted/dt=x/b.parquet")));
+        assert!(customer.allows("s3:PutObject", &obj("customer/trusted/part-00001.parquet")));
+        assert!(customer.allows("s3:GetObject", &obj("accelerometer/landing/a.json")));
+        assert!(!customer.allows("s3:DeleteObject", &obj("accelerometer/landing/a.json")));
+        assert!(!customer.allows("s3:DeleteObject", &obj("customer/landing/a.json")));
+        assert!(!customer.allows("s3:PutObject", &obj("_stedi/erasure/requests/r.json")));
+        // Glue: its tables' partitions, not another's, not the table itself.
+        let table = |t: &str| format!("arn:aws:glue:region:account:table/db/{t}");
+        assert!(accel.allows("glue:GetPartition", &table("accelerometer_trusted")));
+        assert!(accel.allows("glue:GetPartition", "arn:aws:glue:region:account:catalog"));
+        assert!(accel.allows(
+            "glue:GetPartition",
+            "arn:aws:glue:region:account:database/db"
+        ));
+        assert!(!accel.allows("glue:GetPartition", &table("step_trainer_trusted")));
+        assert!(!accel.allows("glue:DeleteTable", &table("accelerometer_trusted")));
         // Actions compare without case, as IAM's do.
         assert!(accel.allows("S3:GETOBJECT", &obj("accelerometer/landing/a.json")));
         let deny = IamPolicy {

@@ -14,7 +14,7 @@ use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, 
 
 use crate::error::{Error, Result, sdk_message, sdk_retryable};
 use crate::schema::{Format, PARTITION_KEY, Table};
-use crate::store::{Request, record};
+use crate::store::{Request, authorize_glue, record};
 
 const BATCH: usize = 100;
 
@@ -142,6 +142,12 @@ pub async fn register_partitions(
             .map(|dt| partition_input(bucket, table, dt))
             .collect::<Result<Vec<_>>>()?;
         record(Request::Glue);
+        authorize_glue(
+            "BatchCreatePartition",
+            "glue:BatchCreatePartition",
+            database,
+            table.name(),
+        )?;
         let out = glue
             .batch_create_partition()
             .database_name(database)
@@ -222,6 +228,7 @@ pub async fn partition_location_now(
 ) -> Result<Option<String>> {
     let qualified = format!("{database}.{}", table.name());
     record(Request::Glue);
+    authorize_glue("GetPartition", "glue:GetPartition", database, table.name())?;
     match glue
         .get_partition()
         .database_name(database)
@@ -256,6 +263,12 @@ pub async fn set_partition_location(
 ) -> Result<()> {
     let qualified = format!("{database}.{}", table.name());
     record(Request::Glue);
+    authorize_glue(
+        "UpdatePartition",
+        "glue:UpdatePartition",
+        database,
+        table.name(),
+    )?;
     glue.update_partition()
         .database_name(database)
         .table_name(table.name())
@@ -271,6 +284,12 @@ pub async fn set_partition_location(
 pub async fn drop_partition(glue: &Client, database: &str, table: Table, dt: &str) -> Result<()> {
     let qualified = format!("{database}.{}", table.name());
     record(Request::Glue);
+    authorize_glue(
+        "DeletePartition",
+        "glue:DeletePartition",
+        database,
+        table.name(),
+    )?;
     match glue
         .delete_partition()
         .database_name(database)
@@ -306,6 +325,12 @@ pub async fn list_partitions(
         .send();
     while let Some(page) = pages.next().await {
         record(Request::Glue);
+        authorize_glue(
+            "GetPartitions",
+            "glue:GetPartitions",
+            database,
+            table.name(),
+        )?;
         let page = page.map_err(|e| glue_err("GetPartitions", &qualified, e))?;
         for p in page.partitions() {
             let dt = p.values().first().cloned().unwrap_or_default();

@@ -166,6 +166,46 @@ fn authorize(op: &'static str, action: &str, bucket: &str, key: Option<&str>) ->
     }
 }
 
+/// The Glue catalog ARNs a call on `table` of `database` is authorized against (IAM asks
+/// for the catalog, the database and the table), in the enforced policy's terms: region
+/// and account are left to the policy (written `*` there by the local stack).
+fn glue_resources(database: &str, table: &str) -> [String; 3] {
+    let arn = "arn:aws:glue:region:account";
+    [
+        format!("{arn}:catalog"),
+        format!("{arn}:database/{database}"),
+        format!("{arn}:table/{database}/{table}"),
+    ]
+}
+
+/// [`authorize`] for a Glue call `action` (`glue:GetPartition`) on `table` of `database`:
+/// the error is Glue's AccessDeniedException.
+pub(crate) fn authorize_glue(
+    op: &'static str,
+    action: &str,
+    database: &str,
+    table: &str,
+) -> Result<()> {
+    let denied = POLICY.try_with(|p| {
+        glue_resources(database, table)
+            .into_iter()
+            .find(|r| !p.allows(action, r))
+            .map(|r| (p.name().to_string(), r))
+    });
+    match denied {
+        Ok(Some((function, resource))) => Err(Error::Glue {
+            op,
+            table: format!("{database}.{table}"),
+            message: format!(
+                "AccessDeniedException: the policy of {function} does not allow {action} on {resource}"
+            ),
+            retryable: false,
+            source: None,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A write precondition for snapshot objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -767,6 +807,33 @@ mod tests {
             Err(Error::S3 { message, .. }) => assert!(!message.contains("AccessDenied")),
             other => panic!("expected a network error, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_glue_call_needs_the_catalog_the_database_and_the_table() {
+        struct TableOnly;
+        impl Authorizer for TableOnly {
+            fn allows(&self, action: &str, resource: &str) -> bool {
+                action == "glue:GetPartition" && resource.ends_with(":table/db/t")
+            }
+            fn name(&self) -> &str {
+                "f"
+            }
+        }
+        let denied = with_policy(Arc::new(TableOnly), async {
+            authorize_glue("GetPartition", "glue:GetPartition", "db", "t")
+        })
+        .await;
+        match denied {
+            Err(Error::Glue { message, .. }) => assert_eq!(
+                message,
+                "AccessDeniedException: the policy of f does not allow glue:GetPartition on \
+                 arn:aws:glue:region:account:catalog"
+            ),
+            other => panic!("expected AccessDeniedException, got {other:?}"),
+        }
+        // Outside a policy nothing is asked.
+        assert!(authorize_glue("GetPartition", "glue:GetPartition", "db", "t").is_ok());
     }
 
     #[tokio::test]

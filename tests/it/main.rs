@@ -7,6 +7,7 @@ mod drop;
 mod erasure;
 mod events;
 mod hostile;
+mod iam;
 mod interop;
 mod layout;
 mod ml;
