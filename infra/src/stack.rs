@@ -282,9 +282,11 @@ impl Stack {
                 url: url(&route.queue).await?,
                 dlq_url: url(&route.dead_letter_queue).await?,
                 batch_size: route.batch_size,
-                policy: std::sync::Arc::new(
-                    route.policy.for_stack(&self.cfg.bucket, &self.cfg.database),
-                ),
+                policy: std::sync::Arc::new(route.policy.for_stack(
+                    &self.cfg.bucket,
+                    &self.cfg.database,
+                    &self.cfg.name_prefix,
+                )),
             });
         }
         Ok(out)

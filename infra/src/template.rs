@@ -54,14 +54,15 @@ impl IamPolicy {
     /// Reads `function`'s `Policies` list, the managed policies it names found among
     /// `resources`.
     fn parse(function: &str, policies: &Value, resources: &serde_yaml_ng::Mapping) -> IamPolicy {
+        // A resource written `!GetAtt X.Arn` (a queue) is kept as `${X.Arn}`.
+        let one = |v: &Value| match get_att_target(v) {
+            Some(id) => Some(format!("${{{id}.Arn}}")),
+            None => sub_text(v).map(str::to_string),
+        };
         let strings = |v: &Value| -> Vec<String> {
             match v {
-                Value::Sequence(items) => items
-                    .iter()
-                    .filter_map(sub_text)
-                    .map(str::to_string)
-                    .collect(),
-                one => sub_text(one).map(str::to_string).into_iter().collect(),
+                Value::Sequence(items) => items.iter().filter_map(one).collect(),
+                v => one(v).into_iter().collect(),
             }
         };
         let managed = |p: &Value| {
@@ -99,10 +100,16 @@ impl IamPolicy {
 
     /// The policy with the stack's names put in: `bucket` for `${BucketName}` and
     /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `database` for `${DatabaseName}`,
-    /// `aws` for `${AWS::Partition}`, and any region and account (`*`).
-    pub fn for_stack(&self, bucket: &str, database: &str) -> IamPolicy {
+    /// `aws` for `${AWS::Partition}`, any region and account (`*`), and the ARN of the
+    /// stack's queue for `!GetAtt <queue>.Arn` (queues are named `<queue_prefix><logical id>`).
+    pub fn for_stack(&self, bucket: &str, database: &str, queue_prefix: &str) -> IamPolicy {
         let arn = format!("arn:aws:s3:::{bucket}");
         let fill = |r: &String| {
+            if let Some(id) = r.strip_prefix("${").and_then(|r| r.strip_suffix(".Arn}"))
+                && id.ends_with("Queue")
+            {
+                return format!("arn:aws:sqs:*:*:{queue_prefix}{id}");
+            }
             r.replace("${AWS::Partition}", "aws")
                 .replace("${AWS::Region}", "*")
                 .replace("${AWS::AccountId}", "*")
@@ -498,7 +505,7 @@ mod tests {
                 .find(|r| r.function == f)
                 .unwrap()
                 .policy
-                .for_stack("lake", "db")
+                .for_stack("lake", "db", "p-")
         };
         let obj = |key: &str| format!("arn:aws:s3:::lake/{key}");
         let accel = policy("accelerometer_landing_to_trusted");
@@ -535,6 +542,12 @@ mod tests {
         ));
         assert!(!accel.allows("glue:GetPartition", &table("step_trainer_trusted")));
         assert!(!accel.allows("glue:DeleteTable", &table("accelerometer_trusted")));
+        // SQS: the curated function (and the customer function through its managed policy)
+        // may send to the Step Trainer queue, the phone function may not.
+        let queue = "arn:aws:sqs:region:account:p-StepTrainerLandingToTrustedQueue";
+        assert!(policy("customer_trusted_to_curated").allows("sqs:SendMessage", queue));
+        assert!(customer.allows("sqs:SendMessage", queue));
+        assert!(!accel.allows("sqs:SendMessage", queue));
         // Actions compare without case, as IAM's do.
         assert!(accel.allows("S3:GETOBJECT", &obj("accelerometer/landing/a.json")));
         let deny = IamPolicy {

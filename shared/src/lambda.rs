@@ -364,6 +364,9 @@ pub(crate) async fn send_batch(
         })
         .collect::<Result<Vec<_>>>()?;
     record(Request::Sqs);
+    if let Some(denied) = crate::store::sqs_denial(url) {
+        return Err(sqs_error(denied, false, None));
+    }
     let out = sqs
         .send_message_batch()
         .queue_url(url)

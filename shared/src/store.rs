@@ -206,6 +206,25 @@ pub(crate) fn authorize_glue(
     }
 }
 
+/// Why the running invocation's policy refuses `sqs:SendMessage` (which SendMessageBatch
+/// asks for) on the queue at `queue_url`, when a policy is enforced and refuses it. The
+/// queue's ARN is named by the URL's last segment, region and account left to the policy.
+pub(crate) fn sqs_denial(queue_url: &str) -> Option<String> {
+    let name = queue_url.rsplit('/').next().unwrap_or(queue_url);
+    let resource = format!("arn:aws:sqs:region:account:{name}");
+    POLICY
+        .try_with(|p| {
+            (!p.allows("sqs:SendMessage", &resource)).then(|| {
+                format!(
+                    "AccessDenied: the policy of {} does not allow sqs:SendMessage on {resource}",
+                    p.name()
+                )
+            })
+        })
+        .ok()
+        .flatten()
+}
+
 /// A write precondition for snapshot objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -834,6 +853,35 @@ mod tests {
         }
         // Outside a policy nothing is asked.
         assert!(authorize_glue("GetPartition", "glue:GetPartition", "db", "t").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_send_needs_send_message_on_the_queue_the_url_names() {
+        struct OneQueue;
+        impl Authorizer for OneQueue {
+            fn allows(&self, action: &str, resource: &str) -> bool {
+                action == "sqs:SendMessage" && resource == "arn:aws:sqs:region:account:q-Step"
+            }
+            fn name(&self) -> &str {
+                "f"
+            }
+        }
+        let (allowed, denied) = with_policy(Arc::new(OneQueue), async {
+            (
+                sqs_denial("http://127.0.0.1:5000/123456789012/q-Step"),
+                sqs_denial("http://127.0.0.1:5000/123456789012/q-Other"),
+            )
+        })
+        .await;
+        assert_eq!(allowed, None);
+        assert_eq!(
+            denied.as_deref(),
+            Some(
+                "AccessDenied: the policy of f does not allow sqs:SendMessage on \
+                 arn:aws:sqs:region:account:q-Other"
+            )
+        );
+        assert_eq!(sqs_denial("http://x/1/q-Other"), None);
     }
 
     #[tokio::test]
