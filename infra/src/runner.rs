@@ -1,6 +1,6 @@
 //! Plays Lambda's SQS event source mapping locally: receive a batch from a function's
-//! queue, invoke the handler with it as an SQS event (its S3 requests held to the
-//! function's policy in `template.yaml`, as IAM holds them in AWS), delete the messages
+//! queue, invoke the handler with it as an SQS event (its S3, Glue and SQS requests held
+//! to the function's policy in `template.yaml`, as IAM holds them in AWS), delete the messages
 //! whose records succeeded; the failed ones become visible again after the visibility
 //! timeout and are parked in the dead-letter queue after `maxReceiveCount` deliveries.
 
