@@ -41,7 +41,8 @@ pub struct IamStatement {
 
 /// A function's identity policy from `template.yaml`: its inline `Statement` entries and
 /// those of the `AWS::IAM::ManagedPolicy` resources it names (`!Ref`). The local runner
-/// enforces it on every S3 request ([`stedi::store::with_policy`]), as IAM would.
+/// enforces it on every S3, Glue and SQS request ([`stedi::store::with_policy`]), as IAM
+/// would.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IamPolicy {
     /// The function (binary) it belongs to.
