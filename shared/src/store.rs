@@ -148,22 +148,36 @@ fn authorize(op: &'static str, action: &str, bucket: &str, key: Option<&str>) ->
         Some(key) => format!("arn:aws:s3:::{bucket}/{key}"),
         None => format!("arn:aws:s3:::{bucket}"),
     };
-    let denied =
-        POLICY.try_with(|p| (!p.allows(action, &resource())).then(|| p.name().to_string()));
-    match denied {
-        Ok(Some(function)) => Err(Error::S3 {
+    match refused(action, || [resource()]) {
+        Some((function, resource)) => Err(Error::S3 {
             op,
             bucket: bucket.to_string(),
             key: key.unwrap_or_default().to_string(),
             message: format!(
-                "AccessDenied: the policy of {function} does not allow {action} on {}",
-                resource()
+                "AccessDenied: the policy of {function} does not allow {action} on {resource}"
             ),
             retryable: false,
             source: None,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// When a policy is enforced ([`with_policy`]): its function and the first of the
+/// `resources` it does not allow `action` on, if any. The resources are built only then.
+fn refused<R: IntoIterator<Item = String>>(
+    action: &str,
+    resources: impl FnOnce() -> R,
+) -> Option<(String, String)> {
+    POLICY
+        .try_with(|p| {
+            resources()
+                .into_iter()
+                .find(|r| !p.allows(action, r))
+                .map(|r| (p.name().to_string(), r))
+        })
+        .ok()
+        .flatten()
 }
 
 /// The Glue catalog ARNs a call on `table` of `database` is authorized against (IAM asks
@@ -186,14 +200,8 @@ pub(crate) fn authorize_glue(
     database: &str,
     table: &str,
 ) -> Result<()> {
-    let denied = POLICY.try_with(|p| {
-        glue_resources(database, table)
-            .into_iter()
-            .find(|r| !p.allows(action, r))
-            .map(|r| (p.name().to_string(), r))
-    });
-    match denied {
-        Ok(Some((function, resource))) => Err(Error::Glue {
+    match refused(action, || glue_resources(database, table)) {
+        Some((function, resource)) => Err(Error::Glue {
             op,
             table: format!("{database}.{table}"),
             message: format!(
@@ -202,7 +210,7 @@ pub(crate) fn authorize_glue(
             retryable: false,
             source: None,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -211,18 +219,12 @@ pub(crate) fn authorize_glue(
 /// queue's ARN is named by the URL's last segment, region and account left to the policy.
 pub(crate) fn sqs_denial(queue_url: &str) -> Option<String> {
     let name = queue_url.rsplit('/').next().unwrap_or(queue_url);
-    let resource = format!("arn:aws:sqs:region:account:{name}");
-    POLICY
-        .try_with(|p| {
-            (!p.allows("sqs:SendMessage", &resource)).then(|| {
-                format!(
-                    "AccessDenied: the policy of {} does not allow sqs:SendMessage on {resource}",
-                    p.name()
-                )
-            })
-        })
-        .ok()
-        .flatten()
+    let (function, resource) = refused("sqs:SendMessage", || {
+        [format!("arn:aws:sqs:region:account:{name}")]
+    })?;
+    Some(format!(
+        "AccessDenied: the policy of {function} does not allow sqs:SendMessage on {resource}"
+    ))
 }
 
 /// A write precondition for snapshot objects.
