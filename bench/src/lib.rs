@@ -257,9 +257,11 @@ fn accelerometer(
     keep: bool,
 ) -> Result<Outputs> {
     let files = landing_files(data, "accelerometer")?;
+    // The shards a warm function holds, built once; each file gets its own lookup over them.
+    let consent = ConsentFilter::shards(trusted, cfg);
     over_files(files, threads, keep, stats, |f, st| {
-        let mut filter =
-            ConsentFilter::new(Transition::AccelerometerLandingToTrusted, trusted, cfg)?;
+        let t = Transition::AccelerometerLandingToTrusted;
+        let mut filter = ConsentFilter::new(t, consent.share(), cfg)?;
         scan(Table::AccelerometerLanding, f, cfg, |c| filter.row(c), st)?;
         Ok(filter.sink.finish()?)
     })
@@ -296,9 +298,10 @@ fn step_trainer(
     keep: bool,
 ) -> Result<Outputs> {
     let files = landing_files(data, "step_trainer")?;
+    let devices = StepTrainerFilter::shards(curated, cfg);
     over_files(files, threads, keep, stats, |f, st| {
-        let mut filter =
-            StepTrainerFilter::new(Transition::StepTrainerLandingToTrusted, curated, cfg)?;
+        let t = Transition::StepTrainerLandingToTrusted;
+        let mut filter = StepTrainerFilter::new(t, devices.share(), cfg)?;
         scan(Table::StepTrainerLanding, f, cfg, |c| filter.row(c), st)?;
         Ok(filter.sink.finish()?)
     })

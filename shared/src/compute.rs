@@ -355,6 +355,18 @@ impl<V: Answer> ShardedLookup<V> {
         lookup
     }
 
+    /// The same loaded shards (shared, not copied), with nothing asked or waiting yet: one
+    /// file's lookup over a warm function's shards.
+    pub fn share(&self) -> Self {
+        ShardedLookup {
+            shards: self.shards,
+            loaded: self.loaded.clone(),
+            waiting: Vec::new(),
+            wanted: BTreeSet::new(),
+            consulted: HashMap::new(),
+        }
+    }
+
     /// Adds a loaded shard.
     pub fn supply(&mut self, shard: u32, index: Arc<KeyIndex<V>>) {
         self.loaded.insert(shard, index);
@@ -476,19 +488,19 @@ pub struct ConsentFilter {
 }
 
 impl ConsentFilter {
-    /// A filter of `t`'s rows against all consenting `customers` (every shard known up
-    /// front).
-    pub fn new(t: Transition, customers: &Customers, cfg: &Config) -> Result<Self> {
-        let lookup = ShardedLookup::complete(cfg.customer_shards, customers.consent_dates());
-        Self::with_lookup(t, lookup, cfg)
+    /// Every consent shard of `customers`, built at once (the benchmark and tests): give
+    /// each file its own lookup over them with [`ShardedLookup::share`].
+    pub fn shards(customers: &Customers, cfg: &Config) -> ShardedLookup<i64> {
+        ShardedLookup::complete(cfg.customer_shards, customers.consent_dates())
     }
 
     /// A filter of `t`'s rows whose consent shards are supplied as rows need them.
     pub fn sharded(t: Transition, cfg: &Config) -> Result<Self> {
-        Self::with_lookup(t, ShardedLookup::new(cfg.customer_shards), cfg)
+        Self::new(t, ShardedLookup::new(cfg.customer_shards), cfg)
     }
 
-    fn with_lookup(t: Transition, consent: ShardedLookup<i64>, cfg: &Config) -> Result<Self> {
+    /// A filter of `t`'s rows over `consent`, the shards loaded so far.
+    pub fn new(t: Transition, consent: ShardedLookup<i64>, cfg: &Config) -> Result<Self> {
         let Rule::Consented { user, time } = t.rule() else {
             return Err(Error::Declaration(format!(
                 "{} is not a consent filter",
@@ -549,26 +561,23 @@ pub struct StepTrainerFilter {
 }
 
 impl StepTrainerFilter {
-    /// A filter of `t`'s rows against all curated customers' devices (every shard known up
-    /// front).
-    pub fn new(t: Transition, curated: &Customers, cfg: &Config) -> Result<Self> {
+    /// Every device-index shard of the `curated` customers, built at once (the benchmark
+    /// and tests): give each file its own lookup over them with [`ShardedLookup::share`].
+    pub fn shards(curated: &Customers, cfg: &Config) -> ShardedLookup<bool> {
         let entries = curated
             .device_entries(true)
             .into_iter()
             .map(|e| (e.serial, e.curated));
-        Self::with_lookup(
-            t,
-            ShardedLookup::complete(cfg.customer_shards, entries),
-            cfg,
-        )
+        ShardedLookup::complete(cfg.customer_shards, entries)
     }
 
     /// A filter of `t`'s rows whose device-index shards are supplied as rows need them.
     pub fn sharded(t: Transition, cfg: &Config) -> Result<Self> {
-        Self::with_lookup(t, ShardedLookup::new(cfg.customer_shards), cfg)
+        Self::new(t, ShardedLookup::new(cfg.customer_shards), cfg)
     }
 
-    fn with_lookup(t: Transition, devices: ShardedLookup<bool>, cfg: &Config) -> Result<Self> {
+    /// A filter of `t`'s rows over `devices`, the shards loaded so far.
+    pub fn new(t: Transition, devices: ShardedLookup<bool>, cfg: &Config) -> Result<Self> {
         let Rule::OwnedDevice { serial, time } = t.rule() else {
             return Err(Error::Declaration(format!(
                 "{} is not a device filter",
