@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use stedi::Transition;
 use stedi::columnar::{Part, column, read_parquet, value_runs};
 use stedi::compute::{
-    ConsentFilter, LandingScan, RowOutcome, StepTrainerFilter, encode_customers, ml_join_batch,
-    ml_pair, step_readings,
+    ConsentFilter, LandingScan, RowFilter, RowOutcome, StepTrainerFilter, encode_customers,
+    ml_join_batch, ml_pair, step_readings,
 };
 use stedi::config::Config;
 use stedi::rules::{self, Customers, MlJoin};
@@ -248,6 +248,26 @@ fn over_files(
     Ok(out)
 }
 
+/// A reading stage: every landing file of `t`'s source through its own filter from `make`,
+/// on `threads` threads.
+fn filtered<F: RowFilter>(
+    data: &Path,
+    t: Transition,
+    cfg: &Config,
+    stats: &mut Stats,
+    threads: usize,
+    keep: bool,
+    make: impl Fn(Transition) -> stedi::Result<F> + Sync,
+) -> Result<Outputs> {
+    let source = t.sources()[0];
+    let zone = source.prefix().split('/').next().unwrap_or_default();
+    over_files(landing_files(data, zone)?, threads, keep, stats, |f, st| {
+        let mut filter = make(t)?;
+        scan(source, f, cfg, |c| filter.row(c), st)?;
+        Ok(filter.into_sink().finish()?)
+    })
+}
+
 fn accelerometer(
     data: &Path,
     trusted: &Customers,
@@ -256,14 +276,11 @@ fn accelerometer(
     threads: usize,
     keep: bool,
 ) -> Result<Outputs> {
-    let files = landing_files(data, "accelerometer")?;
     // The shards a warm function holds, built once; each file gets its own lookup over them.
     let consent = ConsentFilter::shards(trusted, cfg);
-    over_files(files, threads, keep, stats, |f, st| {
-        let t = Transition::AccelerometerLandingToTrusted;
-        let mut filter = ConsentFilter::new(t, consent.share(), cfg)?;
-        scan(Table::AccelerometerLanding, f, cfg, |c| filter.row(c), st)?;
-        Ok(filter.sink.finish()?)
+    let t = Transition::AccelerometerLandingToTrusted;
+    filtered(data, t, cfg, stats, threads, keep, |t| {
+        ConsentFilter::new(t, consent.share(), cfg)
     })
 }
 
@@ -297,13 +314,10 @@ fn step_trainer(
     threads: usize,
     keep: bool,
 ) -> Result<Outputs> {
-    let files = landing_files(data, "step_trainer")?;
     let devices = StepTrainerFilter::shards(curated, cfg);
-    over_files(files, threads, keep, stats, |f, st| {
-        let t = Transition::StepTrainerLandingToTrusted;
-        let mut filter = StepTrainerFilter::new(t, devices.share(), cfg)?;
-        scan(Table::StepTrainerLanding, f, cfg, |c| filter.row(c), st)?;
-        Ok(filter.sink.finish()?)
+    let t = Transition::StepTrainerLandingToTrusted;
+    filtered(data, t, cfg, stats, threads, keep, |t| {
+        StepTrainerFilter::new(t, devices.share(), cfg)
     })
 }
 
