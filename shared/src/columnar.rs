@@ -112,7 +112,9 @@ impl RowsBuilder {
 /// The lake's Parquet settings for `table`: zstd, `row_group_rows` a row group, and no
 /// dictionary for `bigint` columns. Those are the lake's epoch-millisecond times (reading
 /// times, registration and consent dates), nearly one value a row: a dictionary would
-/// intern every value only to fall back to plain pages once it fills.
+/// intern every value only to fall back to plain pages once it fills. Values go to the
+/// column writers 8,192 at a time (the crate's default is 1,024): the same pages and bytes
+/// here, 1% fewer instructions for the whole pipeline.
 fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
     table
         .columns()
@@ -123,6 +125,7 @@ fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
         })
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(row_group_rows))
+        .set_write_batch_size(8192)
         .build()
 }
 
