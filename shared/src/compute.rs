@@ -916,6 +916,45 @@ mod tests {
         assert_eq!(parts[0].rows, 5);
     }
 
+    #[test]
+    fn a_shared_lookup_has_every_shard_and_nothing_asked_yet() {
+        let cfg = Config {
+            customer_shards: 4,
+            ..Config::default()
+        };
+        let consenting = [("a@x", 5), ("b@x", 6)];
+        let all = ShardedLookup::complete(4, consenting.map(|(e, d)| (e.to_string(), d)));
+        let t = Transition::AccelerometerLandingToTrusted;
+        let mut first = ConsentFilter::new(t, all.share(), &cfg).unwrap();
+        assert!(matches!(
+            first.row(&reading("a@x", 100)).unwrap(),
+            RowOutcome::Kept
+        ));
+        assert!(matches!(
+            first.row(&reading("nobody@x", 100)).unwrap(),
+            RowOutcome::Filtered
+        ));
+        // Another file over the same shards: nothing asked, nothing waiting, and the shards
+        // are the same objects, not copies.
+        let second_lookup = all.share();
+        assert!(second_lookup.consulted.is_empty() && second_lookup.waiting.is_empty());
+        for (shard, index) in &all.loaded {
+            assert!(Arc::ptr_eq(index, &second_lookup.loaded[shard]));
+        }
+        assert_eq!(second_lookup.loaded.len(), all.loaded.len());
+        let mut second = ConsentFilter::new(t, second_lookup, &cfg).unwrap();
+        assert!(matches!(
+            second.row(&reading("b@x", 7)).unwrap(),
+            RowOutcome::Kept
+        ));
+        assert!(second.wanted().is_empty());
+        assert_eq!(
+            second.consulted(),
+            BTreeMap::from([(keys::hash_hex("b@x"), "6".to_string())])
+        );
+        assert_eq!(first.consulted().len(), 2);
+    }
+
     fn scan_users(v: Vec<String>) -> Vec<String> {
         assert_eq!(v, ["a", "b"]);
         v
