@@ -923,7 +923,9 @@ mod tests {
             ..Config::default()
         };
         let consenting = [("a@x", 5), ("b@x", 6)];
-        let all = ShardedLookup::complete(4, consenting.map(|(e, d)| (e.to_string(), d)));
+        let mut all = ShardedLookup::complete(4, consenting.map(|(e, d)| (e.to_string(), d)));
+        assert_eq!(all.find("a@x"), Ok(&[5][..]));
+        assert_eq!(all.consulted.len(), 1);
         let t = Transition::AccelerometerLandingToTrusted;
         let mut first = ConsentFilter::new(t, all.share(), &cfg).unwrap();
         assert!(matches!(
@@ -934,8 +936,8 @@ mod tests {
             first.row(&reading("nobody@x", 100)).unwrap(),
             RowOutcome::Filtered
         ));
-        // Another file over the same shards: nothing asked, nothing waiting, and the shards
-        // are the same objects, not copies.
+        // Another file over the same shards: nothing asked (not even what the lookup it
+        // shares was asked), nothing waiting, and the shards are the same objects.
         let second_lookup = all.share();
         assert!(second_lookup.consulted.is_empty() && second_lookup.waiting.is_empty());
         for (shard, index) in &all.loaded {
