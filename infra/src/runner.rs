@@ -86,13 +86,21 @@ impl<'s> Runner<'s> {
 
     /// A runner whose handlers use `ctx` (e.g. clients behind a faulty network).
     /// Its Step Trainer queue is where `customer_trusted_to_curated` sends waiting files,
-    /// as `STEP_TRAINER_QUEUE_URL` does in the deployed stack.
+    /// as `STEP_TRAINER_QUEUE_URL` does in the deployed stack; its reconcile queue is where
+    /// `customer_landing_to_trusted` sends reading files past `RECOMPUTE_INLINE_LIMIT`, as
+    /// its `RECONCILE_QUEUE_URL` does.
     pub async fn with_context(stack: &'s Stack, mut ctx: stedi::Ctx) -> Result<Runner<'s>> {
         let queues = stack.queues().await?;
         let step =
             stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
         if let Some(q) = queues.iter().find(|q| q.function == step) {
             ctx.step_trainer_queue = Some((stack.sqs.clone(), q.url.clone()));
+        }
+        if let Some(q) = queues
+            .iter()
+            .find(|q| q.function == stedi::lambda::Function::Reconcile)
+        {
+            ctx.reconcile_queue = Some((stack.sqs.clone(), q.url.clone()));
         }
         Ok(Runner {
             ctx,

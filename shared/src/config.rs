@@ -82,6 +82,12 @@ pub struct Config {
     /// in, and the readings they sent before consenting are computed again; a larger file (a
     /// bulk import, the backfill) leaves both to `reconcile`. 0: always `reconcile`.
     pub grant_lookup_limit: usize,
+    /// `RECOMPUTE_INLINE_LIMIT` (default 100; `customer_landing_to_trusted`): a consent or
+    /// device change whose customers' reading files number at most this is computed again
+    /// in the invocation; more (a heavy user's years of sessions) go to the reconcile queue
+    /// as one item each when `RECONCILE_QUEUE_URL` is set, so no invocation has to outlast
+    /// its timeout. Unset queue: always in the invocation.
+    pub recompute_inline_limit: usize,
 }
 
 impl Default for Config {
@@ -109,6 +115,7 @@ impl Default for Config {
             batch_object_bytes: 2 << 20,
             batch_held_bytes: 16 << 20,
             grant_lookup_limit: 1000,
+            recompute_inline_limit: 100,
         }
     }
 }
@@ -203,6 +210,12 @@ impl Config {
             grant_lookup_limit: parse(&get, "GRANT_LOOKUP_LIMIT", d.grant_lookup_limit, |v| {
                 v.parse::<usize>().map_err(|e| e.to_string())
             })?,
+            recompute_inline_limit: parse(
+                &get,
+                "RECOMPUTE_INLINE_LIMIT",
+                d.recompute_inline_limit,
+                |v| v.parse::<usize>().map_err(|e| e.to_string()),
+            )?,
         })
     }
 }
@@ -335,5 +348,13 @@ mod tests {
             0
         );
         assert!(cfg(&[("GRANT_LOOKUP_LIMIT", "many")]).is_err());
+        assert_eq!(cfg(&[]).unwrap().recompute_inline_limit, 100);
+        assert_eq!(
+            cfg(&[("RECOMPUTE_INLINE_LIMIT", "0")])
+                .unwrap()
+                .recompute_inline_limit,
+            0
+        );
+        assert!(cfg(&[("RECOMPUTE_INLINE_LIMIT", "-3")]).is_err());
     }
 }

@@ -51,6 +51,13 @@ pub enum Item {
         /// The landing object.
         key: String,
     },
+    /// Compute one reading file again, with what its outputs feed, as the customer function
+    /// does for the files of a customer whose consent or device changed (sent here when they
+    /// are too many for its invocation).
+    Recompute {
+        /// The landing object.
+        key: String,
+    },
     /// Remove the outputs of a landing object that no longer exists.
     Orphan {
         /// The trusted table (by name on the wire).
@@ -917,6 +924,12 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
         Item::Landing { function, key } => {
             let src = keys::accept(bucket, key, function.sources())?;
             function.run(ctx, bucket, &src).await
+        }
+        Item::Recompute { key } => {
+            let landing = BTreeSet::from([key.clone()]);
+            let (done, _) =
+                crate::transitions::erasure::recompute(ctx, bucket, &landing, true).await?;
+            Ok(done)
         }
         Item::Orphan { table, stem } => {
             let table = Some(*table).filter(|t| t.partitioned()).ok_or_else(|| {

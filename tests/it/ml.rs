@@ -316,6 +316,101 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconcile() {
+    // RECOMPUTE_INLINE_LIMIT=1: the customer's two files (a phone file and their device's
+    // Step Trainer file) are more than the customer function computes itself; it sends one
+    // reconcile item each, and the reconcile function computes them as it would have.
+    let cfg = stedi::config::Config {
+        recompute_inline_limit: 1,
+        ..stedi::config::Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    let (dir, files) = one_file_per_session("withdrawal-queued", 12);
+    local.drop(&files, 0).await.unwrap();
+    let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    let phone_dir = dir.join("accelerometer/landing");
+    let (phone, email, serial) = (0..12)
+        .map(|i| {
+            let name = format!("phone-{i:03}");
+            let text = std::fs::read_to_string(phone_dir.join(format!("{name}.json"))).unwrap();
+            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let email = first["user"].as_str().unwrap().to_string();
+            let rec = crate::order::customer_record(&email);
+            let serial = rec["serialNumber"].as_str().unwrap().to_string();
+            (name, email, serial)
+        })
+        .find(|(_, _, serial)| ml_before.iter().any(|r| &r.1 == serial))
+        .unwrap();
+
+    let withdrawal = crate::order::withdrawal(&email, &dir);
+    let out = local.drop(&[withdrawal], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    // The customer function wrote its own state and computed no reading file.
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
+    assert!(
+        customer
+            .outputs
+            .iter()
+            .all(|k| k.starts_with("customer/") || k.starts_with("_stedi/devices/")),
+        "{:?}",
+        customer.outputs
+    );
+    // The reconcile function computed exactly the two files, one item each, and took out
+    // what the inline path takes out: the phone object, the device object, their ML pair.
+    let reconciled = out.of_function("reconcile");
+    let landing: Vec<&String> = reconciled
+        .sources
+        .iter()
+        .filter(|k| k.contains("/landing/"))
+        .collect();
+    assert_eq!(landing.len(), 2, "{:?}", reconciled.sources);
+    assert_eq!(
+        landing
+            .iter()
+            .filter(|k| k.starts_with("accelerometer/landing/") && k.contains(&format!("/{phone}.")))
+            .count(),
+        1,
+        "{landing:?}"
+    );
+    assert_eq!(
+        landing
+            .iter()
+            .filter(|k| k.starts_with("step_trainer/landing/"))
+            .count(),
+        1,
+        "{landing:?}"
+    );
+    let deleted = |table: Table| under(&reconciled.deleted, table);
+    assert_eq!(
+        deleted(Table::AccelerometerTrusted),
+        1,
+        "{:?}",
+        reconciled.deleted
+    );
+    assert_eq!(
+        deleted(Table::StepTrainerTrusted),
+        1,
+        "{:?}",
+        reconciled.deleted
+    );
+    assert_eq!(
+        deleted(Table::MachineLearningCurated),
+        1,
+        "{:?}",
+        reconciled.deleted
+    );
+    // The batch truth without the customer, nothing left for the next pass.
+    assert_truth(&local, &dir, "after the withdrawal").await;
+    let ml = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    let others: Vec<_> = ml_before.into_iter().filter(|r| r.1 != serial).collect();
+    assert_eq!(ml, others);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Drops the customer files of `files`, then `record` (one customer's newer record), then
 /// the reading files: the readings land under that record.
 async fn land_with_record_between(local: &Local, files: Vec<LandingFile>, record: LandingFile) {

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::compute::PersonKind;
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
+use crate::reconcile::{self, FanOut, Item};
 use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
@@ -475,6 +476,33 @@ async fn readings_again(
     // Phone files sort before Step Trainer files: a device's files are computed once its
     // owner's phone files made them curated.
     let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
+    if let Some((sqs, url)) = ctx
+        .reconcile_queue
+        .as_ref()
+        .filter(|_| landing.len() > ctx.cfg.recompute_inline_limit)
+    {
+        // Too many for this invocation (a heavy user's years of sessions): one reconcile
+        // item each, which the reconcile function computes as below, file by file. A
+        // device's Step Trainer files computed before its owner's phone files made the owner
+        // curated wait for the device and are sent again once the owner is.
+        let items: Vec<Item> = landing
+            .iter()
+            .map(|key| Item::Recompute { key: key.clone() })
+            .collect();
+        reconcile::Queue { sqs, url }
+            .fan_out(bucket, &items)
+            .await?;
+        tracing::info!(
+            withdrawn = changes.withdrawn.len(),
+            entered = changes.entered.len(),
+            updated = changes.updated.len(),
+            files = landing.len(),
+            limit = ctx.cfg.recompute_inline_limit,
+            "consent or devices changed: the customers' reading files sent to the reconcile \
+             queue, more than RECOMPUTE_INLINE_LIMIT"
+        );
+        return Ok(());
+    }
     let (done, _) = erasure::recompute(ctx, bucket, &landing, true).await?;
     tracing::info!(
         withdrawn = changes.withdrawn.len(),

@@ -493,7 +493,7 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
 /// fed is always done here (deletions fire no event). Returns what the transitions did and
 /// the machine-learning side manifests they rewrote (a phone object's names its users'
 /// devices).
-pub(super) async fn recompute(
+pub(crate) async fn recompute(
     ctx: &Ctx,
     bucket: &str,
     landing: &BTreeSet<String>,
