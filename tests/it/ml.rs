@@ -411,6 +411,65 @@ async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconc
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_with_more_files_than_the_inline_limit_hands_them_to_reconcile() {
+    // The consent of a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event
+    // with RECOMPUTE_INLINE_LIMIT=1: the two files go to reconcile, which brings them in.
+    let cfg = stedi::config::Config {
+        recompute_inline_limit: 1,
+        ..stedi::config::Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    let (dir, files) = one_file_per_session("consent-queued", 12);
+    let (phone, email, serial) = user_with_device(&dir, &files);
+    let withdrawal = crate::order::withdrawal(&email, &dir);
+    land_with_record_between(&local, files, withdrawal).await;
+    assert_eq!(ml_rows_of(&local, &serial).await, 0);
+
+    let mut rec = crate::order::customer_record(&email);
+    crate::order::later(&mut rec, 2000);
+    let consent = crate::order::customer_file(&rec, "consent.json", &dir);
+    let out = local.drop(&[consent], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    let reconciled = out.of_function("reconcile");
+    let written = |keys: &[String], table: Table| under(keys, table);
+    for table in [Table::AccelerometerTrusted, Table::StepTrainerTrusted] {
+        assert_eq!(
+            written(&customer.outputs, table),
+            0,
+            "{:?}",
+            customer.outputs
+        );
+        assert_eq!(
+            written(&reconciled.outputs, table),
+            1,
+            "{:?}",
+            reconciled.outputs
+        );
+    }
+    assert_eq!(
+        written(&reconciled.outputs, Table::CustomerCurated),
+        1,
+        "{:?}",
+        reconciled.outputs
+    );
+    assert!(
+        reconciled
+            .outputs
+            .iter()
+            .any(|k| k.contains(&format!("/{phone}."))),
+        "{:?}",
+        reconciled.outputs
+    );
+    assert!(reconciled.deleted.is_empty(), "{:?}", reconciled.deleted);
+    assert_truth(&local, &dir, "after the consent").await;
+    assert!(ml_rows_of(&local, &serial).await > 0);
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Drops the customer files of `files`, then `record` (one customer's newer record), then
 /// the reading files: the readings land under that record.
 async fn land_with_record_between(local: &Local, files: Vec<LandingFile>, record: LandingFile) {
