@@ -84,24 +84,11 @@ impl<'s> Runner<'s> {
         Self::with_context(stack, stack.function_context()).await
     }
 
-    /// A runner whose handlers use `ctx` (e.g. clients behind a faulty network).
-    /// Its Step Trainer queue is where `customer_trusted_to_curated` sends waiting files,
-    /// as `STEP_TRAINER_QUEUE_URL` does in the deployed stack; its reconcile queue is where
-    /// `customer_landing_to_trusted` sends reading files past `RECOMPUTE_INLINE_LIMIT`, as
-    /// its `RECONCILE_QUEUE_URL` does.
-    pub async fn with_context(stack: &'s Stack, mut ctx: stedi::Ctx) -> Result<Runner<'s>> {
+    /// A runner whose handlers use `ctx` (e.g. clients behind a faulty network). Each
+    /// invocation gets the queues its function's environment names in the template
+    /// (`STEP_TRAINER_QUEUE_URL`, `RECONCILE_QUEUE_URL`), and no other, as deployed.
+    pub async fn with_context(stack: &'s Stack, ctx: stedi::Ctx) -> Result<Runner<'s>> {
         let queues = stack.queues().await?;
-        let step =
-            stedi::lambda::Function::Transition(stedi::Transition::StepTrainerLandingToTrusted);
-        if let Some(q) = queues.iter().find(|q| q.function == step) {
-            ctx.step_trainer_queue = Some((stack.sqs.clone(), q.url.clone()));
-        }
-        if let Some(q) = queues
-            .iter()
-            .find(|q| q.function == stedi::lambda::Function::Reconcile)
-        {
-            ctx.reconcile_queue = Some((stack.sqs.clone(), q.url.clone()));
-        }
         Ok(Runner {
             ctx,
             queues,
@@ -173,6 +160,13 @@ impl<'s> Runner<'s> {
                 policy: q.policy.clone(),
                 denied: self.denied.clone(),
             });
+            let queue = |var: &str| {
+                q.sends_to
+                    .get(var)
+                    .map(|url| (self.stack.sqs.clone(), url.clone()))
+            };
+            self.ctx.step_trainer_queue = queue("STEP_TRAINER_QUEUE_URL");
+            self.ctx.reconcile_queue = queue("RECONCILE_QUEUE_URL");
             let outcome = stedi::store::with_policy(
                 policy,
                 stedi::lambda::invoke(&self.ctx, q.function, &payload),

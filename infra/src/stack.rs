@@ -3,6 +3,7 @@
 //! database with all eight tables (from the shared schemas). Against moto_server locally,
 //! or real AWS when no endpoint is set.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -66,6 +67,9 @@ pub struct QueueInfo {
     pub batch_size: usize,
     /// The function's identity policy with this stack's bucket, which the runner enforces.
     pub policy: std::sync::Arc<template::IamPolicy>,
+    /// The queues the function sends to, by the environment variable that names each in
+    /// the template (`STEP_TRAINER_QUEUE_URL`, `RECONCILE_QUEUE_URL`): their local URLs.
+    pub sends_to: BTreeMap<String, String>,
 }
 
 impl Stack {
@@ -277,6 +281,10 @@ impl Stack {
                         .map(|o| o.queue_url.unwrap_or_default())
                 }
             };
+            let mut sends_to = BTreeMap::new();
+            for (var, queue) in &route.queue_env {
+                sends_to.insert(var.clone(), url(queue).await?);
+            }
             out.push(QueueInfo {
                 function,
                 url: url(&route.queue).await?,
@@ -287,6 +295,7 @@ impl Stack {
                     &self.cfg.database,
                     &self.cfg.name_prefix,
                 )),
+                sends_to,
             });
         }
         Ok(out)

@@ -26,6 +26,9 @@ pub struct Route {
     pub batch_size: usize,
     /// The function's identity policy (its `Policies` statements), as written.
     pub policy: IamPolicy,
+    /// Its environment variables that name a queue (`NAME: !Ref <queue logical id>`): the
+    /// queues it sends to, as deployed.
+    pub queue_env: BTreeMap<String, String>,
 }
 
 /// One statement of an identity policy: `!Sub` variables left as written.
@@ -202,6 +205,17 @@ fn get_att_target(v: &Value) -> Option<String> {
     }
 }
 
+/// The logical id a `!Ref X` (tag or mapping form) names.
+fn ref_target(v: &Value) -> Option<String> {
+    match v {
+        Value::Tagged(t) if t.tag == "!Ref" || t.tag == "Ref" => {
+            t.value.as_str().map(str::to_string)
+        }
+        Value::Mapping(m) => m.get("Ref").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
 /// Reads the routes from template text.
 pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
     let doc: Value = serde_yaml_ng::from_str(text)?;
@@ -277,6 +291,17 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                         TemplateError::Shape(format!("{binary}: BatchSize {v:?} is not 1 to 10000"))
                     })? as usize,
             };
+            let queue_env = r["Properties"]["Environment"]["Variables"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .filter_map(|(name, value)| {
+                    let target = ref_target(value)?;
+                    let is_queue = resources.get(target.as_str()).map(&kind).as_deref()
+                        == Some("AWS::SQS::Queue");
+                    is_queue.then(|| (name.as_str().unwrap_or_default().to_string(), target))
+                })
+                .collect();
             out.push(Route {
                 function: binary.to_string(),
                 queue,
@@ -285,6 +310,7 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                 key_patterns,
                 batch_size,
                 policy: IamPolicy::parse(binary, &r["Properties"]["Policies"], resources),
+                queue_env,
             });
         }
     }
@@ -470,6 +496,31 @@ mod tests {
                 "reconcile",
                 "compact",
                 "erasure"
+            ]
+        );
+        // The queues each function sends to, by the variable naming them: what the local
+        // runner gives each invocation.
+        let sends: Vec<(&str, Vec<(&str, &str)>)> = routes
+            .iter()
+            .map(|r| {
+                let env = r.queue_env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                (r.function.as_str(), env.collect::<Vec<_>>())
+            })
+            .filter(|(_, env)| !env.is_empty())
+            .collect();
+        assert_eq!(
+            sends,
+            [
+                (
+                    "customer_landing_to_trusted",
+                    vec![("RECONCILE_QUEUE_URL", "ReconcileQueue")]
+                ),
+                (
+                    "customer_trusted_to_curated",
+                    vec![("STEP_TRAINER_QUEUE_URL", "StepTrainerLandingToTrustedQueue")]
+                ),
+                ("reconcile", vec![("RECONCILE_QUEUE_URL", "ReconcileQueue")]),
+                ("compact", vec![("COMPACT_QUEUE_URL", "CompactQueue")]),
             ]
         );
         // Every function has its folder (crate and binary of the same name), and every
