@@ -307,13 +307,24 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
         customer.deleted
     );
     // The event alone: the batch truth without the customer, nothing left for reconcile.
-    assert_truth(&local, &dir, "after the withdrawal").await;
+    assert_withdrawn(&local, &dir, ml_before, &serial).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// After a withdrawal of the owner of `serial`: the batch truth, the ML rows of everyone
+/// else as they were, and nothing for a reconcile pass to do.
+async fn assert_withdrawn(
+    local: &Local,
+    dir: &Path,
+    ml_before: Vec<stedi_tests::truth::Ml>,
+    serial: &str,
+) {
+    assert_truth(local, dir, "after the withdrawal").await;
     let ml = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
     let others: Vec<_> = ml_before.into_iter().filter(|r| r.1 != serial).collect();
     assert_eq!(ml, others);
     let report = local.reconcile().await.unwrap();
     assert!(!report.changed(), "reconcile found work: {report:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,21 +338,10 @@ async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconc
     };
     let local = Local::with_config(cfg).await.unwrap();
     let (dir, files) = one_file_per_session("withdrawal-queued", 12);
+    let (phone, email, serial) = user_with_device(&dir, &files);
     local.drop(&files, 0).await.unwrap();
     let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
-    let phone_dir = dir.join("accelerometer/landing");
-    let (phone, email, serial) = (0..12)
-        .map(|i| {
-            let name = format!("phone-{i:03}");
-            let text = std::fs::read_to_string(phone_dir.join(format!("{name}.json"))).unwrap();
-            let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-            let email = first["user"].as_str().unwrap().to_string();
-            let rec = crate::order::customer_record(&email);
-            let serial = rec["serialNumber"].as_str().unwrap().to_string();
-            (name, email, serial)
-        })
-        .find(|(_, _, serial)| ml_before.iter().any(|r| &r.1 == serial))
-        .unwrap();
+    assert!(ml_before.iter().any(|r| r.1 == serial));
 
     let withdrawal = crate::order::withdrawal(&email, &dir);
     let out = local.drop(&[withdrawal], 0).await.unwrap();
@@ -401,13 +401,7 @@ async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconc
         "{:?}",
         reconciled.deleted
     );
-    // The batch truth without the customer, nothing left for the next pass.
-    assert_truth(&local, &dir, "after the withdrawal").await;
-    let ml = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
-    let others: Vec<_> = ml_before.into_iter().filter(|r| r.1 != serial).collect();
-    assert_eq!(ml, others);
-    let report = local.reconcile().await.unwrap();
-    assert!(!report.changed(), "reconcile found work: {report:?}");
+    assert_withdrawn(&local, &dir, ml_before, &serial).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
