@@ -457,10 +457,7 @@ async fn a_consent_with_more_files_than_the_inline_limit_hands_them_to_reconcile
         reconciled.outputs
     );
     assert!(reconciled.deleted.is_empty(), "{:?}", reconciled.deleted);
-    assert_truth(&local, &dir, "after the consent").await;
-    assert!(ml_rows_of(&local, &serial).await > 0);
-    let report = local.reconcile().await.unwrap();
-    assert!(!report.changed(), "reconcile found work: {report:?}");
+    assert_consented(&local, &dir, &serial).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -519,11 +516,17 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     );
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
     // The event alone gives the batch truth; nothing is left for reconcile.
-    assert_truth(&local, &dir, "after the consent").await;
-    assert!(ml_rows_of(&local, &serial).await > 0);
+    assert_consented(&local, &dir, &serial).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// After a consent of the owner of `serial`: the batch truth, ML rows of the device, and
+/// nothing for a reconcile pass to do.
+async fn assert_consented(local: &Local, dir: &Path, serial: &str) {
+    assert_truth(local, dir, "after the consent").await;
+    assert!(ml_rows_of(local, serial).await > 0);
     let report = local.reconcile().await.unwrap();
     assert!(!report.changed(), "reconcile found work: {report:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The machine_learning_curated rows of device `serial`.
