@@ -70,12 +70,7 @@ impl IamPolicy {
             }
         };
         let managed = |p: &Value| {
-            let name = match p {
-                Value::Tagged(t) if t.tag == "!Ref" || t.tag == "Ref" => t.value.as_str(),
-                Value::Mapping(m) => m.get("Ref").and_then(Value::as_str),
-                _ => None,
-            }?;
-            let r = resources.get(name)?;
+            let r = resources.get(ref_target(p)?.as_str())?;
             (r.get("Type").and_then(Value::as_str) == Some("AWS::IAM::ManagedPolicy"))
                 .then(|| &r["Properties"]["PolicyDocument"])
         };
@@ -135,14 +130,15 @@ impl IamPolicy {
         }
     }
 
-    /// Whether some statement of `allow`'s effect names `action` and `resource`.
+    /// Whether some statement of `allow`'s effect names `action` (lower case: IAM compares
+    /// actions without case) and `resource`.
     fn names(&self, allow: bool, action: &str, resource: &str) -> bool {
         self.statements.iter().any(|st| {
             st.allow == allow
                 && st
                     .actions
                     .iter()
-                    .any(|a| wildcard_match(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()))
+                    .any(|a| wildcard_match(&a.to_ascii_lowercase(), action))
                 && st.resources.iter().any(|r| wildcard_match(r, resource))
         })
     }
@@ -152,7 +148,8 @@ impl stedi::store::Authorizer for IamPolicy {
     /// IAM's evaluation within one identity policy: an explicit deny wins, then an allow;
     /// anything else is denied.
     fn allows(&self, action: &str, resource: &str) -> bool {
-        !self.names(false, action, resource) && self.names(true, action, resource)
+        let action = action.to_ascii_lowercase();
+        !self.names(false, &action, resource) && self.names(true, &action, resource)
     }
 
     fn name(&self) -> &str {
