@@ -768,17 +768,24 @@ mod tests {
         assert_eq!((a, b), (3, 5));
     }
 
-    /// Allows `s3:GetObject` under `in/` and nothing else.
-    struct ReadIn;
+    /// A test policy: its function's name, and what it allows (action, resource).
+    struct Allows(&'static str, fn(&str, &str) -> bool);
 
-    impl Authorizer for ReadIn {
+    impl Authorizer for Allows {
         fn allows(&self, action: &str, resource: &str) -> bool {
-            action == "s3:GetObject" && resource.starts_with("arn:aws:s3:::b/in/")
+            (self.1)(action, resource)
         }
 
         fn name(&self) -> &str {
-            "reader"
+            self.0
         }
+    }
+
+    /// Allows `s3:GetObject` under `in/` and nothing else.
+    fn read_in() -> Arc<dyn Authorizer> {
+        Arc::new(Allows("reader", |action, resource| {
+            action == "s3:GetObject" && resource.starts_with("arn:aws:s3:::b/in/")
+        }))
     }
 
     fn denied(r: Result<impl std::fmt::Debug>) -> String {
@@ -796,7 +803,7 @@ mod tests {
     async fn a_request_the_policy_does_not_allow_fails_as_access_denied_before_it_is_sent() {
         // Offline: a request that were sent would fail with a connection error instead.
         let store = Store::new(offline_s3());
-        with_policy(Arc::new(ReadIn), async {
+        with_policy(read_in(), async {
             assert_eq!(
                 denied(store.put("b", "out/x", Bytes::new()).await),
                 "AccessDenied: the policy of reader does not allow s3:PutObject on \
@@ -832,16 +839,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_glue_call_needs_the_catalog_the_database_and_the_table() {
-        struct TableOnly;
-        impl Authorizer for TableOnly {
-            fn allows(&self, action: &str, resource: &str) -> bool {
-                action == "glue:GetPartition" && resource.ends_with(":table/db/t")
-            }
-            fn name(&self) -> &str {
-                "f"
-            }
-        }
-        let denied = with_policy(Arc::new(TableOnly), async {
+        let table_only = Allows("f", |action, resource| {
+            action == "glue:GetPartition" && resource.ends_with(":table/db/t")
+        });
+        let denied = with_policy(Arc::new(table_only), async {
             authorize_glue("GetPartition", "glue:GetPartition", "db", "t")
         })
         .await;
@@ -859,16 +860,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_needs_send_message_on_the_queue_the_url_names() {
-        struct OneQueue;
-        impl Authorizer for OneQueue {
-            fn allows(&self, action: &str, resource: &str) -> bool {
-                action == "sqs:SendMessage" && resource == "arn:aws:sqs:region:account:q-Step"
-            }
-            fn name(&self) -> &str {
-                "f"
-            }
-        }
-        let (allowed, denied) = with_policy(Arc::new(OneQueue), async {
+        let one_queue = Allows("f", |action, resource| {
+            action == "sqs:SendMessage" && resource == "arn:aws:sqs:region:account:q-Step"
+        });
+        let (allowed, denied) = with_policy(Arc::new(one_queue), async {
             (
                 sqs_denial("http://127.0.0.1:5000/123456789012/q-Step"),
                 sqs_denial("http://127.0.0.1:5000/123456789012/q-Other"),
