@@ -327,16 +327,22 @@ async fn assert_withdrawn(
     assert!(!report.changed(), "reconcile found work: {report:?}");
 }
 
+/// A local stack whose customer function computes at most one reading file itself
+/// (`RECOMPUTE_INLINE_LIMIT=1`): a customer's session (two files) goes to reconcile.
+async fn inline_limit_one() -> Local {
+    let cfg = stedi::config::Config {
+        recompute_inline_limit: 1,
+        ..stedi::config::Config::default()
+    };
+    Local::with_config(cfg).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconcile() {
     // RECOMPUTE_INLINE_LIMIT=1: the customer's two files (a phone file and their device's
     // Step Trainer file) are more than the customer function computes itself; it sends one
     // reconcile item each, and the reconcile function computes them as it would have.
-    let cfg = stedi::config::Config {
-        recompute_inline_limit: 1,
-        ..stedi::config::Config::default()
-    };
-    let local = Local::with_config(cfg).await.unwrap();
+    let local = inline_limit_one().await;
     let (dir, files) = one_file_per_session("withdrawal-queued", 12);
     let (phone, email, serial) = user_with_device(&dir, &files);
     local.drop(&files, 0).await.unwrap();
@@ -409,11 +415,7 @@ async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconc
 async fn a_consent_with_more_files_than_the_inline_limit_hands_them_to_reconcile() {
     // The consent of a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event
     // with RECOMPUTE_INLINE_LIMIT=1: the two files go to reconcile, which brings them in.
-    let cfg = stedi::config::Config {
-        recompute_inline_limit: 1,
-        ..stedi::config::Config::default()
-    };
-    let local = Local::with_config(cfg).await.unwrap();
+    let local = inline_limit_one().await;
     let (dir, files) = one_file_per_session("consent-queued", 12);
     let (phone, email, serial) = user_with_device(&dir, &files);
     let withdrawal = crate::order::withdrawal(&email, &dir);
