@@ -80,7 +80,8 @@ pub struct Config {
     /// bringing at most this many customers into customer_trusted looks up their postings
     /// (a LIST per e-mail and serial): a newer record of theirs in another file is folded
     /// in, and the readings they sent before consenting are computed again; a larger file (a
-    /// bulk import, the backfill) leaves both to `reconcile`. 0: always `reconcile`.
+    /// bulk import, the backfill) leaves their readings to the delayed recheck
+    /// (`RECHECK_DELAY_SECONDS`) and their other files to `reconcile`. 0: always so.
     pub grant_lookup_limit: usize,
     /// `RECOMPUTE_INLINE_LIMIT` (default 100; `customer_landing_to_trusted`): a consent or
     /// device change whose customers' reading files number at most this is computed again
@@ -88,6 +89,14 @@ pub struct Config {
     /// as one item each when `RECONCILE_QUEUE_URL` is set, so no invocation has to outlast
     /// its timeout. Unset queue: always in the invocation.
     pub recompute_inline_limit: usize,
+    /// `RECHECK_DELAY_SECONDS` (default 900, at most 900: SQS's longest message delay;
+    /// `customer_landing_to_trusted`): after a consent or device change, the changed
+    /// customers' reading files are checked again this long later by the reconcile
+    /// function (a delayed `recheck` item on the reconcile queue), and any computed with an
+    /// answer that is no longer current (a file computed at the same moment as the change)
+    /// is computed again. Longer than a reading function's timeout (120 s in the template),
+    /// so every invocation that read the old answer has finished. Unset queue: no recheck.
+    pub recheck_delay_seconds: u32,
 }
 
 impl Default for Config {
@@ -116,6 +125,7 @@ impl Default for Config {
             batch_held_bytes: 16 << 20,
             grant_lookup_limit: 1000,
             recompute_inline_limit: 100,
+            recheck_delay_seconds: 900,
         }
     }
 }
@@ -215,6 +225,16 @@ impl Config {
                 "RECOMPUTE_INLINE_LIMIT",
                 d.recompute_inline_limit,
                 |v| v.parse::<usize>().map_err(|e| e.to_string()),
+            )?,
+            recheck_delay_seconds: parse(
+                &get,
+                "RECHECK_DELAY_SECONDS",
+                d.recheck_delay_seconds,
+                |v| match v.parse::<u32>() {
+                    Ok(n) if n <= 900 => Ok(n),
+                    Ok(_) => Err("at most 900 (SQS's longest message delay)".into()),
+                    Err(e) => Err(e.to_string()),
+                },
             )?,
         })
     }
@@ -356,5 +376,14 @@ mod tests {
             0
         );
         assert!(cfg(&[("RECOMPUTE_INLINE_LIMIT", "-3")]).is_err());
+        assert_eq!(cfg(&[]).unwrap().recheck_delay_seconds, 900);
+        assert_eq!(
+            cfg(&[("RECHECK_DELAY_SECONDS", "0")])
+                .unwrap()
+                .recheck_delay_seconds,
+            0
+        );
+        assert!(cfg(&[("RECHECK_DELAY_SECONDS", "901")]).is_err());
+        assert!(cfg(&[("RECHECK_DELAY_SECONDS", "-1")]).is_err());
     }
 }

@@ -58,6 +58,14 @@ pub enum Item {
         /// The landing object.
         key: String,
     },
+    /// Check the reading files of these persons again, some minutes after a consent or
+    /// device change, and compute again those computed with an answer no longer current
+    /// (see [`crate::transitions::recheck`]).
+    Recheck {
+        /// The persons: keyed hashes, as the erasure index names them (no e-mail or serial
+        /// travels through the queue).
+        persons: Vec<String>,
+    },
     /// Remove the outputs of a landing object that no longer exists.
     Orphan {
         /// The trusted table (by name on the wire).
@@ -931,6 +939,10 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 crate::transitions::erasure::recompute(ctx, bucket, &landing, true).await?;
             Ok(done)
         }
+        Item::Recheck { persons } => {
+            let persons: BTreeSet<String> = persons.iter().cloned().collect();
+            crate::transitions::recheck::run(ctx, bucket, &persons).await
+        }
         Item::Orphan { table, stem } => {
             let table = Some(*table).filter(|t| t.partitioned()).ok_or_else(|| {
                 crate::Error::BadEvent(format!("{} is not partitioned", table.name()))
@@ -1096,9 +1108,9 @@ pub struct Queue<'a> {
     pub url: &'a str,
 }
 
-impl FanOut for Queue<'_> {
-    type Error = Error;
-    async fn fan_out(&mut self, bucket: &str, items: &[Item]) -> Result<Summary> {
+impl Queue<'_> {
+    /// Sends `items`, ten messages per request, each delayed `delay` seconds (at most 900).
+    pub async fn send(&self, bucket: &str, items: &[Item], delay: i32) -> Result<()> {
         let bodies = items
             .iter()
             .map(|item| {
@@ -1113,8 +1125,16 @@ impl FanOut for Queue<'_> {
             })
             .collect::<Result<Vec<String>>>()?;
         for chunk in bodies.chunks(10) {
-            send_batch(self.sqs, self.url, chunk, 0).await?;
+            send_batch(self.sqs, self.url, chunk, delay).await?;
         }
+        Ok(())
+    }
+}
+
+impl FanOut for Queue<'_> {
+    type Error = Error;
+    async fn fan_out(&mut self, bucket: &str, items: &[Item]) -> Result<Summary> {
+        self.send(bucket, items, 0).await?;
         Ok(Summary::default())
     }
 }

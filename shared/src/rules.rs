@@ -145,6 +145,19 @@ impl<V> KeyIndex<V> {
         &self.values[lo..hi]
     }
 
+    /// Each distinct key with its values, in key order.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &[V])> + '_ {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let start = i;
+            let key = (start < self.ends.len()).then(|| self.key(start))?;
+            while i < self.ends.len() && self.key(i) == key {
+                i += 1;
+            }
+            Some((key, &self.values[start..i]))
+        })
+    }
+
     /// Entries.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -459,6 +472,23 @@ mod tests {
         assert_eq!(idx.get("s10"), ["d"]);
         assert!(idx.get("s").is_empty() && idx.get("s3").is_empty() && idx.get("").is_empty());
         assert!(KeyIndex::<i64>::default().get("x").is_empty());
+        let groups: Vec<(&str, Vec<&str>)> = idx
+            .groups()
+            .map(|(k, v)| {
+                let mut v = v.to_vec();
+                v.sort();
+                (k, v)
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("s1", vec!["a"]),
+                ("s10", vec!["d"]),
+                ("s2", vec!["b", "c"])
+            ]
+        );
+        assert_eq!(KeyIndex::<i64>::default().groups().count(), 0);
         let consent = Customers::latest_of([cust("a", "s1", 1, Some(5)), cust("b", "s2", 1, None)])
             .consent_index();
         assert_eq!((consent.get("a"), consent.get("b")), (&[5][..], &[][..]));

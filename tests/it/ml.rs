@@ -355,14 +355,7 @@ async fn a_withdrawal_with_more_files_than_the_inline_limit_hands_them_to_reconc
     // The customer function wrote its own state and computed no reading file.
     let customer = out.of_function("customer_landing_to_trusted");
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
-    assert!(
-        customer
-            .outputs
-            .iter()
-            .all(|k| k.starts_with("customer/") || k.starts_with("_stedi/devices/")),
-        "{:?}",
-        customer.outputs
-    );
+    assert!(only_customer_state(&customer), "{:?}", customer.outputs);
     // The reconcile function computed exactly the two files, one item each, and took out
     // what the inline path takes out: the phone object, the device object, their ML pair.
     let reconciled = out.of_function("reconcile");
@@ -416,17 +409,12 @@ async fn a_consent_with_more_files_than_the_inline_limit_hands_them_to_reconcile
     // The consent of a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event
     // with RECOMPUTE_INLINE_LIMIT=1: the two files go to reconcile, which brings them in.
     let local = inline_limit_one().await;
-    let (dir, files) = one_file_per_session("consent-queued", 12);
-    let (phone, email, serial) = user_with_device(&dir, &files);
-    let withdrawal = crate::order::withdrawal(&email, &dir);
-    land_with_record_between(&local, files, withdrawal).await;
-    assert_eq!(ml_rows_of(&local, &serial).await, 0);
-
-    let mut rec = crate::order::customer_record(&email);
-    crate::order::later(&mut rec, 2000);
-    let consent = crate::order::customer_file(&rec, "consent.json", &dir);
-    let out = local.drop(&[consent], 0).await.unwrap();
-    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let LateConsent {
+        dir,
+        phone,
+        serial,
+        out,
+    } = late_consent(&local, "consent-queued").await;
     let customer = out.of_function("customer_landing_to_trusted");
     let reconciled = out.of_function("reconcile");
     let written = |keys: &[String], table: Table| under(keys, table);
@@ -463,6 +451,48 @@ async fn a_consent_with_more_files_than_the_inline_limit_hands_them_to_reconcile
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A late consent and what its drop did.
+struct LateConsent {
+    dir: PathBuf,
+    /// The customer's phone file (its name).
+    phone: String,
+    /// Their device.
+    serial: String,
+    out: stedi_tests::Outcome,
+}
+
+/// One session per user (`test` names the files' folder); a user whose device has a Step
+/// Trainer file withdraws before the readings land, so none of their rows are in (checked:
+/// the batch truth, no ML row of the device); then their consent, the same record later,
+/// is dropped.
+async fn late_consent(local: &Local, test: &str) -> LateConsent {
+    let (dir, files) = one_file_per_session(test, 12);
+    let (phone, email, serial) = user_with_device(&dir, &files);
+    let withdrawal = crate::order::withdrawal(&email, &dir);
+    land_with_record_between(local, files, withdrawal).await;
+    assert_truth(local, &dir, "before the consent").await;
+    assert_eq!(ml_rows_of(local, &serial).await, 0);
+    let mut rec = crate::order::customer_record(&email);
+    crate::order::later(&mut rec, 2000);
+    let consent = crate::order::customer_file(&rec, "consent.json", &dir);
+    let out = local.drop(&[consent], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    LateConsent {
+        dir,
+        phone,
+        serial,
+        out,
+    }
+}
+
+/// Whether every object `s` wrote is the customer function's own state (customer shards,
+/// the device index): no reading file computed.
+pub(crate) fn only_customer_state(s: &stedi::summary::Summary) -> bool {
+    s.outputs
+        .iter()
+        .all(|k| k.starts_with("customer/") || k.starts_with("_stedi/devices/"))
+}
+
 /// Drops the customer files of `files`, then `record` (one customer's newer record), then
 /// the reading files: the readings land under that record.
 async fn land_with_record_between(local: &Local, files: Vec<LandingFile>, record: LandingFile) {
@@ -477,20 +507,12 @@ async fn land_with_record_between(local: &Local, files: Vec<LandingFile>, record
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_event() {
     let local = Local::start().await.unwrap();
-    let (dir, files) = one_file_per_session("consent", 12);
-    // A user whose device has a Step Trainer file, not consenting when their files land.
-    let (phone, email, serial) = user_with_device(&dir, &files);
-    let withdrawal = crate::order::withdrawal(&email, &dir);
-    land_with_record_between(&local, files, withdrawal).await;
-    assert_truth(&local, &dir, "before the consent").await;
-    assert_eq!(ml_rows_of(&local, &serial).await, 0);
-
-    // The consent: the same record, later.
-    let mut rec = crate::order::customer_record(&email);
-    crate::order::later(&mut rec, 2000);
-    let consent = crate::order::customer_file(&rec, "consent.json", &dir);
-    let out = local.drop(&[consent], 0).await.unwrap();
-    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let LateConsent {
+        dir,
+        phone,
+        serial,
+        out,
+    } = late_consent(&local, "consent").await;
     let customer = out.of_function("customer_landing_to_trusted");
     // The phone file and the device file computed again in the same invocation (the
     // user's trusted rows and their curated record); the machine-learning pair follows from
@@ -519,6 +541,109 @@ async fn a_consent_brings_in_the_sessions_that_landed_before_it_with_its_own_eve
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
     // The event alone gives the batch truth; nothing is left for reconcile.
     assert_consented(&local, &dir, &serial).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_is_checked_again_later_and_its_current_files_are_left_alone() {
+    // RECHECK_DELAY_SECONDS=0: the recheck the consent sends runs in the same drop. The
+    // customer function computed the two files itself; the recheck (the reconcile
+    // function) lists the customer's postings again, finds both files computed with the
+    // consent as it stands, and writes nothing.
+    let cfg = stedi::config::Config {
+        recheck_delay_seconds: 0,
+        ..stedi::config::Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    let LateConsent {
+        dir, serial, out, ..
+    } = late_consent(&local, "consent-recheck").await;
+    let customer = out.of_function("customer_landing_to_trusted");
+    for table in [Table::AccelerometerTrusted, Table::StepTrainerTrusted] {
+        assert_eq!(under(&customer.outputs, table), 1, "{:?}", customer.outputs);
+    }
+    // One recheck item sent (the customer's e-mail and serial), one SQS request.
+    assert_eq!(customer.requests.sqs_calls, 1, "{:?}", customer.requests);
+    let recheck = out.of_function("reconcile");
+    assert!(recheck.outputs.is_empty(), "{:?}", recheck.outputs);
+    assert!(recheck.deleted.is_empty(), "{:?}", recheck.deleted);
+    let r = recheck.requests;
+    // Two postings and the wide indexes listed; the two manifests and the consent shard
+    // and device-index shard their answers fall in read; nothing written.
+    assert_eq!(
+        (r.s3_list, r.s3_get, r.s3_put, r.s3_delete),
+        (3, 4, 0, 0),
+        "{r:?}"
+    );
+    assert_consented(&local, &dir, &serial).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() {
+    // The race the recheck is for: a reading file computed at the moment its customer
+    // withdraws read the consent that was still there, and wrote its posting after the
+    // customer function had listed the customer's postings. Here the customer's two postings
+    // are taken away while the withdrawal runs and put back after it: the withdrawal finds
+    // no file, and the customer's rows stay in every zone. The recheck it sent (delayed 15
+    // minutes by default; run here directly) finds both files computed with a consent that
+    // is gone and computes them again.
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session("withdrawal-recheck", 12);
+    let (phone, email, serial) = user_with_device(&dir, &files);
+    local.drop(&files, 0).await.unwrap();
+    let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    let secret = local.stack.cfg.function.erasure_hash_key.clone();
+    use stedi::compute::PersonKind;
+    use stedi::transitions::erasure::{person_hash, person_prefix};
+    let persons = vec![
+        person_hash(&secret, PersonKind::Email, &email),
+        person_hash(&secret, PersonKind::Serial, &serial),
+    ];
+    let mut hidden = Vec::new();
+    for h in &persons {
+        for key in local.keys().await.unwrap() {
+            if key.starts_with(&person_prefix(h)) {
+                hidden.push((key.clone(), local.get(&key).await.unwrap()));
+            }
+        }
+        delete_under(&local, &person_prefix(h)).await;
+    }
+    assert_eq!(hidden.len(), 2, "{hidden:?}");
+
+    let withdrawal = crate::order::withdrawal(&email, &dir);
+    let out = local.drop(&[withdrawal], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
+    for (key, body) in hidden {
+        local.put(&key, body).await.unwrap();
+    }
+    assert!(
+        ml_rows_of(&local, &serial).await > 0,
+        "the missed files' rows stay"
+    );
+
+    let ctx = local.stack.function_context();
+    let item = stedi::reconcile::Item::Recheck { persons };
+    let s = stedi::reconcile::execute(&ctx, &local.stack.cfg.bucket, &item)
+        .await
+        .unwrap();
+    assert_eq!(s.deleted.len(), 3, "{:?}", s.deleted);
+    for table in [
+        Table::AccelerometerTrusted,
+        Table::StepTrainerTrusted,
+        Table::MachineLearningCurated,
+    ] {
+        assert_eq!(under(&s.deleted, table), 1, "{table:?}: {:?}", s.deleted);
+    }
+    assert!(
+        s.deleted.iter().any(|k| k.contains(&format!("/{phone}."))),
+        "{:?}",
+        s.deleted
+    );
+    local.settle().await.unwrap();
+    assert_withdrawn(&local, &dir, ml_before, &serial).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,7 +1,7 @@
 //! Properties 5 and 6: any arrival order converges to the batch truth after one
 //! reconcile; consent withdrawal removes a customer everywhere; CONSENT_AS_OF.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
@@ -130,6 +130,52 @@ async fn readings_before_customers_converge_after_one_reconcile() {
         lake::describe(&again),
         ["reconcile: nothing to change; every table equals the batch truth (1 pass)"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_before_a_bulk_consent_come_in_with_its_recheck() {
+    // As above (readings first, then the customers in one file past GRANT_LOOKUP_LIMIT),
+    // with RECHECK_DELAY_SECONDS=0 and no reconcile pass: the customer function looks up
+    // nobody's readings and sends the customers' recheck instead (e-mails and serials, 500
+    // a work item); the reconcile function computes again every reading file filtered
+    // before their consent, and the lake is the batch truth when the drop settles.
+    let cfg = Config {
+        grant_lookup_limit: 0,
+        recheck_delay_seconds: 0,
+        ..Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
+    let mut files = lake::landing_files(&sample_dir(), None).unwrap();
+    files.reverse();
+    local.drop(&files[..12], 0).await.unwrap();
+    assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 0);
+    let out = local.drop(&files[12..], 0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let customer = out.of_function("customer_landing_to_trusted");
+    assert!(
+        crate::ml::only_customer_state(&customer),
+        "{:?}",
+        customer.outputs
+    );
+    // Every reading file (nine phone files, three Step Trainer files) computed again by the
+    // recheck, the Step Trainer ones after the phone files made their owners curated.
+    let recheck = out.of_function("reconcile");
+    let computed: BTreeSet<&str> = recheck
+        .sources
+        .iter()
+        .filter(|k| k.contains("/landing/"))
+        .map(String::as_str)
+        .collect();
+    let landing: BTreeSet<&str> = files[..12].iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(computed, landing, "{:?}", recheck.sources);
+    assert_eq!(
+        local.counts().await.unwrap(),
+        BTreeMap::from(pipeline::EXPECTED)
+    );
+    let truth = Truth::compute(&sample_dir(), false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let again = local.reconcile().await.unwrap();
+    assert!(!again.changed(), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

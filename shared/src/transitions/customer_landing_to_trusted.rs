@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::compute::PersonKind;
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
-use crate::reconcile::{self, FanOut, Item};
 use crate::rules::{self, Customers};
 use crate::schema::Table;
 use crate::summary::Summary;
@@ -30,8 +29,8 @@ use super::customer_trusted_to_curated::{
     DeviceChanges, IN_FLIGHT, apply_device_changes, change, merge_changes, redrive_waiting, serial,
 };
 use super::{
-    Ctx, RowOutcome, by_shard, decode_customers, erasure, rewrite_shard, rewrite_shard_from,
-    scan_landing,
+    Ctx, RowOutcome, by_shard, decode_customers, erasure, recheck, rewrite_shard,
+    rewrite_shard_from, scan_landing,
 };
 use crate::compute::LandingScan;
 use crate::record::Cell;
@@ -414,11 +413,13 @@ fn serial_of(row: &rules::CustomerRow) -> Option<String> {
 ///   moved consent date: their phone and device files.
 ///
 /// Costs nothing when nobody's consent or device changes; a new consenting customer costs
-/// a LIST per e-mail and serial (empty for a sign-up before any session). A file bringing
-/// in more than `GRANT_LOOKUP_LIMIT` customers (a bulk import, the backfill) leaves their
-/// readings to `reconcile`; withdrawals are never deferred. A reading file being computed
-/// at the same moment registers its people only after its outputs are written, so it may
-/// keep the answer it read until the next reconcile.
+/// a LIST per e-mail and serial (empty for a sign-up before any session). More files than
+/// `RECOMPUTE_INLINE_LIMIT` go to the reconcile queue, one item each. A reading file being
+/// computed at the same moment registers its people only after its outputs are written, so
+/// it may keep the answer it read: every changed customer is checked again
+/// `RECHECK_DELAY_SECONDS` later ([`super::recheck`]). A file bringing in more than
+/// `GRANT_LOOKUP_LIMIT` customers (a bulk import, the backfill) leaves their readings to
+/// that recheck alone; withdrawals are never deferred.
 async fn readings_again(
     ctx: &Ctx,
     bucket: &str,
@@ -432,19 +433,6 @@ async fn readings_again(
     for (email, serial) in &changes.withdrawn {
         emails.insert(email);
         serials.extend(serial.as_deref());
-    }
-    if looked_up {
-        for (email, row) in &changes.entered {
-            emails.insert(email);
-            serials.extend(row[rules::customer::SERIAL].as_str());
-        }
-    } else {
-        tracing::warn!(
-            customers = changes.entered.len(),
-            limit = ctx.cfg.grant_lookup_limit,
-            "more customers entered customer_trusted than GRANT_LOOKUP_LIMIT: their earlier \
-             readings are left to the next reconcile"
-        );
     }
     for (email, u) in &changes.updated {
         let serial = u.row[rules::customer::SERIAL].as_str();
@@ -460,58 +448,54 @@ async fn readings_again(
             serials.extend(serial);
         }
     }
-    if emails.is_empty() && serials.is_empty() {
+    let secret = &ctx.cfg.erasure_hash_key;
+    let hashed = |emails: &BTreeSet<&str>, serials: &BTreeSet<&str>| -> BTreeSet<String> {
+        emails
+            .iter()
+            .map(|e| erasure::person_hash(secret, PersonKind::Email, e))
+            .chain(
+                serials
+                    .iter()
+                    .map(|v| erasure::person_hash(secret, PersonKind::Serial, v)),
+            )
+            .collect()
+    };
+    let (mut entered_emails, mut entered_serials) = (BTreeSet::new(), BTreeSet::new());
+    for (email, row) in &changes.entered {
+        entered_emails.insert(email.as_str());
+        entered_serials.extend(row[rules::customer::SERIAL].as_str());
+    }
+    let entered = hashed(&entered_emails, &entered_serials);
+    let mut persons = hashed(&emails, &serials);
+    if looked_up {
+        persons.extend(entered.iter().cloned());
+    } else {
+        tracing::warn!(
+            customers = changes.entered.len(),
+            limit = ctx.cfg.grant_lookup_limit,
+            "more customers entered customer_trusted than GRANT_LOOKUP_LIMIT: their earlier \
+             readings are left to the recheck (the next reconcile without a reconcile queue)"
+        );
+    }
+    if persons.is_empty() && entered.is_empty() {
         return Ok(());
     }
-    let secret = &ctx.cfg.erasure_hash_key;
-    let persons: BTreeSet<String> = emails
-        .iter()
-        .map(|e| erasure::person_hash(secret, PersonKind::Email, e))
-        .chain(
-            serials
-                .iter()
-                .map(|v| erasure::person_hash(secret, PersonKind::Serial, v)),
-        )
-        .collect();
-    // Phone files sort before Step Trainer files: a device's files are computed once its
-    // owner's phone files made them curated.
-    let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
-    if let Some((sqs, url)) = ctx
-        .reconcile_queue
-        .as_ref()
-        .filter(|_| landing.len() > ctx.cfg.recompute_inline_limit)
-    {
-        // Too many for this invocation (a heavy user's years of sessions): one reconcile
-        // item each, which the reconcile function computes as below, file by file. A
-        // device's Step Trainer files computed before its owner's phone files made the owner
-        // curated wait for the device and are sent again once the owner is.
-        let items: Vec<Item> = landing
-            .iter()
-            .map(|key| Item::Recompute { key: key.clone() })
-            .collect();
-        reconcile::Queue { sqs, url }
-            .fan_out(bucket, &items)
-            .await?;
+    if !persons.is_empty() {
+        // Phone files sort before Step Trainer files: a device's files are computed once
+        // its owner's phone files made them curated.
+        let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
+        let done = recheck::compute_again(ctx, bucket, &landing).await?;
         tracing::info!(
             withdrawn = changes.withdrawn.len(),
             entered = changes.entered.len(),
             updated = changes.updated.len(),
             files = landing.len(),
-            limit = ctx.cfg.recompute_inline_limit,
-            "consent or devices changed: the customers' reading files sent to the reconcile \
-             queue, more than RECOMPUTE_INLINE_LIMIT"
+            "consent or devices changed: the customers' reading files computed again"
         );
-        return Ok(());
+        s.outputs.extend(done.outputs);
+        s.deleted.extend(done.deleted);
     }
-    let (done, _) = erasure::recompute(ctx, bucket, &landing, true).await?;
-    tracing::info!(
-        withdrawn = changes.withdrawn.len(),
-        entered = changes.entered.len(),
-        updated = changes.updated.len(),
-        files = landing.len(),
-        "consent or devices changed: the customers' reading files computed again"
-    );
-    s.outputs.extend(done.outputs);
-    s.deleted.extend(done.deleted);
+    persons.extend(entered);
+    recheck::send(ctx, bucket, &persons).await?;
     Ok(())
 }

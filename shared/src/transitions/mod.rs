@@ -1,8 +1,8 @@
 //! The zone transitions of [`crate::streams`], one module per rule, and what they share, one module per
 //! responsibility: the context with its cached reference shards (`reference`), streaming a
 //! landing file with quarantine (`landing`), the lineage of outputs (`lineage`), publishing
-//! partitioned outputs (`publish`) and the conditional-write loop of the sharded tables
-//! (`snapshot`).
+//! partitioned outputs (`publish`), the conditional-write loop of the sharded tables
+//! (`snapshot`), and the delayed recheck of a consent or device change (`recheck`).
 
 pub mod consented;
 pub mod customer_landing_to_trusted;
@@ -15,6 +15,7 @@ pub mod erasure;
 mod landing;
 mod lineage;
 mod publish;
+pub(crate) mod recheck;
 mod reference;
 mod snapshot;
 
