@@ -30,7 +30,9 @@ GLUE_JOBS, GLUE_DPU, GLUE_HOURS, GLUE_DPU_HOUR = 5, 10, 1.0, 0.44
 
 def main():
     with local_stack() as env:
-        lines, _, _ = run(["cost"], env)
+        # The recheck a consent change sends runs in the same drop (not 15 minutes later),
+        # so its requests are counted with the change's.
+        lines, _, _ = run(["cost"], dict(env, RECHECK_DELAY_SECONDS="0"))
     out = lines[-1]
     n = out["landing_objects"]
     fs = out["functions"]
@@ -100,19 +102,24 @@ def consents(phases):
     fires included: a sign-up before any session (the LISTs find nothing), a consent from a
     customer whose session landed before it (their phone and Step Trainer files computed
     again, their curated record and ML pair written), and a withdrawal of a customer with
-    a session (the same files computed again, their rows deleted). Each function's own
-    requests are printed too (JSON), to see where the requests go."""
-    print("\n| consent file | files | PUT | GET | LIST | DELETE | Glue | "
-          "customer function PUT/GET/LIST |")
-    print("|---|---|---|---|---|---|---|---|")
+    a session (the same files computed again, their rows deleted). The recheck each change
+    sends to the reconcile queue runs in the same drop here and is counted with it. Each
+    function's own requests are printed too (JSON), to see where the requests go."""
+    print("\n| consent file | files | PUT | GET | LIST | DELETE | Glue | SQS sent | "
+          "customer function PUT/GET/LIST | recheck (reconcile) PUT/GET/LIST |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         fs, n = p["functions"], p["files"]
         tot = {k: sum(f[k] for f in fs) / n for k in
-               ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls"]}
+               ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls", "sqs_calls"]}
         c = next(f for f in fs if f["function"] == "customer_landing_to_trusted")
+        none = {"s3_put": 0, "s3_get": 0, "s3_list": 0}
+        r = next((f for f in fs if f["function"] == "reconcile"), none)
         print(f"| {p['kind']} (per file) | {n} | {tot['s3_put']:.1f} | {tot['s3_get']:.1f} | "
               f"{tot['s3_list']:.1f} | {tot['s3_delete']:.1f} | {tot['glue_calls']:.1f} | "
-              f"{c['s3_put'] / n:.1f}/{c['s3_get'] / n:.1f}/{c['s3_list'] / n:.1f} |")
+              f"{tot['sqs_calls']:.1f} | "
+              f"{c['s3_put'] / n:.1f}/{c['s3_get'] / n:.1f}/{c['s3_list'] / n:.1f} | "
+              f"{r['s3_put'] / n:.1f}/{r['s3_get'] / n:.1f}/{r['s3_list'] / n:.1f} |")
         for f in fs:
             print(f"  {p['kind']}: {f}")
         print(f"RESULT consent kind={p['kind']} put_per_file={tot['s3_put']:.2f} "
@@ -122,7 +129,8 @@ def consents(phases):
 
 # SCALE.md's launch: 10M registrations (mostly one-record files), 4M reading objects a day.
 CUSTOMER_OBJECTS = 10_000_000
-PASSES_PER_DAY = 24  # ReconcileSchedule's default, rate(1 hour)
+PASSES_PER_DAY = 1  # ReconcileSchedule's default, rate(1 day)
+HOURLY = 24  # what rate(1 hour), the default before the recheck, made of it
 
 
 def reconcile(passes):
@@ -150,11 +158,13 @@ def reconcile(passes):
         return PASSES_PER_DAY * sum(per[(who, k)] * held[who] * price[k]
                                     for who in held for k in price)
 
-    print(f"every pass reads each object again: at {PASSES_PER_DAY} passes a day, "
+    print(f"every pass reads each object again: at {PASSES_PER_DAY} pass a day, "
           f"{CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects more each day, "
-          f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30")
+          f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30 "
+          f"(hourly: ${HOURLY * per_day(1):.2f} and ${HOURLY * per_day(30):.2f})")
     print(f"RESULT reconcile dollars_per_day_day1={per_day(1):.2f} "
-          f"dollars_per_day_day30={per_day(30):.2f}")
+          f"dollars_per_day_day30={per_day(30):.2f} "
+          f"hourly_dollars_per_day_day30={HOURLY * per_day(30):.2f}")
 
 
 if __name__ == "__main__":

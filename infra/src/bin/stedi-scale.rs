@@ -322,7 +322,8 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
                 json!({"function": f.function.name(), "invocations": f.invocations,
                        "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_head": r.s3_head,
                        "s3_list": r.s3_list, "s3_delete": r.s3_delete,
-                       "glue_calls": r.glue_calls, "rows_out": f.rows_out})
+                       "glue_calls": r.glue_calls, "sqs_calls": r.sqs_calls,
+                       "rows_out": f.rows_out})
             })
             .collect();
         consents.push(json!({"kind": kind, "files": files.len(), "functions": fs}));
