@@ -530,3 +530,68 @@ async fn versions_of_a(local: &Local) -> usize {
     let all = all_versions(local).await;
     all.iter().filter(|(k, _)| k == "a.json").count()
 }
+
+/// Denies the PUTs under one key prefix, allows every other request: where an attempt that
+/// stops half-way (a timeout, throttling) leaves off.
+struct DenyPuts(&'static str);
+
+impl stedi::store::Authorizer for DenyPuts {
+    fn allows(&self, action: &str, resource: &str) -> bool {
+        !(action == "s3:PutObject" && resource.contains(self.0))
+    }
+    fn name(&self) -> &str {
+        "an erasure stopped half-way"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
+    // The first attempt scrubs the person's customer and phone lines and takes their row out
+    // of the customer shards, then stops at the device index. The retry (SQS delivers the
+    // request again) finds their lines already gone: it must still find their device (its
+    // Step Trainer lines, its device-index entry) and compute every one of their files again.
+    let local = Local::start().await.unwrap();
+    let bucket = local.stack.cfg.bucket.clone();
+    let out = local.drop_sample(0).await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let ctx = local.stack.function_context();
+    let stop = std::sync::Arc::new(DenyPuts("/_stedi/devices/"));
+    let stopped = stedi::store::with_policy(
+        stop,
+        erasure::erase(&ctx, &bucket, CONSENTING.0, "req-stopped"),
+    )
+    .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    assert!(
+        !holding(&local, &[CONSENTING]).await.is_empty(),
+        "half done: their rows are still in the trusted tables"
+    );
+
+    let a = erasure::erase(&ctx, &bucket, CONSENTING.0, "req-stopped")
+        .await
+        .unwrap();
+    // Every count, the first attempt's included.
+    assert_eq!(
+        a.rows_removed,
+        removed(&[
+            ("accelerometer_landing", 85),
+            ("accelerometer_trusted", 85),
+            ("customer_curated", 1),
+            ("customer_landing", 1),
+            ("customer_trusted", 1),
+            ("step_trainer_landing", 30),
+            ("step_trainer_trusted", 30),
+        ])
+    );
+    let left = holding(&local, &[CONSENTING]).await;
+    assert!(
+        left.is_empty(),
+        "{} objects still name them: {:?}",
+        left.len(),
+        &left[..left.len().min(10)]
+    );
+    let truth = Truth::compute(&sample_without("stopped", &[CONSENTING]), false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "{report:?}");
+}

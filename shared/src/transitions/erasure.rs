@@ -26,7 +26,9 @@
 //! serials unless another customer still owns the serial; compute the scrubbed objects
 //! again through the transitions (which rewrite or delete the trusted and curated outputs,
 //! compacted files included); delete the postings; delete the noncurrent versions of every
-//! object touched; write the audit record.
+//! object touched; write the audit record. What it found (the files, the devices) is
+//! recorded beside the request before anything changes, so a retry after a stop half-way
+//! finishes the erasure although the person's lines are already gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -539,10 +541,75 @@ pub(crate) async fn recompute(
     Ok((s, sides))
 }
 
+/// What an erasure found and did before it could stop half-way (a timeout, throttling),
+/// kept beside its request until the audit is written, so that the retry SQS makes finishes
+/// it although the person's lines are already gone from landing: the files that held them,
+/// their devices, the landing objects scrubbed and the counts so far. It names devices, so
+/// it is kept where the request is (readable by the data-protection role and the erasure
+/// function only) and deleted, old versions too, with the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// Landing objects the erasure index named for the person or their devices.
+    found: BTreeSet<String>,
+    /// The person's device serials (from their customer lines and records).
+    serials: BTreeSet<String>,
+    /// Landing objects scrubbed.
+    scrubbed: BTreeSet<String>,
+    /// Rows the trusted outputs of the found objects held before (per table).
+    before: BTreeMap<String, u64>,
+    /// Rows removed so far (landing lines, customer shard rows), per table.
+    rows: BTreeMap<String, u64>,
+    /// Serials kept because another customer owns them.
+    serials_shared: u64,
+}
+
+/// Where the progress of `request` is kept (beside the request; not `.json`, so it fires
+/// no erasure event).
+fn progress_key(request: &str) -> String {
+    format!("{REQUESTS_PREFIX}{request}.progress")
+}
+
+impl Progress {
+    /// Writes the progress when it changed since `saved`.
+    async fn save(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        request: &str,
+        saved: &mut Progress,
+    ) -> Result<()> {
+        if self != saved {
+            write_json(ctx, bucket, &progress_key(request), self).await?;
+            *saved = self.clone();
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the progress of `request`, old versions too (it names devices).
+async fn forget_progress(ctx: &Ctx, bucket: &str, request: &str) -> Result<u64> {
+    let key = progress_key(request);
+    ctx.store.delete(bucket, &key).await?;
+    ctx.store.delete_noncurrent(bucket, [key.as_str()]).await
+}
+
+/// The device serials the customer lines of landing object `key` name for `email`.
+async fn serials_in(ctx: &Ctx, bucket: &str, key: &str, email: &str) -> Result<BTreeSet<String>> {
+    let Fetched::Body(body, _) = ctx.store.fetch(bucket, key, None).await? else {
+        return Ok(BTreeSet::new());
+    };
+    let targets = BTreeMap::from([(email.to_string(), None)]);
+    Ok(scrub_lines(&body, Table::CustomerLanding, &targets).serials)
+}
+
 /// Erases the person with e-mail `email` (see the module); `request` names the request
-/// (its audit record). A request already audited changes nothing.
+/// (its audit record). A request already audited changes nothing. Before it changes
+/// anything it records what it found ([`Progress`]); a retry after a stop half-way reads
+/// it back, finds the person's devices although their lines are gone, and computes every
+/// file found again, not only those it scrubs itself.
 pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Result<Audit> {
     if let Some(done) = read_json::<Audit>(ctx, bucket, &audit_key(request)).await? {
+        forget_progress(ctx, bucket, request).await?;
         return Ok(done);
     }
     let secret = &ctx.cfg.erasure_hash_key;
@@ -563,48 +630,75 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         ..Audit::default()
     };
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    let mut scrubbed: BTreeSet<String> = BTreeSet::new();
     let mut postings: Vec<String> = Vec::new();
-    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut saved: Progress = read_json(ctx, bucket, &progress_key(request))
+        .await?
+        .unwrap_or_default();
+    let first_attempt = saved == Progress::default();
+    let mut p = saved.clone();
 
-    // Landing: the person's customer and phone lines.
+    // What the person's files and records name, recorded before anything changes: their
+    // landing objects (postings, wide indexes) and their devices (every customer line of
+    // theirs, their current record).
     let everything = BTreeMap::from([(email.to_string(), None)]);
-    let mut serials: BTreeSet<String> = BTreeSet::new();
+    let shards = ctx.cfg.customer_shards;
     let Postings {
         found,
         listed,
         wide: mut wide_found,
     } = postings_of(ctx, bucket, &h).await?;
     postings.extend(listed);
-    let before = derived_rows(ctx, bucket, &found).await?;
+    let mut found: BTreeSet<String> = found.into_iter().map(|(k, _)| k).collect();
+    found.extend(p.found.iter().cloned());
+    let found = found_tables(bucket, &found);
+    for (key, table) in &found {
+        if *table == Table::CustomerLanding {
+            p.serials.extend(serials_in(ctx, bucket, key, email).await?);
+        }
+    }
+    let shard = keys::shard_of(email, shards);
+    for table in [Table::CustomerTrusted, Table::CustomerCurated] {
+        if let Fetched::Body(bytes, _) = ctx
+            .store
+            .fetch(bucket, &keys::shard_key(table, shard), None)
+            .await?
+        {
+            let key = keys::shard_key(table, shard);
+            p.serials
+                .extend(serial(&super::decode_customers(bytes, &key)?, email));
+        }
+    }
+    p.found.extend(found.iter().map(|(k, _)| k.clone()));
+    if first_attempt {
+        p.before = derived_rows(ctx, bucket, &found).await?;
+    }
+    p.save(ctx, bucket, request, &mut saved).await?;
+
+    // Landing: the person's customer and phone lines.
     for (key, table) in &found {
         let s = scrub_object(ctx, bucket, key, *table, &everything).await?;
         if s.removed > 0 {
-            *rows.entry(table.name().to_string()).or_default() += s.removed;
-            serials.extend(s.serials);
-            scrubbed.insert(key.clone());
+            *p.rows.entry(table.name().to_string()).or_default() += s.removed;
+            p.scrubbed.insert(key.clone());
         }
     }
 
     // Customer shards and the device index.
-    let shards = ctx.cfg.customer_shards;
     let mut devices = DeviceChanges::new();
     for table in [Table::CustomerTrusted, Table::CustomerCurated] {
-        let mut had = None;
         let mut s = Summary::default();
-        let shard = keys::shard_of(email, shards);
         rewrite_shard(ctx, bucket, table, shard, &mut s, |current| {
-            had = serial(current, email);
             let mut next = current.clone();
             next.rows.remove(email).map(|_| next)
         })
         .await?;
         if !s.outputs.is_empty() {
-            *rows.entry(table.name().to_string()).or_default() += 1;
+            *p.rows.entry(table.name().to_string()).or_default() += 1;
         }
         touched.insert(keys::shard_key(table, shard));
-        serials.extend(had);
     }
+    p.save(ctx, bucket, request, &mut saved).await?;
+    let serials = p.serials.clone();
     for s in &serials {
         for curated in [false, true] {
             change(&mut devices, shards, s, email, curated, false);
@@ -618,11 +712,12 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
             .map(|s| keys::device_shard_key(keys::shard_of(s, shards))),
     );
 
-    // Step Trainer lines of the person's devices no other customer owns.
-    let mut steps: Vec<(String, Table)> = Vec::new();
+    // Step Trainer lines of the person's devices no other customer owns (the found files
+    // of a device counted before anything of theirs is scrubbed).
+    let mut shared = 0;
     for s in &serials {
         if owned_by_another(ctx, bucket, s).await? {
-            audit.serials_shared += 1;
+            shared += 1;
             continue;
         }
         let hs = person_hash(secret, PersonKind::Serial, s);
@@ -634,29 +729,47 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         } = postings_of(ctx, bucket, &hs).await?;
         postings.extend(listed);
         wide_found.extend(wide);
+        let fresh: Vec<(String, Table)> = found
+            .into_iter()
+            .filter(|(k, _)| !p.found.contains(k))
+            .collect();
+        for (table, n) in derived_rows(ctx, bucket, &fresh).await? {
+            *p.before.entry(table).or_default() += n;
+        }
+        p.found.extend(fresh.iter().map(|(k, _)| k.clone()));
+        p.save(ctx, bucket, request, &mut saved).await?;
         let targets = BTreeMap::from([(s.clone(), None)]);
-        for (key, table) in found {
+        for (key, table) in found_tables(bucket, &p.found) {
+            if table != Table::StepTrainerLanding {
+                continue;
+            }
             let sc = scrub_object(ctx, bucket, &key, table, &targets).await?;
             if sc.removed > 0 {
-                *rows.entry(table.name().to_string()).or_default() += sc.removed;
-                scrubbed.insert(key.clone());
-                steps.push((key, table));
+                *p.rows.entry(table.name().to_string()).or_default() += sc.removed;
+                p.scrubbed.insert(key.clone());
             }
         }
     }
-    let mut before = before;
-    for (table, n) in derived_rows(ctx, bucket, &steps).await? {
-        *before.entry(table).or_default() += n;
-    }
+    p.serials_shared = shared;
+    p.save(ctx, bucket, request, &mut saved).await?;
+    audit.serials_shared = p.serials_shared;
+    let Progress {
+        found: computed,
+        scrubbed,
+        before,
+        mut rows,
+        ..
+    } = p;
 
-    // Trusted and curated: the scrubbed objects computed again (which indexes what is left
-    // of them: a scrubbed file's wide index goes first, it may now be narrow).
+    // Trusted and curated: every object found computed again, those an earlier attempt
+    // scrubbed too (which indexes what is left of them: a scrubbed file's wide index goes
+    // first, it may now be narrow).
     for key in scrubbed.intersection(&wide_found) {
         ctx.store.delete(bucket, &wide_key(key)).await?;
     }
-    let (done, sides) = recompute(ctx, bucket, &scrubbed, false).await?;
+    let (done, sides) = recompute(ctx, bucket, &computed, false).await?;
     touched.extend(sides);
-    let all: Vec<(String, Table)> = found_tables(bucket, &scrubbed);
+    let all: Vec<(String, Table)> = found_tables(bucket, &computed);
     let after = derived_rows(ctx, bucket, &all).await?;
     for (table, n) in before {
         let left = after.get(&table).copied().unwrap_or(0);
@@ -696,6 +809,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     audit.objects_deleted = deleted.into_iter().collect();
     audit.rows_removed = rows;
     write_json(ctx, bucket, &audit_key(request), &audit).await?;
+    forget_progress(ctx, bucket, request).await?;
     Ok(audit)
 }
 
