@@ -94,8 +94,9 @@ pub struct Config {
     /// customers' reading files are checked again this long later by the reconcile
     /// function (a delayed `recheck` item on the reconcile queue), and any computed with an
     /// answer that is no longer current (a file computed at the same moment as the change)
-    /// is computed again. Longer than a reading function's timeout (120 s in the template),
-    /// so every invocation that read the old answer has finished. Unset queue: no recheck.
+    /// is computed again. Longer than the reading functions' timeout (120 s in the template)
+    /// and reconcile's (600 s), so every invocation that read the old answer has finished.
+    /// Unset queue: no recheck.
     pub recheck_delay_seconds: u32,
 }
 

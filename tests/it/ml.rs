@@ -568,11 +568,13 @@ async fn a_consent_is_checked_again_later_and_its_current_files_are_left_alone()
     assert!(recheck.outputs.is_empty(), "{:?}", recheck.outputs);
     assert!(recheck.deleted.is_empty(), "{:?}", recheck.deleted);
     let r = recheck.requests;
-    // Two postings and the wide indexes listed; the two manifests and the consent shard
-    // and device-index shard their answers fall in read; nothing written.
+    // Two postings and the wide indexes listed; the customer's two one-record files (the
+    // withdrawal and the consent) and their customer_trusted shard read, which agrees with
+    // the newer; the two manifests and the consent shard and device-index shard their
+    // answers fall in read; nothing written.
     assert_eq!(
         (r.s3_list, r.s3_get, r.s3_put, r.s3_delete),
-        (3, 4, 0, 0),
+        (3, 7, 0, 0),
         "{r:?}"
     );
     assert_consented(&local, &dir, &serial).await;
@@ -585,10 +587,15 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
     // withdraws read the consent that was still there, and wrote its posting after the
     // customer function had listed the customer's postings. Here the customer's two postings
     // are taken away while the withdrawal runs and put back after it: the withdrawal finds
-    // no file, and the customer's rows stay in every zone. The recheck it sent (delayed 15
-    // minutes by default; run here directly) finds both files computed with a consent that
-    // is gone and computes them again.
-    let local = Local::start().await.unwrap();
+    // no file, and the customer's rows stay in every zone. The recheck it sent, delayed 20 s
+    // here (15 minutes by default), finds both files computed with a consent that is gone
+    // and computes them again.
+    let delay = std::time::Duration::from_secs(20);
+    let cfg = stedi::config::Config {
+        recheck_delay_seconds: delay.as_secs() as u32,
+        ..stedi::config::Config::default()
+    };
+    let local = Local::with_config(cfg).await.unwrap();
     let (dir, files) = one_file_per_session("withdrawal-recheck", 12);
     let (phone, email, serial) = user_with_device(&dir, &files);
     local.drop(&files, 0).await.unwrap();
@@ -612,10 +619,17 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
     assert_eq!(hidden.len(), 2, "{hidden:?}");
 
     let withdrawal = crate::order::withdrawal(&email, &dir);
+    let started = std::time::Instant::now();
     let out = local.drop(&[withdrawal], 0).await.unwrap();
+    assert!(
+        started.elapsed() < delay,
+        "the withdrawal's drop outlasted the recheck's delay: the staging needs a longer one"
+    );
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let customer = out.of_function("customer_landing_to_trusted");
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
+    assert_eq!(customer.requests.sqs_calls, 1, "the recheck sent");
+    assert!(out.of_function("reconcile").sources.is_empty());
     for (key, body) in hidden {
         local.put(&key, body).await.unwrap();
     }
@@ -624,11 +638,9 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
         "the missed files' rows stay"
     );
 
-    let ctx = local.stack.function_context();
-    let item = stedi::reconcile::Item::Recheck { persons };
-    let s = stedi::reconcile::execute(&ctx, &local.stack.cfg.bucket, &item)
-        .await
-        .unwrap();
+    // Once the delay is over, the recheck reaches the reconcile function.
+    tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
+    let s = local.settle().await.unwrap().of_function("reconcile");
     assert_eq!(s.deleted.len(), 3, "{:?}", s.deleted);
     for table in [
         Table::AccelerometerTrusted,

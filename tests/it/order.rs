@@ -356,6 +356,84 @@ async fn an_older_record_arriving_after_a_withdrawal_does_not_bring_the_customer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the_recheck() {
+    // As above, but the older record is processed while the withdrawal's run has not
+    // registered its posting yet (staged: the posting taken away until the older record's
+    // drop is over): the older record brings the customer back in. The recheck that
+    // consent sends (delayed 20 s here) reads the customer's two files, finds the newest
+    // record (the withdrawal) at odds with customer_trusted, folds that file alone again,
+    // and the withdrawal stands.
+    let delay = std::time::Duration::from_secs(20);
+    let local = Local::with_config(Config {
+        recheck_delay_seconds: delay.as_secs() as u32,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    local.drop_sample(0).await.unwrap();
+    let email = "Santosh.Clayton@test.com";
+    // Its own folder (named by an empty extra file, which holds no record).
+    let dir = data_with(&[("recheck-race.json", String::new())]);
+    let withdrawal = withdrawal(email, &dir);
+    local
+        .drop(std::slice::from_ref(&withdrawal), 0)
+        .await
+        .unwrap();
+    let secret = local.stack.cfg.function.erasure_hash_key.clone();
+    let h =
+        stedi::transitions::erasure::person_hash(&secret, stedi::compute::PersonKind::Email, email);
+    let posting = stedi::transitions::erasure::posting_key(&h, &withdrawal.key);
+    let body = local.get(&posting).await.unwrap();
+    local
+        .stack
+        .s3
+        .delete_object()
+        .bucket(&local.stack.cfg.bucket)
+        .key(&posting)
+        .send()
+        .await
+        .unwrap();
+    let mut rec = customer_record(email);
+    later(&mut rec, 500);
+    rec["phone"] = json!("8015550000");
+    let late = customer_file(&rec, "late.json", &dir);
+    let started = std::time::Instant::now();
+    let out = local.drop(&[late], 0).await.unwrap();
+    assert!(
+        started.elapsed() < delay,
+        "the drop outlasted the recheck's delay: the staging needs a longer one"
+    );
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    local.put(&posting, body).await.unwrap();
+    let truth = Truth::compute(&dir, false).unwrap();
+    assert!(!truth.customer_trusted.contains(email));
+    let trusted = rows::emails(&local.batches(Table::CustomerTrusted).await.unwrap());
+    assert!(
+        trusted.iter().any(|e| e == email),
+        "the older record brought them back"
+    );
+
+    tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
+    let settled = local.settle().await.unwrap();
+    let recheck = settled.of_function("reconcile");
+    let folded: BTreeSet<&str> = recheck
+        .sources
+        .iter()
+        .filter(|k| k.starts_with("customer/landing/"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        folded,
+        BTreeSet::from([withdrawal.key.as_str()]),
+        "{:?}",
+        recheck.sources
+    );
+    pipeline::assert_batch_truth(&local, &truth).await;
+    assert!(!local.reconcile().await.unwrap().changed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_file_redelivered_after_a_stop_does_its_follow_up_work() {
     // Readings first, then the customer file. Its first attempt folds the customers in but
     // stops before their earlier readings (as a timeout would; here GRANT_LOOKUP_LIMIT=0

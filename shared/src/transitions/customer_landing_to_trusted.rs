@@ -480,22 +480,28 @@ async fn readings_again(
     if persons.is_empty() && entered.is_empty() {
         return Ok(());
     }
-    if !persons.is_empty() {
-        // Phone files sort before Step Trainer files: a device's files are computed once
-        // its owner's phone files made them curated.
-        let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
-        let done = recheck::compute_again(ctx, bucket, &landing).await?;
-        tracing::info!(
-            withdrawn = changes.withdrawn.len(),
-            entered = changes.entered.len(),
-            updated = changes.updated.len(),
-            files = landing.len(),
-            "consent or devices changed: the customers' reading files computed again"
-        );
-        s.outputs.extend(done.outputs);
-        s.deleted.extend(done.deleted);
+    // The recheck first: should this invocation stop before the end, the redelivery sends
+    // it again (a duplicate recheck finds nothing to do).
+    let rechecked: BTreeSet<String> = persons.iter().chain(&entered).cloned().collect();
+    recheck::send(ctx, bucket, &rechecked).await?;
+    if persons.is_empty() {
+        return Ok(());
     }
-    persons.extend(entered);
-    recheck::send(ctx, bucket, &persons).await?;
+    // Phone files sort before Step Trainer files: a device's files are computed once its
+    // owner's phone files made them curated.
+    let landing = erasure::readings_of(ctx, bucket, &persons, listed).await?;
+    let (done, queued) = recheck::compute_again(ctx, bucket, &landing).await?;
+    tracing::info!(
+        withdrawn = changes.withdrawn.len(),
+        entered = changes.entered.len(),
+        updated = changes.updated.len(),
+        files = landing.len(),
+        limit = ctx.cfg.recompute_inline_limit,
+        queued,
+        "consent or devices changed: the customers' reading files computed again (sent to \
+         the reconcile queue when more than RECOMPUTE_INLINE_LIMIT)"
+    );
+    s.outputs.extend(done.outputs);
+    s.deleted.extend(done.deleted);
     Ok(())
 }

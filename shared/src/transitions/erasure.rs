@@ -488,13 +488,36 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
     Ok(n)
 }
 
+/// The outcome of computing landing object `key`, or `None` when it failed because the
+/// object is gone (a posting left behind by a deleted file; its outputs are `reconcile`'s to
+/// remove), said with a warning: one LIST to tell.
+pub(crate) async fn unless_gone(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    result: Result<Summary>,
+) -> Result<Option<Summary>> {
+    match result {
+        Ok(done) => Ok(Some(done)),
+        Err(e)
+            if !e.is_retryable()
+                && !ctx.store.list(bucket, key).await?.iter().any(|k| k == key) =>
+        {
+            tracing::warn!(key = %key, error = %e, "a landing object the erasure index names is gone");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Computes the landing objects again, and what their trusted outputs feed. With
 /// `events_follow`, an output written is left to the transitions its object-created event
 /// fires (S3 sends one for every PUT), except customer_curated, which runs at once so that
 /// a device's Step Trainer files computed next see its owner curated; what a deleted output
 /// fed is always done here (deletions fire no event). Returns what the transitions did and
 /// the machine-learning side manifests they rewrote (a phone object's names its users'
-/// devices).
+/// devices). A landing object that is gone (a posting left behind by a deleted file) is
+/// skipped, with a warning: its outputs are `reconcile`'s to remove.
 pub(crate) async fn recompute(
     ctx: &Ctx,
     bucket: &str,
@@ -508,7 +531,10 @@ pub(crate) async fn recompute(
         let Some(t) = Transition::of_landing(src.table) else {
             continue;
         };
-        let done = t.run(ctx, bucket, &src).await?;
+        let Some(done) = unless_gone(ctx, bucket, key, t.run(ctx, bucket, &src).await).await?
+        else {
+            continue;
+        };
         let trusted: Vec<Table> = Table::ALL.into_iter().filter(|t| t.partitioned()).collect();
         let fed: Vec<(SourceKey, bool)> = done
             .outputs

@@ -3,26 +3,35 @@
 //! The customer function computes the changed customers' reading files again at once, found
 //! through their postings. A reading file being computed at that same moment may have read
 //! the old answer, and it registers its posting only when its outputs are written: the
-//! change can miss it. So the customer function also sends a `recheck` work item to the
-//! reconcile queue, delayed by `RECHECK_DELAY_SECONDS` (longer than a reading function's
-//! timeout, so every invocation that read the old answer has finished). The reconcile
-//! function lists those customers' reading files again and computes again each one whose
-//! manifest records an answer that is no longer current, or that has no manifest: one LIST
-//! per person, one GET per file's manifest and per reference shard its answers fall in,
-//! nothing written when every file is current. A customer file bringing in more customers
-//! than `GRANT_LOOKUP_LIMIT` (a bulk import) sends their recheck instead of looking them up
+//! change can miss it. Two customer files of one customer processed at the same moment can
+//! miss each other's record the same way. So the customer function also sends a `recheck`
+//! work item to the reconcile queue, delayed by `RECHECK_DELAY_SECONDS` (longer than the
+//! reading functions' and reconcile's timeouts, so every invocation that read the old answer
+//! has finished). The reconcile function lists those customers' postings again, folds again
+//! a customer file whose newer record customer_trusted does not reflect
+//! ([`customers_astray`]), and computes again each reading file whose manifest records an
+//! answer that is no longer current, or that has no manifest: one LIST per person, one GET
+//! per file's manifest and per reference shard its answers fall in, nothing written when
+//! every file is current. A customer file bringing in more customers than
+//! `GRANT_LOOKUP_LIMIT` (a bulk import) sends their recheck instead of looking them up
 //! itself: their earlier readings come in with it, not at the next reconcile pass.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::customer_trusted_to_curated::IN_FLIGHT;
 use super::reference::{Ctx, Reference};
-use super::{LAYOUT, Transition, erasure, manifest_key, read_manifest};
-use crate::compute::Answer;
+use super::{LAYOUT, Manifest, Transition, decode_customers, erasure, manifest_key, read_manifest};
+use crate::compute::{Answer, LandingScan, PersonKind, RowOutcome};
 use crate::error::Result;
 use crate::keys;
 use crate::reconcile::{self, Item};
+use crate::record::Cell;
+use crate::rules;
 use crate::schema::Table;
+use crate::store::Fetched;
 use crate::streams::Rule;
 use crate::summary::Summary;
 
@@ -56,27 +65,133 @@ pub(crate) async fn send(ctx: &Ctx, bucket: &str, persons: &BTreeSet<String>) ->
 /// computed again (through the reconcile queue, one item each, past
 /// `RECOMPUTE_INLINE_LIMIT`).
 pub(crate) async fn run(ctx: &Ctx, bucket: &str, persons: &BTreeSet<String>) -> Result<Summary> {
-    let (checked, stale) = stale_readings(ctx, bucket, persons).await?;
+    let listed = erasure::postings(ctx, bucket, persons.iter().cloned()).await?;
+    let mut s = customers_again(ctx, bucket, &listed).await?;
+    let (checked, stale) = stale_readings(ctx, bucket, persons, listed).await?;
+    let (done, queued) = compute_again(ctx, bucket, &stale).await?;
     tracing::info!(
         persons = persons.len(),
+        customer_files = s.sources.len(),
         files = checked,
         stale = stale.len(),
+        queued,
         "recheck of a consent or device change"
     );
-    compute_again(ctx, bucket, &stale).await
+    s.absorb(done);
+    Ok(s)
+}
+
+/// Folds again the customer files of [`customers_astray`]: a newer record missed takes
+/// effect now, with its follow-up work.
+async fn customers_again(
+    ctx: &Ctx,
+    bucket: &str,
+    listed: &BTreeMap<String, Vec<String>>,
+) -> Result<Summary> {
+    let t = Transition::CustomerLandingToTrusted;
+    let mut s = Summary::default();
+    for key in customers_astray(ctx, bucket, listed).await? {
+        let Ok(src) = keys::accept(bucket, &key, t.sources()) else {
+            continue;
+        };
+        if let Some(done) =
+            erasure::unless_gone(ctx, bucket, &key, t.run(ctx, bucket, &src).await).await?
+        {
+            s.absorb(done);
+        }
+    }
+    Ok(s)
+}
+
+/// Of each person with more than one customer file (by their postings `listed`; a bulk
+/// file, indexed wide, is `reconcile`'s), the file holding their newest record when
+/// customer_trusted disagrees with it: the newest consents and the shard holds an older
+/// record or none, or it withdraws and the shard still holds an older one. Two files
+/// processed at the same moment can each miss the other's record (its posting not written
+/// yet), and the older may win. One GET per such customer file and per shard.
+async fn customers_astray(
+    ctx: &Ctx,
+    bucket: &str,
+    listed: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeSet<String>> {
+    let mut persons = BTreeSet::new();
+    let mut files = BTreeSet::new();
+    for (h, landing) in listed {
+        let theirs: Vec<&String> = landing
+            .iter()
+            .filter(|k| k.starts_with(Table::CustomerLanding.prefix()))
+            .collect();
+        if theirs.len() > 1 {
+            persons.insert(h.as_str());
+            files.extend(theirs);
+        }
+    }
+    let stamp = |r: &rules::CustomerRow| r[rules::customer::LAST_UPDATE].as_long();
+    let secret = &ctx.cfg.erasure_hash_key;
+    // E-mail → their newest record and the file holding it.
+    let mut newest: BTreeMap<String, (rules::CustomerRow, &String)> = BTreeMap::new();
+    for file in files {
+        let Fetched::Body(body, _) = ctx.store.fetch(bucket, file, None).await? else {
+            continue; // gone since: its postings are stale
+        };
+        let mut theirs = rules::Customers::default();
+        let mut offer = |cells: &[Cell<'_>]| {
+            let email = cells[rules::customer::EMAIL].as_str().unwrap_or_default();
+            if persons.contains(erasure::person_hash(secret, PersonKind::Email, email).as_str()) {
+                theirs.offer(cells.iter().cloned().map(Cell::into_owned).collect());
+            }
+            Ok(RowOutcome::Kept)
+        };
+        let mut scan = LandingScan::new(Table::CustomerLanding, file, &ctx.cfg);
+        scan.push(&body, &mut offer)?;
+        scan.finish(&mut offer)?;
+        for (email, row) in theirs.rows {
+            if newest
+                .get(&email)
+                .is_none_or(|(r, _)| stamp(&row) > stamp(r))
+            {
+                newest.insert(email, (row, file));
+            }
+        }
+    }
+    let mut shards: HashMap<u32, rules::Customers> = HashMap::new();
+    let mut astray = BTreeSet::new();
+    for (email, (row, file)) in newest {
+        let shard = keys::shard_of(&email, ctx.cfg.customer_shards);
+        let held = match shards.entry(shard) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let key = keys::shard_key(Table::CustomerTrusted, shard);
+                e.insert(match ctx.store.fetch(bucket, &key, None).await? {
+                    Fetched::Body(bytes, _) => decode_customers(bytes, &key)?,
+                    _ => rules::Customers::default(),
+                })
+            }
+        };
+        let consenting = rules::consents(row[rules::customer::RESEARCH].as_long());
+        let off = match held.rows.get(&email) {
+            Some(current) => stamp(&row) > stamp(current),
+            None => consenting,
+        };
+        if off {
+            astray.insert(file.clone());
+        }
+    }
+    Ok(astray)
 }
 
 /// Computes the reading files `landing` again with what their outputs feed, or, when they
 /// are more than `RECOMPUTE_INLINE_LIMIT` and there is a reconcile queue, sends them there
 /// one item each (the reconcile function computes each as here), so no invocation has to
-/// outlast its timeout.
+/// outlast its timeout. Returns what was computed, and whether the files went to the queue
+/// instead.
 pub(crate) async fn compute_again(
     ctx: &Ctx,
     bucket: &str,
     landing: &BTreeSet<String>,
-) -> Result<Summary> {
+) -> Result<(Summary, bool)> {
     if landing.is_empty() {
-        return Ok(Summary::default());
+        return Ok((Summary::default(), false));
     }
     if let Some((sqs, url)) = ctx
         .reconcile_queue
@@ -92,44 +207,49 @@ pub(crate) async fn compute_again(
         reconcile::Queue { sqs, url }
             .send(bucket, &items, 0)
             .await?;
-        tracing::info!(
-            files = landing.len(),
-            limit = ctx.cfg.recompute_inline_limit,
-            "reading files sent to the reconcile queue, more than RECOMPUTE_INLINE_LIMIT"
-        );
-        return Ok(Summary::default());
+        return Ok((Summary::default(), true));
     }
     let (done, _) = erasure::recompute(ctx, bucket, landing, true).await?;
-    Ok(done)
+    Ok((done, false))
 }
 
-/// The reading files the erasure index names for `persons` (how many), and those among
+/// The reading files the erasure index names for `persons` (their postings `listed`; how
+/// many), and those among
 /// them whose manifest is missing, of an earlier layout, or records for a key consulted an
-/// answer it no longer gives.
+/// answer it no longer gives. The manifests are read a few at a time, then each is held
+/// against the shards its answers fall in (each shard read once).
 async fn stale_readings(
     ctx: &Ctx,
     bucket: &str,
     persons: &BTreeSet<String>,
+    listed: BTreeMap<String, Vec<String>>,
 ) -> Result<(usize, BTreeSet<String>)> {
-    let landing = erasure::readings_of(ctx, bucket, persons, BTreeMap::new()).await?;
+    let landing = erasure::readings_of(ctx, bucket, persons, listed).await?;
     let tables: Vec<Table> = Table::landing().collect();
+    let of = |key: &String| -> Option<(String, Transition, String)> {
+        let src = keys::accept(bucket, key, &tables).ok()?;
+        Some((key.clone(), Transition::of_landing(src.table)?, src.stem))
+    };
+    let manifests: Vec<(String, Rule, Option<Manifest>)> =
+        stream::iter(landing.iter().filter_map(of))
+            .map(|(key, t, stem)| async move {
+                let m = read_manifest(ctx, bucket, &manifest_key(t.target(), &stem)).await?;
+                Ok::<_, crate::Error>((key, t.rule(), m))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
     let mut now = Now::default();
     let mut stale = BTreeSet::new();
-    for key in &landing {
-        let Ok(src) = keys::accept(bucket, key, &tables) else {
-            continue;
-        };
-        let Some(t) = Transition::of_landing(src.table) else {
-            continue;
-        };
-        let fresh = match read_manifest(ctx, bucket, &manifest_key(t.target(), &src.stem)).await? {
+    for (key, rule, m) in manifests {
+        let fresh = match m {
             Some(m) if m.layout == LAYOUT => {
-                now.current(ctx, bucket, t.rule(), &m.lineage.refs).await?
+                now.current(ctx, bucket, rule, &m.lineage.refs).await?
             }
             _ => false,
         };
         if !fresh {
-            stale.insert(key.clone());
+            stale.insert(key);
         }
     }
     Ok((landing.len(), stale))
