@@ -549,11 +549,17 @@ async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
     // The first attempt scrubs the person's customer and phone lines and takes their row out
     // of the customer shards, then stops at the device index. The retry (SQS delivers the
     // request again) finds their lines already gone: it must still find their device (its
-    // Step Trainer lines, its device-index entry) and compute every one of their files again.
-    let local = Local::start().await.unwrap();
+    // Step Trainer lines, its device-index entry), compute every one of their files again
+    // and delete the old versions the first attempt left. Its audit is that of the same
+    // erasure in one go on another stack.
+    let (local, once) = tokio::join!(Local::start(), Local::start());
+    let (local, once) = (local.unwrap(), once.unwrap());
+    for l in [&local, &once] {
+        enable_versioning(l).await;
+        let out = l.drop_sample(0).await.unwrap();
+        assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    }
     let bucket = local.stack.cfg.bucket.clone();
-    let out = local.drop_sample(0).await.unwrap();
-    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let ctx = local.stack.function_context();
     let stop = std::sync::Arc::new(DenyPuts("/_stedi/devices/"));
     let stopped = stedi::store::with_policy(
@@ -562,17 +568,43 @@ async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
     )
     .await;
     assert!(stopped.is_err(), "{stopped:?}");
+    let h = erasure::person_hash(
+        &local.stack.cfg.function.erasure_hash_key,
+        stedi::compute::PersonKind::Email,
+        CONSENTING.0,
+    );
+    let progress = format!("{}{h}.progress", erasure::REQUESTS_PREFIX);
+    let keys = local.keys().await.unwrap();
+    assert!(
+        keys.contains(&progress),
+        "the stopped attempt's progress is kept"
+    );
+    let phone = String::from_utf8(
+        local
+            .get("accelerometer/landing/accelerometer-1691348231445.json")
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        !phone.contains(CONSENTING.0),
+        "the first attempt scrubbed their phone lines"
+    );
     assert!(
         !holding(&local, &[CONSENTING]).await.is_empty(),
         "half done: their rows are still in the trusted tables"
     );
 
-    let a = erasure::erase(&ctx, &bucket, CONSENTING.0, "req-stopped")
+    let retried = erasure::erase(&ctx, &bucket, CONSENTING.0, "req-stopped")
         .await
         .unwrap();
-    // Every count, the first attempt's included.
+    let ctx_once = once.stack.function_context();
+    let in_one_go = erasure::erase(&ctx_once, &once.stack.cfg.bucket, CONSENTING.0, "req-once")
+        .await
+        .unwrap();
     assert_eq!(
-        a.rows_removed,
+        retried.rows_removed,
         removed(&[
             ("accelerometer_landing", 85),
             ("accelerometer_trusted", 85),
@@ -583,12 +615,29 @@ async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
             ("step_trainer_trusted", 30),
         ])
     );
+    let what = |a: &Audit| {
+        (
+            a.rows_removed.clone(),
+            a.objects_rewritten.clone(),
+            a.objects_deleted.clone(),
+            a.serials_shared,
+        )
+    };
+    assert_eq!(what(&retried), what(&in_one_go));
+    // No object, in any version, names them; their progress is gone, old versions too.
     let left = holding(&local, &[CONSENTING]).await;
     assert!(
         left.is_empty(),
-        "{} objects still name them: {:?}",
+        "{} object versions still name them: {:?}",
         left.len(),
         &left[..left.len().min(10)]
+    );
+    assert!(
+        !all_versions(&local)
+            .await
+            .iter()
+            .any(|(k, _)| k == &progress),
+        "the progress object is deleted with its versions"
     );
     let truth = Truth::compute(&sample_without("stopped", &[CONSENTING]), false).unwrap();
     pipeline::assert_batch_truth(&local, &truth).await;

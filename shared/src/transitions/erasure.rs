@@ -568,53 +568,76 @@ pub(crate) async fn recompute(
 }
 
 /// What an erasure found and did before it could stop half-way (a timeout, throttling),
-/// kept beside its request until the audit is written, so that the retry SQS makes finishes
-/// it although the person's lines are already gone from landing: the files that held them,
-/// their devices, the landing objects scrubbed and the counts so far. It names devices, so
-/// it is kept where the request is (readable by the data-protection role and the erasure
-/// function only) and deleted, old versions too, with the request.
+/// kept until its audit is written, so that a retry (SQS delivers the request again, or a
+/// new request for the same person) finishes it although the person's lines are already
+/// gone from landing: the files that held them, their devices, the outputs those files had,
+/// the landing objects scrubbed and the counts so far. It names devices, so it is kept
+/// where the requests are (readable by the data-protection role and the erasure function
+/// only), under the person's keyed hash, and deleted, old versions too, once the audit is
+/// written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Progress {
     /// Landing objects the erasure index named for the person or their devices.
     found: BTreeSet<String>,
     /// The person's device serials (from their customer lines and records).
     serials: BTreeSet<String>,
+    /// The trusted outputs the found objects had when found (their old versions go too).
+    outputs: BTreeSet<String>,
     /// Landing objects scrubbed.
     scrubbed: BTreeSet<String>,
-    /// Rows the trusted outputs of the found objects held before (per table).
+    /// Rows the trusted outputs of the found objects held when found (per table).
     before: BTreeMap<String, u64>,
     /// Rows removed so far (landing lines, customer shard rows), per table.
     rows: BTreeMap<String, u64>,
-    /// Serials kept because another customer owns them.
-    serials_shared: u64,
 }
 
-/// Where the progress of `request` is kept (beside the request; not `.json`, so it fires
-/// no erasure event).
-fn progress_key(request: &str) -> String {
-    format!("{REQUESTS_PREFIX}{request}.progress")
+/// Where the progress of an erasure of person `h` is kept (beside the requests; not
+/// `.json`, so it fires no erasure event).
+fn progress_key(h: &str) -> String {
+    format!("{REQUESTS_PREFIX}{h}.progress")
 }
 
 impl Progress {
     /// Writes the progress when it changed since `saved`.
-    async fn save(
-        &self,
+    async fn save(&self, ctx: &Ctx, bucket: &str, h: &str, saved: &mut Progress) -> Result<()> {
+        if self != saved {
+            write_json(ctx, bucket, &progress_key(h), self).await?;
+            *saved = self.clone();
+        }
+        Ok(())
+    }
+
+    /// Records `fresh` (found now, not before): their outputs and the rows those hold.
+    async fn find(&mut self, ctx: &Ctx, bucket: &str, fresh: &[(String, Table)]) -> Result<()> {
+        for (table, n) in derived_rows(ctx, bucket, fresh).await? {
+            *self.before.entry(table).or_default() += n;
+        }
+        self.outputs.extend(output_keys(ctx, bucket, fresh).await?);
+        self.found.extend(fresh.iter().map(|(k, _)| k.clone()));
+        Ok(())
+    }
+
+    /// Scrubs the lines of `targets` out of landing object `key`, counting them.
+    async fn scrub(
+        &mut self,
         ctx: &Ctx,
         bucket: &str,
-        request: &str,
-        saved: &mut Progress,
+        key: &str,
+        table: Table,
+        targets: &BTreeMap<String, Option<i64>>,
     ) -> Result<()> {
-        if self != saved {
-            write_json(ctx, bucket, &progress_key(request), self).await?;
-            *saved = self.clone();
+        let s = scrub_object(ctx, bucket, key, table, targets).await?;
+        if s.removed > 0 {
+            *self.rows.entry(table.name().to_string()).or_default() += s.removed;
+            self.scrubbed.insert(key.to_string());
         }
         Ok(())
     }
 }
 
-/// Deletes the progress of `request`, old versions too (it names devices).
-async fn forget_progress(ctx: &Ctx, bucket: &str, request: &str) -> Result<u64> {
-    let key = progress_key(request);
+/// Deletes the progress of an erasure of person `h`, old versions too (it names devices).
+async fn forget_progress(ctx: &Ctx, bucket: &str, h: &str) -> Result<u64> {
+    let key = progress_key(h);
     ctx.store.delete(bucket, &key).await?;
     ctx.store.delete_noncurrent(bucket, [key.as_str()]).await
 }
@@ -628,18 +651,46 @@ async fn serials_in(ctx: &Ctx, bucket: &str, key: &str, email: &str) -> Result<B
     Ok(scrub_lines(&body, Table::CustomerLanding, &targets).serials)
 }
 
+/// The trusted outputs of landing objects (from their manifests), with the copies
+/// compaction holds of them.
+async fn output_keys(
+    ctx: &Ctx,
+    bucket: &str,
+    landing: &[(String, Table)],
+) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for (key, table) in landing {
+        let Some(target) = Transition::of_landing(*table)
+            .map(|t| t.target())
+            .filter(|t| t.partitioned())
+        else {
+            continue;
+        };
+        let src = keys::accept(bucket, key, &[*table])?;
+        let Some(m) = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await? else {
+            continue;
+        };
+        for dt in &m.dts {
+            let output = keys::output_key(target, dt, m.object_of(&src.stem));
+            out.insert(keys::held_key(&output));
+            out.insert(output);
+        }
+    }
+    Ok(out)
+}
+
 /// Erases the person with e-mail `email` (see the module); `request` names the request
 /// (its audit record). A request already audited changes nothing. Before it changes
 /// anything it records what it found ([`Progress`]); a retry after a stop half-way reads
 /// it back, finds the person's devices although their lines are gone, and computes every
 /// file found again, not only those it scrubs itself.
 pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Result<Audit> {
-    if let Some(done) = read_json::<Audit>(ctx, bucket, &audit_key(request)).await? {
-        forget_progress(ctx, bucket, request).await?;
-        return Ok(done);
-    }
     let secret = &ctx.cfg.erasure_hash_key;
     let h = person_hash(secret, PersonKind::Email, email);
+    if let Some(done) = read_json::<Audit>(ctx, bucket, &audit_key(request)).await? {
+        forget_progress(ctx, bucket, &h).await?;
+        return Ok(done);
+    }
     let erased_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -657,15 +708,14 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     };
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut postings: Vec<String> = Vec::new();
-    let mut saved: Progress = read_json(ctx, bucket, &progress_key(request))
+    let mut saved: Progress = read_json(ctx, bucket, &progress_key(&h))
         .await?
         .unwrap_or_default();
-    let first_attempt = saved == Progress::default();
     let mut p = saved.clone();
 
     // What the person's files and records name, recorded before anything changes: their
-    // landing objects (postings, wide indexes) and their devices (every customer line of
-    // theirs, their current record).
+    // landing objects (postings, wide indexes) with their outputs, and their devices (every
+    // customer line of theirs, their current record).
     let everything = BTreeMap::from([(email.to_string(), None)]);
     let shards = ctx.cfg.customer_shards;
     let Postings {
@@ -674,39 +724,31 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         wide: mut wide_found,
     } = postings_of(ctx, bucket, &h).await?;
     postings.extend(listed);
-    let mut found: BTreeSet<String> = found.into_iter().map(|(k, _)| k).collect();
-    found.extend(p.found.iter().cloned());
-    let found = found_tables(bucket, &found);
-    for (key, table) in &found {
+    let fresh: Vec<(String, Table)> = found
+        .into_iter()
+        .filter(|(k, _)| !p.found.contains(k))
+        .collect();
+    p.find(ctx, bucket, &fresh).await?;
+    let theirs = found_tables(bucket, &p.found);
+    for (key, table) in &theirs {
         if *table == Table::CustomerLanding {
             p.serials.extend(serials_in(ctx, bucket, key, email).await?);
         }
     }
     let shard = keys::shard_of(email, shards);
     for table in [Table::CustomerTrusted, Table::CustomerCurated] {
-        if let Fetched::Body(bytes, _) = ctx
-            .store
-            .fetch(bucket, &keys::shard_key(table, shard), None)
-            .await?
-        {
-            let key = keys::shard_key(table, shard);
+        let key = keys::shard_key(table, shard);
+        if let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key, None).await? {
             p.serials
                 .extend(serial(&super::decode_customers(bytes, &key)?, email));
         }
     }
-    p.found.extend(found.iter().map(|(k, _)| k.clone()));
-    if first_attempt {
-        p.before = derived_rows(ctx, bucket, &found).await?;
-    }
-    p.save(ctx, bucket, request, &mut saved).await?;
+    p.save(ctx, bucket, &h, &mut saved).await?;
 
-    // Landing: the person's customer and phone lines.
-    for (key, table) in &found {
-        let s = scrub_object(ctx, bucket, key, *table, &everything).await?;
-        if s.removed > 0 {
-            *p.rows.entry(table.name().to_string()).or_default() += s.removed;
-            p.scrubbed.insert(key.clone());
-        }
+    // Landing: the person's customer and phone lines (each file's count kept as it goes).
+    for (key, table) in &theirs {
+        p.scrub(ctx, bucket, key, *table, &everything).await?;
+        p.save(ctx, bucket, &h, &mut saved).await?;
     }
 
     // Customer shards and the device index.
@@ -720,10 +762,10 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         .await?;
         if !s.outputs.is_empty() {
             *p.rows.entry(table.name().to_string()).or_default() += 1;
+            p.save(ctx, bucket, &h, &mut saved).await?;
         }
         touched.insert(keys::shard_key(table, shard));
     }
-    p.save(ctx, bucket, request, &mut saved).await?;
     let serials = p.serials.clone();
     for s in &serials {
         for curated in [false, true] {
@@ -738,12 +780,10 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
             .map(|s| keys::device_shard_key(keys::shard_of(s, shards))),
     );
 
-    // Step Trainer lines of the person's devices no other customer owns (the found files
-    // of a device counted before anything of theirs is scrubbed).
-    let mut shared = 0;
+    // Step Trainer lines of the person's devices no other customer owns.
     for s in &serials {
         if owned_by_another(ctx, bucket, s).await? {
-            shared += 1;
+            audit.serials_shared += 1;
             continue;
         }
         let hs = person_hash(secret, PersonKind::Serial, s);
@@ -756,31 +796,21 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         postings.extend(listed);
         wide_found.extend(wide);
         let fresh: Vec<(String, Table)> = found
-            .into_iter()
+            .iter()
             .filter(|(k, _)| !p.found.contains(k))
+            .cloned()
             .collect();
-        for (table, n) in derived_rows(ctx, bucket, &fresh).await? {
-            *p.before.entry(table).or_default() += n;
-        }
-        p.found.extend(fresh.iter().map(|(k, _)| k.clone()));
-        p.save(ctx, bucket, request, &mut saved).await?;
+        p.find(ctx, bucket, &fresh).await?;
+        p.save(ctx, bucket, &h, &mut saved).await?;
         let targets = BTreeMap::from([(s.clone(), None)]);
-        for (key, table) in found_tables(bucket, &p.found) {
-            if table != Table::StepTrainerLanding {
-                continue;
-            }
-            let sc = scrub_object(ctx, bucket, &key, table, &targets).await?;
-            if sc.removed > 0 {
-                *p.rows.entry(table.name().to_string()).or_default() += sc.removed;
-                p.scrubbed.insert(key.clone());
-            }
+        for (key, table) in &found {
+            p.scrub(ctx, bucket, key, *table, &targets).await?;
+            p.save(ctx, bucket, &h, &mut saved).await?;
         }
     }
-    p.serials_shared = shared;
-    p.save(ctx, bucket, request, &mut saved).await?;
-    audit.serials_shared = p.serials_shared;
     let Progress {
         found: computed,
+        outputs,
         scrubbed,
         before,
         mut rows,
@@ -788,9 +818,9 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     } = p;
 
     // Trusted and curated: every object found computed again, those an earlier attempt
-    // scrubbed too (which indexes what is left of them: a scrubbed file's wide index goes
+    // scrubbed too (which indexes what is left of them: a found file's wide index goes
     // first, it may now be narrow).
-    for key in scrubbed.intersection(&wide_found) {
+    for key in computed.intersection(&wide_found) {
         ctx.store.delete(bucket, &wide_key(key)).await?;
     }
     let (done, sides) = recompute(ctx, bucket, &computed, false).await?;
@@ -807,9 +837,11 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         ctx.store.delete(bucket, p).await?;
     }
 
-    // Old versions of everything touched.
-    touched.extend(scrubbed.iter().cloned());
-    for key in &scrubbed {
+    // Old versions of everything touched: every object found and its quarantine (an
+    // earlier attempt may have scrubbed it), the outputs they had and have now.
+    touched.extend(computed.iter().cloned());
+    touched.extend(outputs);
+    for key in &computed {
         if let Ok(src) = keys::accept(bucket, key, &landing_tables()) {
             touched.insert(quarantine_key(&src));
         }
@@ -835,7 +867,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     audit.objects_deleted = deleted.into_iter().collect();
     audit.rows_removed = rows;
     write_json(ctx, bucket, &audit_key(request), &audit).await?;
-    forget_progress(ctx, bucket, request).await?;
+    forget_progress(ctx, bucket, &h).await?;
     Ok(audit)
 }
 
