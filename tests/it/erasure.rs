@@ -291,6 +291,19 @@ fn removed(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
 }
 
+/// The rows an erasure of [`CONSENTING`] removes from the sample, per table.
+fn consenting_removed() -> BTreeMap<String, u64> {
+    removed(&[
+        ("accelerometer_landing", 85),
+        ("accelerometer_trusted", 85),
+        ("customer_curated", 1),
+        ("customer_landing", 1),
+        ("customer_trusted", 1),
+        ("step_trainer_landing", 30),
+        ("step_trainer_trusted", 30),
+    ])
+}
+
 async fn audit(local: &Local, request: &str) -> Audit {
     let body = local.get(&erasure::audit_key(request)).await.unwrap();
     serde_json::from_slice(&body).unwrap()
@@ -345,18 +358,7 @@ async fn three_people_erased_from_every_zone_and_every_version() {
         .unwrap();
 
     let a = audit(&local, "req-a").await;
-    assert_eq!(
-        a.rows_removed,
-        removed(&[
-            ("accelerometer_landing", 85),
-            ("accelerometer_trusted", 85),
-            ("customer_curated", 1),
-            ("customer_landing", 1),
-            ("customer_trusted", 1),
-            ("step_trainer_landing", 30),
-            ("step_trainer_trusted", 30),
-        ])
-    );
+    assert_eq!(a.rows_removed, consenting_removed());
     assert_eq!(a.serials_shared, 0);
     let b = audit(&local, "req-b").await;
     assert_eq!(
@@ -531,19 +533,6 @@ async fn versions_of_a(local: &Local) -> usize {
     all.iter().filter(|(k, _)| k == "a.json").count()
 }
 
-/// Denies the PUTs under one key prefix, allows every other request: where an attempt that
-/// stops half-way (a timeout, throttling) leaves off.
-struct DenyPuts(&'static str);
-
-impl stedi::store::Authorizer for DenyPuts {
-    fn allows(&self, action: &str, resource: &str) -> bool {
-        !(action == "s3:PutObject" && resource.contains(self.0))
-    }
-    fn name(&self) -> &str {
-        "an erasure stopped half-way"
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
     // The first attempt scrubs the person's customer and phone lines and takes their row out
@@ -561,7 +550,7 @@ async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
     }
     let bucket = local.stack.cfg.bucket.clone();
     let ctx = local.stack.function_context();
-    let stop = std::sync::Arc::new(DenyPuts("/_stedi/devices/"));
+    let stop = std::sync::Arc::new(stedi_tests::DenyPuts("_stedi/devices/"));
     let stopped = stedi::store::with_policy(
         stop,
         erasure::erase(&ctx, &bucket, CONSENTING.0, "req-stopped"),
@@ -603,18 +592,7 @@ async fn an_erasure_stopped_half_way_is_finished_by_its_retry() {
     let in_one_go = erasure::erase(&ctx_once, &once.stack.cfg.bucket, CONSENTING.0, "req-once")
         .await
         .unwrap();
-    assert_eq!(
-        retried.rows_removed,
-        removed(&[
-            ("accelerometer_landing", 85),
-            ("accelerometer_trusted", 85),
-            ("customer_curated", 1),
-            ("customer_landing", 1),
-            ("customer_trusted", 1),
-            ("step_trainer_landing", 30),
-            ("step_trainer_trusted", 30),
-        ])
-    );
+    assert_eq!(retried.rows_removed, consenting_removed());
     let what = |a: &Audit| {
         (
             a.rows_removed.clone(),

@@ -94,15 +94,7 @@ async fn assert_truth(local: &Local, dir: &Path, what: &str) {
 async fn delete_under(local: &Local, prefix: &str) {
     for key in local.keys().await.unwrap() {
         if key.starts_with(prefix) {
-            local
-                .stack
-                .s3
-                .delete_object()
-                .bucket(&local.stack.cfg.bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
+            local.delete(&key).await.unwrap();
         }
     }
 }
@@ -705,6 +697,60 @@ fn user_with_device(dir: &Path, files: &[LandingFile]) -> (String, String, Strin
         })
         .find(|(_, _, serial)| device_serials.contains(serial))
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_move_redelivered_after_a_stop_still_takes_the_old_devices_readings_out() {
+    // A curated customer's record names another device. The first attempt folds it into
+    // customer_trusted and moves the device-index entry, then stops before rewriting their
+    // customer_curated row (its PUT denied, as a timeout would stop it). The redelivery
+    // finds the record in place: only the curated row, which still names the old device,
+    // tells the move, and the old device's readings must still leave.
+    let local = Local::start().await.unwrap();
+    let (dir, files) = one_file_per_session("device-move-redelivered", 12);
+    let (_, email, serial) = user_with_device(&dir, &files);
+    local.drop(&files, 0).await.unwrap();
+    assert!(ml_rows_of(&local, &serial).await > 0);
+    let mut rec = crate::order::customer_record(&email);
+    crate::order::later(&mut rec, 2000);
+    rec["serialNumber"] = serde_json::json!("NEW-DEVICE-00002");
+    let moved = crate::order::customer_file(&rec, "moved.json", &dir);
+    local
+        .put(&moved.key, std::fs::read(&moved.path).unwrap())
+        .await
+        .unwrap();
+    let bucket = local.stack.cfg.bucket.clone();
+    let message = |received: u32| {
+        let body = stedi::event::s3_notification(&bucket, &moved.key).to_string();
+        serde_json::json!({"Records": [{
+            "eventSource": "aws:sqs", "messageId": "m", "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": received.to_string()},
+        }]})
+    };
+    let f = stedi::lambda::Function::Transition(Transition::CustomerLandingToTrusted);
+    let ctx = local.stack.function_context();
+    let stop = std::sync::Arc::new(stedi_tests::DenyPuts("customer/curated/"));
+    let first = stedi::store::with_policy(stop, stedi::lambda::invoke(&ctx, f, &message(1))).await;
+    let failed = match first {
+        Ok((_, s)) => !s.errors.is_empty(),
+        Err(_) => true,
+    };
+    assert!(failed, "the first attempt stops at customer_curated");
+    assert!(
+        ml_rows_of(&local, &serial).await > 0,
+        "the old device's rows are still in"
+    );
+
+    let (_, s) = stedi::lambda::invoke(&ctx, f, &message(2)).await.unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let deleted = |table: Table| under(&s.deleted, table);
+    assert_eq!(deleted(Table::StepTrainerTrusted), 1, "{:?}", s.deleted);
+    local.settle().await.unwrap();
+    assert_eq!(ml_rows_of(&local, &serial).await, 0);
+    assert_truth(&local, &dir, "after the redelivered move").await;
+    let report = local.reconcile().await.unwrap();
+    assert!(!report.changed(), "reconcile found work: {report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

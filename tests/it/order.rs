@@ -384,15 +384,7 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
         stedi::transitions::erasure::person_hash(&secret, stedi::compute::PersonKind::Email, email);
     let posting = stedi::transitions::erasure::posting_key(&h, &withdrawal.key);
     let body = local.get(&posting).await.unwrap();
-    local
-        .stack
-        .s3
-        .delete_object()
-        .bucket(&local.stack.cfg.bucket)
-        .key(&posting)
-        .send()
-        .await
-        .unwrap();
+    local.delete(&posting).await.unwrap();
     let mut rec = customer_record(email);
     later(&mut rec, 500);
     rec["phone"] = json!("8015550000");

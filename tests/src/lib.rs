@@ -149,6 +149,18 @@ impl Local {
         Ok(m.object_of(stem).to_string())
     }
 
+    /// Deletes an object.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.stack
+            .s3
+            .delete_object()
+            .bucket(&self.stack.cfg.bucket)
+            .key(key)
+            .send()
+            .await?;
+        Ok(())
+    }
+
     /// Writes an object (raw, as a user's upload).
     pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<()> {
         self.stack
@@ -201,5 +213,19 @@ impl Local {
         let mut runner = Runner::new(&self.stack).await?;
         runner.drain(Duration::from_secs(600)).await?;
         Ok(Outcome::of(runner))
+    }
+}
+
+/// A policy that denies the PUTs under one key prefix and allows every other request:
+/// where an attempt that stops half-way (a timeout, throttling) leaves off
+/// ([`stedi::store::with_policy`]).
+pub struct DenyPuts(pub &'static str);
+
+impl stedi::store::Authorizer for DenyPuts {
+    fn allows(&self, action: &str, resource: &str) -> bool {
+        !(action == "s3:PutObject" && resource.contains(&format!("/{}", self.0)))
+    }
+    fn name(&self) -> &str {
+        "an attempt stopped half-way"
     }
 }

@@ -66,8 +66,8 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         let (_, later) = fold(ctx, bucket, newer, &mut s).await?;
         changes.then(later);
     }
-    update_curated(ctx, bucket, &changes, &mut s).await?;
-    readings_again(ctx, bucket, &changes, looked_up, listed, &mut s).await?;
+    let moved = update_curated(ctx, bucket, &changes, &mut s).await?;
+    readings_again(ctx, bucket, &changes, &moved, looked_up, listed, &mut s).await?;
     // Superseded, non-consenting and already-known records are filtered, not lost (one
     // retracted for a newer record elsewhere too).
     let upserted = upserted - changes.retracted.len() as u64;
@@ -321,8 +321,16 @@ impl Changes {
 /// Step Trainer files waiting for that device are sent again; the device index is changed
 /// before the curated row, from the device the curated row names, so a retry after a
 /// failure in between finds the move again. One GET of each curated shard the file's
-/// withdrawn or updated customers fall in; a PUT only when the shard changes.
-async fn update_curated(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summary) -> Result<()> {
+/// withdrawn or updated customers fall in; a PUT only when the shard changes. Returns the
+/// moves it found (e-mail, the device the curated row named): on a redelivery they are
+/// what still tells the old device, whose readings leave.
+async fn update_curated(
+    ctx: &Ctx,
+    bucket: &str,
+    changes: &Changes,
+    s: &mut Summary,
+) -> Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
     let shards = ctx.cfg.customer_shards;
     let leaving =
         |email: &str| changes.withdrawn.contains_key(email) || changes.retracted.contains(email);
@@ -359,6 +367,7 @@ async fn update_curated(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summ
             if old != new {
                 if let Some(old) = &old {
                     change(&mut moved, shards, old, email, true, false);
+                    found.push((email.to_string(), old.clone()));
                 }
                 if let Some(new) = &new {
                     change(&mut moved, shards, new, email, true, true);
@@ -391,7 +400,7 @@ async fn update_curated(ctx: &Ctx, bucket: &str, changes: &Changes, s: &mut Summ
         )
         .await?;
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The device a customer record names.
@@ -424,6 +433,7 @@ async fn readings_again(
     ctx: &Ctx,
     bucket: &str,
     changes: &Changes,
+    moved: &[(String, String)],
     looked_up: bool,
     listed: BTreeMap<String, Vec<String>>,
     s: &mut Summary,
@@ -447,6 +457,18 @@ async fn readings_again(
             emails.insert(email);
             serials.extend(serial);
         }
+    }
+    // The moves the curated rows showed (the same as `moved_from` on a first delivery; on
+    // a redelivery after a stop, the only record of the old device).
+    for (email, old) in moved {
+        emails.insert(email);
+        serials.insert(old);
+        serials.extend(
+            changes
+                .updated
+                .get(email)
+                .and_then(|u| u.row[rules::customer::SERIAL].as_str()),
+        );
     }
     let secret = &ctx.cfg.erasure_hash_key;
     let hashed = |emails: &BTreeSet<&str>, serials: &BTreeSet<&str>| -> BTreeSet<String> {

@@ -61,9 +61,10 @@ pub(crate) async fn send(ctx: &Ctx, bucket: &str, persons: &BTreeSet<String>) ->
     Ok(items.len())
 }
 
-/// Runs a `recheck` item: the reading files of `persons` whose outputs are not current are
-/// computed again (through the reconcile queue, one item each, past
-/// `RECOMPUTE_INLINE_LIMIT`).
+/// Runs a `recheck` item: the customer files of `persons` whose newest record
+/// customer_trusted does not reflect are folded again ([`customers_astray`]), then their
+/// reading files whose outputs are not current are computed again (through the reconcile
+/// queue, one item each, past `RECOMPUTE_INLINE_LIMIT`).
 pub(crate) async fn run(ctx: &Ctx, bucket: &str, persons: &BTreeSet<String>) -> Result<Summary> {
     let listed = erasure::postings(ctx, bucket, persons.iter().cloned()).await?;
     let mut s = customers_again(ctx, bucket, &listed).await?;
