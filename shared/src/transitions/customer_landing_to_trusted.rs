@@ -170,21 +170,13 @@ async fn newer_records(
     }
     let mut newer = Customers::default();
     for (file, emails) in files {
-        let Fetched::Body(body, _) = ctx.store.fetch(bucket, file, None).await? else {
-            continue; // gone since: its postings are stale
-        };
-        let mut scan = LandingScan::new(Table::CustomerLanding, file, &ctx.cfg);
-        let mut offer = |cells: &[Cell<'_>]| {
-            if cells[rules::customer::EMAIL]
-                .as_str()
-                .is_some_and(|e| emails.contains(e))
-            {
-                newer.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
-            }
-            Ok(RowOutcome::Kept)
-        };
-        scan.push(&body, &mut offer)?;
-        scan.finish(&mut offer)?;
+        // A file gone since: its postings are stale.
+        for (_, row) in records_in(ctx, bucket, file, |e| emails.contains(e))
+            .await?
+            .rows
+        {
+            newer.offer(row);
+        }
     }
     newer.rows.retain(|email, row| {
         entered
@@ -192,6 +184,31 @@ async fn newer_records(
             .is_some_and(|this| !rules::supersedes(this, row))
     });
     Ok(newer)
+}
+
+/// The latest record, per e-mail `keep` picks, that customer landing file `key` holds
+/// (none when the file is gone): the file read whole with one GET (one-record files, found
+/// through postings).
+pub(super) async fn records_in(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Customers> {
+    let mut out = Customers::default();
+    let Fetched::Body(body, _) = ctx.store.fetch(bucket, key, None).await? else {
+        return Ok(out);
+    };
+    let mut scan = LandingScan::new(Table::CustomerLanding, key, &ctx.cfg);
+    let mut offer = |cells: &[Cell<'_>]| {
+        if cells[rules::customer::EMAIL].as_str().is_some_and(&keep) {
+            out.offer(cells.iter().cloned().map(Cell::into_owned).collect());
+        }
+        Ok(RowOutcome::Kept)
+    };
+    scan.push(&body, &mut offer)?;
+    scan.finish(&mut offer)?;
+    Ok(out)
 }
 
 /// What a customer file changed for customers it names: who left customer_trusted (a
@@ -444,31 +461,28 @@ async fn readings_again(
         emails.insert(email);
         serials.extend(serial.as_deref());
     }
+    // A move is the record's own (`moved_from`), or, for a curated customer, what their
+    // curated row still names (the same on a first delivery; on a redelivery after a stop,
+    // the only record of the old device).
+    let curated_moves: BTreeMap<&str, &str> = moved
+        .iter()
+        .map(|(e, old)| (e.as_str(), old.as_str()))
+        .collect();
     for (email, u) in &changes.updated {
         let serial = u.row[rules::customer::SERIAL].as_str();
-        if let Some(old) = &u.moved_from {
+        let curated_old = curated_moves.get(email.as_str()).copied();
+        if u.moved_from.is_some() || curated_old.is_some() {
             // Their phone files too: the machine-learning join finds a phone object by its
             // users' devices.
             emails.insert(email);
-            serials.extend(old.as_deref());
+            serials.extend(u.moved_from.iter().flatten().map(String::as_str));
+            serials.extend(curated_old);
             serials.extend(serial);
         }
         if u.date_moved && ctx.cfg.consent_as_of {
             emails.insert(email);
             serials.extend(serial);
         }
-    }
-    // The moves the curated rows showed (the same as `moved_from` on a first delivery; on
-    // a redelivery after a stop, the only record of the old device).
-    for (email, old) in moved {
-        emails.insert(email);
-        serials.insert(old);
-        serials.extend(
-            changes
-                .updated
-                .get(email)
-                .and_then(|u| u.row[rules::customer::SERIAL].as_str()),
-        );
     }
     let secret = &ctx.cfg.erasure_hash_key;
     let hashed = |emails: &BTreeSet<&str>, serials: &BTreeSet<&str>| -> BTreeSet<String> {

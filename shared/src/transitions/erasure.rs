@@ -737,11 +737,8 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     }
     let shard = keys::shard_of(email, shards);
     for table in [Table::CustomerTrusted, Table::CustomerCurated] {
-        let key = keys::shard_key(table, shard);
-        if let Fetched::Body(bytes, _) = ctx.store.fetch(bucket, &key, None).await? {
-            p.serials
-                .extend(serial(&super::decode_customers(bytes, &key)?, email));
-        }
+        let rows = ctx.customer_shard(bucket, table, shard).await?;
+        p.serials.extend(serial(&rows, email));
     }
     p.save(ctx, bucket, &h, &mut saved).await?;
 

@@ -23,15 +23,15 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::customer_trusted_to_curated::IN_FLIGHT;
 use super::reference::{Ctx, Reference};
-use super::{LAYOUT, Manifest, Transition, decode_customers, erasure, manifest_key, read_manifest};
-use crate::compute::{Answer, LandingScan, PersonKind, RowOutcome};
+use super::{
+    LAYOUT, Manifest, Transition, customer_landing_to_trusted, erasure, manifest_key, read_manifest,
+};
+use crate::compute::{Answer, PersonKind};
 use crate::error::Result;
 use crate::keys;
 use crate::reconcile::{self, Item};
-use crate::record::Cell;
 use crate::rules;
 use crate::schema::Table;
-use crate::store::Fetched;
 use crate::streams::Rule;
 use crate::summary::Summary;
 
@@ -132,20 +132,10 @@ async fn customers_astray(
     // E-mail → their newest record and the file holding it.
     let mut newest: BTreeMap<String, (rules::CustomerRow, &String)> = BTreeMap::new();
     for file in files {
-        let Fetched::Body(body, _) = ctx.store.fetch(bucket, file, None).await? else {
-            continue; // gone since: its postings are stale
-        };
-        let mut theirs = rules::Customers::default();
-        let mut offer = |cells: &[Cell<'_>]| {
-            let email = cells[rules::customer::EMAIL].as_str().unwrap_or_default();
-            if persons.contains(erasure::person_hash(secret, PersonKind::Email, email).as_str()) {
-                theirs.offer(cells.iter().cloned().map(Cell::into_owned).collect());
-            }
-            Ok(RowOutcome::Kept)
-        };
-        let mut scan = LandingScan::new(Table::CustomerLanding, file, &ctx.cfg);
-        scan.push(&body, &mut offer)?;
-        scan.finish(&mut offer)?;
+        let theirs = customer_landing_to_trusted::records_in(ctx, bucket, file, |email| {
+            persons.contains(erasure::person_hash(secret, PersonKind::Email, email).as_str())
+        })
+        .await?;
         for (email, row) in theirs.rows {
             if newest
                 .get(&email)
@@ -161,13 +151,10 @@ async fn customers_astray(
         let shard = keys::shard_of(&email, ctx.cfg.customer_shards);
         let held = match shards.entry(shard) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let key = keys::shard_key(Table::CustomerTrusted, shard);
-                e.insert(match ctx.store.fetch(bucket, &key, None).await? {
-                    Fetched::Body(bytes, _) => decode_customers(bytes, &key)?,
-                    _ => rules::Customers::default(),
-                })
-            }
+            Entry::Vacant(e) => e.insert(
+                ctx.customer_shard(bucket, Table::CustomerTrusted, shard)
+                    .await?,
+            ),
         };
         let consenting = rules::consents(row[rules::customer::RESEARCH].as_long());
         let off = match held.rows.get(&email) {
