@@ -39,9 +39,12 @@ pub struct Config {
     /// Step Trainer files that waited for their device's owner are sent again once the
     /// owner becomes curated; unset, the invocation processes them itself.
     pub step_trainer_queue_url: Option<String>,
-    /// `ML_WIDE_SERIALS` (default 32): a trusted object with more distinct serials than this
+    /// `ML_WIDE_SERIALS` (default 256): a trusted object with more distinct serials than this
     /// registers once for its whole `dt` in the machine-learning join index instead of once
-    /// per serial (bulk files; per-session files hold one).
+    /// per serial, and then joins with every object of the other side in the `dt`: for bulk
+    /// files only. It must stay above the serials of one SQS batch object (the landing
+    /// functions' `BatchSize`, 100, of one-device session files), or every batch object
+    /// would join with the whole `dt`.
     pub ml_wide_serials: usize,
     /// `PARTITION_CACHE_SECONDS` (default 300): how long a warm function trusts that a
     /// partition it registered is still in the catalog (0: check on every write).
@@ -114,7 +117,7 @@ impl Default for Config {
             reconcile_group_bytes: 16 << 20,
             reconcile_queue_url: None,
             step_trainer_queue_url: None,
-            ml_wide_serials: 32,
+            ml_wide_serials: 256,
             partition_cache_seconds: 300,
             compact_target_bytes: 64 << 20,
             compact_min_objects: 16,

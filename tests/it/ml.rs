@@ -242,6 +242,86 @@ async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
     println!("requests per function [get, list, put, glue]: {small:?}");
 }
 
+/// Requests per function ([get, list, put, glue]) of one round of `n` sessions of
+/// consenting customers into the `dt` of `ts` (a phone and a Step Trainer file each, one
+/// device): the Step Trainer files land together, then the phone files together, so each
+/// side is one SQS batch and one batch object holding `n` devices. Also the rows the round
+/// added to machine_learning_curated.
+async fn batch_round(
+    local: &Local,
+    round: u64,
+    n: u64,
+    ts: i64,
+) -> (BTreeMap<String, [u64; 4]>, u64) {
+    const LINES: i64 = 20;
+    let mut requests: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let mut rows = 0;
+    for zone in ["step_trainer", "accelerometer"] {
+        for j in 0..n {
+            let user = 2 * (round * n + j); // even: consenting
+            let at = ts + (round * n + j) as i64 * 100_000;
+            let body = match zone {
+                "step_trainer" => step_file(user, at, LINES),
+                _ => readings_file(user, at, LINES),
+            };
+            let key = format!("{zone}/landing/round-{round}-{j:03}.json");
+            local.put(&key, body).await.unwrap();
+        }
+        let out = local.settle().await.unwrap();
+        assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+        for (f, s) in &out.by_function {
+            let r = s.requests;
+            let sum = requests.entry(f.to_string()).or_default();
+            for (t, v) in sum
+                .iter_mut()
+                .zip([r.s3_get, r.s3_list, r.s3_put, r.glue_calls])
+            {
+                *t += v;
+            }
+        }
+        rows += out.of_function(ML).rows_out;
+    }
+    (requests, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_sessions_costs_the_same_in_a_dt_of_one_or_four_batches() {
+    // Batches of 40 sessions: 40 devices an object, more than ML_WIDE_SERIALS used to
+    // allow before an object joined with the whole dt.
+    const SESSIONS: u64 = 40;
+    let local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 400))
+        .await
+        .unwrap();
+    let ts = 1_655_510_400_000; // 2022-06-18T00:00:00Z
+    // A first round registers the dt's partitions, as any busy day has.
+    batch_round(&local, 0, SESSIONS, ts).await;
+    let (early, early_rows) = batch_round(&local, 1, SESSIONS, ts).await;
+    batch_round(&local, 2, SESSIONS, ts).await;
+    batch_round(&local, 3, SESSIONS, ts).await;
+    let (late, late_rows) = batch_round(&local, 4, SESSIONS, ts).await;
+    let objects = lake::table_objects(&local.stack, Table::StepTrainerTrusted)
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 5);
+    // Each session's 20 phone readings meet its device's 20 at the same milliseconds.
+    assert_eq!((early_rows, late_rows), (800, 800));
+    assert_eq!(
+        early.keys().collect::<Vec<_>>(),
+        late.keys().collect::<Vec<_>>()
+    );
+    for (f, e) in &early {
+        assert_eq!(
+            *e, late[f],
+            "{f}: requests [get, list, put, glue] with 1 vs 4 batches in the dt"
+        );
+    }
+    // Each side registers under its 40 serials and lists each of them and `wide/`.
+    assert_eq!(early[ML][1], 2 * (SESSIONS + 1), "{early:?}");
+    println!("requests per function [get, list, put, glue]: {early:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let local = Local::start().await.unwrap();

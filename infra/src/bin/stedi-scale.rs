@@ -16,6 +16,11 @@
 //!   of `lines` (the first `first` of them), its Step Trainer files, then the other phone
 //!   files one at a time; one JSON line per measured arrival (rows written and handler time
 //!   per function, the arrival's requests);
+//! - `fill-batches [--rounds 12] [--sessions 50] [--lines 300]`: the same `dt` filling up
+//!   with SQS batch objects: each round, `sessions` per-session files of consenting
+//!   customers (a phone file and a Step Trainer file of one device each) uploaded together,
+//!   so each side is one batch object of `sessions` devices; one JSON line per round as for
+//!   `fill-dt`;
 //! - `cost [--customers 2000] [--warm 20] [--sessions 50] [--lines 300]`: the launch's
 //!   arrival shape behind `make bench-cost`: per-session files (one phone file of one user,
 //!   one Step Trainer file of their device, every other customer consenting) into a `dt`
@@ -120,6 +125,16 @@ enum Command {
         data: std::path::PathBuf,
         #[arg(long, default_value_t = 900)]
         lines: usize,
+    },
+    /// Fill one `dt` with rounds of sessions, one batch object a side each (see the module
+    /// docs).
+    FillBatches {
+        #[arg(long, default_value_t = 12)]
+        rounds: u64,
+        #[arg(long, default_value_t = 50)]
+        sessions: u64,
+        #[arg(long, default_value_t = 300)]
+        lines: i64,
     },
     /// Fill one `dt` with phone files arriving one by one (see the module docs).
     FillDt {
@@ -527,42 +542,79 @@ async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
         lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
     }
     for (i, f) in phone[first..].iter().enumerate() {
-        let before = runner.by_function.clone();
-        let calls: std::collections::BTreeMap<&str, usize> = runner
-            .handler_ms_by_function
-            .iter()
-            .map(|(n, v)| (*n, v.len()))
-            .collect();
-        let started = Instant::now();
-        lake::drop_files(
-            stack,
-            &mut runner,
-            std::slice::from_ref(f),
-            0,
-            timeout,
-            |_| {},
-        )
-        .await?;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut line = json!({"arrival": first + i + 1, "ms": ms});
-        let (mut get, mut put, mut list, mut glue, mut read) = (0, 0, 0, 0, 0);
-        for (name, s) in &runner.by_function {
-            let was = before.get(name).cloned().unwrap_or_default();
-            let skip = calls.get(name).copied().unwrap_or(0);
-            let handler_ms: f64 = runner.handler_ms_by_function[name].iter().skip(skip).sum();
-            let (r, w) = (s.requests, was.requests);
-            get += r.s3_get - w.s3_get;
-            put += r.s3_put - w.s3_put;
-            list += r.s3_list - w.s3_list;
-            glue += r.glue_calls - w.glue_calls;
-            read += r.bytes_read - w.bytes_read;
-            line[*name] = json!({"rows_out": s.rows_out - was.rows_out, "handler_ms": handler_ms});
-        }
-        line["requests"] =
-            json!({"get": get, "put": put, "list": list, "glue": glue, "bytes_read": read});
+        let line = json!({"arrival": first + i + 1});
+        let line = arrival(stack, &mut runner, std::slice::from_ref(f), line).await?;
         println!("{line}");
     }
     Ok(())
+}
+
+async fn fill_batches(stack: &Stack, rounds: u64, sessions: u64, lines: i64) -> Result<()> {
+    let dir = stedi_infra::project_root().join(".bench/cost");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("batch-customers.json");
+    // Even customers consent: round r's sessions are customers 2 (r sessions + j).
+    std::fs::write(&path, customers_file(0, 2 * rounds * sessions))?;
+    let people = LandingFile {
+        table: Table::CustomerLanding,
+        key: format!("{}batch-customers.json", Table::CustomerLanding.prefix()),
+        path,
+    };
+    let mut runner = Runner::new(stack).await?;
+    let timeout = Duration::from_secs(1800);
+    lake::drop_files(stack, &mut runner, &[people], 0, timeout, |_| {}).await?;
+    let ts = 1_655_510_400_000; // 2022-06-18
+    for round in 0..rounds {
+        let mut files = Vec::new();
+        for j in 0..sessions {
+            let i = round * sessions + j;
+            files.extend(session_files(2 * i, ts + i as i64 * 100_000, lines)?);
+        }
+        let line = json!({"arrival": round + 1, "sessions": sessions});
+        let line = arrival(stack, &mut runner, &files, line).await?;
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Drops `files` together through the event path and adds to `line` what it cost: the
+/// wall time (`ms`), per function the rows written, handler time and requests, and the
+/// requests of all functions together.
+async fn arrival(
+    stack: &Stack,
+    runner: &mut Runner<'_>,
+    files: &[LandingFile],
+    mut line: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let before = runner.by_function.clone();
+    let calls: BTreeMap<&str, usize> = runner
+        .handler_ms_by_function
+        .iter()
+        .map(|(n, v)| (*n, v.len()))
+        .collect();
+    let started = Instant::now();
+    lake::drop_files(stack, runner, files, 0, Duration::from_secs(1800), |_| {}).await?;
+    line["ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+    let (mut get, mut put, mut list, mut glue, mut read) = (0, 0, 0, 0, 0);
+    for (name, s) in &runner.by_function {
+        let was = before.get(name).cloned().unwrap_or_default();
+        let skip = calls.get(name).copied().unwrap_or(0);
+        let handler_ms: f64 = runner.handler_ms_by_function[name].iter().skip(skip).sum();
+        let (r, w) = (s.requests, was.requests);
+        get += r.s3_get - w.s3_get;
+        put += r.s3_put - w.s3_put;
+        list += r.s3_list - w.s3_list;
+        glue += r.glue_calls - w.glue_calls;
+        read += r.bytes_read - w.bytes_read;
+        line[*name] = json!({
+            "rows_out": s.rows_out - was.rows_out, "handler_ms": handler_ms,
+            "get": r.s3_get - w.s3_get, "put": r.s3_put - w.s3_put,
+            "list": r.s3_list - w.s3_list, "bytes_read": r.bytes_read - w.bytes_read,
+        });
+    }
+    line["requests"] =
+        json!({"get": get, "put": put, "list": list, "glue": glue, "bytes_read": read});
+    Ok(line)
 }
 
 fn peak_rss_mb() -> f64 {
@@ -650,6 +702,11 @@ async fn main() -> Result<()> {
         } => compact_probe(&stack, &data, lines, queries).await?,
         Command::Erase { data, lines } => erase_probe(&stack, &data, lines).await?,
         Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
+        Command::FillBatches {
+            rounds,
+            sessions,
+            lines,
+        } => fill_batches(&stack, rounds, sessions, lines).await?,
         Command::Cost {
             customers,
             warm,

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow_array::{RecordBatch, StringArray};
 use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::{Part, column, read_parquet, value_runs};
@@ -37,6 +38,7 @@ use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
 
+use super::customer_trusted_to_curated::IN_FLIGHT;
 use super::reference::SerialOf;
 use super::{Answers, Ctx, LAYOUT, prune_partition, read_json};
 
@@ -374,20 +376,20 @@ async fn counterparts(
     m: &SideManifest,
 ) -> Result<BTreeSet<String>> {
     let prefix = join_prefix(dt);
-    let mut listed = Vec::new();
-    if m.wide {
-        listed = ctx.store.list(bucket, &prefix).await?;
-    } else {
-        for folder in m.folders().into_iter().chain([WIDE]) {
-            listed.extend(
-                ctx.store
-                    .list(bucket, &format!("{prefix}{folder}/"))
-                    .await?,
-            );
-        }
-    }
+    let folders: Vec<String> = match m.wide {
+        true => vec![prefix.clone()],
+        false => (m.folders().into_iter().chain([WIDE]))
+            .map(|folder| format!("{prefix}{folder}/"))
+            .collect(),
+    };
+    let listed: Vec<Vec<String>> = stream::iter(folders)
+        .map(|folder| async move { ctx.store.list(bucket, &folder).await })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await?;
     Ok(listed
         .iter()
+        .flatten()
         .filter_map(|k| parse_marker(&k[prefix.len()..]))
         .filter(|(folder, s, _)| *s == side.other() && m.meets(folder))
         .map(|(_, _, stem)| stem.to_string())
@@ -412,10 +414,15 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Register, then look: of two concurrent arrivals at least one sees the other.
     let now = me.manifest.folders();
     let had: BTreeSet<&str> = before.as_ref().map(|b| b.folders()).unwrap_or_default();
-    for folder in now.difference(&had) {
-        let key = marker_key(dt, folder, side, &src.stem);
-        ctx.store.put(bucket, &key, Bytes::new()).await?;
-    }
+    let markers: Vec<String> = now
+        .difference(&had)
+        .map(|folder| marker_key(dt, folder, side, &src.stem))
+        .collect();
+    stream::iter(markers)
+        .map(|key| async move { ctx.store.put(bucket, &key, Bytes::new()).await })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
     let others = counterparts(ctx, bucket, dt, side, &me.manifest).await?;
     // Read the other side, join, write.
     let (mut written, mut deleted) = (false, false);
