@@ -360,10 +360,11 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
     // As above, but the older record is processed while the withdrawal's run has not
     // registered its posting yet (staged: the posting taken away until the older record's
     // drop is over): the older record brings the customer back in. The recheck that
-    // consent sends (delayed 20 s here) reads the customer's two files, finds the newest
-    // record (the withdrawal) at odds with customer_trusted, folds that file alone again,
-    // and the withdrawal stands.
-    let delay = std::time::Duration::from_secs(20);
+    // consent sends (delayed 40 s here, so that the withdrawal's own recheck stays hidden
+    // until both drops are over on a loaded machine) reads the customer's two files, finds
+    // the newest record (the withdrawal) at odds with customer_trusted, folds that file
+    // alone again, and the withdrawal stands.
+    let delay = std::time::Duration::from_secs(40);
     let local = Local::with_config(Config {
         recheck_delay_seconds: delay.as_secs() as u32,
         ..Config::default()
@@ -375,6 +376,8 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
     // Its own folder (named by an empty extra file, which holds no record).
     let dir = data_with(&[("recheck-race.json", String::new())]);
     let withdrawal = withdrawal(email, &dir);
+    // The withdrawal's recheck is sent now: the staging below must end before it shows.
+    let started = std::time::Instant::now();
     local
         .drop(std::slice::from_ref(&withdrawal), 0)
         .await
@@ -389,11 +392,11 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
     later(&mut rec, 500);
     rec["phone"] = json!("8015550000");
     let late = customer_file(&rec, "late.json", &dir);
-    let started = std::time::Instant::now();
     let out = local.drop(&[late], 0).await.unwrap();
+    let late_done = std::time::Instant::now();
     assert!(
         started.elapsed() < delay,
-        "the drop outlasted the recheck's delay: the staging needs a longer one"
+        "the drops outlasted the recheck's delay: the staging needs a longer one"
     );
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     local.put(&posting, body).await.unwrap();
@@ -405,7 +408,8 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
         "the older record brought them back"
     );
 
-    tokio::time::sleep(delay.saturating_sub(started.elapsed())).await;
+    // Both rechecks (the withdrawal's and the older record's, sent during its drop) shown.
+    tokio::time::sleep(delay.saturating_sub(late_done.elapsed())).await;
     let settled = local.settle().await.unwrap();
     let recheck = settled.of_function("reconcile");
     let folded: BTreeSet<&str> = recheck
