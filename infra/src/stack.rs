@@ -153,11 +153,14 @@ impl Stack {
                 .iter()
                 .map(|p| json!({ "wildcard": p }))
                 .collect();
-            let pattern = json!({
+            let mut pattern = json!({
                 "source": ["aws.s3"],
-                "detail-type": ["Object Created"],
+                "detail-type": route.detail_types,
                 "detail": {"bucket": {"name": [bucket]}, "object": {"key": patterns}},
             });
+            if let Some(deletion) = &route.deletion_type {
+                pattern["detail"]["deletion-type"] = deletion.clone();
+            }
             let rule = self.queue_name(rule);
             self.events
                 .put_rule()

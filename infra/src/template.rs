@@ -3,6 +3,7 @@
 //! its event source reads, the EventBridge rule feeding that queue, the rule's key
 //! patterns, and the queue's `maxReceiveCount`.
 
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -21,6 +22,11 @@ pub struct Route {
     pub rule: Option<String>,
     /// The rule's `wildcard` patterns on `detail.object.key`.
     pub key_patterns: Vec<String>,
+    /// The rule's `detail-type`s (`Object Created`, and `Object Deleted` for the reading
+    /// filters, whose outputs follow a deleted landing file).
+    pub detail_types: Vec<String>,
+    /// The rule's filter on `detail.deletion-type`, as written (JSON), if any.
+    pub deletion_type: Option<serde_json::Value>,
     /// Records per invocation at most: the event source mapping's `BatchSize` (Lambda's
     /// default for SQS, 10, when the template leaves it out).
     pub batch_size: usize,
@@ -226,8 +232,9 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             .unwrap_or("")
             .to_string()
     };
-    // queue logical id -> (rule id, patterns)
-    let mut rules: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    // queue logical id -> (rule id, patterns, detail types, deletion-type filter)
+    type Rule = (String, Vec<String>, Vec<String>, Option<serde_json::Value>);
+    let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
     for (id, r) in resources {
         if kind(r) != "AWS::Events::Rule" {
             continue;
@@ -243,10 +250,26 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                     .collect()
             })
             .unwrap_or_default();
+        let detail_types: Vec<String> = props["EventPattern"]["detail-type"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        let deletion_type = props["EventPattern"]["detail"]
+            .get("deletion-type")
+            .and_then(|v| serde_json::to_value(v).ok());
         let targets = props["Targets"].as_sequence().cloned().unwrap_or_default();
         for t in targets {
             if let Some(q) = t.get("Arn").and_then(get_att_target) {
-                rules.insert(q, (id.clone(), patterns.clone()));
+                let rule = (
+                    id.clone(),
+                    patterns.clone(),
+                    detail_types.clone(),
+                    deletion_type.clone(),
+                );
+                rules.insert(q, rule);
             }
         }
     }
@@ -269,9 +292,10 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             let queue = get_att_target(&ev["Properties"]["Queue"]).ok_or_else(|| {
                 TemplateError::Shape(format!("{binary}: SQS event without !GetAtt queue"))
             })?;
-            let (rule, key_patterns) = match rules.get(&queue).cloned() {
-                Some((rule, patterns)) => (Some(rule), patterns),
-                None => (None, Vec::new()),
+            let (rule, key_patterns, detail_types, deletion_type) = match rules.get(&queue).cloned()
+            {
+                Some((rule, patterns, types, deletion)) => (Some(rule), patterns, types, deletion),
+                None => (None, Vec::new(), Vec::new(), None),
             };
             let dlq = resources
                 .get(queue.as_str())
@@ -305,6 +329,8 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
                 dead_letter_queue: dlq,
                 rule,
                 key_patterns,
+                detail_types,
+                deletion_type,
                 batch_size,
                 policy: IamPolicy::parse(binary, &r["Properties"]["Policies"], resources),
                 queue_env,
@@ -423,6 +449,28 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
                 "{}: rule matches {:?}, the function accepts {want:?}",
                 t.name(),
                 route.key_patterns
+            ));
+        }
+        // A reading filter takes a deleted landing file's rows out; the others follow
+        // new objects only.
+        // Of deletions, only those of the current version (a delete marker): the removal of
+        // old versions (erasure, lifecycle) leaves the file as it is.
+        let (types, deletion): (&[&str], _) = match t.batches() {
+            true => (
+                &["Object Created", "Object Deleted"],
+                Some(json!([{"exists": false}, "Delete Marker Created"])),
+            ),
+            false => (&["Object Created"], None),
+        };
+        let mut have = route.detail_types.clone();
+        have.sort();
+        if have != types || route.deletion_type != deletion {
+            problems.push(format!(
+                "{}: rule matches detail-type {:?} and deletion-type {:?}, the function follows \
+                 {types:?} and {deletion:?}",
+                t.name(),
+                route.detail_types,
+                route.deletion_type
             ));
         }
     }

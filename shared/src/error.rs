@@ -53,6 +53,15 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// An object read in full does not exist (deleted since its event, or the event was
+    /// its deletion).
+    #[error("s3 GetObject s3://{bucket}/{key}: no such object")]
+    NoSuchObject {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
     /// A Glue call failed.
     #[error("glue {op} {table}: {message}")]
     Glue {
@@ -152,6 +161,7 @@ impl Error {
             // A full or failing /tmp in one execution environment need not be in the next.
             Error::Spill { .. } => true,
             Error::BadEvent(_)
+            | Error::NoSuchObject { .. }
             | Error::RefusedKey { .. }
             | Error::Config { .. }
             | Error::Declaration(_)

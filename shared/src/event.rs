@@ -1,6 +1,10 @@
-//! One `parse_event` for every way an S3 object-created notice reaches a function:
-//! SQS messages wrapping an EventBridge event or an S3 notification, an EventBridge
-//! "Object Created" event itself, and the classic S3 notification (`Records[]`).
+//! One `parse_event` for every way an S3 object-created or object-deleted notice reaches a
+//! function: SQS messages wrapping an EventBridge event or an S3 notification, an
+//! EventBridge "Object Created" or "Object Deleted" event itself, and the classic S3
+//! notification (`Records[]`, `ObjectCreated:*` and `ObjectRemoved:*`). Both kinds name the
+//! object whose outputs are to follow it: a transition reads the object as it is when it
+//! runs (a deleted one takes its outputs with it), so which kind came, and in what order,
+//! does not matter.
 //!
 //! SQS batches and EventBridge envelopes are read into the typed events of
 //! `aws_lambda_events` ([`SqsEvent`], `EventBridgeEvent` with an [`S3ObjectDetail`]); of a
@@ -8,7 +12,7 @@
 //! `s3` bucket and key), so hand-made notifications need nothing more. The functions answer
 //! SQS batches with an [`SqsBatchResponse`]. S3 URL-encodes keys in its notifications the way
 //! HTML forms do (`+` is a space, `%2B` a plus), so every key is form-decoded here, once.
-//! `s3:TestEvent` yields no objects. An SQS message whose body is not a notice is
+//! `s3:TestEvent` and other kinds of S3 event (tagging, restore) yield no objects. An SQS message whose body is not a notice is
 //! reported in [`ParsedEvent::unreadable`] (the caller logs and acknowledges it), so it
 //! never fails the rest of its batch.
 
@@ -26,7 +30,7 @@ use serde_json::Value;
 #[cfg(feature = "aws")]
 use crate::error::{Error, Result};
 
-/// One object-created notice.
+/// One notice of an object created or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
     /// Bucket name.
@@ -208,7 +212,7 @@ fn parse_notice(v: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -
     }
     if let Some(records) = v.get("Records").and_then(Value::as_array) {
         for r in records {
-            if let Some(s3) = created(r)? {
+            if let Some(s3) = created_or_removed(r)? {
                 out.push(object(&s3.bucket.name, &s3.object.key, message_id));
             }
         }
@@ -220,7 +224,7 @@ fn parse_notice(v: &Value, message_id: Option<&str>, out: &mut Vec<ObjectRef>) -
             source,
         };
         let ev = EventBridgeEvent::<Value>::deserialize(v).map_err(malformed)?;
-        if ev.detail_type != "Object Created" {
+        if !matches!(ev.detail_type.as_str(), "Object Created" | "Object Deleted") {
             return Ok(());
         }
         let detail = S3ObjectDetail::deserialize(&ev.detail).map_err(malformed)?;
@@ -240,12 +244,12 @@ struct S3Record {
     s3: S3ObjectDetail,
 }
 
-/// The bucket and object of an S3 notification record if it is an `ObjectCreated` one;
-/// any other record is skipped unread.
+/// The bucket and object of an S3 notification record if it is an `ObjectCreated` or
+/// `ObjectRemoved` one; any other record is skipped unread.
 #[cfg(feature = "aws")]
-fn created(record: &Value) -> Result<Option<S3ObjectDetail>> {
+fn created_or_removed(record: &Value) -> Result<Option<S3ObjectDetail>> {
     let name = record.get("eventName").and_then(Value::as_str);
-    if !name.is_some_and(|n| n.starts_with("ObjectCreated")) {
+    if !name.is_some_and(|n| n.starts_with("ObjectCreated") || n.starts_with("ObjectRemoved")) {
         return Ok(None);
     }
     let r = S3Record::deserialize(record).map_err(|source| Error::MalformedEvent {
@@ -344,9 +348,15 @@ mod tests {
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "lake"});
         assert!(parse_event(&test).unwrap().objects.is_empty());
         assert!(parse_event(&sqs(&[test])).unwrap().objects.is_empty());
-        let mut del = eventbridge("a.json");
-        del["detail-type"] = json!("Object Deleted");
-        assert!(parse_event(&del).unwrap().objects.is_empty());
+        let mut restored = eventbridge("a.json");
+        restored["detail-type"] = json!("Object Restore Completed");
+        assert!(parse_event(&restored).unwrap().objects.is_empty());
+        // A deletion names its object, as a creation does.
+        let mut deleted = eventbridge("a+b.json");
+        deleted["detail-type"] = json!("Object Deleted");
+        let p = parse_event(&sqs(&[deleted])).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.objects[0].key, "a b.json");
     }
 
     #[cfg(feature = "aws")]
@@ -407,7 +417,7 @@ mod tests {
                    "object": {"key": "customer/landing/a+b.json", "size": 3,
                               "eTag": "e", "sequencer": "0A"}}
         }]});
-        let s3 = created(&full["Records"][0]).unwrap().unwrap();
+        let s3 = created_or_removed(&full["Records"][0]).unwrap().unwrap();
         assert_eq!(s3.object.size, Some(3));
         let test = json!({"Service": "Amazon S3", "Event": "s3:TestEvent",
                           "Time": "2026-11-23T10:00:00.000Z", "Bucket": "lake"});
@@ -453,13 +463,16 @@ mod tests {
     #[cfg(feature = "aws")]
     #[test]
     fn records_of_other_events_are_skipped_unread() {
-        // Malformed, but not about a new object: skipped, not an error.
-        let removed = json!({"eventName": "ObjectRemoved:Delete", "s3": 5});
+        // Malformed, but not about an object created or removed: skipped, not an error.
+        let tagged = json!({"eventName": "ObjectTagging:Put", "s3": 5});
         let nameless = json!({"s3": {"bucket": {}}});
-        let ev = json!({"Records": [removed, nameless, s3_notification("a.json")["Records"][0]]});
+        let mut removed = s3_notification("b.json")["Records"][0].clone();
+        removed["eventName"] = json!("ObjectRemoved:DeleteMarkerCreated");
+        let created = s3_notification("a.json")["Records"][0].clone();
+        let ev = json!({"Records": [tagged, nameless, created, removed]});
         let p = parse_event(&ev).unwrap();
-        assert_eq!(p.objects.len(), 1);
-        assert_eq!(p.objects[0].key, "a.json");
+        let keys: Vec<&str> = p.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a.json", "b.json"]);
         // The same record as an object-created one is an error.
         let created = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": 5}]});
         let e = parse_event(&created).unwrap_err();

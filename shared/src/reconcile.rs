@@ -31,12 +31,10 @@ use crate::schema::Table;
 use crate::store::Fetched;
 use crate::streams::Rule;
 use crate::summary::Summary;
-use crate::transitions::step_trainer_landing_to_trusted::waiting_key;
 use crate::transitions::{
-    Answers, Ctx, LAYOUT, Manifest, Previous, Transition, by_shard, compact, decode_customers,
+    Answers, Ctx, LAYOUT, Manifest, Transition, by_shard, compact, decode_customers,
     device_entries, encode_devices, machine_learning_trusted_to_curated as ml, manifest_key,
-    prune_partition, publish_partitioned, read_landing, read_manifest, rewrite_object,
-    rewrite_shard,
+    prune_partition, read_landing, read_manifest, rewrite_object, rewrite_shard,
 };
 
 /// One unit of reconcile work.
@@ -948,22 +946,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
                 crate::Error::BadEvent(format!("{} is not partitioned", table.name()))
             })?;
             let mut s = Summary::default();
-            let before = publish_partitioned(
-                ctx,
-                bucket,
-                table,
-                stem,
-                Vec::new(),
-                Manifest::default(),
-                Previous::Unread,
-                None,
-                &mut s,
-            )
-            .await?;
-            for hash in before.map(|m| m.waiting).unwrap_or_default() {
-                ctx.store.delete(bucket, &waiting_key(&hash, stem)).await?;
-            }
-            ctx.store.delete(bucket, &manifest_key(table, stem)).await?;
+            crate::transitions::forget(ctx, bucket, table, stem, &mut s).await?;
             compact::follow(ctx, bucket, &mut s).await?;
             Ok(s)
         }

@@ -346,7 +346,8 @@ impl Store {
     }
 
     /// Opens an object for streaming; returns the body and its ETag. The body's length
-    /// (`Content-Length`) is counted as read.
+    /// (`Content-Length`) is counted as read. A key that does not exist is
+    /// [`Error::NoSuchObject`].
     pub async fn open(&self, bucket: &str, key: &str) -> Result<(ByteStream, String)> {
         record(Request::S3Get);
         authorize("GetObject", "s3:GetObject", bucket, Some(key))?;
@@ -357,7 +358,15 @@ impl Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("GetObject", bucket, key, e))?;
+            .map_err(
+                |e| match e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                    true => Error::NoSuchObject {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    },
+                    false => classify("GetObject", bucket, key, e),
+                },
+            )?;
         let etag = out.e_tag().unwrap_or_default().to_string();
         let len = out.content_length().and_then(|n| u64::try_from(n).ok());
         record_bytes_read(len.unwrap_or_default());

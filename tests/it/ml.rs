@@ -383,6 +383,142 @@ async fn a_withdrawal_takes_the_customers_sessions_out_with_its_own_event() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_landing_file_takes_its_rows_out_with_its_own_event() {
+    // Six sessions of consenting customers (even numbers), 20 readings a side each: one
+    // batch object per side.
+    const LINES: i64 = 20;
+    let dir = std::env::temp_dir().join(format!("stedi-it-deleted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let write = |zone: &str, name: &str, body: String| {
+        let folder = dir.join(zone).join("landing");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(name), body).unwrap();
+    };
+    write("customer", "customers.json", customers_file(0, 20));
+    let ts = 1_655_510_400_000; // 2022-06-18T00:00:00Z
+    for u in (0..12).step_by(2) {
+        let at = ts + u as i64 * 100_000;
+        let name = format!("session-{u:02}.json");
+        write("accelerometer", &name, readings_file(u, at, LINES));
+        write("step_trainer", &name, step_file(u, at, LINES));
+    }
+    let local = Local::start().await.unwrap();
+    local
+        .drop(&lake::landing_files(&dir, None).unwrap(), 0)
+        .await
+        .unwrap();
+    assert_truth(&local, &dir, "the sessions").await;
+    for t in [Table::AccelerometerTrusted, Table::StepTrainerTrusted] {
+        let objects = lake::table_objects(&local.stack, t).await.unwrap();
+        assert_eq!(objects.len(), 1, "{objects:?}");
+    }
+    let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
+    assert_eq!(ml_before.len(), 6 * LINES as usize);
+
+    // Customer 0's Step Trainer file is deleted: its own event takes exactly its rows out of
+    // the batch object holding them, and its ML rows with them.
+    let key = "step_trainer/landing/session-00.json";
+    let manifest = stedi::transitions::manifest_key(Table::StepTrainerTrusted, "session-00");
+    assert!(local.keys().await.unwrap().contains(&manifest));
+    local.delete(key).await.unwrap();
+    std::fs::remove_file(dir.join(key)).unwrap();
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let step = out.of_function("step_trainer_landing_to_trusted");
+    assert_eq!(step.sources, [key]);
+    assert_eq!((step.rows_in, step.rows_out), (0, 0));
+    // The batch object rewritten without the file's rows; its ML pair joined again.
+    assert_eq!((step.outputs.len(), step.deleted.len()), (1, 0), "{step:?}");
+    assert_eq!(under(&step.outputs, Table::StepTrainerTrusted), 1);
+    assert!(!local.keys().await.unwrap().contains(&manifest));
+    let serial = stedi_infra::synthetic::serial(0);
+    assert_withdrawn(&local, &dir, ml_before, &serial).await;
+
+    // Customer 2's phone file is deleted: its rows leave accelerometer_trusted and their ML
+    // rows go with its own event. They have no readings left, so the batch truth no longer
+    // counts them curated, nor their device's 20 Step Trainer readings: that change waits
+    // for reconcile.
+    let key = "accelerometer/landing/session-02.json";
+    local.delete(key).await.unwrap();
+    std::fs::remove_file(dir.join(key)).unwrap();
+    let out = local.settle().await.unwrap();
+    assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
+    let phone = out.of_function("accelerometer_landing_to_trusted");
+    assert_eq!(phone.sources, [key]);
+    assert_eq!(
+        (phone.outputs.len(), phone.deleted.len()),
+        (1, 0),
+        "{phone:?}"
+    );
+    assert_eq!(under(&phone.outputs, Table::AccelerometerTrusted), 1);
+    let truth = Truth::compute(&dir, false).unwrap();
+    let counts = local.counts().await.unwrap();
+    let want = |table: &str, n: usize| assert_eq!(counts[table], n as u64, "{table}");
+    want("accelerometer_trusted", truth.accelerometer_trusted.len());
+    want(
+        "machine_learning_curated",
+        truth.machine_learning_curated.len(),
+    );
+    want("customer_curated", truth.customer_curated.len() + 1);
+    want(
+        "step_trainer_trusted",
+        truth.step_trainer_trusted.len() + LINES as usize,
+    );
+    assert_eq!(truth.machine_learning_curated.len(), 4 * LINES as usize);
+    let report = local.reconcile().await.unwrap();
+    assert!(report.changed(), "{report:?}");
+    assert_truth(&local, &dir, "after reconcile").await;
+
+    // A deletion delivered again finds no manifest and changes nothing; one that meets a
+    // manifest naming a batch object not written yet (the key re-uploaded, being computed
+    // by another invocation) fails for SQS to deliver it again, and changes nothing.
+    let ctx = local.stack.function_context();
+    let bucket = &local.stack.cfg.bucket;
+    let keys_before = local.keys().await.unwrap();
+    let mut s = stedi::summary::Summary::default();
+    stedi::transitions::forget(
+        &ctx,
+        bucket,
+        Table::StepTrainerTrusted,
+        "session-00",
+        &mut s,
+    )
+    .await
+    .unwrap();
+    assert_eq!((s.outputs.len(), s.deleted.len()), (0, 0), "{s:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let in_flight = stedi::transitions::Manifest {
+        layout: stedi::transitions::LAYOUT,
+        dts: BTreeSet::from(["2022-06-18".to_string()]),
+        object: Some("session-99.b0123456789abcdef".into()),
+        written_at: now,
+        ..Default::default()
+    };
+    let mkey = stedi::transitions::manifest_key(Table::AccelerometerTrusted, "session-99");
+    local
+        .put(&mkey, serde_json::to_vec(&in_flight).unwrap())
+        .await
+        .unwrap();
+    let e = stedi::transitions::forget(
+        &ctx,
+        bucket,
+        Table::AccelerometerTrusted,
+        "session-99",
+        &mut s,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    let mut keys_after = local.keys().await.unwrap();
+    keys_after.retain(|k| k != &mkey);
+    assert_eq!(keys_after, keys_before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// After a withdrawal of the owner of `serial`: the batch truth, the ML rows of everyone
 /// else as they were, and nothing for a reconcile pass to do.
 async fn assert_withdrawn(

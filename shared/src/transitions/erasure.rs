@@ -489,21 +489,14 @@ async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Resul
 }
 
 /// The outcome of computing landing object `key`, or `None` when it failed because the
-/// object is gone (a posting left behind by a deleted file; its outputs are `reconcile`'s to
-/// remove), said with a warning: one LIST to tell.
-pub(crate) async fn unless_gone(
-    ctx: &Ctx,
-    bucket: &str,
-    key: &str,
-    result: Result<Summary>,
-) -> Result<Option<Summary>> {
+/// object is gone, said with a warning: a posting left behind by a deleted customer file
+/// (its outputs are `reconcile`'s). A reading file that is gone never fails: its
+/// transition takes its rows out.
+pub(crate) fn unless_gone(key: &str, result: Result<Summary>) -> Result<Option<Summary>> {
     match result {
         Ok(done) => Ok(Some(done)),
-        Err(e)
-            if !e.is_retryable()
-                && !ctx.store.list(bucket, key).await?.iter().any(|k| k == key) =>
-        {
-            tracing::warn!(key = %key, error = %e, "a landing object the erasure index names is gone");
+        Err(Error::NoSuchObject { key: gone, .. }) if gone == key => {
+            tracing::warn!(key = %key, "a landing object the erasure index names is gone");
             Ok(None)
         }
         Err(e) => Err(e),
@@ -516,8 +509,9 @@ pub(crate) async fn unless_gone(
 /// a device's Step Trainer files computed next see its owner curated; what a deleted output
 /// fed is always done here (deletions fire no event). Returns what the transitions did and
 /// the machine-learning side manifests they rewrote (a phone object's names its users'
-/// devices). A landing object that is gone (a posting left behind by a deleted file) is
-/// skipped, with a warning: its outputs are `reconcile`'s to remove.
+/// devices). A customer file that is gone (a posting left behind by a deleted file) is
+/// skipped, with a warning: its outputs are `reconcile`'s to remove; a reading file that is
+/// gone has its rows taken out by its transition.
 pub(crate) async fn recompute(
     ctx: &Ctx,
     bucket: &str,
@@ -531,8 +525,7 @@ pub(crate) async fn recompute(
         let Some(t) = Transition::of_landing(src.table) else {
             continue;
         };
-        let Some(done) = unless_gone(ctx, bucket, key, t.run(ctx, bucket, &src).await).await?
-        else {
+        let Some(done) = unless_gone(key, t.run(ctx, bucket, &src).await)? else {
             continue;
         };
         let trusted: Vec<Table> = Table::ALL.into_iter().filter(|t| t.partitioned()).collect();

@@ -24,7 +24,7 @@ pub use crate::compute::encode_customers;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::SourceKey;
 
 pub use crate::streams::{Rule, Transition};
@@ -36,8 +36,8 @@ pub use lineage::{
     write_manifest,
 };
 pub use publish::{
-    Batch, IN_FLIGHT_SECONDS, Previous, detach, is_batch_name, prune_partition, publish_filtered,
-    publish_partitioned,
+    Batch, IN_FLIGHT_SECONDS, Previous, detach, forget, is_batch_name, prune_partition,
+    publish_filtered, publish_partitioned,
 };
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
@@ -182,6 +182,25 @@ impl Transition {
         src: &'a SourceKey,
         batch: Option<&'a Batch>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>> {
+        let run = self.rule_run(ctx, bucket, src, batch);
+        Box::pin(async move {
+            match run.await {
+                Err(Error::NoSuchObject { key, .. }) if self.batches() && key == src.key => {
+                    self.gone(ctx, bucket, src).await
+                }
+                done => done,
+            }
+        })
+    }
+
+    /// The rule's own run (see [`Transition::transition`]).
+    fn rule_run<'a>(
+        self,
+        ctx: &'a Ctx,
+        bucket: &'a str,
+        src: &'a SourceKey,
+        batch: Option<&'a Batch>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Summary>> + Send + 'a>> {
         match self.rule() {
             Rule::LatestConsenting { .. } => {
                 Box::pin(customer_landing_to_trusted::run(ctx, bucket, src))
@@ -196,6 +215,30 @@ impl Transition {
             Rule::JoinReadings => {
                 Box::pin(machine_learning_trusted_to_curated::run(ctx, bucket, src))
             }
+        }
+    }
+
+    /// A reading file that no longer exists when its transition runs (deleted since its
+    /// event, or the event was its deletion): its rows leave the objects holding them, its
+    /// bookkeeping and quarantine object go ([`publish::forget`]). Then one LIST looks again:
+    /// a file put back at the key meanwhile is computed again, whichever of its events came
+    /// first.
+    async fn gone(self, ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
+        let mut s = Summary::default();
+        publish::forget(ctx, bucket, self.target(), &src.stem, &mut s).await?;
+        ctx.store.delete(bucket, &quarantine_key(src)).await?;
+        tracing::info!(key = %src.key, "landing object gone: its rows taken out");
+        if !ctx.store.list(bucket, &src.key).await?.contains(&src.key) {
+            return Ok(s);
+        }
+        match self.rule_run(ctx, bucket, src, None).await {
+            Ok(mut again) => {
+                again.absorb(s);
+                Ok(again)
+            }
+            // Gone again since the LIST: its rows are out already.
+            Err(Error::NoSuchObject { key, .. }) if key == src.key => Ok(s),
+            Err(e) => Err(e),
         }
     }
 }

@@ -19,6 +19,7 @@ use super::lineage::{
 };
 use super::reference::Ctx;
 use super::snapshot::rewrite_object;
+use super::step_trainer_landing_to_trusted::waiting_key;
 use super::{Transition, machine_learning_trusted_to_curated};
 use crate::catalog;
 use crate::compute::RowFilter;
@@ -303,26 +304,93 @@ pub async fn publish_partitioned(
         }
     }
     if let Some(old) = &before {
-        let old_name = old.object_of(stem);
-        for dt in old.dts.iter() {
-            if old_name == name && dts.contains(dt) {
-                // Written again under the same key.
-                continue;
-            }
-            // Boxed: a rare path kept out of the common one's future. A file's own object
-            // goes; a batch object loses the file's rows (and goes once empty).
-            if old.object.is_none() {
-                Box::pin(remove_object(ctx, bucket, table, dt, old_name, summary)).await?;
-            } else {
-                Box::pin(detach(ctx, bucket, table, dt, old_name, stem, summary)).await?;
-            }
-        }
+        take_out(ctx, bucket, table, stem, old, (&name, &dts), summary).await?;
     }
     write_manifest(ctx, bucket, &mkey, &manifest).await?;
     if let Some(b) = batch.filter(|_| manifest.object.is_some()) {
         b.commit(table, stem);
     }
     Ok(before)
+}
+
+/// Takes source `stem`'s rows of an earlier run (its manifest `old`) out of the objects that
+/// held them, except those this run writes again under the same name (`again`: the object's
+/// name and its `dt`s). A file's own object goes; a batch object loses the file's rows (and
+/// goes once empty).
+async fn take_out(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    old: &Manifest,
+    again: (&str, &[String]),
+    summary: &mut Summary,
+) -> Result<()> {
+    let old_name = old.object_of(stem);
+    for dt in old.dts.iter() {
+        if old_name == again.0 && again.1.contains(dt) {
+            continue;
+        }
+        // Boxed: a rare path kept out of the common one's future.
+        if old.object.is_none() {
+            Box::pin(remove_object(ctx, bucket, table, dt, old_name, summary)).await?;
+        } else {
+            Box::pin(detach(ctx, bucket, table, dt, old_name, stem, summary)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes landing source `stem`, which no longer exists, out of `table`: its rows leave the
+/// objects holding them (its own objects go, with their pairs in machine_learning_curated;
+/// a batch object is rewritten without them), then its Step Trainer waiting markers and
+/// its manifest go. `reconcile` does it for an orphan it finds; a transition for a file
+/// deleted since its event, or whose event was its deletion.
+///
+/// Nothing to do without a manifest (a redelivered deletion). A manifest naming a batch
+/// object that another invocation has not written yet (a re-upload of the key being
+/// computed) is [`Error::Contention`]: SQS delivers the deletion again later. The manifest
+/// is deleted only while it is the one read, so one a concurrent run wrote meanwhile stays.
+pub async fn forget(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mkey = manifest_key(table, stem);
+    let (old, etag): (Manifest, String) = match ctx.store.fetch(bucket, &mkey, None).await? {
+        Fetched::Body(body, etag) => match serde_json::from_slice(&body) {
+            Ok(m) => (m, etag),
+            // Unreadable: nothing to take out by it; `reconcile` recomputes what it names.
+            Err(_) => (Manifest::default(), etag),
+        },
+        _ => return Ok(()),
+    };
+    let name = old.object_of(stem);
+    if old.object.is_some() && super::compact::unix_now() < old.written_at + IN_FLIGHT_SECONDS {
+        for dt in &old.dts {
+            let key = keys::output_key(table, dt, name);
+            let mut written = ctx.store.list(bucket, &key).await?.contains(&key);
+            if !written {
+                let held = keys::held_key(&key);
+                written = ctx.store.list(bucket, &held).await?.contains(&held);
+            }
+            if !written {
+                return Err(Error::Contention {
+                    bucket: bucket.to_string(),
+                    key: mkey,
+                    attempts: 1,
+                });
+            }
+        }
+    }
+    take_out(ctx, bucket, table, stem, &old, ("", &[]), summary).await?;
+    for hash in &old.waiting {
+        ctx.store.delete(bucket, &waiting_key(hash, stem)).await?;
+    }
+    ctx.store.delete_if(bucket, &mkey, &etag).await?;
+    Ok(())
 }
 
 /// A batch object not written yet this long after the manifest naming it (seconds) was

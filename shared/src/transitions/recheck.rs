@@ -95,9 +95,7 @@ async fn customers_again(
         let Ok(src) = keys::accept(bucket, &key, t.sources()) else {
             continue;
         };
-        if let Some(done) =
-            erasure::unless_gone(ctx, bucket, &key, t.run(ctx, bucket, &src).await).await?
-        {
+        if let Some(done) = erasure::unless_gone(&key, t.run(ctx, bucket, &src).await)? {
             s.absorb(done);
         }
     }
