@@ -175,15 +175,18 @@ async fn one_session(
         .await
         .unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
-    let requests = out
-        .by_function
+    (requests_of(&out), out.of_function(ML).rows_out)
+}
+
+/// Requests per function of a drop: [get, list, put, glue].
+fn requests_of(out: &stedi_tests::Outcome) -> BTreeMap<String, [u64; 4]> {
+    out.by_function
         .iter()
         .map(|(f, s)| {
             let r = s.requests;
             (f.to_string(), [r.s3_get, r.s3_list, r.s3_put, r.glue_calls])
         })
-        .collect();
-    (requests, out.of_function(ML).rows_out)
+        .collect()
 }
 
 /// `n` phone files of other consenting customers into the `dt` of `ts`, three readings
@@ -269,13 +272,9 @@ async fn batch_round(
         }
         let out = local.settle().await.unwrap();
         assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
-        for (f, s) in &out.by_function {
-            let r = s.requests;
-            let sum = requests.entry(f.to_string()).or_default();
-            for (t, v) in sum
-                .iter_mut()
-                .zip([r.s3_get, r.s3_list, r.s3_put, r.glue_calls])
-            {
+        for (f, counts) in requests_of(&out) {
+            let sum = requests.entry(f).or_default();
+            for (t, v) in sum.iter_mut().zip(counts) {
                 *t += v;
             }
         }

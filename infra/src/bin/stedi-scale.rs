@@ -219,19 +219,32 @@ fn session_files(user: u64, ts: i64, lines: i64) -> Result<Vec<LandingFile>> {
     Ok(out)
 }
 
-async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i64) -> Result<()> {
+/// Customers `0..count` (every other one consenting) in one landing file `name` under
+/// `.bench/cost/`, dropped through the event path; returns that folder.
+async fn drop_customers(
+    stack: &Stack,
+    runner: &mut Runner<'_>,
+    name: &str,
+    count: u64,
+) -> Result<std::path::PathBuf> {
     let dir = stedi_infra::project_root().join(".bench/cost");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("customers.json");
-    std::fs::write(&path, customers_file(0, customers))?;
+    let path = dir.join(name);
+    std::fs::write(&path, customers_file(0, count))?;
     let people = LandingFile {
         table: Table::CustomerLanding,
-        key: format!("{}customers.json", Table::CustomerLanding.prefix()),
+        key: format!("{}{name}", Table::CustomerLanding.prefix()),
         path,
     };
-    let mut runner = Runner::new(stack).await?;
     let timeout = Duration::from_secs(1800);
-    lake::drop_files(stack, &mut runner, &[people], 0, timeout, |_| {}).await?;
+    lake::drop_files(stack, runner, &[people], 0, timeout, |_| {}).await?;
+    Ok(dir)
+}
+
+async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i64) -> Result<()> {
+    let mut runner = Runner::new(stack).await?;
+    let dir = drop_customers(stack, &mut runner, "customers.json", customers).await?;
+    let timeout = Duration::from_secs(1800);
     let ts = 1_655_510_400_000; // 2022-06-18
     let sessions_of = |from: u64, to: u64| -> Result<Vec<LandingFile>> {
         let mut files = Vec::new();
@@ -550,19 +563,10 @@ async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
 }
 
 async fn fill_batches(stack: &Stack, rounds: u64, sessions: u64, lines: i64) -> Result<()> {
-    let dir = stedi_infra::project_root().join(".bench/cost");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("batch-customers.json");
-    // Even customers consent: round r's sessions are customers 2 (r sessions + j).
-    std::fs::write(&path, customers_file(0, 2 * rounds * sessions))?;
-    let people = LandingFile {
-        table: Table::CustomerLanding,
-        key: format!("{}batch-customers.json", Table::CustomerLanding.prefix()),
-        path,
-    };
     let mut runner = Runner::new(stack).await?;
-    let timeout = Duration::from_secs(1800);
-    lake::drop_files(stack, &mut runner, &[people], 0, timeout, |_| {}).await?;
+    // Even customers consent: round r's sessions are customers 2 (r sessions + j).
+    let customers = 2 * rounds * sessions;
+    drop_customers(stack, &mut runner, "batch-customers.json", customers).await?;
     let ts = 1_655_510_400_000; // 2022-06-18
     for round in 0..rounds {
         let mut files = Vec::new();
