@@ -37,6 +37,20 @@ pub struct Route {
     pub queue_env: BTreeMap<String, String>,
 }
 
+/// What the EventBridge rule feeding a queue matches (nothing, and no rule, for a queue
+/// no rule targets).
+#[derive(Debug, Clone, Default)]
+struct RuleMatch {
+    /// The rule's logical id.
+    id: Option<String>,
+    /// Its `wildcard` patterns on `detail.object.key`.
+    key_patterns: Vec<String>,
+    /// Its `detail-type`s.
+    detail_types: Vec<String>,
+    /// Its filter on `detail.deletion-type`, as written (JSON), if any.
+    deletion_type: Option<serde_json::Value>,
+}
+
 /// One statement of an identity policy: `!Sub` variables left as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IamStatement {
@@ -232,16 +246,15 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             .unwrap_or("")
             .to_string()
     };
-    // queue logical id -> (rule id, patterns, detail types, deletion-type filter)
-    type Rule = (String, Vec<String>, Vec<String>, Option<serde_json::Value>);
-    let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
+    // queue logical id -> what the rule targeting it matches
+    let mut rules: BTreeMap<String, RuleMatch> = BTreeMap::new();
     for (id, r) in resources {
         if kind(r) != "AWS::Events::Rule" {
             continue;
         }
         let id = id.as_str().unwrap_or_default().to_string();
         let props = &r["Properties"];
-        let patterns: Vec<String> = props["EventPattern"]["detail"]["object"]["key"]
+        let key_patterns: Vec<String> = props["EventPattern"]["detail"]["object"]["key"]
             .as_sequence()
             .map(|s| {
                 s.iter()
@@ -263,12 +276,12 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
         let targets = props["Targets"].as_sequence().cloned().unwrap_or_default();
         for t in targets {
             if let Some(q) = t.get("Arn").and_then(get_att_target) {
-                let rule = (
-                    id.clone(),
-                    patterns.clone(),
-                    detail_types.clone(),
-                    deletion_type.clone(),
-                );
+                let rule = RuleMatch {
+                    id: Some(id.clone()),
+                    key_patterns: key_patterns.clone(),
+                    detail_types: detail_types.clone(),
+                    deletion_type: deletion_type.clone(),
+                };
                 rules.insert(q, rule);
             }
         }
@@ -292,11 +305,12 @@ pub fn routes(text: &str) -> Result<Vec<Route>, TemplateError> {
             let queue = get_att_target(&ev["Properties"]["Queue"]).ok_or_else(|| {
                 TemplateError::Shape(format!("{binary}: SQS event without !GetAtt queue"))
             })?;
-            let (rule, key_patterns, detail_types, deletion_type) = match rules.get(&queue).cloned()
-            {
-                Some((rule, patterns, types, deletion)) => (Some(rule), patterns, types, deletion),
-                None => (None, Vec::new(), Vec::new(), None),
-            };
+            let RuleMatch {
+                id: rule,
+                key_patterns,
+                detail_types,
+                deletion_type,
+            } = rules.get(&queue).cloned().unwrap_or_default();
             let dlq = resources
                 .get(queue.as_str())
                 .and_then(|q| {
@@ -451,10 +465,9 @@ pub fn drift(text: &str) -> Result<Vec<String>, TemplateError> {
                 route.key_patterns
             ));
         }
-        // A reading filter takes a deleted landing file's rows out; the others follow
-        // new objects only.
-        // Of deletions, only those of the current version (a delete marker): the removal of
-        // old versions (erasure, lifecycle) leaves the file as it is.
+        // A reading filter takes a deleted landing file's rows out (deletions of the
+        // current version only, a delete marker: the removal of old versions by an erasure
+        // or the lifecycle rule leaves the file as it is); the others follow new objects.
         let (types, deletion): (&[&str], _) = match t.batches() {
             true => (
                 &["Object Created", "Object Deleted"],

@@ -657,7 +657,7 @@ async fn unlisted_and_stray(
         let Some(object) = m.object.as_deref() else {
             continue;
         };
-        if now < m.written_at + crate::transitions::IN_FLIGHT_SECONDS {
+        if m.in_flight(now) {
             continue;
         }
         let unlisted = m.dts.iter().any(|dt| {

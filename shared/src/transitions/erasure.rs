@@ -358,11 +358,7 @@ pub(super) async fn register(
             .iter()
             .map(|(h, _, _)| posting_key(h, &src.key))
             .collect();
-        stream::iter(postings)
-            .map(|key| async move { ctx.store.put(bucket, &key, Bytes::new()).await })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
+        super::put_markers(ctx, bucket, postings).await?;
     }
     Ok(Some(Registered { hashed, wide }))
 }

@@ -115,11 +115,21 @@ pub struct Manifest {
     pub written_at: u64,
 }
 
+/// A batch object not written yet this long after the manifest naming it (seconds) was
+/// abandoned (a Lambda runs at most 15 minutes).
+pub const IN_FLIGHT_SECONDS: u64 = 900;
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
 impl Manifest {
+    /// Whether the manifest names a batch object that may still be on its way at `now`
+    /// (Unix seconds): written less than [`IN_FLIGHT_SECONDS`] before.
+    pub fn in_flight(&self, now: u64) -> bool {
+        self.object.is_some() && now < self.written_at + IN_FLIGHT_SECONDS
+    }
+
     /// The name of the objects holding source `stem`'s outputs (one per `dt` of
     /// [`Manifest::dts`]).
     pub fn object_of<'a>(&'a self, stem: &'a str) -> &'a str {

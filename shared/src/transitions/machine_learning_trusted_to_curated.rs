@@ -25,7 +25,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow_array::{RecordBatch, StringArray};
-use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -418,11 +417,7 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
         .difference(&had)
         .map(|folder| marker_key(dt, folder, side, &src.stem))
         .collect();
-    stream::iter(markers)
-        .map(|key| async move { ctx.store.put(bucket, &key, Bytes::new()).await })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
+    super::put_markers(ctx, bucket, markers).await?;
     let others = counterparts(ctx, bucket, dt, side, &me.manifest).await?;
     // Read the other side, join, write.
     let (mut written, mut deleted) = (false, false);

@@ -32,12 +32,12 @@ use crate::summary::Summary;
 
 pub use landing::{Filtered, filter_landing, quarantine_key, read_landing, scan_landing};
 pub use lineage::{
-    Answers, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest, write_json,
-    write_manifest,
+    Answers, IN_FLIGHT_SECONDS, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest,
+    write_json, write_manifest,
 };
 pub use publish::{
-    Batch, IN_FLIGHT_SECONDS, Previous, detach, forget, is_batch_name, prune_partition,
-    publish_filtered, publish_partitioned,
+    Batch, Previous, detach, forget, is_batch_name, prune_partition, publish_filtered,
+    publish_partitioned,
 };
 pub use reference::{
     Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
@@ -45,6 +45,18 @@ pub use reference::{
 pub use snapshot::{
     by_shard, rewrite_object, rewrite_object_from, rewrite_shard, rewrite_shard_from,
 };
+
+/// Writes an empty marker object at each of `keys` (an index entry: a posting, a join-index
+/// registration), a few at a time.
+pub(crate) async fn put_markers(ctx: &Ctx, bucket: &str, keys: Vec<String>) -> Result<()> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(keys)
+        .map(|key| async move { ctx.store.put(bucket, &key, bytes::Bytes::new()).await })
+        .buffer_unordered(customer_trusted_to_curated::IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
 
 impl Transition {
     /// Processes one accepted source object: [`Transition::compute`], then the compacted

@@ -367,16 +367,11 @@ pub async fn forget(
         },
         _ => return Ok(()),
     };
-    let name = old.object_of(stem);
-    if old.object.is_some() && super::compact::unix_now() < old.written_at + IN_FLIGHT_SECONDS {
+    if old.in_flight(super::compact::unix_now()) {
         for dt in &old.dts {
-            let key = keys::output_key(table, dt, name);
-            let mut written = ctx.store.list(bucket, &key).await?.contains(&key);
-            if !written {
-                let held = keys::held_key(&key);
-                written = ctx.store.list(bucket, &held).await?.contains(&held);
-            }
-            if !written {
+            let key = keys::output_key(table, dt, old.object_of(stem));
+            let kept = list_working(ctx, bucket, &key).await?;
+            if !kept.iter().any(|o| o.key == key) {
                 return Err(Error::Contention {
                     bucket: bucket.to_string(),
                     key: mkey,
@@ -392,10 +387,6 @@ pub async fn forget(
     ctx.store.delete_if(bucket, &mkey, &etag).await?;
     Ok(())
 }
-
-/// A batch object not written yet this long after the manifest naming it (seconds) was
-/// abandoned (a Lambda runs at most 15 minutes).
-pub const IN_FLIGHT_SECONDS: u64 = 900;
 
 /// Whether `name` is a batch object's (`<first stem>.b<16 hex digits>`, see [`Batch`]).
 pub fn is_batch_name(name: &str) -> bool {
@@ -466,11 +457,7 @@ async fn held_where(
                     return Ok(Held::Elsewhere);
                 }
             }
-            _ if old.object.is_some()
-                && super::compact::unix_now() < old.written_at + IN_FLIGHT_SECONDS =>
-            {
-                return Ok(Held::InFlight);
-            }
+            _ if old.in_flight(super::compact::unix_now()) => return Ok(Held::InFlight),
             _ => return Ok(Held::Elsewhere),
         }
     }
