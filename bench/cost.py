@@ -129,42 +129,69 @@ def consents(phases):
 
 # SCALE.md's launch: 10M registrations (mostly one-record files), 4M reading objects a day.
 CUSTOMER_OBJECTS = 10_000_000
-PASSES_PER_DAY = 1  # ReconcileSchedule's default, rate(1 day)
-HOURLY = 24  # what rate(1 hour), the default before the recheck, made of it
+# The schedules' defaults: ReconcileSchedule rate(1 day) runs the changed pass,
+# ReconcileFullSchedule rate(7 days) the full one.
+CHANGED_PER_DAY, FULL_PER_DAY = 1.0, 1 / 7
+HOURLY = 24  # what rate(1 hour) of full passes, the default before the recheck, made of it
+# Keys a pass lists per object the lake holds, a LIST request per 1,000 (too few keys here
+# to show in the counts): each customer landing object; each reading landing object and
+# its manifest.
+LISTED_KEYS = {"customer": 1, "reading": 2}
 
 
 def reconcile(passes):
-    """The scheduled reconcile's planning pass over a lake in step: its requests at three
-    lake sizes, what one more customer or reading object in the lake adds to every pass,
-    and what that costs a day at SCALE.md's launch as the lake fills."""
-    print("\n| reconcile pass over | customer objects | reading objects | items | GET | LIST "
-          "| PUT | ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    """The scheduled reconcile's planning passes over a lake in step, both scopes: their
+    requests at three lake sizes, what one more customer or reading object in the lake adds
+    to every pass, and what that costs a day at SCALE.md's launch as the lake fills."""
+    print("\n| reconcile pass over | customer objects | reading objects | shards | full: items "
+          "| GET | LIST | changed: items | GET | LIST |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, p in zip(["the warm lake", "+ profile files", "+ the sessions"], passes):
-        print(f"| {label} | {p['customer_objects']} | {p['reading_objects']} | {p['items']} | "
-              f"{p['s3_get']} | {p['s3_list']} | {p['s3_put']} | {p['ms']:.0f} |")
+        f, c = p["scopes"]["full"], p["scopes"]["changed"]
+        print(f"| {label} | {p['customer_objects']} | {p['reading_objects']} | {p['shards']} | "
+              f"{f['items']} | "
+              f"{f['s3_get']} | {f['s3_list']} | {c['items']} | {c['s3_get']} | "
+              f"{c['s3_list']} |")
     a, b, c = passes
     per = {}
-    for kind in ["s3_get", "s3_list", "s3_put"]:
-        per[("customer", kind)] = (b[kind] - a[kind]) / (b["customer_objects"] - a["customer_objects"])
-        per[("reading", kind)] = (c[kind] - b[kind]) / (c["reading_objects"] - b["reading_objects"])
+    for scope in ["full", "changed"]:
+        for kind in ["s3_get", "s3_put"]:
+            # Every pass reads each customer and device shard once: the shards the new
+            # customers of the sessions bring into being are taken out of what the reading
+            # objects add (at launch every shard exists already).
+            at = lambda p: p["scopes"][scope][kind] - (p["shards"] if kind == "s3_get" else 0)
+            per[(scope, "customer", kind)] = (at(b) - at(a)) / (
+                b["customer_objects"] - a["customer_objects"])
+            per[(scope, "reading", kind)] = (at(c) - at(b)) / (
+                c["reading_objects"] - b["reading_objects"])
+        for who in ["customer", "reading"]:
+            per[(scope, who, "s3_list")] = LISTED_KEYS[who] / 1000
+            print(f"RESULT reconcile {scope} per_{who}_object_get="
+                  f"{per[(scope, who, 's3_get')]:.3f} put={per[(scope, who, 's3_put')]:.3f}")
     price = {"s3_get": S3_GET, "s3_list": S3_PUT_LIST, "s3_put": S3_PUT_LIST}
-    for who in ["customer", "reading"]:
-        print(f"RESULT reconcile per_{who}_object_get={per[(who, 's3_get')]:.3f} "
-              f"list={per[(who, 's3_list')]:.4f} put={per[(who, 's3_put')]:.3f}")
+
+    def pass_cost(scope, day):
+        held = {"customer": CUSTOMER_OBJECTS, "reading": PER_DAY * day}
+        return sum(per[(scope, who, k)] * held[who] * price[k] for who in held for k in price)
 
     def per_day(day):
-        held = {"customer": CUSTOMER_OBJECTS, "reading": PER_DAY * day}
-        return PASSES_PER_DAY * sum(per[(who, k)] * held[who] * price[k]
-                                    for who in held for k in price)
+        return CHANGED_PER_DAY * pass_cost("changed", day) + FULL_PER_DAY * pass_cost("full", day)
 
-    print(f"every pass reads each object again: at {PASSES_PER_DAY} pass a day, "
-          f"{CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects more each day, "
-          f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30 "
-          f"(hourly: ${HOURLY * per_day(1):.2f} and ${HOURLY * per_day(30):.2f})")
+    daily_full = {d: pass_cost("full", d) for d in (1, 30, 365)}
+    print(f"each pass lists every object again and the full pass reads every reading file's "
+          f"manifest: {CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects "
+          f"more each day; a changed pass ${pass_cost('changed', 1):.2f} on day 1, "
+          f"${pass_cost('changed', 30):.2f} on day 30, ${pass_cost('changed', 365):.2f} on "
+          f"day 365; a full pass ${daily_full[1]:.2f}, ${daily_full[30]:.2f}, "
+          f"${daily_full[365]:.2f}. At the schedules' defaults (changed daily, full weekly): "
+          f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30, "
+          f"${per_day(365):.2f} on day 365 (a full pass daily: ${daily_full[30]:.2f} on day 30, "
+          f"${daily_full[365]:.2f} on day 365; hourly: ${HOURLY * daily_full[30]:.2f} on day 30)")
     print(f"RESULT reconcile dollars_per_day_day1={per_day(1):.2f} "
-          f"dollars_per_day_day30={per_day(30):.2f} "
-          f"hourly_dollars_per_day_day30={HOURLY * per_day(30):.2f}")
+          f"dollars_per_day_day30={per_day(30):.2f} dollars_per_day_day365={per_day(365):.2f} "
+          f"daily_full_dollars_per_day_day30={daily_full[30]:.2f} "
+          f"daily_full_dollars_per_day_day365={daily_full[365]:.2f} "
+          f"hourly_full_dollars_per_day_day30={HOURLY * daily_full[30]:.2f}")
 
 
 if __name__ == "__main__":

@@ -419,12 +419,13 @@ pub async fn reconcile(
     stack: &Stack,
     runner: &mut Runner<'_>,
     timeout: Duration,
+    scope: reconcile::Scope,
 ) -> Result<reconcile::Report> {
     let ctx = stack.function_context();
     let bucket = &stack.cfg.bucket;
     let Ok(url) = stack.queue_url(Function::Reconcile).await else {
         // No local reconcile queue (e.g. against a SAM-deployed stack): run in process.
-        return Ok(reconcile::run_inline(&ctx, bucket).await?);
+        return Ok(reconcile::run_inline(&ctx, bucket, scope).await?);
     };
     let mut local = LocalQueue {
         queue: reconcile::Queue {
@@ -434,7 +435,7 @@ pub async fn reconcile(
         runner,
         timeout,
     };
-    let mut report = reconcile::drive(&ctx, bucket, &mut local, 8).await?;
+    let mut report = reconcile::drive(&ctx, bucket, &mut local, 8, scope).await?;
     report.summary = local
         .runner
         .by_function

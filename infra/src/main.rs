@@ -76,7 +76,12 @@ enum Command {
         key: String,
     },
     /// Bring every trusted and curated table to the batch truth (the backfill).
-    Reconcile,
+    Reconcile {
+        /// Check only what changed, as the daily schedule does: reading files without a
+        /// manifest or written after it, no manifest read (the full check otherwise).
+        #[arg(long)]
+        changed: bool,
+    },
     /// Compact the partitions of the partitioned tables that are due (COMPACT_MIN_OBJECTS
     /// per-source objects not compacted yet), as the scheduled `compact` function does.
     Compact {
@@ -454,11 +459,16 @@ async fn run(cli: Cli) -> Result<()> {
                 stedi::lambda::summary_line(stedi::lambda::Function::Transition(t), &summary)
             );
         }
-        Command::Reconcile => {
+        Command::Reconcile { changed } => {
             let stack = connect(&cli).await?;
             let mut runner = Runner::new(&stack).await?;
             let _pause = Pause::request().await?;
-            let report = lake::reconcile(&stack, &mut runner, Duration::from_secs(1800)).await?;
+            let scope = match changed {
+                true => stedi::reconcile::Scope::Changed,
+                false => stedi::reconcile::Scope::Full,
+            };
+            let report =
+                lake::reconcile(&stack, &mut runner, Duration::from_secs(1800), scope).await?;
             for line in lake::describe(&report) {
                 println!("{line}");
             }

@@ -154,6 +154,11 @@ fn part_number(name: &str, suffix: &str) -> Option<u32> {
         .flatten()
 }
 
+/// Present while a reconcile planning pass has rewritten customer or device shards itself
+/// (events were lost) and no pass has since checked every reading file's manifest and
+/// found nothing to do: a changed pass checks them all while it is there.
+pub const FULL_CHECK_DUE: &str = "_stedi/reconcile/full-check-due.json";
+
 /// The folder of the device index (serial → consenting owners, each flagged curated or
 /// not), sharded by serial.
 pub const DEVICES_PREFIX: &str = "_stedi/devices/";

@@ -137,14 +137,17 @@ pub struct WorkItem {
     pub bucket: Option<String>,
 }
 
-/// Any other message to `reconcile` (the schedule's `{"reconcile": "plan", "bucket": …}`, a
-/// direct invocation, the follow-up message): plan, and fan the items out. Fields other
-/// than `bucket` are ignored.
+/// Any other message to `reconcile` (the schedules' `{"reconcile": "plan", "scope":
+/// "changed" | "full", "bucket": …}`, a direct invocation, the follow-up message): plan, and
+/// fan the items out. Fields other than `bucket` and `scope` are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanRequest {
     /// The lake bucket (else `LAKE_BUCKET`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
+    /// What the passes check of the reading files (else the full check).
+    #[serde(default)]
+    pub scope: reconcile::Scope,
 }
 
 impl PlanRequest {
@@ -311,11 +314,13 @@ fn resolve_bucket(named: Option<&str>) -> Result<String> {
 /// in this invocation.
 async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
     let bucket = resolve_bucket(request.bucket.as_deref())?;
+    let scope = request.scope;
     let Some((sqs, url)) = &ctx.reconcile_queue else {
-        let report = reconcile::run_inline(ctx, &bucket).await?;
+        let report = reconcile::run_inline(ctx, &bucket, scope).await?;
         return Ok(report.summary);
     };
-    let report = reconcile::drive(ctx, &bucket, &mut reconcile::Queue { sqs, url }, 1).await?;
+    let queue = &mut reconcile::Queue { sqs, url };
+    let report = reconcile::drive(ctx, &bucket, queue, 1, scope).await?;
     let mut s = Summary::default();
     for (t, added, removed) in &report.snapshots {
         s.outputs.push(format!("{t} (+{added} -{removed})"));
@@ -325,6 +330,7 @@ async fn plan_and_fan_out(ctx: &Ctx, request: &PlanRequest) -> Result<Summary> {
     }
     let next = PlanRequest {
         bucket: Some(bucket),
+        scope,
     };
     let next = serde_json::to_string(&next).map_err(|source| Error::Json {
         context: "reconcile plan request".into(),
@@ -825,13 +831,21 @@ mod tests {
 
         let plan = PlanRequest {
             bucket: Some("lake".into()),
+            scope: reconcile::Scope::Changed,
         };
         let v = serde_json::to_value(&plan).unwrap();
-        assert_eq!(v, json!({"bucket": "lake"}));
+        assert_eq!(v, json!({"bucket": "lake", "scope": "changed"}));
         assert_eq!(PlanRequest::from_payload(&v).unwrap(), plan);
-        // The schedule's message says what it is, which is not read.
-        let scheduled = json!({"reconcile": "plan", "bucket": "lake"});
+        // The schedule's message says what it is, which is not read; without a scope, the
+        // full check.
+        let scheduled = json!({"reconcile": "plan", "scope": "changed", "bucket": "lake"});
         assert_eq!(PlanRequest::from_payload(&scheduled).unwrap(), plan);
+        let full = json!({"reconcile": "plan", "bucket": "lake"});
+        assert_eq!(
+            PlanRequest::from_payload(&full).unwrap().scope,
+            reconcile::Scope::Full
+        );
+        assert!(PlanRequest::from_payload(&json!({"scope": "some"})).is_err());
         // An EventBridge scheduled event, or nothing at all: plan with LAKE_BUCKET.
         let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event",
                                "detail": {}});
@@ -852,6 +866,7 @@ mod tests {
         };
         let schedule = PlanRequest::from_payload(&read("reconcile.schedule.json")).unwrap();
         assert_eq!(schedule.bucket.as_deref(), Some("stedi-lake"));
+        assert_eq!(schedule.scope, reconcile::Scope::Changed);
         let batch = event::sqs_batch(&read("reconcile.sqs.json"))
             .unwrap()
             .unwrap();

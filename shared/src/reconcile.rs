@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::StringArray;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::{column, read_parquet, value_runs};
@@ -34,7 +35,7 @@ use crate::summary::Summary;
 use crate::transitions::{
     Answers, Ctx, LAYOUT, Manifest, Transition, by_shard, compact, decode_customers,
     device_entries, encode_devices, machine_learning_trusted_to_curated as ml, manifest_key,
-    prune_partition, read_landing, read_manifest, rewrite_object, rewrite_shard,
+    prune_partition, read_landing, read_manifest, rewrite_object_from, rewrite_shard_from,
 };
 
 /// One unit of reconcile work.
@@ -119,6 +120,26 @@ pub struct Plan {
     /// A larger `CUSTOMER_SHARDS` when the shards hold more than twice
     /// [`CUSTOMERS_PER_SHARD`] (see [`advised_shards`]).
     pub advised_shards: Option<u32>,
+}
+
+/// What a planning pass checks of the reading files: its scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every reading file's manifest is read and held against the file's ETag and the
+    /// current answers of the customers and devices it consulted (one GET a file), and the
+    /// batch objects' footers against the manifests. A direct invocation, `stedi
+    /// reconcile` and `ReconcileFullSchedule`.
+    #[default]
+    Full,
+    /// While the customer shards and the device index are already in step (the pass
+    /// rewrote none), a reading file is taken for current when its manifest was written
+    /// at or after the file's own last write, both read off the LISTs: no manifest is
+    /// read. It finds what an event was lost for (a file without a manifest, a file
+    /// uploaded again after its manifest, a manifest whose file is gone), not an answer
+    /// gone stale behind a lost recheck, nor a second upload within the second its
+    /// manifest was written: those wait for the full pass. `ReconcileSchedule`.
+    Changed,
 }
 
 /// Consenting customers a shard is sized for. A one-record customer file rewrites one
@@ -421,12 +442,14 @@ async fn trusted_objects(ctx: &Ctx, bucket: &str, table: Table) -> Result<Vec<(S
 /// each shard rewritten if it differs; with the first group, objects that are not a
 /// current shard (the earlier layout's single snapshot, shards of a larger
 /// `CUSTOMER_SHARDS`) are deleted. Returns (added or changed, removed) when it changed.
+/// `full` is marked due before the first object is rewritten or deleted.
 async fn converge_sharded(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
     want: Customers,
     group: Group,
+    full: &mut FullCheck,
 ) -> Result<Option<(usize, usize)>> {
     let shards = ctx.cfg.customer_shards;
     let mut parts = by_shard(want, shards);
@@ -438,6 +461,7 @@ async fn converge_sharded(
                 existing.insert(k);
             }
             None if group.index == 0 => {
+                full.mark(ctx, bucket).await?;
                 ctx.store.delete(bucket, &key).await?;
                 changed = true;
             }
@@ -450,8 +474,18 @@ async fn converge_sharded(
         if want.rows.is_empty() && !existing.contains(&shard) {
             continue;
         }
+        let key = keys::shard_key(table, shard);
+        let seed = ctx.store.fetch(bucket, &key, None).await?;
+        let current = match &seed {
+            Fetched::Body(bytes, _) => decode_customers(bytes.clone(), &key)?,
+            _ => Customers::default(),
+        };
+        if current == want {
+            continue;
+        }
+        full.mark(ctx, bucket).await?;
         let mut diff = None;
-        rewrite_shard(ctx, bucket, table, shard, &mut s, |cur| {
+        rewrite_shard_from(ctx, bucket, table, shard, Some(seed), &mut s, |cur| {
             if *cur == want {
                 return None;
             }
@@ -489,12 +523,14 @@ fn add_snapshot(plan: &mut Plan, table: Table, change: Option<(usize, usize)>) {
 /// customers whose serial falls in the group: curated ones flagged curated, waiting ones
 /// — no phone readings yet — not); with the first group, objects that are not a current
 /// shard are deleted. Returns the shards rewritten or deleted, and what each serial answers
-/// now (owned when one owner is curated, else waiting).
+/// now (owned when one owner is curated, else waiting). `full` is marked due before the
+/// first object is rewritten or deleted.
 async fn converge_devices(
     ctx: &Ctx,
     bucket: &str,
     entries: Vec<DeviceEntry>,
     group: Group,
+    full: &mut FullCheck,
 ) -> Result<(usize, Vec<(u64, u64)>)> {
     let shards = ctx.cfg.customer_shards;
     let mut answers: BTreeMap<u64, &str> = BTreeMap::new();
@@ -516,13 +552,25 @@ async fn converge_devices(
         let mut entries = want.remove(&shard).unwrap_or_default();
         entries.sort();
         let key = keys::device_shard_key(shard);
-        rewrite_object(ctx, bucket, &key, &mut s, |cur| {
-            let mut have = match &cur {
+        let current = |cur: &Option<Bytes>| -> Result<bool> {
+            let mut have = match cur {
                 Some(bytes) => device_entries(bytes, &key)?,
                 None => Vec::new(),
             };
             have.sort();
-            if have == entries && (cur.is_some() || entries.is_empty()) {
+            Ok(have == entries && (cur.is_some() || entries.is_empty()))
+        };
+        let seed = ctx.store.fetch(bucket, &key, None).await?;
+        let body = match &seed {
+            Fetched::Body(bytes, _) => Some(bytes.clone()),
+            _ => None,
+        };
+        if current(&body)? {
+            continue;
+        }
+        full.mark(ctx, bucket).await?;
+        rewrite_object_from(ctx, bucket, &key, Some(seed), &mut s, |cur| {
+            if current(&cur)? {
                 return Ok(None);
             }
             changed += 1;
@@ -533,6 +581,7 @@ async fn converge_devices(
     if group.index == 0 {
         for key in ctx.store.list(bucket, keys::DEVICES_PREFIX).await? {
             if keys::device_shard_of_key(&key).is_none_or(|k| k >= shards) {
+                full.mark(ctx, bucket).await?;
                 ctx.store.delete(bucket, &key).await?;
                 changed += 1;
             }
@@ -548,26 +597,53 @@ async fn converge_devices(
 /// Landing objects of `t` whose outputs are missing or stale (another source ETag, a
 /// reference shard consulted that has changed since, a manifest of an earlier layout),
 /// and outputs whose source is gone. When all are fresh, the batch objects' footers are
-/// held against the manifests both ways (see [`unlisted_and_stray`]).
+/// held against the manifests both ways (see [`unlisted_and_stray`]). With `changed`
+/// (a [`Scope::Changed`] over customers in step), a file is stale only when it has no
+/// manifest or was written after it, told from the two LISTs, and nothing is read.
 async fn stale_landing(
     ctx: &Ctx,
     bucket: &str,
     t: Transition,
     refs_now: &Answers,
+    changed: bool,
 ) -> Result<Vec<Item>> {
     let source = t.sources()[0];
     let target = t.target();
     let mut items = Vec::new();
     let mut stems = BTreeSet::new();
     let mut fresh_manifests = BTreeMap::new();
-    for (key, etag) in ctx.store.list_with_etags(bucket, source.prefix()).await? {
-        let Ok(src) = keys::accept(bucket, &key, &[source]) else {
+    let prefix = keys::lineage_prefix(target);
+    // Each landing file's manifest (by stem) and when it was written.
+    let written: BTreeMap<String, i64> = ctx
+        .store
+        .list_objects(bucket, &prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let stem = o.key[prefix.len()..].strip_suffix(".json")?;
+            (!stem.contains('/')).then(|| (stem.to_string(), o.modified))
+        })
+        .collect();
+    for o in ctx.store.list_objects(bucket, source.prefix()).await? {
+        let Ok(src) = keys::accept(bucket, &o.key, &[source]) else {
             continue;
         };
         stems.insert(src.stem.clone());
+        if changed {
+            // No manifest, or the file written since (to the second, as S3 times objects).
+            if written.get(&src.stem).is_none_or(|m| o.modified > *m) {
+                items.push(Item::Landing {
+                    function: t,
+                    key: o.key,
+                });
+            }
+            continue;
+        }
         let m = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await?;
         match m.filter(|m| {
-            m.layout == LAYOUT && m.lineage.source_etag == etag && m.lineage.refs_current(refs_now)
+            m.layout == LAYOUT
+                && m.lineage.source_etag == o.etag
+                && m.lineage.refs_current(refs_now)
         }) {
             Some(mut m) => {
                 // Kept for the footer check, which needs where the rows are, not the
@@ -575,24 +651,21 @@ async fn stale_landing(
                 // file of the table, it stays a few strings a file.
                 m.lineage = Default::default();
                 m.waiting.clear();
-                fresh_manifests.insert(src.stem, (key, m));
+                fresh_manifests.insert(src.stem, (o.key, m));
             }
-            None => items.push(Item::Landing { function: t, key }),
+            None => items.push(Item::Landing {
+                function: t,
+                key: o.key,
+            }),
         }
     }
-    let manifests = keys::lineage_prefix(target);
-    for key in ctx.store.list(bucket, &manifests).await? {
-        let Some(stem) = key[manifests.len()..].strip_suffix(".json") else {
-            continue;
-        };
-        if !stem.contains('/') && !stems.contains(stem) {
-            items.push(Item::Orphan {
-                table: target,
-                stem: stem.to_string(),
-            });
-        }
+    for stem in written.into_keys().filter(|s| !stems.contains(s)) {
+        items.push(Item::Orphan {
+            table: target,
+            stem,
+        });
     }
-    if items.is_empty() {
+    if items.is_empty() && !changed {
         items = unlisted_and_stray(ctx, bucket, t, &fresh_manifests).await?;
     }
     Ok(items)
@@ -765,12 +838,16 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str) -> Result<usize> {
 /// a time ([`group_count`], `RECONCILE_GROUP_BYTES`; the rows spilled to local files by
 /// group); what the staleness checks need of all of them is kept as [`Answers`] (16 bytes
 /// a key) and the reading users as 16-byte hashes, so memory follows one group, not the
-/// customer base.
-pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
+/// customer base. `scope` says how the reading files are checked ([`Scope`]).
+pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
+    let mut full = FullCheck::new(ctx, bucket, scope).await?;
     let mut plan = Plan {
         migrated: migrate_bookkeeping(ctx, bucket).await?,
         ..Plan::default()
     };
+    if plan.migrated > 0 {
+        full.mark(ctx, bucket).await?;
+    }
     let table = Table::CustomerLanding;
     let mut landing_bytes = 0;
     let mut landing = Vec::new();
@@ -817,7 +894,15 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         if plan.groups == 1 {
             kept = Some(trusted.clone());
         }
-        let change = converge_sharded(ctx, bucket, Table::CustomerTrusted, trusted, group).await?;
+        let change = converge_sharded(
+            ctx,
+            bucket,
+            Table::CustomerTrusted,
+            trusted,
+            group,
+            &mut full,
+        )
+        .await?;
         add_snapshot(&mut plan, Table::CustomerTrusted, change);
     }
     drop(spill);
@@ -833,7 +918,8 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
         );
     }
     let (consent_now, serials_now) = (Answers::from_hashes(consent), Answers::from_hashes(serials));
-    if stage(ctx, bucket, &mut plan, &consent_now, |r| {
+    let quick = !full.needed();
+    if stage(ctx, bucket, &mut plan, &consent_now, quick, |r| {
         matches!(r, Rule::Consented { .. })
     })
     .await?
@@ -868,7 +954,15 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
                 curated.rows.insert(email, row);
             }
         }
-        let change = converge_sharded(ctx, bucket, Table::CustomerCurated, curated, group).await?;
+        let change = converge_sharded(
+            ctx,
+            bucket,
+            Table::CustomerCurated,
+            curated,
+            group,
+            &mut full,
+        )
+        .await?;
         add_snapshot(&mut plan, Table::CustomerCurated, change);
     }
     let mut devices = Vec::new();
@@ -884,13 +978,15 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
                 curated,
             })
             .collect();
-        let (changed, answers) = converge_devices(ctx, bucket, group_entries, serial_group).await?;
+        let (changed, answers) =
+            converge_devices(ctx, bucket, group_entries, serial_group, &mut full).await?;
         plan.device_shards += changed;
         devices.extend(answers);
     }
     drop(device_spill);
     let devices_now = Answers::from_hashes(devices);
-    if stage(ctx, bucket, &mut plan, &devices_now, |r| {
+    let quick = !full.needed();
+    if stage(ctx, bucket, &mut plan, &devices_now, quick, |r| {
         matches!(r, Rule::OwnedDevice { .. })
     })
     .await?
@@ -901,21 +997,80 @@ pub async fn plan(ctx: &Ctx, bucket: &str) -> Result<Plan> {
     if !plan.items.is_empty() {
         plan.stage = Some(Table::MachineLearningCurated);
     }
+    full.settle(ctx, bucket, &plan).await?;
     Ok(plan)
+}
+
+/// Whether a pass checks every reading file's manifest: a full pass always; a changed pass
+/// when it rewrites customer or device shards itself (an answer it changes leaves files
+/// stale behind manifests newer than them), or an earlier pass did and no pass has checked
+/// everything since: the mark [`keys::FULL_CHECK_DUE`], read once a pass, written before
+/// the planner's first rewrite, so that a pass stopped after it or items lost on their way
+/// are found again by the next pass, whatever its scope; deleted by a pass that checked
+/// everything and found nothing to do.
+struct FullCheck {
+    scope: Scope,
+    /// The mark is there.
+    due: bool,
+    /// Every stage of this pass was checked in full.
+    throughout: bool,
+}
+
+impl FullCheck {
+    async fn new(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<FullCheck> {
+        let due = matches!(
+            ctx.store.fetch(bucket, keys::FULL_CHECK_DUE, None).await?,
+            Fetched::Body(..)
+        );
+        Ok(FullCheck {
+            scope,
+            due,
+            throughout: true,
+        })
+    }
+
+    /// Marks the full check due (once a pass): the planner is about to rewrite a shard.
+    async fn mark(&mut self, ctx: &Ctx, bucket: &str) -> Result<()> {
+        if !self.due {
+            let since = serde_json::json!({ "since": compact::unix_now() }).to_string();
+            ctx.store
+                .put(bucket, keys::FULL_CHECK_DUE, since.into())
+                .await?;
+            self.due = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the next stage is checked in full.
+    fn needed(&mut self) -> bool {
+        let full = self.scope == Scope::Full || self.due;
+        self.throughout &= full;
+        full
+    }
+
+    /// Clears the mark once a pass checked everything in full and found nothing to do.
+    async fn settle(&self, ctx: &Ctx, bucket: &str, plan: &Plan) -> Result<()> {
+        if self.due && self.throughout && plan.is_done() && plan.stage.is_none() {
+            ctx.store.delete(bucket, keys::FULL_CHECK_DUE).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The stale landing objects of the first transition admitting rows by a rule that
 /// `of_rule` picks (in the order `streams` declares them) whose objects are stale against
-/// `now`: sets them as the plan's items and stage; whether there were any.
+/// `now` (`changed`: see [`stale_landing`]): sets them as the plan's items and stage;
+/// whether there were any.
 async fn stage(
     ctx: &Ctx,
     bucket: &str,
     plan: &mut Plan,
     now: &Answers,
+    changed: bool,
     of_rule: impl Fn(Rule) -> bool,
 ) -> Result<bool> {
     for t in Transition::ALL.into_iter().filter(|t| of_rule(t.rule())) {
-        plan.items = stale_landing(ctx, bucket, t, now).await?;
+        plan.items = stale_landing(ctx, bucket, t, now, changed).await?;
         if !plan.items.is_empty() {
             plan.stage = Some(t.target());
             return Ok(true);
@@ -1125,16 +1280,18 @@ impl FanOut for Queue<'_> {
 /// The reconcile driver: plans, fans the plan's items out, and plans again, at most
 /// `passes` times or until a plan finds nothing to do ([`Report::converged`]). Five stages
 /// at most, each needing one pass to find its items: 8 passes converge from any state; the
-/// `reconcile` function makes one pass per message and queues the next.
+/// `reconcile` function makes one pass per message and queues the next (of the same
+/// `scope`).
 pub async fn drive<F: FanOut>(
     ctx: &Ctx,
     bucket: &str,
     fan_out: &mut F,
     passes: usize,
+    scope: Scope,
 ) -> std::result::Result<Report, F::Error> {
     let mut report = Report::default();
     for _ in 0..passes {
-        let plan = plan(ctx, bucket).await?;
+        let plan = plan(ctx, bucket, scope).await?;
         report.add_plan(&plan);
         if plan.is_done() && plan.stage.is_none() {
             report.converged = true;
@@ -1148,8 +1305,8 @@ pub async fn drive<F: FanOut>(
 }
 
 /// Plans and executes in this process until a plan finds nothing to do.
-pub async fn run_inline(ctx: &Ctx, bucket: &str) -> Result<Report> {
-    drive(ctx, bucket, &mut Inline(ctx), 8).await
+pub async fn run_inline(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Report> {
+    drive(ctx, bucket, &mut Inline(ctx), 8, scope).await
 }
 
 #[cfg(test)]

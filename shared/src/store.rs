@@ -326,6 +326,9 @@ pub struct Listed {
     pub etag: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, in whole seconds since the epoch (S3 lists times to the
+    /// second); 0 when the listing gives none.
+    pub modified: i64,
 }
 
 /// What `CopySource` leaves unencoded in a key: unreserved characters and `/`.
@@ -504,6 +507,7 @@ impl Store {
                     key: o.key()?.to_string(),
                     etag: o.e_tag().unwrap_or_default().to_string(),
                     size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
                 })
             }));
         }

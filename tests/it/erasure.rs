@@ -113,35 +113,19 @@ fn sample_by_person() -> PathBuf {
 
 /// A copy of the sample without the lines of `people` (e-mails and serials).
 fn sample_without(name: &str, people: &[(&str, &str)]) -> PathBuf {
-    let dir = stedi_infra::project_root().join(format!(".bench/test-erasure-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
     let emails: BTreeSet<&str> = people.iter().map(|p| p.0).collect();
     let serials: BTreeSet<&str> = people.iter().map(|p| p.1).collect();
-    for zone in ["customer", "accelerometer", "step_trainer"] {
-        let from = sample_dir().join(zone).join("landing");
-        let to = dir.join(zone).join("landing");
-        std::fs::create_dir_all(&to).unwrap();
-        for f in std::fs::read_dir(&from).unwrap() {
-            let f = f.unwrap().path();
-            let text = std::fs::read_to_string(&f).unwrap();
-            let kept: String = text
-                .split_inclusive('\n')
-                .filter(|l| {
-                    let Ok(v) = serde_json::from_str::<Value>(l) else {
-                        return true;
-                    };
-                    let who = lower(&v, "email").or_else(|| lower(&v, "user"));
-                    let serial = lower(&v, "serialnumber");
-                    let erased_email = who.is_some_and(|w| emails.contains(w.as_str()));
-                    let erased_serial = zone == "step_trainer"
-                        && serial.is_some_and(|s| serials.contains(s.as_str()));
-                    !(erased_email || erased_serial)
-                })
-                .collect();
-            std::fs::write(to.join(f.file_name().unwrap()), kept).unwrap();
-        }
-    }
-    dir
+    stedi_tests::sample_copy(&format!("erasure-{name}"), |zone, l| {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            return true;
+        };
+        let who = lower(&v, "email").or_else(|| lower(&v, "user"));
+        let serial = lower(&v, "serialnumber");
+        let erased_email = who.is_some_and(|w| emails.contains(w.as_str()));
+        let erased_serial =
+            zone == "step_trainer" && serial.is_some_and(|s| serials.contains(s.as_str()));
+        !(erased_email || erased_serial)
+    })
 }
 
 /// Every string a decoded object holds: Parquet string columns, JSON values (whole or

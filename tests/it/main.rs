@@ -14,5 +14,6 @@ mod ml;
 mod order;
 mod pipeline;
 mod query;
+mod reconcile;
 mod rows;
 mod scale;

@@ -25,6 +25,29 @@ pub fn sample_dir() -> PathBuf {
     stedi_infra::project_root().join("../shared/data/stedi")
 }
 
+/// A copy of the sample's landing files under `.bench/test-<name>/` (ignored), keeping the
+/// lines (with their line ends) for which `keep(zone, line)` holds: a test's own landing
+/// data, for the batch truth of what it uploaded.
+pub fn sample_copy(name: &str, keep: impl Fn(&str, &str) -> bool) -> PathBuf {
+    let dir = stedi_infra::project_root().join(format!(".bench/test-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for zone in ["customer", "accelerometer", "step_trainer"] {
+        let from = sample_dir().join(zone).join("landing");
+        let to = dir.join(zone).join("landing");
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let kept: String = text
+                .split_inclusive('\n')
+                .filter(|l| keep(zone, l))
+                .collect();
+            std::fs::write(to.join(f.file_name().unwrap()), kept).unwrap();
+        }
+    }
+    dir
+}
+
 /// Customer shards of the test stacks: fewer than the default 256 keeps every reconcile
 /// pass (which compares every shard) quick; the laws tested do not depend on the count.
 pub const TEST_SHARDS: u32 = 32;
@@ -204,8 +227,16 @@ impl Local {
 
     /// `stedi reconcile` through the reconcile queue.
     pub async fn reconcile(&self) -> Result<stedi::reconcile::Report> {
+        self.reconcile_scoped(stedi::reconcile::Scope::Full).await
+    }
+
+    /// `stedi reconcile` (`--changed` with [`stedi::reconcile::Scope::Changed`]).
+    pub async fn reconcile_scoped(
+        &self,
+        scope: stedi::reconcile::Scope,
+    ) -> Result<stedi::reconcile::Report> {
         let mut runner = Runner::new(&self.stack).await?;
-        lake::reconcile(&self.stack, &mut runner, Duration::from_secs(300)).await
+        lake::reconcile(&self.stack, &mut runner, Duration::from_secs(300), scope).await
     }
 
     /// Drains the queues (after uploads done by the test itself).

@@ -50,6 +50,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use stedi::Transition;
 use stedi::config::Config;
+use stedi::reconcile::Scope;
 use stedi::schema::Table;
 use stedi_infra::lake::{self, LandingFile};
 use stedi_infra::runner::Runner;
@@ -370,22 +371,40 @@ const CONSENT_FILES: u64 = 10;
 /// One-record customer files `cost` adds between its first two reconcile passes.
 const PROFILE_FILES: u64 = 10;
 
-/// One reconcile planning pass over a lake in step (what the schedule runs when nothing is
-/// stale), with its requests and what the lake holds: `customer_objects` customer landing
-/// files and `reading_objects` phone and Step Trainer files.
+/// A reconcile planning pass of each scope over a lake in step (what the schedules run when
+/// nothing is stale), with its requests and what the lake holds: `customer_objects`
+/// customer landing files and `reading_objects` phone and Step Trainer files.
 async fn reconcile_pass(
     stack: &Stack,
     customer_objects: u64,
     reading_objects: u64,
 ) -> Result<serde_json::Value> {
     let ctx = stack.function_context();
-    let (plan, requests, ms) = counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket)).await;
-    let plan = plan?;
+    let mut passes = serde_json::Map::new();
+    for (name, scope) in [("full", Scope::Full), ("changed", Scope::Changed)] {
+        let (plan, requests, ms) =
+            counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket, scope)).await;
+        let plan = plan?;
+        passes.insert(
+            name.to_string(),
+            json!({"items": plan.items.len(), "ms": ms, "s3_get": requests.s3_get,
+                   "s3_head": requests.s3_head, "s3_list": requests.s3_list,
+                   "s3_put": requests.s3_put, "glue_calls": requests.glue_calls}),
+        );
+    }
+    // Shards the passes read one GET each (customer_trusted, customer_curated, the device
+    // index): a shard a new customer brings into being adds one to every pass.
+    let mut shards = 0;
+    for prefix in [
+        Table::CustomerTrusted.prefix(),
+        Table::CustomerCurated.prefix(),
+        stedi::keys::DEVICES_PREFIX,
+    ] {
+        shards += ctx.store.list(&stack.cfg.bucket, prefix).await?.len();
+    }
     Ok(
         json!({"customer_objects": customer_objects, "reading_objects": reading_objects,
-              "items": plan.items.len(), "ms": ms, "s3_get": requests.s3_get,
-              "s3_head": requests.s3_head, "s3_list": requests.s3_list,
-              "s3_put": requests.s3_put, "glue_calls": requests.glue_calls}),
+              "shards": shards, "scopes": passes}),
     )
 }
 
@@ -720,7 +739,7 @@ async fn main() -> Result<()> {
         Command::Plan => {
             let ctx = stack.function_context();
             let (plan, requests, ms) =
-                counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket)).await;
+                counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket, Scope::Full)).await;
             let plan = plan?;
             println!(
                 "{}",
@@ -733,8 +752,12 @@ async fn main() -> Result<()> {
         }
         Command::Reconcile => {
             let ctx = stack.function_context();
-            let (report, requests, ms) =
-                counted(stedi::reconcile::run_inline(&ctx, &stack.cfg.bucket)).await;
+            let (report, requests, ms) = counted(stedi::reconcile::run_inline(
+                &ctx,
+                &stack.cfg.bucket,
+                Scope::Full,
+            ))
+            .await;
             let report = report?;
             println!(
                 "{}",

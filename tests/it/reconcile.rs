@@ -1,0 +1,226 @@
+//! The scheduled reconcile's two scopes: the daily changed pass reads no reading file's
+//! manifest and still finds what lost events left behind; the full pass finds nothing after it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use stedi::lambda::Function;
+use stedi::reconcile::{Item, Plan, Scope};
+use stedi::schema::Table;
+use stedi::summary::Requests;
+use stedi::transitions::is_batch_name;
+use stedi_infra::lake;
+use stedi_tests::truth::Truth;
+use stedi_tests::{DenyPuts, Local, sample_copy, sample_dir};
+
+use crate::pipeline;
+
+/// One planning pass of `scope`, with the requests it made (counted in the store layer).
+async fn plan(local: &Local, scope: Scope) -> (Plan, Requests) {
+    let ctx = local.stack.function_context();
+    let counts = stedi::store::RequestCounts::shared();
+    let plan = stedi::store::count_invocation(
+        counts.clone(),
+        stedi::reconcile::plan(&ctx, &local.stack.cfg.bucket, scope),
+    )
+    .await
+    .unwrap();
+    (plan, counts.snapshot())
+}
+
+/// The first `n` lines of a file.
+fn head(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split_inclusive('\n').take(n).collect()
+}
+
+/// Empties the queues of `functions`: the events of what the test just did to their
+/// landing files are lost.
+async fn lose_events(local: &Local, functions: &[stedi::Transition]) {
+    for &t in functions {
+        let url = local
+            .stack
+            .queue_url(Function::Transition(t))
+            .await
+            .unwrap();
+        local
+            .stack
+            .sqs
+            .purge_queue()
+            .queue_url(&url)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_pass_reads_no_manifest_and_finds_what_lost_events_left() {
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let keys = local.keys().await.unwrap();
+    let readings = lake::landing_files(&sample_dir(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.table != Table::CustomerLanding)
+        .count() as u64;
+    assert_eq!(readings, 12);
+    // Batch objects of the two reading tables: the full pass reads each one's footer.
+    let batch_objects = keys
+        .iter()
+        .filter(|k| {
+            let t = Table::AccelerometerTrusted.prefix();
+            let s = Table::StepTrainerTrusted.prefix();
+            (k.starts_with(t) || k.starts_with(s))
+                && k.rsplit('/')
+                    .next()
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .is_some_and(is_batch_name)
+        })
+        .count() as u64;
+
+    // In step, both scopes find nothing; the changed pass reads none of the twelve reading
+    // files' manifests nor the batch objects' footers, and lists neither table's objects
+    // for them (one LIST of the objects and one of those held aside, per reading table).
+    let (full, full_req) = plan(&local, Scope::Full).await;
+    let (changed, changed_req) = plan(&local, Scope::Changed).await;
+    assert!(full.is_done() && full.stage.is_none(), "{full:?}");
+    assert!(changed.is_done() && changed.stage.is_none(), "{changed:?}");
+    assert_eq!(
+        full_req.s3_get - changed_req.s3_get,
+        readings + batch_objects,
+        "full {full_req:?}, changed {changed_req:?}"
+    );
+    assert_eq!(full_req.s3_list - changed_req.s3_list, 4);
+    assert_eq!((changed_req.s3_put, changed_req.s3_delete), (0, 0));
+
+    // Three events lost, each written a second after the manifests (S3 times its objects to
+    // the second): a new phone file, a Step Trainer file uploaded again with half its
+    // lines, a phone file deleted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let data = sample_copy("reconcile-changed-pass", |_, _| true);
+    let phone = data.join("accelerometer/landing");
+    let step = data.join("step_trainer/landing");
+    let new_phone = head(&phone.join("accelerometer-1691348231810.json"), 300);
+    std::fs::write(phone.join("accelerometer-lost-event.json"), &new_phone).unwrap();
+    local
+        .put(
+            "accelerometer/landing/accelerometer-lost-event.json",
+            new_phone,
+        )
+        .await
+        .unwrap();
+    let half = head(&step.join("step_trainer-1691348232085.json"), 1000);
+    std::fs::write(step.join("step_trainer-1691348232085.json"), &half).unwrap();
+    local
+        .put("step_trainer/landing/step_trainer-1691348232085.json", half)
+        .await
+        .unwrap();
+    std::fs::remove_file(phone.join("accelerometer-1691348231445.json")).unwrap();
+    local
+        .delete("accelerometer/landing/accelerometer-1691348231445.json")
+        .await
+        .unwrap();
+    lose_events(
+        &local,
+        &[
+            stedi::Transition::AccelerometerLandingToTrusted,
+            stedi::Transition::StepTrainerLandingToTrusted,
+        ],
+    )
+    .await;
+
+    // The changed pass finds the two phone files from the LISTs alone: one without a
+    // manifest, one manifest without its file. (Its stage stops there; the Step Trainer
+    // file is the next stage's.)
+    let (changed, changed_req) = plan(&local, Scope::Changed).await;
+    assert_eq!(changed.stage, Some(Table::AccelerometerTrusted));
+    assert_eq!(
+        changed.items,
+        vec![
+            Item::Landing {
+                function: stedi::Transition::AccelerometerLandingToTrusted,
+                key: "accelerometer/landing/accelerometer-lost-event.json".into(),
+            },
+            Item::Orphan {
+                table: Table::AccelerometerTrusted,
+                stem: "accelerometer-1691348231445".into(),
+            },
+        ]
+    );
+    // The full check finds the same at this stage, reading the manifest of each of the
+    // nine phone files to do it.
+    let (full_now, full_now_req) = plan(&local, Scope::Full).await;
+    assert_eq!(full_now.items, changed.items);
+    assert_eq!(std::fs::read_dir(&phone).unwrap().count(), 9);
+    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 9);
+
+    // Driven to the end with the changed scope, the lake is the batch truth of the changed
+    // landing data, and a full pass finds nothing left to do.
+    let report = local.reconcile_scoped(Scope::Changed).await.unwrap();
+    let items = |table: &str| report.items.get(table).copied();
+    assert_eq!(items("accelerometer_trusted"), Some(2), "{report:?}");
+    // The Step Trainer file uploaded again: written after its manifest.
+    assert_eq!(items("step_trainer_trusted"), Some(1), "{report:?}");
+    let truth = Truth::compute(&data, false).unwrap();
+    pipeline::assert_batch_truth(&local, &truth).await;
+    let again = local.reconcile().await.unwrap();
+    assert!(
+        !again.changed(),
+        "the full pass after the changed one: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_pass_that_moves_a_customer_checks_every_reading_file_against_the_answers() {
+    // A withdrawal whose event was lost: the reading files' manifests are all newer than the
+    // files, so only their answers show them stale. The changed pass rewrites the customer's
+    // shard, and with it checks every manifest, as the full pass does; it also marks the
+    // full check due, so that when the items it plans are lost (here: never run), the next
+    // changed pass, which finds the shard in step, still checks every manifest.
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let data = sample_copy("reconcile-changed-customer", |_, _| true);
+    let email = "Santosh.Clayton@test.com";
+    let file = crate::order::withdrawal(email, &data);
+    local
+        .put(&file.key, std::fs::read(&file.path).unwrap())
+        .await
+        .unwrap();
+    lose_events(&local, &[stedi::Transition::CustomerLandingToTrusted]).await;
+    // A pass that cannot write the mark stops before it rewrites the shard: no pass after
+    // it can take the shard for in step with its answers unchecked.
+    let ctx = local.stack.function_context();
+    let stopped = stedi::store::with_policy(
+        std::sync::Arc::new(DenyPuts("_stedi/reconcile/")),
+        stedi::reconcile::plan(&ctx, &local.stack.cfg.bucket, Scope::Changed),
+    )
+    .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let (changed, _) = plan(&local, Scope::Changed).await;
+    assert_eq!(changed.snapshots.len(), 1, "{changed:?}");
+    assert_eq!(changed.snapshots[0].0, Table::CustomerTrusted);
+    assert_eq!(changed.stage, Some(Table::AccelerometerTrusted));
+    let due = stedi::keys::FULL_CHECK_DUE;
+    assert!(local.keys().await.unwrap().iter().any(|k| k == due));
+    let (again, _) = plan(&local, Scope::Changed).await;
+    assert!(again.snapshots.is_empty(), "{again:?}");
+    assert_eq!(again.items, changed.items);
+    assert_eq!(
+        changed.items.len(),
+        4,
+        "the customer's phone files: {:?}",
+        changed.items
+    );
+    let report = local.reconcile_scoped(Scope::Changed).await.unwrap();
+    let truth = Truth::compute(&data, false).unwrap();
+    assert!(!truth.customer_trusted.contains(email));
+    pipeline::assert_batch_truth(&local, &truth).await;
+    // The pass that found nothing left, checking in full, took the mark away.
+    assert!(!local.keys().await.unwrap().iter().any(|k| k == due));
+    let again = local.reconcile().await.unwrap();
+    assert!(
+        !again.changed(),
+        "after {report:?}, the full pass: {again:?}"
+    );
+}
