@@ -137,8 +137,11 @@ pub enum Scope {
     /// at or after the file's own last write, both read off the LISTs: no manifest is
     /// read. It finds what an event was lost for (a file without a manifest, a file
     /// uploaded again after its manifest, a manifest whose file is gone), not an answer
-    /// gone stale behind a lost recheck, nor a second upload within the second its
-    /// manifest was written: those wait for the full pass. `ReconcileSchedule`.
+    /// gone stale behind a lost recheck, a manifest dated after a newer upload of its file
+    /// (two uploads computed at once, the older finishing last; a second upload within the
+    /// second), a batch whose manifests were written and its object never (dead-lettered
+    /// half-way), nor a copy of a file's rows left in a second batch object: those wait for
+    /// the full pass. `ReconcileSchedule`.
     Changed,
 }
 
@@ -811,11 +814,12 @@ async fn stale_ml(ctx: &Ctx, bucket: &str, serials_now: &Answers) -> Result<Vec<
 /// Moves lineage manifests that the earlier layout kept inside table locations
 /// (`<table>/_manifests/…`) to the bookkeeping prefix, keeping a manifest already written
 /// there (it is newer), so generic readers of a table location see only data files.
-async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str) -> Result<usize> {
+async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> Result<usize> {
     let mut moved = 0;
     for table in Table::ALL.into_iter().filter(|t| t.partitioned()) {
         let old_prefix = format!("{}_manifests/", table.prefix());
         for old in ctx.store.list(bucket, &old_prefix).await? {
+            full.mark(ctx, bucket).await?;
             let new = format!(
                 "{}{}",
                 keys::lineage_prefix(table),
@@ -842,12 +846,9 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str) -> Result<usize> {
 pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
     let mut full = FullCheck::new(ctx, bucket, scope).await?;
     let mut plan = Plan {
-        migrated: migrate_bookkeeping(ctx, bucket).await?,
+        migrated: migrate_bookkeeping(ctx, bucket, &mut full).await?,
         ..Plan::default()
     };
-    if plan.migrated > 0 {
-        full.mark(ctx, bucket).await?;
-    }
     let table = Table::CustomerLanding;
     let mut landing_bytes = 0;
     let mut landing = Vec::new();
@@ -1007,51 +1008,72 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
 /// everything since: the mark [`keys::FULL_CHECK_DUE`], read once a pass, written before
 /// the planner's first rewrite, so that a pass stopped after it or items lost on their way
 /// are found again by the next pass, whatever its scope; deleted by a pass that checked
-/// everything and found nothing to do.
+/// everything and found nothing to do, only while it is the mark that pass read (passes
+/// run at once: one rewriting writes its own).
 struct FullCheck {
     scope: Scope,
-    /// The mark is there.
-    due: bool,
+    /// The mark's ETag as this pass read it at its start, when it was there.
+    read: Option<String>,
+    /// This pass wrote the mark (before its first rewrite).
+    written: bool,
     /// Every stage of this pass was checked in full.
     throughout: bool,
 }
 
 impl FullCheck {
     async fn new(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<FullCheck> {
-        let due = matches!(
-            ctx.store.fetch(bucket, keys::FULL_CHECK_DUE, None).await?,
-            Fetched::Body(..)
-        );
+        let read = match ctx.store.fetch(bucket, keys::FULL_CHECK_DUE, None).await? {
+            Fetched::Body(_, etag) => Some(etag),
+            _ => None,
+        };
         Ok(FullCheck {
             scope,
-            due,
+            read,
+            written: false,
             throughout: true,
         })
     }
 
-    /// Marks the full check due (once a pass): the planner is about to rewrite a shard.
+    /// Marks the full check due: the planner is about to rewrite something. Written by
+    /// every pass that rewrites (once), even over a mark already there, with a body of its
+    /// own: a pass that read the earlier mark and then found nothing deletes only that one.
     async fn mark(&mut self, ctx: &Ctx, bucket: &str) -> Result<()> {
-        if !self.due {
-            let since = serde_json::json!({ "since": compact::unix_now() }).to_string();
+        if !self.written {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "since": compact::unix_now(),
+                "pass": format!("{}-{nanos}", std::process::id()),
+            });
             ctx.store
-                .put(bucket, keys::FULL_CHECK_DUE, since.into())
+                .put(bucket, keys::FULL_CHECK_DUE, body.to_string().into())
                 .await?;
-            self.due = true;
+            self.written = true;
         }
         Ok(())
     }
 
     /// Whether the next stage is checked in full.
     fn needed(&mut self) -> bool {
-        let full = self.scope == Scope::Full || self.due;
+        let full = self.scope == Scope::Full || self.read.is_some() || self.written;
         self.throughout &= full;
         full
     }
 
-    /// Clears the mark once a pass checked everything in full and found nothing to do.
+    /// Clears the mark once a pass checked everything in full and found nothing to do,
+    /// if it is still the one the pass read (a pass rewriting meanwhile wrote its own).
     async fn settle(&self, ctx: &Ctx, bucket: &str, plan: &Plan) -> Result<()> {
-        if self.due && self.throughout && plan.is_done() && plan.stage.is_none() {
-            ctx.store.delete(bucket, keys::FULL_CHECK_DUE).await?;
+        if let Some(etag) = &self.read
+            && !self.written
+            && self.throughout
+            && plan.is_done()
+            && plan.stage.is_none()
+        {
+            ctx.store
+                .delete_if(bucket, keys::FULL_CHECK_DUE, etag)
+                .await?;
         }
         Ok(())
     }
