@@ -144,14 +144,13 @@ def reconcile(passes):
     requests at three lake sizes, what one more customer or reading object in the lake adds
     to every pass, and what that costs a day at SCALE.md's launch as the lake fills."""
     print("\n| reconcile pass over | customer objects | reading objects | shards | full: items "
-          "| GET | LIST | changed: items | GET | LIST |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| GET | LIST | changed: items | GET | LIST | changed, every manifest new: GET | LIST |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, p in zip(["the warm lake", "+ profile files", "+ the sessions"], passes):
-        f, c = p["scopes"]["full"], p["scopes"]["changed"]
+        f, c, r = (p["scopes"][k] for k in ["full", "changed", "changed_recent"])
         print(f"| {label} | {p['customer_objects']} | {p['reading_objects']} | {p['shards']} | "
-              f"{f['items']} | "
-              f"{f['s3_get']} | {f['s3_list']} | {c['items']} | {c['s3_get']} | "
-              f"{c['s3_list']} |")
+              f"{f['items']} | {f['s3_get']} | {f['s3_list']} | {c['items']} | {c['s3_get']} | "
+              f"{c['s3_list']} | {r['s3_get']} | {r['s3_list']} |")
     a, b, c = passes
     per = {}
     for scope in ["full", "changed"]:
@@ -168,20 +167,30 @@ def reconcile(passes):
             per[(scope, who, "s3_list")] = LISTED_KEYS[who] / 1000
             print(f"RESULT reconcile {scope} per_{who}_object_get="
                   f"{per[(scope, who, 's3_get')]:.3f} put={per[(scope, who, 's3_put')]:.3f}")
+    # What each manifest written since the last pass adds to a changed pass (it is read):
+    # the same lake with every manifest new, against none.
+    recent = (c["scopes"]["changed_recent"]["s3_get"] - c["scopes"]["changed"]["s3_get"]) / (
+        c["reading_objects"])
+    print(f"RESULT reconcile changed per_new_reading_object_get={recent:.3f}")
     price = {"s3_get": S3_GET, "s3_list": S3_PUT_LIST, "s3_put": S3_PUT_LIST}
 
     def pass_cost(scope, day):
         held = {"customer": CUSTOMER_OBJECTS, "reading": PER_DAY * day}
         return sum(per[(scope, who, k)] * held[who] * price[k] for who in held for k in price)
 
+    def changed_cost(day):
+        # A day's new reading objects' manifests are read by the next changed pass.
+        return pass_cost("changed", day) + PER_DAY * recent * S3_GET
+
     def per_day(day):
-        return CHANGED_PER_DAY * pass_cost("changed", day) + FULL_PER_DAY * pass_cost("full", day)
+        return CHANGED_PER_DAY * changed_cost(day) + FULL_PER_DAY * pass_cost("full", day)
 
     daily_full = {d: pass_cost("full", d) for d in (1, 30, 365)}
     print(f"each pass lists every object again and the full pass reads every reading file's "
           f"manifest: {CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects "
-          f"more each day; a changed pass ${pass_cost('changed', 1):.2f} on day 1, "
-          f"${pass_cost('changed', 30):.2f} on day 30, ${pass_cost('changed', 365):.2f} on "
+          f"more each day; a changed pass (reading the day's new manifests) "
+          f"${changed_cost(1):.2f} on day 1, "
+          f"${changed_cost(30):.2f} on day 30, ${changed_cost(365):.2f} on "
           f"day 365; a full pass ${daily_full[1]:.2f}, ${daily_full[30]:.2f}, "
           f"${daily_full[365]:.2f}. At the schedules' defaults (changed daily, full weekly): "
           f"${per_day(1):.2f} a day on day 1, ${per_day(30):.2f} on day 30, "

@@ -159,6 +159,10 @@ fn part_number(name: &str, suffix: &str) -> Option<u32> {
 /// found nothing to do: a changed pass checks them all while it is there.
 pub const FULL_CHECK_DUE: &str = "_stedi/reconcile/full-check-due.json";
 
+/// The time before which every reading file's manifest was checked by a reconcile pass
+/// that found nothing to do: a changed pass reads only the manifests written since.
+pub const RECONCILE_CHECKED: &str = "_stedi/reconcile/checked.json";
+
 /// The folder of the device index (serial → consenting owners, each flagged curated or
 /// not), sharded by serial.
 pub const DEVICES_PREFIX: &str = "_stedi/devices/";

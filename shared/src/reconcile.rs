@@ -33,9 +33,10 @@ use crate::store::Fetched;
 use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::{
-    Answers, Ctx, LAYOUT, Manifest, Transition, by_shard, compact, decode_customers,
-    device_entries, encode_devices, machine_learning_trusted_to_curated as ml, manifest_key,
-    prune_partition, read_landing, read_manifest, rewrite_object_from, rewrite_shard_from,
+    Answers, Ctx, IN_FLIGHT_SECONDS, LAYOUT, Manifest, Transition, by_shard, compact,
+    decode_customers, device_entries, encode_devices, machine_learning_trusted_to_curated as ml,
+    manifest_key, prune_partition, read_landing, read_manifest, rewrite_object_from,
+    rewrite_shard_from,
 };
 
 /// One unit of reconcile work.
@@ -134,14 +135,12 @@ pub enum Scope {
     Full,
     /// While the customer shards and the device index are already in step (the pass
     /// rewrote none), a reading file is taken for current when its manifest was written
-    /// at or after the file's own last write, both read off the LISTs: no manifest is
-    /// read. It finds what an event was lost for (a file without a manifest, a file
-    /// uploaded again after its manifest, a manifest whose file is gone), not an answer
-    /// gone stale behind a lost recheck, a manifest dated after a newer upload of its file
-    /// (two uploads computed at once, the older finishing last; a second upload within the
-    /// second), a batch whose manifests were written and its object never (dead-lettered
-    /// half-way), nor a copy of a file's rows left in a second batch object: those wait for
-    /// the full pass. `ReconcileSchedule`.
+    /// at or after the file's own last write, both read off the LISTs, and, for the
+    /// manifests written since the last pass that found nothing to do, when the manifest
+    /// records the file's ETag and its objects are there (or on their way): one GET per
+    /// file arrived since, not per file held. It finds what an event was lost for, not an
+    /// answer gone stale behind a lost recheck nor a copy of a file's rows left in a
+    /// second batch object: those wait for the full pass. `ReconcileSchedule`.
     Changed,
 }
 
@@ -601,20 +600,22 @@ async fn converge_devices(
 /// reference shard consulted that has changed since, a manifest of an earlier layout),
 /// and outputs whose source is gone. When all are fresh, the batch objects' footers are
 /// held against the manifests both ways (see [`unlisted_and_stray`]). With `changed`
-/// (a [`Scope::Changed`] over customers in step), a file is stale only when it has no
-/// manifest or was written after it, told from the two LISTs, and nothing is read.
+/// (a [`Scope::Changed`] over customers in step: the time before which every manifest
+/// was checked), a file is stale when it has no manifest or was written after it, told
+/// from the two LISTs; only the manifests written since are read ([`stale_recent`]).
 async fn stale_landing(
     ctx: &Ctx,
     bucket: &str,
     t: Transition,
     refs_now: &Answers,
-    changed: bool,
+    changed: Option<i64>,
 ) -> Result<Vec<Item>> {
     let source = t.sources()[0];
     let target = t.target();
     let mut items = Vec::new();
     let mut stems = BTreeSet::new();
     let mut fresh_manifests = BTreeMap::new();
+    let mut recent = Vec::new();
     let prefix = keys::lineage_prefix(target);
     // Each landing file's manifest (by stem) and when it was written.
     let written: BTreeMap<String, i64> = ctx
@@ -632,13 +633,20 @@ async fn stale_landing(
             continue;
         };
         stems.insert(src.stem.clone());
-        if changed {
-            // No manifest, or the file written since (to the second, as S3 times objects).
-            if written.get(&src.stem).is_none_or(|m| o.modified > *m) {
-                items.push(Item::Landing {
+        if let Some(checked_before) = changed {
+            match written.get(&src.stem) {
+                // No manifest, or the file written since (to the second, as S3 times
+                // objects).
+                None => items.push(Item::Landing {
                     function: t,
                     key: o.key,
-                });
+                }),
+                Some(m) if o.modified > *m => items.push(Item::Landing {
+                    function: t,
+                    key: o.key,
+                }),
+                Some(m) if *m >= checked_before => recent.push((src.stem, o.key, o.etag)),
+                Some(_) => {}
             }
             continue;
         }
@@ -668,8 +676,49 @@ async fn stale_landing(
             stem,
         });
     }
-    if items.is_empty() && !changed {
+    if changed.is_some() {
+        items.extend(stale_recent(ctx, bucket, t, recent).await?);
+    } else if items.is_empty() {
         items = unlisted_and_stray(ctx, bucket, t, &fresh_manifests).await?;
+    }
+    Ok(items)
+}
+
+/// The files of `recent` (stem, landing key, its ETag as listed), whose manifests were
+/// written since the last changed pass, that a changed pass computes again: the manifest
+/// records another ETag (an older upload computed after a newer one) or an earlier layout,
+/// or names an object that is not there and no longer on its way (a batch dead-lettered
+/// after writing its manifests). One GET per manifest, and the two LISTs of the table's
+/// objects when there is any.
+async fn stale_recent(
+    ctx: &Ctx,
+    bucket: &str,
+    t: Transition,
+    recent: Vec<(String, String, String)>,
+) -> Result<Vec<Item>> {
+    if recent.is_empty() {
+        return Ok(Vec::new());
+    }
+    let target = t.target();
+    let objects: BTreeSet<String> = compact::list_working(ctx, bucket, target.prefix())
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let now = compact::unix_now();
+    let mut items = Vec::new();
+    for (stem, key, etag) in recent {
+        let m = read_manifest(ctx, bucket, &manifest_key(target, &stem)).await?;
+        let current = m.is_some_and(|m| {
+            let held =
+                |dt: &String| objects.contains(&keys::output_key(target, dt, m.object_of(&stem)));
+            m.layout == LAYOUT
+                && m.lineage.source_etag == etag
+                && (m.in_flight(now) || m.dts.iter().all(held))
+        });
+        if !current {
+            items.push(Item::Landing { function: t, key });
+        }
     }
     Ok(items)
 }
@@ -919,8 +968,8 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
         );
     }
     let (consent_now, serials_now) = (Answers::from_hashes(consent), Answers::from_hashes(serials));
-    let quick = !full.needed();
-    if stage(ctx, bucket, &mut plan, &consent_now, quick, |r| {
+    let changed = full.changed();
+    if stage(ctx, bucket, &mut plan, &consent_now, changed, |r| {
         matches!(r, Rule::Consented { .. })
     })
     .await?
@@ -986,8 +1035,8 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
     }
     drop(device_spill);
     let devices_now = Answers::from_hashes(devices);
-    let quick = !full.needed();
-    if stage(ctx, bucket, &mut plan, &devices_now, quick, |r| {
+    let changed = full.changed();
+    if stage(ctx, bucket, &mut plan, &devices_now, changed, |r| {
         matches!(r, Rule::OwnedDevice { .. })
     })
     .await?
@@ -1002,6 +1051,13 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
     Ok(plan)
 }
 
+/// [`keys::RECONCILE_CHECKED`]: every manifest written before `checked_before` (Unix
+/// seconds) was checked by a pass that found nothing to do.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checked {
+    checked_before: i64,
+}
+
 /// Whether a pass checks every reading file's manifest: a full pass always; a changed pass
 /// when it rewrites customer or device shards itself (an answer it changes leaves files
 /// stale behind manifests newer than them), or an earlier pass did and no pass has checked
@@ -1012,6 +1068,11 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
 /// run at once: one rewriting writes its own).
 struct FullCheck {
     scope: Scope,
+    /// When this pass started (Unix seconds).
+    started: u64,
+    /// Every manifest written before this time was checked by a pass that found nothing
+    /// to do ([`keys::RECONCILE_CHECKED`]; 0 when none did).
+    checked_before: i64,
     /// The mark's ETag as this pass read it at its start, when it was there.
     read: Option<String>,
     /// This pass wrote the mark (before its first rewrite).
@@ -1026,8 +1087,20 @@ impl FullCheck {
             Fetched::Body(_, etag) => Some(etag),
             _ => None,
         };
+        let checked_before = match ctx
+            .store
+            .fetch(bucket, keys::RECONCILE_CHECKED, None)
+            .await?
+        {
+            Fetched::Body(body, _) => serde_json::from_slice::<Checked>(&body)
+                .map(|c| c.checked_before)
+                .unwrap_or(0),
+            _ => 0,
+        };
         Ok(FullCheck {
             scope,
+            started: compact::unix_now(),
+            checked_before,
             read,
             written: false,
             throughout: true,
@@ -1055,21 +1128,38 @@ impl FullCheck {
         Ok(())
     }
 
-    /// Whether the next stage is checked in full.
-    fn needed(&mut self) -> bool {
+    /// How the next stage is checked: in full (`None`), or as a changed pass reading the
+    /// manifests written since the time given.
+    fn changed(&mut self) -> Option<i64> {
         let full = self.scope == Scope::Full || self.read.is_some() || self.written;
         self.throughout &= full;
-        full
+        (!full).then_some(self.checked_before)
     }
 
-    /// Clears the mark once a pass checked everything in full and found nothing to do,
-    /// if it is still the one the pass read (a pass rewriting meanwhile wrote its own).
+    /// Once a pass found nothing to do: every manifest written before it started (less
+    /// [`IN_FLIGHT_SECONDS`], when a batch object may still be on its way) is checked; and
+    /// the mark is cleared when the pass checked everything in full, if it is still the one
+    /// the pass read (a pass rewriting meanwhile wrote its own).
     async fn settle(&self, ctx: &Ctx, bucket: &str, plan: &Plan) -> Result<()> {
+        if !(plan.is_done() && plan.stage.is_none()) {
+            return Ok(());
+        }
+        let checked_before =
+            i64::try_from(self.started.saturating_sub(IN_FLIGHT_SECONDS)).unwrap_or(i64::MAX);
+        if checked_before > self.checked_before {
+            let body = serde_json::to_string(&Checked { checked_before }).map_err(|source| {
+                Error::Json {
+                    context: keys::RECONCILE_CHECKED.to_string(),
+                    source,
+                }
+            })?;
+            ctx.store
+                .put(bucket, keys::RECONCILE_CHECKED, body.into())
+                .await?;
+        }
         if let Some(etag) = &self.read
             && !self.written
             && self.throughout
-            && plan.is_done()
-            && plan.stage.is_none()
         {
             ctx.store
                 .delete_if(bucket, keys::FULL_CHECK_DUE, etag)
@@ -1088,7 +1178,7 @@ async fn stage(
     bucket: &str,
     plan: &mut Plan,
     now: &Answers,
-    changed: bool,
+    changed: Option<i64>,
     of_rule: impl Fn(Rule) -> bool,
 ) -> Result<bool> {
     for t in Transition::ALL.into_iter().filter(|t| of_rule(t.rule())) {

@@ -1,13 +1,16 @@
-//! The scheduled reconcile's two scopes: the daily changed pass reads no reading file's
-//! manifest and still finds what lost events left behind; the full pass finds nothing after it.
+//! The scheduled reconcile's two scopes: the daily changed pass reads only the reading
+//! files' manifests written since the last pass and still finds what lost events left
+//! behind; the full pass finds nothing after it.
 
 use std::path::Path;
 use std::time::Duration;
 
+use stedi::keys::RECONCILE_CHECKED;
 use stedi::lambda::Function;
 use stedi::reconcile::{Item, Plan, Scope};
 use stedi::schema::Table;
 use stedi::summary::Requests;
+use stedi::transitions::Manifest;
 use stedi::transitions::is_batch_name;
 use stedi_infra::lake;
 use stedi_tests::truth::Truth;
@@ -28,34 +31,56 @@ async fn plan(local: &Local, scope: Scope) -> (Plan, Requests) {
     (plan, counts.snapshot())
 }
 
+/// Seconds since the epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// The first `n` lines of a file.
 fn head(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     text.split_inclusive('\n').take(n).collect()
 }
 
-/// Empties the queues of `functions`: the events of what the test just did to their
-/// landing files are lost.
+/// Empties the queues of `functions` (each message received and deleted): the events of
+/// what the test just did to their landing files are lost.
 async fn lose_events(local: &Local, functions: &[stedi::Transition]) {
+    let sqs = &local.stack.sqs;
     for &t in functions {
         let url = local
             .stack
             .queue_url(Function::Transition(t))
             .await
             .unwrap();
-        local
-            .stack
-            .sqs
-            .purge_queue()
-            .queue_url(&url)
-            .send()
-            .await
-            .unwrap();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = got.messages();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                sqs.delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_pass_reads_no_manifest_and_finds_what_lost_events_left() {
+async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left() {
     let local = Local::start().await.unwrap();
     local.drop_sample(0).await.unwrap();
     let keys = local.keys().await.unwrap();
@@ -78,6 +103,11 @@ async fn a_changed_pass_reads_no_manifest_and_finds_what_lost_events_left() {
                     .is_some_and(is_batch_name)
         })
         .count() as u64;
+
+    // As a pass a quarter of an hour after these uploads leaves the lake: every manifest
+    // written before now checked.
+    let checked = serde_json::json!({"checked_before": unix_now() + 1}).to_string();
+    local.put(RECONCILE_CHECKED, checked).await.unwrap();
 
     // In step, both scopes find nothing; the changed pass reads none of the twelve reading
     // files' manifests nor the batch objects' footers, and lists neither table's objects
@@ -214,6 +244,90 @@ async fn a_changed_pass_reads_no_manifest_and_finds_what_lost_events_left() {
     );
     let (after, _) = plan(&local, Scope::Changed).await;
     assert!(after.is_done() && after.stage.is_none(), "{after:?}");
+
+    // Manifests written since the last pass are read: one recording an older upload than
+    // the file (two uploads computed at once, the older finishing last: here the file is
+    // uploaded again, its event lost, and the manifest written again after it), and those
+    // of a batch whose object was never written (dead-lettered half-way: here the object
+    // deleted and its files' manifests written again, long enough ago not to be on its
+    // way).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let checked = serde_json::json!({"checked_before": unix_now()}).to_string();
+    local.put(RECONCILE_CHECKED, checked).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let older = "accelerometer-1691348231576";
+    let v2 = head(&phone.join(format!("{older}.json")), 200);
+    std::fs::write(phone.join(format!("{older}.json")), &v2).unwrap();
+    local
+        .put(&format!("accelerometer/landing/{older}.json"), v2)
+        .await
+        .unwrap();
+    lose_events(&local, &[stedi::Transition::AccelerometerLandingToTrusted]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mkey = |stem: &str| stedi::transitions::manifest_key(Table::AccelerometerTrusted, stem);
+    let manifest = local.get(&mkey(older)).await.unwrap();
+    local.put(&mkey(older), manifest).await.unwrap();
+    let lost = local
+        .object_of(Table::AccelerometerTrusted, "accelerometer-1691348231931")
+        .await
+        .unwrap();
+    let mut of_lost = Vec::new();
+    for key in local.keys().await.unwrap() {
+        let Some(stem) = key
+            .strip_prefix(&stedi::keys::lineage_prefix(Table::AccelerometerTrusted))
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let mut m: Manifest = serde_json::from_slice(&local.get(&key).await.unwrap()).unwrap();
+        if m.object.as_deref() != Some(lost.as_str()) {
+            continue;
+        }
+        for dt in &m.dts {
+            let object = stedi::keys::output_key(Table::AccelerometerTrusted, dt, &lost);
+            if local.keys().await.unwrap().contains(&object) {
+                local.delete(&object).await.unwrap();
+            }
+        }
+        m.written_at = unix_now() as u64 - 1000;
+        local
+            .put(&key, serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        of_lost.push(stem.to_string());
+    }
+    assert!(!of_lost.is_empty());
+    let landing = |stem: &str| Item::Landing {
+        function: stedi::Transition::AccelerometerLandingToTrusted,
+        key: format!("accelerometer/landing/{stem}.json"),
+    };
+    let mut want: Vec<Item> = of_lost.iter().map(|s| landing(s)).collect();
+    if !of_lost.iter().any(|s| s == older) {
+        want.push(landing(older));
+    }
+    want.sort_by_key(|i| format!("{i:?}"));
+    let (changed, changed_req) = plan(&local, Scope::Changed).await;
+    let mut found = changed.items.clone();
+    found.sort_by_key(|i| format!("{i:?}"));
+    assert_eq!(found, want);
+    // The full check finds the older upload's manifest; the lost object's files it finds
+    // in a later pass, its footer check running only once every manifest is fresh.
+    let (full_now, full_now_req) = plan(&local, Scope::Full).await;
+    assert_eq!(full_now.items, vec![landing(older)]);
+    // The changed pass read only the manifests written since the last pass (the full one
+    // all nine phone files'), and listed the table's objects to find the lost one.
+    assert_eq!(
+        full_now_req.s3_get - changed_req.s3_get,
+        9 - want.len() as u64
+    );
+    assert_eq!(changed_req.s3_list - full_now_req.s3_list, 2);
+    let report = local.reconcile_scoped(Scope::Changed).await.unwrap();
+    assert_eq!(
+        report.items.get("accelerometer_trusted"),
+        Some(&(want.len() as u64)),
+        "{report:?}"
+    );
+    let truth = Truth::compute(&data, false).unwrap();
     pipeline::assert_batch_truth(&local, &truth).await;
 }
 

@@ -380,10 +380,26 @@ async fn reconcile_pass(
     reading_objects: u64,
 ) -> Result<serde_json::Value> {
     let ctx = stack.function_context();
+    let bucket = &stack.cfg.bucket;
     let mut passes = serde_json::Map::new();
-    for (name, scope) in [("full", Scope::Full), ("changed", Scope::Changed)] {
-        let (plan, requests, ms) =
-            counted(stedi::reconcile::plan(&ctx, &stack.cfg.bucket, scope)).await;
+    // The changed pass as the daily schedule finds the lake: every manifest checked by the
+    // pass before ("changed"), and with every manifest written since ("changed_recent":
+    // what each manifest written since the last pass adds).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for (name, scope, checked_before) in [
+        ("full", Scope::Full, None),
+        ("changed", Scope::Changed, Some(now + 1)),
+        ("changed_recent", Scope::Changed, Some(0)),
+    ] {
+        if let Some(t) = checked_before {
+            let body = json!({ "checked_before": t }).to_string();
+            ctx.store
+                .put(bucket, stedi::keys::RECONCILE_CHECKED, body.into())
+                .await?;
+        }
+        let (plan, requests, ms) = counted(stedi::reconcile::plan(&ctx, bucket, scope)).await;
         let plan = plan?;
         passes.insert(
             name.to_string(),
@@ -400,7 +416,7 @@ async fn reconcile_pass(
         Table::CustomerCurated.prefix(),
         stedi::keys::DEVICES_PREFIX,
     ] {
-        shards += ctx.store.list(&stack.cfg.bucket, prefix).await?.len();
+        shards += ctx.store.list(bucket, prefix).await?.len();
     }
     Ok(
         json!({"customer_objects": customer_objects, "reading_objects": reading_objects,
