@@ -254,8 +254,14 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         postings
     );
     assert_eq!(under(stedi::transitions::erasure::WIDE_PREFIX), wide);
+    // The pass that found nothing marked when it checked.
+    assert_eq!(
+        under("_stedi/reconcile/"),
+        [stedi::keys::RECONCILE_CHECKED.to_string()]
+    );
     // 13 landing, the shards, the trusted objects and the pairs, 9 + 3 manifests and a
-    // side manifest per trusted object, the join index, the postings and wide indexes.
+    // side manifest per trusted object, the join index, the postings and wide indexes, the
+    // reconcile mark.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
     let expected = 13
         + shards
@@ -265,7 +271,8 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         + trusted.len()
         + join.len()
         + postings
-        + wide.len();
+        + wide.len()
+        + 1;
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);
