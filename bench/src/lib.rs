@@ -23,11 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::StringArray;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use stedi::Transition;
-use stedi::columnar::{Part, column, read_parquet, value_runs};
+use stedi::columnar::{Part, Strings, read_parquet_keyed};
 use stedi::compute::{
     ConsentFilter, LandingScan, RowFilter, RowOutcome, StepTrainerFilter, encode_customers,
     ml_join_batch, ml_pair, step_readings,
@@ -291,9 +290,9 @@ fn curated_from_outputs(accel: &Outputs, trusted: &Customers, threads: usize) ->
     let sets = on_threads(threads, |t| {
         let mut users = BTreeSet::new();
         for Part { bytes, .. } in accel.iter().skip(t).step_by(threads) {
-            for b in read_parquet(bytes.clone(), &["user"], "accelerometer_trusted")? {
-                let col = column::<StringArray>(&b, "user", "accelerometer_trusted")?;
-                for u in value_runs(col) {
+            let context = "accelerometer_trusted";
+            for b in read_parquet_keyed(bytes.clone(), &["user"], &["user"], context)? {
+                for u in Strings::of(&b, "user", context)?.runs() {
                     if !users.contains(u) {
                         users.insert(u.to_string());
                     }
@@ -371,11 +370,11 @@ fn machine_learning(
     per_dt(steps, accel, stats, threads, |dt, phones, steps| {
         let mut batches = Vec::new();
         for a in phones {
-            batches.extend(read_parquet((*a).clone(), &[], "accel")?);
+            batches.extend(read_parquet_keyed((*a).clone(), &[], &["user"], "accel")?);
         }
         let mut rows = 0;
         for bytes in steps {
-            let step = read_parquet((*bytes).clone(), &[], "step")?;
+            let step = read_parquet_keyed((*bytes).clone(), &[], &["serialnumber"], "step")?;
             let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(&index);
             let mut sink = stedi::columnar::PartitionedSink::new(
                 Table::MachineLearningCurated,
@@ -406,10 +405,10 @@ fn machine_learning_pairs(
     per_dt(steps, accel, stats, threads, |dt, phones, steps| {
         let mut decoded = Vec::new();
         for a in phones {
-            let batches = read_parquet((*a).clone(), &[], "accel")?;
+            let batches = read_parquet_keyed((*a).clone(), &[], &["user"], "accel")?;
             let mut serial_of = HashMap::new();
             for b in &batches {
-                for user in value_runs(column::<StringArray>(b, "user", "accel")?) {
+                for user in Strings::of(b, "user", "accel")?.runs() {
                     let serial = trusted
                         .rows
                         .get(user)
@@ -423,7 +422,8 @@ fn machine_learning_pairs(
         }
         let mut rows = 0;
         for bytes in steps {
-            let step = step_readings(&read_parquet((*bytes).clone(), &[], "step")?, "step")?;
+            let step = read_parquet_keyed((*bytes).clone(), &[], &["serialnumber"], "step")?;
+            let step = step_readings(&step, "step")?;
             let step = MlJoin::of_devices(step);
             for (batches, serial_of) in &decoded {
                 let part = ml_pair(&step, batches, serial_of, dt, cfg.row_group_rows, "pair")?;

@@ -10,13 +10,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int32Builder, Int64Builder, StringBuilder};
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
+use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -24,6 +29,9 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{Error, Result};
 use crate::record::Cell;
 use crate::schema::{ColType, Table};
+
+/// A dictionary-encoded string column as read back ([`read_parquet_keyed`]).
+pub type Int32DictionaryArray = DictionaryArray<Int32Type>;
 
 enum Builder {
     Str(StringBuilder),
@@ -351,11 +359,49 @@ pub struct Part {
 
 /// Reads a Parquet object, keeping only `columns` (by name; all when empty).
 pub fn read_parquet(bytes: Bytes, columns: &[&str], context: &str) -> Result<Vec<RecordBatch>> {
+    read_parquet_keyed(bytes, columns, &[], context)
+}
+
+/// Reads a Parquet object as [`read_parquet`] does, the string columns named in `keyed` as
+/// dictionary arrays (`Dictionary(Int32, Utf8)`): a person column (a few distinct values
+/// over many rows, dictionary-encoded in the file) is then not copied out once a row, and a
+/// caller resolves each distinct value once a batch ([`Strings`]).
+pub fn read_parquet_keyed(
+    bytes: Bytes,
+    columns: &[&str],
+    keyed: &[&str],
+    context: &str,
+) -> Result<Vec<RecordBatch>> {
     let err = |source| Error::Parquet {
         context: context.to_string(),
         source,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
+    let options = ArrowReaderOptions::new();
+    let mut meta = ArrowReaderMetadata::load(&bytes, options.clone()).map_err(err)?;
+    if !keyed.is_empty() {
+        let fields: Vec<Field> = meta
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 if keyed.contains(&f.name().as_str()) => {
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    ))
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            meta.schema().metadata().clone(),
+        ));
+        meta =
+            ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options.with_schema(schema))
+                .map_err(err)?;
+    }
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta);
     let builder = if columns.is_empty() {
         builder
     } else {
@@ -377,23 +423,114 @@ pub fn read_parquet(bytes: Bytes, columns: &[&str], context: &str) -> Result<Vec
         .collect()
 }
 
+/// A string column read back from the lake, plain or as a dictionary
+/// ([`read_parquet_keyed`]): each row's value as a position among `values`, so a caller
+/// resolves each distinct value once and then each row by its key.
+pub enum Strings<'a> {
+    /// One value a row.
+    Plain(&'a StringArray),
+    /// Keys into a dictionary of values.
+    Keyed(&'a Int32DictionaryArray, &'a StringArray),
+}
+
+impl<'a> Strings<'a> {
+    /// Column `name` of `batch`, either way.
+    pub fn of(batch: &'a RecordBatch, name: &str, context: &str) -> Result<Strings<'a>> {
+        if let Some(d) = batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<Int32DictionaryArray>())
+        {
+            let values = d
+                .values()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| unexpected(name, context))?;
+            return Ok(Strings::Keyed(d, values));
+        }
+        column::<StringArray>(batch, name, context).map(Strings::Plain)
+    }
+
+    /// The distinct values that rows hold, each once per run of equal rows (a dictionary's
+    /// values that some row uses, in dictionary order; nulls skipped).
+    pub fn runs(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        match self {
+            Strings::Plain(col) => Box::new(value_runs(col)),
+            Strings::Keyed(d, values) => {
+                let mut used = vec![false; values.len()];
+                for k in d.keys().iter().flatten() {
+                    if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
+                        *u = true;
+                    }
+                }
+                let values = *values;
+                Box::new(
+                    used.into_iter()
+                        .enumerate()
+                        .filter(|(k, u)| *u && values.is_valid(*k))
+                        .map(move |(k, _)| values.value(k)),
+                )
+            }
+        }
+    }
+
+    /// `f` of each row's value (`None` for a null row), computed once per distinct value
+    /// of a dictionary, once per run of equal values otherwise.
+    pub fn map_rows<T: Copy>(&self, mut f: impl FnMut(&'a str) -> Option<T>) -> Vec<Option<T>> {
+        match self {
+            Strings::Plain(col) => {
+                let mut out = Vec::with_capacity(col.len());
+                let mut last: Option<(&'a str, Option<T>)> = None;
+                for v in col.iter() {
+                    let Some(v) = v else {
+                        out.push(None);
+                        continue;
+                    };
+                    let t = match last {
+                        Some((prev, t)) if prev == v => t,
+                        _ => f(v),
+                    };
+                    last = Some((v, t));
+                    out.push(t);
+                }
+                out
+            }
+            Strings::Keyed(d, values) => {
+                let by_key: Vec<Option<T>> = (0..values.len())
+                    .map(|k| values.is_valid(k).then(|| f(values.value(k))).flatten())
+                    .collect();
+                d.keys()
+                    .iter()
+                    .map(|k| {
+                        k.and_then(|k| usize::try_from(k).ok())
+                            .and_then(|k| by_key.get(k).copied().flatten())
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+fn unexpected(name: &str, context: &str) -> Error {
+    Error::Arrow {
+        context: context.to_string(),
+        source: arrow_schema::ArrowError::SchemaError(format!(
+            "column `{name}` missing or of an unexpected type"
+        )),
+    }
+}
+
 /// Typed column access on batches read back from the lake.
 pub fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str, context: &str) -> Result<&'b T> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Arrow {
-            context: context.to_string(),
-            source: arrow_schema::ArrowError::SchemaError(format!(
-                "column `{name}` missing or of an unexpected type"
-            )),
-        })
+        .ok_or_else(|| unexpected(name, context))
 }
 
 /// The values of a string column with each run of equal values given once (nulls
 /// skipped): readings come grouped by person, so a caller collecting distinct persons
 /// looks each run up once instead of each row.
-pub fn value_runs(col: &StringArray) -> impl Iterator<Item = &str> {
+fn value_runs(col: &StringArray) -> impl Iterator<Item = &str> {
     let mut last: Option<&str> = None;
     col.iter().flatten().filter(move |v| {
         let new = last != Some(*v);
@@ -648,6 +785,58 @@ mod tests {
                     .to_vec()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_person_column_reads_keyed_or_plain_with_the_same_values() {
+        let mut sink = ParquetSink::new(Table::AccelerometerTrusted, 4).unwrap();
+        for (i, user) in ["a", "a", "b", "a", "c", "c"].into_iter().enumerate() {
+            let cells = [
+                Cell::Str(Cow::Borrowed(user)),
+                Cell::Long(i as i64),
+                Cell::Double(1.0),
+                Cell::Double(2.0),
+                Cell::Double(3.0),
+            ];
+            sink.append(&cells).unwrap();
+        }
+        let bytes = sink.finish().unwrap();
+        let plain = read_parquet(bytes.clone(), &["user"], "t").unwrap();
+        let keyed = read_parquet_keyed(bytes, &["user", "x"], &["user"], "t").unwrap();
+        // Two row groups (of 4 and 2 rows, a dictionary each), read as one batch each way;
+        // the keyed read keeps its projection.
+        assert_eq!((plain.len(), keyed.len()), (1, 1));
+        assert_eq!(keyed[0].num_columns(), 2);
+        let number = |u: &str| match u {
+            "a" => Some(1),
+            "b" => Some(2),
+            _ => None,
+        };
+        let mut rows = Vec::new();
+        let mut runs = Vec::new();
+        let mut calls = (0, 0);
+        for (p, k) in plain.iter().zip(&keyed) {
+            let (p, k) = (
+                Strings::of(p, "user", "t").unwrap(),
+                Strings::of(k, "user", "t").unwrap(),
+            );
+            assert!(matches!((&p, &k), (Strings::Plain(_), Strings::Keyed(..))));
+            let from_plain = p.map_rows(|u| {
+                calls.0 += 1;
+                number(u)
+            });
+            let from_keyed = k.map_rows(|u| {
+                calls.1 += 1;
+                number(u)
+            });
+            assert_eq!(from_plain, from_keyed);
+            rows.extend(from_keyed);
+            runs.push((p.runs().collect::<Vec<_>>(), k.runs().collect::<Vec<_>>()));
+        }
+        assert_eq!(rows, [Some(1), Some(1), Some(2), Some(1), None, None]);
+        // Once a run (a, b, a, c) against once a distinct value.
+        assert_eq!(calls, (4, 3));
+        assert_eq!(runs, [(vec!["a", "b", "a", "c"], vec!["a", "b", "c"])]);
     }
 
     #[test]

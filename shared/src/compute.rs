@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow_array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 
 use bytes::Bytes;
 
-use crate::columnar::{ParquetSink, Part, PartitionedSink, column};
+use crate::columnar::{ParquetSink, Part, PartitionedSink, Strings, column};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -642,14 +642,17 @@ pub fn step_readings(batches: &[RecordBatch], context: &str) -> Result<DeviceRea
     let mut index: FastMap<&str, usize> = FastMap::default();
     for b in batches {
         let t = column::<Int64Array>(b, "sensorreadingtime", context)?;
-        let sn = column::<StringArray>(b, "serialnumber", context)?;
+        let serials = Strings::of(b, "serialnumber", context)?.map_rows(Some);
         let d = column::<Int32Array>(b, "distancefromobject", context)?;
-        // Readings come grouped by device: the last device is compared first.
+        // Readings come grouped by device: the last device is compared first (read as a
+        // dictionary, one device's rows share one value).
         let mut last: Option<(&str, usize)> = None;
-        for i in 0..b.num_rows() {
-            let serial = sn.value(i);
+        for (i, serial) in serials.into_iter().enumerate() {
+            let Some(serial) = serial else {
+                continue;
+            };
             let k = match last {
-                Some((s, k)) if s == serial => k,
+                Some((s, k)) if std::ptr::eq(s, serial) || s == serial => k,
                 _ => *index.entry(serial).or_insert_with(|| {
                     devices.push((serial.to_string(), Vec::new()));
                     devices.len() - 1
@@ -690,6 +693,10 @@ pub fn ml_pair(
 }
 
 /// Joins one batch of accelerometer_trusted rows into machine_learning_curated rows of `dt`.
+/// The user column may be read as a dictionary
+/// ([`read_parquet_keyed`](crate::columnar::read_parquet_keyed)): each distinct user
+/// is looked up once. The matches are gathered as row positions and the output columns
+/// taken from them in one pass each, not built a row at a time.
 pub fn ml_join_batch(
     join: &MlJoin,
     b: &RecordBatch,
@@ -697,41 +704,49 @@ pub fn ml_join_batch(
     sink: &mut PartitionedSink,
     context: &str,
 ) -> Result<()> {
-    let user = column::<StringArray>(b, "user", context)?;
+    let devices = Strings::of(b, "user", context)?.map_rows(|u| join.device_of(u));
     let ts = column::<Int64Array>(b, "timestamp", context)?;
-    let (x, y, z) = (
-        column::<Float64Array>(b, "x", context)?,
-        column::<Float64Array>(b, "y", context)?,
-        column::<Float64Array>(b, "z", context)?,
-    );
-    // Readings arrive grouped by user: look the device up once per run of one user.
-    let mut last: Option<(&str, Option<usize>)> = None;
-    for i in 0..b.num_rows() {
-        let u = user.value(i);
-        let device = match last {
-            Some((prev, device)) if prev == u => device,
-            _ => {
-                let device = join.device_of(u);
-                last = Some((u, device));
-                device
-            }
-        };
-        let Some((serial, distances)) = device.and_then(|d| join.at(d, ts.value(i))) else {
+    let mut rows: Vec<u32> = Vec::new();
+    let mut serials: Vec<&str> = Vec::new();
+    let mut distances: Vec<i32> = Vec::new();
+    for (i, device) in devices.into_iter().enumerate() {
+        let Some((serial, found)) = device.and_then(|d| join.at(d, ts.value(i))) else {
             continue;
         };
-        for d in distances {
-            let row = [
-                Cell::Long(ts.value(i)),
-                Cell::Str(serial.into()),
-                Cell::Long(i64::from(*d)),
-                Cell::Double(x.value(i)),
-                Cell::Double(y.value(i)),
-                Cell::Double(z.value(i)),
-            ];
-            sink.append(dt, &row)?;
+        for d in found {
+            rows.push(i as u32);
+            serials.push(serial);
+            distances.push(*d);
         }
     }
-    Ok(())
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let take = |name: &str| -> Result<ArrayRef> {
+        let c = column::<Float64Array>(b, name, context)?;
+        let v = c.values();
+        Ok(Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|&i| v[i as usize]),
+        )))
+    };
+    let t = ts.values();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|&i| t[i as usize]),
+        )),
+        Arc::new(StringArray::from_iter_values(serials)),
+        Arc::new(Int32Array::from(distances)),
+        take("x")?,
+        take("y")?,
+        take("z")?,
+    ];
+    let table = Table::MachineLearningCurated;
+    let batch =
+        RecordBatch::try_new(table.arrow_schema(), columns).map_err(|source| Error::Arrow {
+            context: context.to_string(),
+            source,
+        })?;
+    sink.part(dt)?.write_batch(&batch)
 }
 
 #[cfg(test)]
@@ -803,6 +818,82 @@ mod tests {
     }
 
     #[test]
+    fn the_ml_join_gives_the_same_rows_from_a_keyed_or_a_plain_user_column() {
+        use crate::columnar::{read_parquet, read_parquet_keyed};
+        let step = MlJoin::of_devices([
+            ("S1".to_string(), vec![(2, 20), (1, 10), (2, 21)]),
+            ("S2".to_string(), vec![(1, 30)]),
+        ]);
+        let mut phone = ParquetSink::new(Table::AccelerometerTrusted, 100).unwrap();
+        for (u, t) in [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1), ("a", 1)] {
+            let x = t as f64;
+            let cells = [
+                Cell::Str(u.into()),
+                Cell::Long(t),
+                Cell::Double(x),
+                Cell::Double(-x),
+                Cell::Double(0.5),
+            ];
+            phone.append(&cells).unwrap();
+        }
+        let phone = phone.finish().unwrap();
+        let serial_of = HashMap::from([
+            ("a".to_string(), "S1".to_string()),
+            ("b".to_string(), "S2".to_string()),
+        ]);
+        let pair = |batches: &[RecordBatch]| {
+            ml_pair(&step, batches, &serial_of, "2022-06-18", 100, "t")
+                .unwrap()
+                .unwrap()
+        };
+        let plain = pair(&read_parquet(phone.clone(), &[], "t").unwrap());
+        let keyed = pair(&read_parquet_keyed(phone, &[], &["user"], "t").unwrap());
+        assert_eq!(plain, keyed);
+        assert_eq!((keyed.dt.as_str(), keyed.rows), ("2022-06-18", 5));
+        let out = read_parquet(keyed.bytes, &[], "t").unwrap();
+        let rows: Vec<(i64, String, i32, f64)> = (0..out[0].num_rows())
+            .map(|i| {
+                let c = |n| out[0].column_by_name(n).unwrap();
+                (
+                    c("sensorreadingtime")
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .value(i),
+                    c("serialnumber")
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .value(i)
+                        .to_string(),
+                    c("distancefromobject")
+                        .as_any()
+                        .downcast_ref::<Int32Array>()
+                        .unwrap()
+                        .value(i),
+                    c("y")
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .unwrap()
+                        .value(i),
+                )
+            })
+            .collect();
+        // Phone rows in order, each with every reading of its owner's device that
+        // millisecond; "c" owns nothing, a's reading at 3 has no Step Trainer reading.
+        assert_eq!(
+            rows,
+            [
+                (1, "S1".to_string(), 10, -1.0),
+                (2, "S1".to_string(), 20, -2.0),
+                (2, "S1".to_string(), 21, -2.0),
+                (1, "S2".to_string(), 30, -1.0),
+                (1, "S1".to_string(), 10, -1.0),
+            ]
+        );
+    }
+
+    #[test]
     fn step_readings_are_grouped_by_device_across_batches() {
         use crate::columnar::RowsBuilder;
         // Three batches: the readings of "s1" span all of them.
@@ -821,13 +912,28 @@ mod tests {
                 b.finish().unwrap()
             })
             .collect();
-        assert_eq!(
-            step_readings(&batches, "t").unwrap(),
-            vec![
-                ("s1".to_string(), vec![(1, 10), (3, 11), (4, 12)]),
-                ("s2".to_string(), vec![(2, 20), (5, 21)]),
-            ]
-        );
+        let want = vec![
+            ("s1".to_string(), vec![(1, 10), (3, 11), (4, 12)]),
+            ("s2".to_string(), vec![(2, 20), (5, 21)]),
+        ];
+        assert_eq!(step_readings(&batches, "t").unwrap(), want);
+        // The same object read back with its serials as a dictionary.
+        let mut sink = ParquetSink::new(Table::StepTrainerTrusted, 2).unwrap();
+        for b in &batches {
+            sink.write_batch(b).unwrap();
+        }
+        let keyed = crate::columnar::read_parquet_keyed(
+            sink.finish().unwrap(),
+            &[],
+            &["serialnumber"],
+            "t",
+        )
+        .unwrap();
+        assert!(matches!(
+            Strings::of(&keyed[0], "serialnumber", "t").unwrap(),
+            Strings::Keyed(..)
+        ));
+        assert_eq!(step_readings(&keyed, "t").unwrap(), want);
     }
 
     #[test]

@@ -17,11 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow_array::StringArray;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{column, read_parquet, value_runs};
+use crate::columnar::{Strings, read_parquet_keyed};
 use crate::compute::RowOutcome;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -414,9 +413,10 @@ async fn reading_users(ctx: &Ctx, bucket: &str) -> Result<Users> {
                 else {
                     continue;
                 };
-                for b in read_parquet(bytes, &[user], &key.0)? {
-                    let col = column::<StringArray>(&b, user, &key.0)?;
-                    users.0.extend(value_runs(col).map(Users::hash));
+                for b in read_parquet_keyed(bytes, &[user], &[user], &key.0)? {
+                    users
+                        .0
+                        .extend(Strings::of(&b, user, &key.0)?.runs().map(Users::hash));
                 }
                 if users.0.len() > 2 * settled + (1 << 16) {
                     users.settle();

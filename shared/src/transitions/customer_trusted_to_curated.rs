@@ -10,10 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow_array::StringArray;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::columnar::{column, read_parquet, value_runs};
+use crate::columnar::{Strings, read_parquet_keyed};
 use crate::error::Result;
 use crate::keys::{self, SourceKey};
 use crate::rules::{self, Customers, DeviceEntry, customer};
@@ -46,10 +45,9 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     };
     let shards = ctx.cfg.customer_shards;
     let mut users: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-    for b in read_parquet(bytes, &["user"], &src.key)? {
-        let col = column::<StringArray>(&b, "user", &src.key)?;
+    for b in read_parquet_keyed(bytes, &["user"], &["user"], &src.key)? {
         s.rows_in += b.num_rows() as u64;
-        for u in value_runs(col) {
+        for u in Strings::of(&b, "user", &src.key)?.runs() {
             let shard = users.entry(keys::shard_of(u, shards)).or_default();
             if !shard.contains(u) {
                 shard.insert(u.to_string());

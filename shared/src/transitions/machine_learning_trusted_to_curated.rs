@@ -24,11 +24,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use arrow_array::{RecordBatch, StringArray};
+use arrow_array::RecordBatch;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::columnar::{Part, column, read_parquet, value_runs};
+use crate::columnar::{Part, Strings, read_parquet_keyed};
 use crate::compute::{ml_pair, step_readings};
 use crate::error::{Error, Result};
 use crate::keys::{self, SourceKey};
@@ -301,17 +301,18 @@ async fn load(
     let (rows, serials, refs) = match side {
         Side::Step => {
             const COLUMNS: [&str; 3] = ["sensorreadingtime", "serialnumber", "distancefromobject"];
-            let readings = step_readings(&read_parquet(bytes, &COLUMNS, &key)?, &key)?;
+            let batches = read_parquet_keyed(bytes, &COLUMNS, &["serialnumber"], &key)?;
+            let readings = step_readings(&batches, &key)?;
             let join = MlJoin::of_devices(readings);
             let serials: BTreeSet<String> = join.serials().map(str::to_string).collect();
             (Rows::Step(join), serials, BTreeMap::new())
         }
         Side::Phone => {
             const COLUMNS: [&str; 5] = ["user", "timestamp", "x", "y", "z"];
-            let batches = read_parquet(bytes, &COLUMNS, &key)?;
+            let batches = read_parquet_keyed(bytes, &COLUMNS, &["user"], &key)?;
             let mut users = BTreeSet::new();
             for b in &batches {
-                users.extend(value_runs(column::<StringArray>(b, "user", &key)?));
+                users.extend(Strings::of(b, "user", &key)?.runs());
             }
             let fresh = devices == Devices::Read || FRESH_DEVICES.try_with(|_| ()).is_ok();
             let recorded = match fresh {
