@@ -30,7 +30,9 @@ pub struct Config {
     /// `RECONCILE_GROUP_BYTES` (default 16 MiB): the reconcile planner takes the customers a
     /// group of shards at a time, as many groups as the customer landing JSON has times
     /// this many bytes (with more than one, the rows are spilled by group to `/tmp`, about
-    /// the size of the customer landing JSON); memory holds one group's customers.
+    /// the size of the customer landing JSON); memory holds one group's customers. A
+    /// changed pass holds the customer files written since the last pass in memory up to
+    /// this many bytes, and rebuilds from landing past it.
     pub reconcile_group_bytes: u64,
     /// `RECONCILE_QUEUE_URL` (default unset): where `reconcile` fans its work items out;
     /// unset, a planning invocation runs the items itself.

@@ -13,7 +13,10 @@
 //! the device index are recomputed by the planner itself, a group of shards at a time
 //! ([`group_count`]: memory holds one group's latest records, plus 16 bytes per customer
 //! and per reading user for the staleness checks), which also migrates a lake of an
-//! earlier layout (single snapshot objects, manifests inside table locations).
+//! earlier layout (single snapshot objects, manifests inside table locations). A
+//! [`Scope::Changed`] pass takes the customer_trusted shards as they are and holds only the
+//! customer files written since the last pass against them, planning those their shards do
+//! not reflect as items of the customer function.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::columnar::{Strings, read_parquet_keyed};
-use crate::compute::RowOutcome;
+use crate::compute::{PersonKind, RowOutcome};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lambda::{WorkItem, send_batch};
@@ -33,9 +36,9 @@ use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::{
     Answers, Ctx, IN_FLIGHT_SECONDS, LAYOUT, Manifest, Transition, by_shard, compact,
-    decode_customers, device_entries, encode_devices, machine_learning_trusted_to_curated as ml,
-    manifest_key, prune_partition, read_landing, read_manifest, rewrite_object_from,
-    rewrite_shard_from,
+    decode_customers, device_entries, encode_devices, erasure,
+    machine_learning_trusted_to_curated as ml, manifest_key, prune_partition, read_landing,
+    read_manifest, rewrite_object_from, rewrite_shard_from,
 };
 
 /// One unit of reconcile work.
@@ -44,8 +47,9 @@ use crate::transitions::{
 pub enum Item {
     /// Run a landing transition on one landing object.
     Landing {
-        /// `accelerometer_landing_to_trusted` or `step_trainer_landing_to_trusted` (by name
-        /// on the wire).
+        /// `accelerometer_landing_to_trusted` or `step_trainer_landing_to_trusted`, or
+        /// `customer_landing_to_trusted` for a customer file a changed pass found its event
+        /// lost for (by name on the wire).
         function: Transition,
         /// The landing object.
         key: String,
@@ -132,8 +136,11 @@ pub enum Scope {
     /// reconcile` and `ReconcileFullSchedule`.
     #[default]
     Full,
-    /// While the customer shards and the device index are already in step (the pass
-    /// rewrote none), a reading file is taken for current when its manifest was written
+    /// The customer files written since the last pass that found nothing to do are held
+    /// against the customer_trusted shards (those the shards do not reflect become items
+    /// of the customer function); the others are not read. While the customer shards and
+    /// the device index are already in step (the pass rewrote none), a reading file is
+    /// taken for current when its manifest was written
     /// at or after the file's own last write, both read off the LISTs, and, for the
     /// manifests written since the last pass that found nothing to do, when the manifest
     /// records the file's ETag and its objects are there (or on their way): one GET per
@@ -212,13 +219,28 @@ pub fn group_count(landing_bytes: u64, group_bytes: u64, shards: u32) -> u32 {
 async fn all_customers(ctx: &Ctx, bucket: &str, landing: &[String]) -> Result<Customers> {
     let mut latest = Customers::default();
     for key in landing {
-        read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
-            latest.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
-            Ok(RowOutcome::Kept)
-        })
-        .await?;
+        offer_file(ctx, bucket, key, &mut latest, None).await?;
     }
     Ok(latest)
+}
+
+/// Offers the records of customer landing object `key` to `latest` (those of e-mail `only`,
+/// when given; unreadable lines skipped).
+async fn offer_file(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    latest: &mut Customers,
+    only: Option<&str>,
+) -> Result<()> {
+    read_landing(ctx, bucket, key, Table::CustomerLanding, |cells| {
+        if only.is_none_or(|e| cells[rules::customer::EMAIL].as_str() == Some(e)) {
+            latest.offer(cells.iter().cloned().map(|c| c.into_owned()).collect());
+        }
+        Ok(RowOutcome::Kept)
+    })
+    .await?;
+    Ok(())
 }
 
 /// One cell of a spilled customer row.
@@ -887,6 +909,83 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> R
     Ok(moved)
 }
 
+/// The customer landing objects a changed pass holds against the shards (`since`: the time
+/// before which a pass that found nothing to do checked every file; see
+/// [`FullCheck::changed`]), those written since, each with its latest record per e-mail.
+/// `None`, and every customer is rebuilt from landing, in a full pass, a pass checking in
+/// full, before any pass has found nothing to do, when the files written since hold more
+/// than one group's bytes (`RECONCILE_GROUP_BYTES`), or when customer_trusted holds an
+/// object that is no current shard (a `CUSTOMER_SHARDS` change the rebuild migrates).
+async fn arrived_customers(
+    ctx: &Ctx,
+    bucket: &str,
+    listed: &[crate::store::Listed],
+    since: Option<i64>,
+) -> Result<Option<Vec<(String, Customers)>>> {
+    let Some(since) = since.filter(|t| *t > 0) else {
+        return Ok(None);
+    };
+    let new: Vec<&crate::store::Listed> = listed.iter().filter(|o| o.modified >= since).collect();
+    if new.iter().map(|o| o.size).sum::<u64>() > ctx.cfg.reconcile_group_bytes {
+        return Ok(None);
+    }
+    let table = Table::CustomerTrusted;
+    let shards = ctx.cfg.customer_shards;
+    for key in ctx.store.list(bucket, table.prefix()).await? {
+        if keys::shard_of_key(table, &key).is_none_or(|k| k >= shards) {
+            return Ok(None);
+        }
+    }
+    let mut files = Vec::with_capacity(new.len());
+    for o in new {
+        let mut latest = Customers::default();
+        offer_file(ctx, bucket, &o.key, &mut latest, None).await?;
+        files.push((o.key.clone(), latest));
+    }
+    Ok(Some(files))
+}
+
+/// The customer files written since the last pass (`files`, each with its latest record
+/// per e-mail) that the shards do not reflect (`held`: what the shards hold of each file's
+/// customers): folding one in would change them, as its event would have had it not been
+/// lost. A consenting record of a customer the shards do not hold may also be older than
+/// a withdrawal another file brought: such a customer's other customer files, from the
+/// erasure index (one LIST, and a GET per file), are folded in too before deciding. A bulk
+/// file indexed wide is not listed there; the full pass rebuilds from every file.
+async fn unreflected(
+    ctx: &Ctx,
+    bucket: &str,
+    files: &[(String, Customers)],
+    held: &[Customers],
+) -> Result<Vec<String>> {
+    let secret = &ctx.cfg.erasure_hash_key;
+    let mut out = Vec::new();
+    for ((key, incoming), held) in files.iter().zip(held) {
+        if rules::merge_trusted(held, incoming).0 == *held {
+            continue;
+        }
+        let mut latest = incoming.clone();
+        let entering = incoming.rows.iter().filter(|(e, r)| {
+            rules::consents(r[rules::customer::RESEARCH].as_long()) && !held.rows.contains_key(*e)
+        });
+        for (email, _) in entering {
+            let h = erasure::person_hash(secret, PersonKind::Email, email);
+            let postings = erasure::postings(ctx, bucket, [h]).await?;
+            let others = postings
+                .into_values()
+                .flatten()
+                .filter(|other| other != key && other.starts_with(Table::CustomerLanding.prefix()));
+            for other in others {
+                offer_file(ctx, bucket, &other, &mut latest, Some(email)).await?;
+            }
+        }
+        if rules::merge_trusted(held, &latest).0 != *held {
+            out.push(key.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// One planning pass (see the module docs). The customers are taken a group of shards at
 /// a time ([`group_count`], `RECONCILE_GROUP_BYTES`; the rows spilled to local files by
 /// group); what the staleness checks need of all of them is kept as [`Answers`] (16 bytes
@@ -900,37 +999,62 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
     };
     let table = Table::CustomerLanding;
     let mut landing_bytes = 0;
-    let mut landing = Vec::new();
+    let mut listed = Vec::new();
     for o in ctx.store.list_objects(bucket, table.prefix()).await? {
         if keys::accept(bucket, &o.key, &[table]).is_ok() {
             landing_bytes += o.size;
-            landing.push(o.key);
+            listed.push(o);
         }
     }
     let shards = ctx.cfg.customer_shards;
     plan.groups = group_count(landing_bytes, ctx.cfg.reconcile_group_bytes, shards);
+    // A changed pass takes the shards for the customer state and holds only the customer
+    // files written since against them; otherwise every customer is rebuilt from landing.
+    let arrived = arrived_customers(ctx, bucket, &listed, full.changed()).await?;
+    let landing: Vec<String> = match arrived {
+        Some(_) => Vec::new(),
+        None => listed.into_iter().map(|o| o.key).collect(),
+    };
+    // Per file written since: what the shards hold of its customers.
+    let mut held = vec![Customers::default(); arrived.as_ref().map_or(0, Vec::len)];
     // What each key answers now, as the transitions' lineage records it (see
     // `compute::Answer`): consent dates and devices of e-mails, owners of serials.
     let (mut consent, mut serials) = (Vec::new(), Vec::new());
     // With one group, its consenting customers stay for the curated stage; with more, the
     // rows are spilled by group to local files first.
     let mut kept = None;
-    let mut spill = match plan.groups {
-        1 => None,
-        n => Some(spill_customers(ctx, bucket, &landing, n).await?),
+    let mut spill = match (plan.groups, &arrived) {
+        (1, _) | (_, Some(_)) => None,
+        (n, None) => Some(spill_customers(ctx, bucket, &landing, n).await?),
     };
     for group in Group::all(plan.groups) {
-        let everyone = match &mut spill {
-            Some(spill) => spilled_customers(spill, group.index)?,
-            None => all_customers(ctx, bucket, &landing).await?,
-        };
-        plan.most_held = plan.most_held.max(everyone.rows.len());
-        let trusted = Customers {
-            rows: everyone
-                .rows
-                .into_iter()
-                .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
-                .collect(),
+        let trusted = match &arrived {
+            Some(files) => {
+                let trusted = shards_of(ctx, bucket, Table::CustomerTrusted, group).await?;
+                for ((_, incoming), held) in files.iter().zip(&mut held) {
+                    for e in incoming.rows.keys() {
+                        if let Some(r) = trusted.rows.get(e) {
+                            held.rows.insert(e.clone(), r.clone());
+                        }
+                    }
+                }
+                plan.most_held = plan.most_held.max(trusted.rows.len());
+                trusted
+            }
+            None => {
+                let everyone = match &mut spill {
+                    Some(spill) => spilled_customers(spill, group.index)?,
+                    None => all_customers(ctx, bucket, &landing).await?,
+                };
+                plan.most_held = plan.most_held.max(everyone.rows.len());
+                Customers {
+                    rows: everyone
+                        .rows
+                        .into_iter()
+                        .filter(|(_, r)| rules::consents(r[rules::customer::RESEARCH].as_long()))
+                        .collect(),
+                }
+            }
         };
         for (e, r) in &trusted.rows {
             if let Some(d) = r[rules::customer::RESEARCH].as_long() {
@@ -944,18 +1068,37 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
         if plan.groups == 1 {
             kept = Some(trusted.clone());
         }
-        let change = converge_sharded(
-            ctx,
-            bucket,
-            Table::CustomerTrusted,
-            trusted,
-            group,
-            &mut full,
-        )
-        .await?;
-        add_snapshot(&mut plan, Table::CustomerTrusted, change);
+        if arrived.is_none() {
+            let change = converge_sharded(
+                ctx,
+                bucket,
+                Table::CustomerTrusted,
+                trusted,
+                group,
+                &mut full,
+            )
+            .await?;
+            add_snapshot(&mut plan, Table::CustomerTrusted, change);
+        }
     }
     drop(spill);
+    let unreflected = match &arrived {
+        Some(files) => unreflected(ctx, bucket, files, &held).await?,
+        None => Vec::new(),
+    };
+    drop(held);
+    if !unreflected.is_empty() {
+        // Their events were lost: each file folded in as its event would have.
+        plan.items = unreflected
+            .into_iter()
+            .map(|key| Item::Landing {
+                function: Transition::CustomerLandingToTrusted,
+                key,
+            })
+            .collect();
+        plan.stage = Some(Table::CustomerTrusted);
+        return Ok(plan);
+    }
     plan.advised_shards = advised_shards(plan.consenting, shards);
     if let Some(advised) = plan.advised_shards {
         tracing::warn!(

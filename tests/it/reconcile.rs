@@ -116,9 +116,10 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     let (changed, changed_req) = plan(&local, Scope::Changed).await;
     assert!(full.is_done() && full.stage.is_none(), "{full:?}");
     assert!(changed.is_done() && changed.stage.is_none(), "{changed:?}");
+    // Nor the customer file, older than the last pass: the shards are the customer state.
     assert_eq!(
         full_req.s3_get - changed_req.s3_get,
-        readings + batch_objects,
+        readings + batch_objects + 1,
         "full {full_req:?}, changed {changed_req:?}"
     );
     assert_eq!(full_req.s3_list - changed_req.s3_list, 4);
@@ -179,11 +180,11 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
         ]
     );
     // The full check finds the same at this stage, reading the manifest of each of the
-    // nine phone files to do it.
+    // nine phone files to do it, and the customer file.
     let (full_now, full_now_req) = plan(&local, Scope::Full).await;
     assert_eq!(full_now.items, changed.items);
     assert_eq!(std::fs::read_dir(&phone).unwrap().count(), 9);
-    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 9);
+    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 9 + 1);
 
     // Driven to the end with the changed scope, the lake is the batch truth of the changed
     // landing data, and a full pass finds nothing left to do.
@@ -315,10 +316,11 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     let (full_now, full_now_req) = plan(&local, Scope::Full).await;
     assert_eq!(full_now.items, vec![landing(older)]);
     // The changed pass read only the manifests written since the last pass (the full one
-    // all nine phone files'), and listed the table's objects to find the lost one.
+    // all nine phone files', and the customer file), and listed the table's objects to
+    // find the lost one.
     assert_eq!(
         full_now_req.s3_get - changed_req.s3_get,
-        9 - want.len() as u64
+        9 - want.len() as u64 + 1
     );
     assert_eq!(changed_req.s3_list - full_now_req.s3_list, 2);
     let report = local.reconcile_scoped(Scope::Changed).await.unwrap();
@@ -329,6 +331,159 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     );
     let truth = Truth::compute(&data, false).unwrap();
     pipeline::assert_batch_truth(&local, &truth).await;
+}
+
+/// Records the keys every `GetObject` of a task is for.
+#[derive(Default)]
+struct Reads(std::sync::Mutex<Vec<String>>);
+
+impl stedi::store::Authorizer for Reads {
+    fn allows(&self, action: &str, resource: &str) -> bool {
+        if action == "s3:GetObject"
+            && let Some((_, key)) = resource.split_once(":::")
+            && let Some((_, key)) = key.split_once('/')
+            && let Ok(mut reads) = self.0.lock()
+        {
+            reads.push(key.to_string());
+        }
+        true
+    }
+    fn name(&self) -> &str {
+        "reads"
+    }
+}
+
+/// A planning pass of `scope` and the customer landing objects it read.
+async fn customer_files_read(local: &Local, scope: Scope) -> (Plan, Vec<String>) {
+    let ctx = local.stack.function_context();
+    let reads = std::sync::Arc::new(Reads::default());
+    let plan = stedi::store::with_policy(
+        reads.clone(),
+        stedi::reconcile::plan(&ctx, &local.stack.cfg.bucket, scope),
+    )
+    .await
+    .unwrap();
+    let mut read: Vec<String> = reads
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| k.starts_with(Table::CustomerLanding.prefix()))
+        .cloned()
+        .collect();
+    read.sort();
+    (plan, read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_pass_reads_only_the_customer_files_written_since_the_last_pass() {
+    // The changed pass holds only the customer files written since the last pass that
+    // found nothing to do against the shards: a lost sign-up is found, a record older than
+    // a withdrawal already folded in is not taken for one; the full pass reads every
+    // customer file (the customers rebuilt from landing).
+    let local = Local::start().await.unwrap();
+    local.drop_sample(0).await.unwrap();
+    let checked = serde_json::json!({"checked_before": unix_now() + 1}).to_string();
+    local.put(RECONCILE_CHECKED, checked).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let data = sample_copy("reconcile-changed-customers", |_, _| true);
+    let email = "Santosh.Clayton@test.com";
+    // A withdrawal, through its event; then a record older than it but newer than the
+    // sample's, consenting, through its event too (which leaves the customer out).
+    let withdrawal = crate::order::withdrawal(email, &data);
+    let mut older = crate::order::customer_record(email);
+    crate::order::later(&mut older, 500);
+    let older = crate::order::customer_file(&older, "older.json", &data);
+    for f in [&withdrawal, &older] {
+        local.drop(std::slice::from_ref(f), 0).await.unwrap();
+    }
+    // A sign-up whose event is lost.
+    let mut new = crate::order::customer_record(email);
+    new["email"] = serde_json::json!("New.Customer@test.com");
+    new["customerName"] = serde_json::json!("New Customer");
+    new["serialNumber"] = serde_json::json!("00000000-new-0000-0000-000000000001");
+    let signup = crate::order::customer_file(&new, "signup.json", &data);
+    local
+        .put(&signup.key, std::fs::read(&signup.path).unwrap())
+        .await
+        .unwrap();
+    lose_events(&local, &[stedi::Transition::CustomerLandingToTrusted]).await;
+    let truth = Truth::compute(&data, false).unwrap();
+    assert!(!truth.customer_trusted.contains(email));
+    assert!(truth.customer_trusted.contains("New.Customer@test.com"));
+
+    // The changed pass reads the three files written since (and, for the customer the
+    // older record would bring in, their other files the erasure index lists: the
+    // withdrawal; the sample's file holds too many people for postings), plans the lost
+    // sign-up alone, and rewrites no shard itself.
+    let (changed, changed_read) = customer_files_read(&local, Scope::Changed).await;
+    assert_eq!(
+        changed_read,
+        [
+            older.key.clone(),
+            signup.key.clone(),
+            withdrawal.key.clone(),
+            withdrawal.key.clone(),
+        ]
+    );
+    assert_eq!(changed.stage, Some(Table::CustomerTrusted));
+    assert_eq!(
+        changed.items,
+        [Item::Landing {
+            function: stedi::Transition::CustomerLandingToTrusted,
+            key: signup.key.clone(),
+        }]
+    );
+    assert!(changed.snapshots.is_empty(), "{changed:?}");
+    let due = stedi::keys::FULL_CHECK_DUE;
+    assert!(!local.keys().await.unwrap().iter().any(|k| k == due));
+
+    // Driven to the end with the changed scope: the batch truth, the sign-up folded in by
+    // its own transition; then a full pass changes nothing.
+    let report = local.reconcile_scoped(Scope::Changed).await.unwrap();
+    assert_eq!(
+        report.items.get("customer_trusted").copied(),
+        Some(1),
+        "{report:?}"
+    );
+    pipeline::assert_batch_truth(&local, &truth).await;
+    // The full pass reads every customer file, and finds nothing left to do.
+    let (full, full_read) = customer_files_read(&local, Scope::Full).await;
+    assert_eq!(
+        full_read,
+        [
+            "customer/landing/customer-1691348231425.json".to_string(),
+            older.key.clone(),
+            signup.key.clone(),
+            withdrawal.key.clone(),
+        ]
+    );
+    assert!(full.is_done(), "{full:?}");
+    // Every file taken as written since the last pass: the shards reflect each customer
+    // file, the sample's 956 records read back from the shards among them. The withdrawn
+    // customer's consenting records (the sample's, the older one) each send the pass to
+    // their other files before it decides.
+    let everything = serde_json::json!({"checked_before": 1}).to_string();
+    local.put(RECONCILE_CHECKED, everything).await.unwrap();
+    let (all_new, all_read) = customer_files_read(&local, Scope::Changed).await;
+    assert!(all_new.is_done() && all_new.stage.is_none(), "{all_new:?}");
+    assert_eq!(
+        all_read,
+        [
+            "customer/landing/customer-1691348231425.json".to_string(),
+            older.key.clone(),
+            older.key.clone(),
+            signup.key.clone(),
+            withdrawal.key.clone(),
+            withdrawal.key.clone(),
+            withdrawal.key.clone(),
+        ]
+    );
+    let again = local.reconcile().await.unwrap();
+    assert!(
+        !again.changed(),
+        "after {report:?}, the full pass: {again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

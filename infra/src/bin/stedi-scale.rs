@@ -382,16 +382,16 @@ async fn reconcile_pass(
     let ctx = stack.function_context();
     let bucket = &stack.cfg.bucket;
     let mut passes = serde_json::Map::new();
-    // The changed pass as the daily schedule finds the lake: every manifest checked by the
-    // pass before ("changed"), and with every manifest written since ("changed_recent":
-    // what each manifest written since the last pass adds).
+    // The changed pass as the daily schedule finds the lake: every file and manifest
+    // checked by the pass before ("changed"), and with every one written since
+    // ("changed_recent": what each customer file and manifest written since adds).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     for (name, scope, checked_before) in [
         ("full", Scope::Full, None),
         ("changed", Scope::Changed, Some(now + 1)),
-        ("changed_recent", Scope::Changed, Some(0)),
+        ("changed_recent", Scope::Changed, Some(1)),
     ] {
         if let Some(t) = checked_before {
             let body = json!({ "checked_before": t }).to_string();

@@ -962,7 +962,7 @@ fn is_reading_key(landing: &str) -> bool {
 /// The landing objects each of the keyed hashes `persons` has a posting for (not those
 /// found through a wide index; a tombstone is not a landing object): one LIST per person,
 /// a few in flight.
-pub(super) async fn postings(
+pub(crate) async fn postings(
     ctx: &Ctx,
     bucket: &str,
     persons: impl IntoIterator<Item = String>,
