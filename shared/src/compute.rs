@@ -853,29 +853,19 @@ mod tests {
         let out = read_parquet(keyed.bytes, &[], "t").unwrap();
         let rows: Vec<(i64, String, i32, f64)> = (0..out[0].num_rows())
             .map(|i| {
-                let c = |n| out[0].column_by_name(n).unwrap();
+                let b = &out[0];
                 (
-                    c("sensorreadingtime")
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
+                    column::<Int64Array>(b, "sensorreadingtime", "t")
                         .unwrap()
                         .value(i),
-                    c("serialnumber")
-                        .as_any()
-                        .downcast_ref::<StringArray>()
+                    column::<StringArray>(b, "serialnumber", "t")
                         .unwrap()
                         .value(i)
                         .to_string(),
-                    c("distancefromobject")
-                        .as_any()
-                        .downcast_ref::<Int32Array>()
+                    column::<Int32Array>(b, "distancefromobject", "t")
                         .unwrap()
                         .value(i),
-                    c("y")
-                        .as_any()
-                        .downcast_ref::<Float64Array>()
-                        .unwrap()
-                        .value(i),
+                    column::<Float64Array>(b, "y", "t").unwrap().value(i),
                 )
             })
             .collect();

@@ -196,13 +196,21 @@ async fn conditional_writes_answer_412_on_a_stale_etag() {
         .put_if(b, "k", "c".into(), &Precondition::Matches(etag.clone()))
         .await
         .unwrap();
-    assert!(matches!(next, PutOutcome::Written(_)));
+    let PutOutcome::Written(current) = next else {
+        panic!("a write on the current ETag refused")
+    };
     let stale = store
-        .put_if(b, "k", "d".into(), &Precondition::Matches(etag))
+        .put_if(b, "k", "d".into(), &Precondition::Matches(etag.clone()))
         .await
         .unwrap();
     assert_eq!(stale, PutOutcome::PreconditionFailed);
     assert_eq!(&local.get("k").await.unwrap()[..], b"c");
+    // A delete on a stale ETag leaves the object (how a reconcile pass that read the
+    // full-check mark leaves one another pass wrote since); on the current one it deletes.
+    assert!(!store.delete_if(b, "k", &etag).await.unwrap());
+    assert_eq!(&local.get("k").await.unwrap()[..], b"c");
+    assert!(store.delete_if(b, "k", &current).await.unwrap());
+    assert!(!local.keys().await.unwrap().contains(&"k".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
