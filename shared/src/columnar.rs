@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, Int32Builder, Int64Builder, StringBuilder};
-use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch,
+    Array, ArrayRef, Float64Array, Int32Array, Int32DictionaryArray, Int64Array, RecordBatch,
     StringArray,
 };
 use arrow_schema::{DataType, Field, Schema};
@@ -29,9 +28,6 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{Error, Result};
 use crate::record::Cell;
 use crate::schema::{ColType, Table};
-
-/// A dictionary-encoded string column as read back ([`read_parquet_keyed`]).
-pub type Int32DictionaryArray = DictionaryArray<Int32Type>;
 
 enum Builder {
     Str(StringBuilder),

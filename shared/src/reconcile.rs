@@ -950,8 +950,9 @@ async fn arrived_customers(
 /// customers): folding one in would change them, as its event would have had it not been
 /// lost. A consenting record of a customer the shards do not hold may also be older than
 /// a withdrawal another file brought: such a customer's other customer files, from the
-/// erasure index (one LIST, and a GET per file), are folded in too before deciding. A bulk
-/// file indexed wide is not listed there; the full pass rebuilds from every file.
+/// erasure index (one LIST each, a few in flight, and a GET per file), are folded in too
+/// before deciding. A bulk file indexed wide is not listed there; the full pass rebuilds
+/// from every file.
 async fn unreflected(
     ctx: &Ctx,
     bucket: &str,
@@ -965,18 +966,26 @@ async fn unreflected(
             continue;
         }
         let mut latest = incoming.clone();
-        let entering = incoming.rows.iter().filter(|(e, r)| {
-            rules::consents(r[rules::customer::RESEARCH].as_long()) && !held.rows.contains_key(*e)
-        });
-        for (email, _) in entering {
-            let h = erasure::person_hash(secret, PersonKind::Email, email);
-            let postings = erasure::postings(ctx, bucket, [h]).await?;
-            let others = postings
-                .into_values()
-                .flatten()
-                .filter(|other| other != key && other.starts_with(Table::CustomerLanding.prefix()));
+        // The customers it would bring in, by their keyed hash: their postings listed at once.
+        let entering: BTreeMap<String, &String> = incoming
+            .rows
+            .iter()
+            .filter(|(e, r)| {
+                rules::consents(r[rules::customer::RESEARCH].as_long())
+                    && !held.rows.contains_key(*e)
+            })
+            .map(|(e, _)| (erasure::person_hash(secret, PersonKind::Email, e), e))
+            .collect();
+        let postings = erasure::postings(ctx, bucket, entering.keys().cloned()).await?;
+        for (h, landing) in postings {
+            let Some(email) = entering.get(&h) else {
+                continue;
+            };
+            let others = landing.iter().filter(|other| {
+                *other != key && other.starts_with(Table::CustomerLanding.prefix())
+            });
             for other in others {
-                offer_file(ctx, bucket, &other, &mut latest, Some(email)).await?;
+                offer_file(ctx, bucket, other, &mut latest, Some(email.as_str())).await?;
             }
         }
         if rules::merge_trusted(held, &latest).0 != *held {
