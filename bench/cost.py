@@ -21,6 +21,9 @@ GLUE_REQUEST = 1.0 / 1_000_000
 SQS_REQUEST = 0.40 / 1_000_000
 LAMBDA_REQUEST = 0.20 / 1_000_000
 LAMBDA_GB_S = 0.0000133334
+# DynamoDB on demand (the erasure index's postings): per write and per read request unit.
+DYNAMODB_WRU = 0.625 / 1_000_000
+DYNAMODB_RRU = 0.125 / 1_000_000
 MEMORY_GB = 0.25
 PER_DAY = 4_000_000  # SCALE.md: 2M sessions, a phone and a Step Trainer file each
 # The seeds' five Glue (Spark) jobs, once a day over a day of small files: assumed 10 G.1X
@@ -38,7 +41,7 @@ def main():
     fs = out["functions"]
     total = {k: sum(f[k] for f in fs) for k in
              ["s3_put", "s3_get", "s3_head", "s3_list", "s3_delete", "glue_calls", "invocations",
-              "messages", "handler_ms"]}
+              "messages", "handler_ms", "dynamodb_wru", "dynamodb_rru"]}
     # SQS: EventBridge sends each message; the event source mapping receives and deletes
     # up to 10 messages a request, at least one of each per invocation; SQS calls the
     # functions make themselves are counted.
@@ -51,6 +54,8 @@ def main():
         "S3 LIST": total["s3_list"] / n,
         "S3 DELETE": total["s3_delete"] / n,
         "Glue calls": total["glue_calls"] / n,
+        "DynamoDB write units": total["dynamodb_wru"] / n,
+        "DynamoDB read units": total["dynamodb_rru"] / n,
         "SQS requests": sqs / n,
         "Lambda invocations": total["invocations"] / n,
         "Lambda GB-s": total["handler_ms"] / 1000 * MEMORY_GB / n,
@@ -62,18 +67,21 @@ def main():
         "S3 LIST": per["S3 LIST"] * S3_PUT_LIST,
         "S3 DELETE": 0.0,
         "Glue calls": per["Glue calls"] * GLUE_REQUEST,
+        "DynamoDB write units": per["DynamoDB write units"] * DYNAMODB_WRU,
+        "DynamoDB read units": per["DynamoDB read units"] * DYNAMODB_RRU,
         "SQS requests": per["SQS requests"] * SQS_REQUEST,
         "Lambda invocations": per["Lambda invocations"] * LAMBDA_REQUEST,
         "Lambda GB-s": per["Lambda GB-s"] * LAMBDA_GB_S,
     }
     print(f"{n} landing objects (50 sessions together into a dt holding 20), "
           f"{total['invocations']} invocations")
-    print("| function | invocations | PUT | GET | HEAD | LIST | DELETE | Glue | handler ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| function | invocations | PUT | GET | HEAD | LIST | DELETE | Glue | "
+          "DynamoDB WRU | RRU | handler ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for f in fs:
         print(f"| {f['function']} | {f['invocations']} | {f['s3_put']} | {f['s3_get']} | "
               f"{f['s3_head']} | {f['s3_list']} | {f['s3_delete']} | {f['glue_calls']} | "
-              f"{f['handler_ms']:.0f} |")
+              f"{f['dynamodb_wru']} | {f['dynamodb_rru']} | {f['handler_ms']:.0f} |")
     print()
     print("| per landing object | count | $ per million objects | $ per day at 4M |")
     print("|---|---|---|---|")
@@ -106,18 +114,21 @@ def consents(phases):
     sends to the reconcile queue runs in the same drop here and is counted with it. Each
     function's own requests are printed too (JSON), to see where the requests go."""
     print("\n| consent file | files | PUT | GET | LIST | DELETE | Glue | SQS sent | "
-          "customer function PUT/GET/LIST | recheck (reconcile) PUT/GET/LIST |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "DynamoDB WRU / RRU | customer function PUT/GET/LIST | "
+          "recheck (reconcile) PUT/GET/LIST |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         fs, n = p["functions"], p["files"]
         tot = {k: sum(f[k] for f in fs) / n for k in
-               ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls", "sqs_calls"]}
+               ["s3_put", "s3_get", "s3_list", "s3_delete", "glue_calls", "sqs_calls",
+                "dynamodb_wru", "dynamodb_rru"]}
         c = next(f for f in fs if f["function"] == "customer_landing_to_trusted")
         none = {"s3_put": 0, "s3_get": 0, "s3_list": 0}
         r = next((f for f in fs if f["function"] == "reconcile"), none)
         print(f"| {p['kind']} (per file) | {n} | {tot['s3_put']:.1f} | {tot['s3_get']:.1f} | "
               f"{tot['s3_list']:.1f} | {tot['s3_delete']:.1f} | {tot['glue_calls']:.1f} | "
               f"{tot['sqs_calls']:.1f} | "
+              f"{tot['dynamodb_wru']:.1f} / {tot['dynamodb_rru']:.1f} | "
               f"{c['s3_put'] / n:.1f}/{c['s3_get'] / n:.1f}/{c['s3_list'] / n:.1f} | "
               f"{r['s3_put'] / n:.1f}/{r['s3_get'] / n:.1f}/{r['s3_list'] / n:.1f} |")
         for f in fs:

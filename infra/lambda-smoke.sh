@@ -29,7 +29,9 @@ STEDI="${CARGO_TARGET_DIR:-target}/debug/stedi"
 $PY - "$AWS_ENDPOINT_URL" <<'PY'
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=sys.argv[1])
-s3.upload_file("../shared/data/stedi/accelerometer/landing/accelerometer-1691348231445.json",
+# The sample's phone file of 50 users under the key the sample event names: few enough
+# people for one posting each in the postings table (PERSONS_TABLE, default stedi-persons).
+s3.upload_file("../shared/data/stedi/accelerometer/landing/accelerometer-1691348232031.json",
                "stedi-lake", "accelerometer/landing/accelerometer-1691348231445.json")
 PY
 
@@ -57,6 +59,11 @@ part = glue.get_partition(DatabaseName="stedi", TableName="accelerometer_trusted
                           PartitionValues=["2022-06-18"])["Partition"]
 loc = part["StorageDescriptor"]["Location"]
 assert loc == "s3://stedi-lake/accelerometer/trusted/dt=2022-06-18/", loc
-print(f"lambda-smoke: {key} ({head['ContentLength']} bytes), partition dt=2022-06-18 at {loc}")
+ddb = boto3.client("dynamodb", endpoint_url=ep)
+items = ddb.scan(TableName="stedi-persons")["Items"]
+landing = {i["landing"]["S"] for i in items}
+assert len(items) == 50 and landing == {"accelerometer/landing/accelerometer-1691348231445.json"}, items[:3]
+print(f"lambda-smoke: {key} ({head['ContentLength']} bytes), partition dt=2022-06-18 at {loc}, "
+      f"{len(items)} postings in stedi-persons")
 print("lambda-smoke: 1 passed, 0 failed")
 PY

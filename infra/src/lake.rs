@@ -246,11 +246,12 @@ impl FunctionReport {
         )
     }
 
-    /// `<function> requests PUT N GET N LIST N DELETE N Glue N SQS N; read N B, wrote N B`.
+    /// `<function> requests PUT N GET N LIST N DELETE N Glue N SQS N DynamoDB RRU N WRU N;
+    /// read N B, wrote N B`.
     pub fn requests_line(&self, name_width: usize) -> String {
         let r = &self.requests;
         format!(
-            "{:<name_width$} requests PUT {} GET {} LIST {} DELETE {} Glue {} SQS {}; read {} B, wrote {} B",
+            "{:<name_width$} requests PUT {} GET {} LIST {} DELETE {} Glue {} SQS {} DynamoDB RRU {} WRU {}; read {} B, wrote {} B",
             self.function.name(),
             r.s3_put,
             r.s3_get,
@@ -258,6 +259,8 @@ impl FunctionReport {
             r.s3_delete,
             r.glue_calls,
             r.sqs_calls,
+            r.dynamodb_read_units,
+            r.dynamodb_write_units,
             r.bytes_read,
             r.bytes_written,
         )

@@ -48,6 +48,8 @@ pub struct Stack {
     pub s3: aws_sdk_s3::Client,
     /// Glue.
     pub glue: aws_sdk_glue::Client,
+    /// DynamoDB (the erasure index's postings).
+    pub dynamodb: aws_sdk_dynamodb::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
     /// EventBridge.
@@ -97,6 +99,7 @@ impl Stack {
         );
         Ok(Stack {
             glue: aws_sdk_glue::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             events: aws_sdk_eventbridge::Client::new(&sdk),
             s3,
@@ -110,6 +113,7 @@ impl Stack {
         stedi::Ctx::new(
             self.s3.clone(),
             self.glue.clone(),
+            self.dynamodb.clone(),
             self.cfg.function.clone(),
         )
     }
@@ -216,6 +220,49 @@ impl Stack {
                     .context(what)?;
             }
         }
+        self.ensure_persons_table().await
+    }
+
+    /// The erasure index's postings table (`PERSONS_TABLE`), as the template defines it:
+    /// on-demand, partition key `person`, sort key `landing`.
+    async fn ensure_persons_table(&self) -> Result<()> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let name = &self.cfg.function.persons_table;
+        let present = self
+            .dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .is_ok();
+        if present {
+            return Ok(());
+        }
+        let attribute = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |n: &str, t| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+        };
+        self.dynamodb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("person")?)
+            .attribute_definitions(attribute("landing")?)
+            .key_schema(key("person", KeyType::Hash)?)
+            .key_schema(key("landing", KeyType::Range)?)
+            .send()
+            .await
+            .with_context(|| format!("creating DynamoDB table {name}"))?;
         Ok(())
     }
 
@@ -297,6 +344,7 @@ impl Stack {
                     &self.cfg.bucket,
                     &self.cfg.database,
                     &self.cfg.name_prefix,
+                    &self.cfg.function.persons_table,
                 )),
                 sends_to,
             });

@@ -119,15 +119,25 @@ impl IamPolicy {
 
     /// The policy with the stack's names put in: `bucket` for `${BucketName}` and
     /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `database` for `${DatabaseName}`,
-    /// `aws` for `${AWS::Partition}`, any region and account (`*`), and the ARN of the
-    /// stack's queue for `!GetAtt <queue>.Arn` (queues are named `<queue_prefix><logical id>`).
-    pub fn for_stack(&self, bucket: &str, database: &str, queue_prefix: &str) -> IamPolicy {
+    /// `aws` for `${AWS::Partition}`, any region and account (`*`), the ARN of the
+    /// stack's queue for `!GetAtt <queue>.Arn` (queues are named `<queue_prefix><logical
+    /// id>`) and of table `persons_table` for `!GetAtt PersonsTable.Arn`.
+    pub fn for_stack(
+        &self,
+        bucket: &str,
+        database: &str,
+        queue_prefix: &str,
+        persons_table: &str,
+    ) -> IamPolicy {
         let arn = format!("arn:aws:s3:::{bucket}");
         let fill = |r: &String| {
-            if let Some(id) = r.strip_prefix("${").and_then(|r| r.strip_suffix(".Arn}"))
-                && id.ends_with("Queue")
-            {
-                return format!("arn:aws:sqs:*:*:{queue_prefix}{id}");
+            if let Some(id) = r.strip_prefix("${").and_then(|r| r.strip_suffix(".Arn}")) {
+                if id.ends_with("Queue") {
+                    return format!("arn:aws:sqs:*:*:{queue_prefix}{id}");
+                }
+                if id == "PersonsTable" {
+                    return format!("arn:aws:dynamodb:*:*:table/{persons_table}");
+                }
             }
             r.replace("${AWS::Partition}", "aws")
                 .replace("${AWS::Region}", "*")
@@ -615,7 +625,7 @@ mod tests {
                 .find(|r| r.function == f)
                 .unwrap()
                 .policy
-                .for_stack("lake", "db", "p-")
+                .for_stack("lake", "db", "p-", "people")
         };
         let obj = |key: &str| format!("arn:aws:s3:::lake/{key}");
         let accel = policy("accelerometer_landing_to_trusted");
@@ -658,6 +668,19 @@ mod tests {
         assert!(policy("customer_trusted_to_curated").allows("sqs:SendMessage", queue));
         assert!(customer.allows("sqs:SendMessage", queue));
         assert!(!accel.allows("sqs:SendMessage", queue));
+        // DynamoDB: the postings table, for the functions that compute landing files, and
+        // not for the ML function; its write and query, not a scan.
+        let people = "arn:aws:dynamodb:region:account:table/people";
+        assert!(accel.allows("dynamodb:BatchWriteItem", people));
+        assert!(customer.allows("dynamodb:Query", people));
+        assert!(policy("reconcile").allows("dynamodb:Query", people));
+        assert!(policy("erasure").allows("dynamodb:BatchWriteItem", people));
+        assert!(!accel.allows("dynamodb:Scan", people));
+        assert!(!accel.allows(
+            "dynamodb:Query",
+            "arn:aws:dynamodb:region:account:table/other"
+        ));
+        assert!(!policy("machine_learning_trusted_to_curated").allows("dynamodb:Query", people));
         // Actions compare without case, as IAM's do.
         assert!(accel.allows("S3:GETOBJECT", &obj("accelerometer/landing/a.json")));
         let deny = IamPolicy {

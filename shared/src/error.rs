@@ -130,6 +130,21 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A DynamoDB call failed (the erasure index's postings).
+    #[error("dynamodb {op} {table}: {message}")]
+    Dynamo {
+        /// Operation name.
+        op: &'static str,
+        /// Table.
+        table: String,
+        /// The service's or transport's message.
+        message: String,
+        /// Whether a retry may succeed (throttling, 5xx, timeouts, transport).
+        retryable: bool,
+        /// The SDK's error, when the call itself failed.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The reconcile planner's local spill files (the function's `/tmp`) failed.
     #[error("local spill {path}: {source}")]
     Spill {
@@ -156,7 +171,7 @@ impl Error {
         match self {
             Error::S3 { retryable, .. } | Error::Glue { retryable, .. } => *retryable,
             Error::Contention { .. } => true,
-            Error::Sqs { retryable, .. } => *retryable,
+            Error::Sqs { retryable, .. } | Error::Dynamo { retryable, .. } => *retryable,
             Error::MalformedEvent { .. } => false,
             // A full or failing /tmp in one execution environment need not be in the next.
             Error::Spill { .. } => true,

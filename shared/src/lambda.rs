@@ -710,6 +710,7 @@ pub async fn context_from_env() -> Result<Ctx> {
     let mut ctx = Ctx::new(
         aws_sdk_s3::Client::from_conf(s3_conf),
         aws_sdk_glue::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(&sdk),
         cfg,
     );
     ctx.reconcile_queue = queue.map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
@@ -754,7 +755,7 @@ pub async fn serve(f: Function) -> std::result::Result<(), lambda_runtime::Error
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{offline_glue, offline_s3};
+    use crate::testing::{offline_dynamodb, offline_glue, offline_s3};
     use serde_json::json;
 
     #[test]
@@ -777,7 +778,12 @@ mod tests {
 
     fn offline_ctx() -> Ctx {
         // Every request fails fast with a retryable error.
-        Ctx::new(offline_s3(), offline_glue(), Config::default())
+        Ctx::new(
+            offline_s3(),
+            offline_glue(),
+            offline_dynamodb(),
+            Config::default(),
+        )
     }
 
     fn sqs(bodies: &[(&str, String)]) -> Value {

@@ -14,6 +14,8 @@ pub mod keys;
 pub mod lambda;
 pub mod lines;
 #[cfg(feature = "aws")]
+pub mod persons;
+#[cfg(feature = "aws")]
 pub mod reconcile;
 pub mod record;
 pub mod rules;

@@ -884,9 +884,24 @@ async fn stale_ml(ctx: &Ctx, bucket: &str, serials_now: &Answers) -> Result<Vec<
 
 /// Moves lineage manifests that the earlier layout kept inside table locations
 /// (`<table>/_manifests/…`) to the bookkeeping prefix, keeping a manifest already written
-/// there (it is newer), so generic readers of a table location see only data files.
+/// there (it is newer), so generic readers of a table location see only data files; and
+/// the erasure postings a lake of layout 4 kept as S3 objects (`_stedi/persons/<h>/<landing
+/// key>`) into the postings table (one LIST of the persons' folders a pass: the tombstones
+/// once moved).
 async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> Result<usize> {
-    let mut moved = 0;
+    let legacy: Vec<String> = ctx
+        .store
+        .list(bucket, erasure::PERSONS_PREFIX)
+        .await?
+        .into_iter()
+        .filter(|key| erasure::legacy_posting(key).is_some())
+        .collect();
+    let postings = legacy.iter().filter_map(|key| erasure::legacy_posting(key));
+    ctx.persons.post(bucket, postings).await?;
+    for key in &legacy {
+        ctx.store.delete(bucket, key).await?;
+    }
+    let mut moved = legacy.len();
     for table in Table::ALL.into_iter().filter(|t| t.partitioned()) {
         let old_prefix = format!("{}_manifests/", table.prefix());
         for old in ctx.store.list(bucket, &old_prefix).await? {

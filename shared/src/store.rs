@@ -37,6 +37,10 @@ pub enum Request {
     Glue,
     /// Any SQS API call.
     Sqs,
+    /// DynamoDB read request units (the erasure index's queries).
+    DynamoRead,
+    /// DynamoDB write request units (the erasure index's postings written or removed).
+    DynamoWrite,
 }
 
 /// The request counters of one invocation (`Arc<RequestCounts>`, see
@@ -51,6 +55,8 @@ pub struct RequestCounts {
     bytes_written: AtomicU64,
     glue_calls: AtomicU64,
     sqs_calls: AtomicU64,
+    dynamodb_read_units: AtomicU64,
+    dynamodb_write_units: AtomicU64,
 }
 
 impl RequestCounts {
@@ -67,6 +73,8 @@ impl RequestCounts {
             Request::S3Delete => &self.s3_delete,
             Request::Glue => &self.glue_calls,
             Request::Sqs => &self.sqs_calls,
+            Request::DynamoRead => &self.dynamodb_read_units,
+            Request::DynamoWrite => &self.dynamodb_write_units,
         }
     }
 
@@ -83,6 +91,8 @@ impl RequestCounts {
             bytes_written: get(&self.bytes_written),
             glue_calls: get(&self.glue_calls),
             sqs_calls: get(&self.sqs_calls),
+            dynamodb_read_units: get(&self.dynamodb_read_units),
+            dynamodb_write_units: get(&self.dynamodb_write_units),
         }
     }
 }
@@ -107,7 +117,13 @@ fn tally(c: impl Fn(&RequestCounts) -> &AtomicU64, n: u64) {
 
 /// Counts one request in the running invocation's counters.
 pub fn record(r: Request) {
-    tally(|c| c.counter(r), 1);
+    record_units(r, 1);
+}
+
+/// Counts `n` of `r` (DynamoDB bills capacity units, not calls) in the running
+/// invocation's counters.
+pub(crate) fn record_units(r: Request, n: u64) {
+    tally(|c| c.counter(r), n);
 }
 
 fn record_bytes_read(n: u64) {
@@ -165,7 +181,7 @@ fn authorize(op: &'static str, action: &str, bucket: &str, key: Option<&str>) ->
 
 /// When a policy is enforced ([`with_policy`]): its function and the first of the
 /// `resources` it does not allow `action` on, if any. The resources are built only then.
-fn refused<R: IntoIterator<Item = String>>(
+pub(crate) fn refused<R: IntoIterator<Item = String>>(
     action: &str,
     resources: impl FnOnce() -> R,
 ) -> Option<(String, String)> {

@@ -33,11 +33,17 @@ pub struct Requests {
     pub glue_calls: u64,
     /// SQS API calls (reconcile's fan-out).
     pub sqs_calls: u64,
+    /// DynamoDB read request units (the erasure index's queries: one per 4 KB read).
+    #[serde(default)]
+    pub dynamodb_read_units: u64,
+    /// DynamoDB write request units (the erasure index's postings: one per item).
+    #[serde(default)]
+    pub dynamodb_write_units: u64,
 }
 
 impl Requests {
     /// Every count with its metric name and CloudWatch unit, in a fixed order.
-    pub fn metrics(&self) -> [(&'static str, u64, &'static str); 9] {
+    pub fn metrics(&self) -> [(&'static str, u64, &'static str); 11] {
         [
             ("s3_put", self.s3_put, "Count"),
             ("s3_get", self.s3_get, "Count"),
@@ -48,6 +54,8 @@ impl Requests {
             ("bytes_written", self.bytes_written, "Bytes"),
             ("glue_calls", self.glue_calls, "Count"),
             ("sqs_calls", self.sqs_calls, "Count"),
+            ("dynamodb_read_units", self.dynamodb_read_units, "Count"),
+            ("dynamodb_write_units", self.dynamodb_write_units, "Count"),
         ]
     }
 }
@@ -66,6 +74,8 @@ impl Add for Requests {
             bytes_written: self.bytes_written + o.bytes_written,
             glue_calls: self.glue_calls + o.glue_calls,
             sqs_calls: self.sqs_calls + o.sqs_calls,
+            dynamodb_read_units: self.dynamodb_read_units + o.dynamodb_read_units,
+            dynamodb_write_units: self.dynamodb_write_units + o.dynamodb_write_units,
         }
     }
 }
@@ -90,6 +100,12 @@ impl std::ops::Sub for Requests {
             bytes_written: self.bytes_written.saturating_sub(o.bytes_written),
             glue_calls: self.glue_calls.saturating_sub(o.glue_calls),
             sqs_calls: self.sqs_calls.saturating_sub(o.sqs_calls),
+            dynamodb_read_units: self
+                .dynamodb_read_units
+                .saturating_sub(o.dynamodb_read_units),
+            dynamodb_write_units: self
+                .dynamodb_write_units
+                .saturating_sub(o.dynamodb_write_units),
         }
     }
 }
@@ -218,7 +234,7 @@ mod tests {
         let metrics = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(metrics.len(), 15);
+        assert_eq!(metrics.len(), 17);
         // Every metric has its value at the top level of the line, as EMF requires.
         for m in metrics {
             let name = m["Name"].as_str().unwrap();
@@ -248,11 +264,14 @@ mod tests {
                 s3_get: 1,
                 bytes_read: 5,
                 sqs_calls: 2,
+                dynamodb_read_units: 1,
+                dynamodb_write_units: 3,
                 ..Requests::default()
             },
             ..Summary::default()
         });
         let r = s.requests;
+        assert_eq!((r.dynamodb_read_units, r.dynamodb_write_units), (1, 3));
         assert_eq!(
             (r.s3_put, r.s3_get, r.s3_list, r.s3_head, r.s3_delete),
             (2, 4, 1, 1, 1)
@@ -273,5 +292,7 @@ mod tests {
             .collect();
         assert!(units.contains(&("bytes_written", "Bytes")));
         assert!(units.contains(&("s3_list", "Count")));
+        assert!(units.contains(&("dynamodb_write_units", "Count")));
+        assert_eq!(v["dynamodb_write_units"], 3);
     }
 }

@@ -27,3 +27,16 @@ pub fn offline_glue() -> aws_sdk_glue::Client {
         .build();
     aws_sdk_glue::Client::from_conf(conf)
 }
+
+/// A DynamoDB client whose every request fails fast (nothing listens on port 9).
+pub fn offline_dynamodb() -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .credentials_provider(Credentials::for_tests())
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}

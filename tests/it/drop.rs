@@ -148,7 +148,7 @@ async fn the_sample_drop_reports_each_function_and_every_landing_line_balances()
     assert_eq!(
         head,
         format!(
-            "customer_landing_to_trusted requests PUT 1 GET {} LIST 0 DELETE 1 Glue 0 SQS 0",
+            "customer_landing_to_trusted requests PUT 1 GET {} LIST 0 DELETE 1 Glue 0 SQS 0 DynamoDB RRU 0 WRU 0",
             1 + shards + 1
         )
     );

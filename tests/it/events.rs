@@ -108,16 +108,21 @@ async fn an_invocation_counts_its_requests() {
     let s = out.of_function("accelerometer_landing_to_trusted");
     let output = format!("accelerometer/trusted/dt=2022-06-18/{stem}.parquet");
     assert_eq!(s.outputs, std::slice::from_ref(&output));
-    // The file's 50 people: 50 postings, then one look at who is erased (a GET of the
-    // erasure epoch, none yet, and this cold function's one LIST of the erased markers),
-    // not 50 tombstone GETs.
+    // The file's 50 people: 50 postings (items of the postings table, in two batch
+    // writes: no S3 PUT), then one look at who is erased (a GET of the erasure epoch, none
+    // yet, and this cold function's one LIST of the erased markers), not 50 tombstone GETs.
     let r = s.requests;
     assert_eq!(
         (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
-        (28, 52, 1, 1, 0),
+        (28, 2, 1, 1, 0),
         "{r:?}"
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
+    assert_eq!(
+        (r.dynamodb_write_units, r.dynamodb_read_units),
+        (50, 0),
+        "{r:?}"
+    );
 
     // The lineage records one answer per user of the file (by the e-mail's hash: its
     // consent date, or nothing), and the shards it read are those users' shards.
@@ -152,9 +157,11 @@ async fn an_invocation_counts_its_requests() {
     // GETs: the landing file, its users' shards, the partition's compaction pointer
     // (missing: never compacted, nothing to keep in step), and the erasure epoch (missing:
     // nobody erased); no previous manifest (the new one is created with If-None-Match).
-    // PUTs: the output, the manifest and one (empty) erasure-index posting per user.
+    // PUTs: the output and the manifest; one erasure-index posting per user, an item of
+    // the postings table (a write unit each).
     assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + 1);
-    assert_eq!(r.s3_put, 2 + users.len() as u64);
+    assert_eq!(r.s3_put, 2);
+    assert_eq!(r.dynamodb_write_units, users.len() as u64);
     let mut shard_bytes = 0;
     for k in &shards {
         shard_bytes += local.get(k).await.unwrap().len() as u64;
@@ -237,11 +244,12 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .collect();
     // GET: the ten files, their users' consent shards, the partition pointer, and one
     // erasure epoch for the batch (its files' people registered first, then one look; a
-    // cold function lists the erased markers once). PUT: the object, ten manifests, ten
-    // postings.
+    // cold function lists the erased markers once). PUT: the object and ten manifests; the
+    // ten postings are items of the postings table (one batch write).
     let r = s.requests;
     assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 1, "{r:?}");
-    assert_eq!((r.s3_put, r.s3_list), (1 + 10 + 10, 1), "{r:?}");
+    assert_eq!((r.s3_put, r.s3_list), (1 + 10, 1), "{r:?}");
+    assert_eq!(r.dynamodb_write_units, 10, "{r:?}");
     assert_eq!(r.glue_calls, 1, "{r:?}");
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["accelerometer_trusted"], 50);
@@ -258,7 +266,7 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     // a Step Trainer file of customer 0's device, now owned, creates its manifest without
     // reading one: GET the file, the serial's device-index shard, the pointer and the
     // erasure epoch (still none: the list of erased markers stands, no LIST); PUT the
-    // output, the manifest and the serial's posting.
+    // output and the manifest; the serial's posting is a table item.
     let out = local.settle().await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let key = "step_trainer/landing/session-0.json";
@@ -273,7 +281,8 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
-    assert_eq!((r.s3_get, r.s3_put, r.s3_list), (4, 3, 0), "{r:?}");
+    assert_eq!((r.s3_get, r.s3_put, r.s3_list), (4, 2, 0), "{r:?}");
+    assert_eq!(r.dynamodb_write_units, 1, "{r:?}");
 
     // The ML join of that Step Trainer object (a cold function) meets the phone batch
     // object, whose ten users fall in several customer shards: it takes their devices from
@@ -417,12 +426,17 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     assert_eq!(trusted_objects(&local).await, first);
 
     // Three of its files redelivered in another batch (unchanged): they stay where they
-    // are. Per file the manifest's create (refused: one exists) and the posting, and a
-    // GET of the object holding it (its footer lists the file); no object written.
+    // are. Per file the manifest's create (refused: one exists) and the posting (a table
+    // item written again), and a GET of the object holding it (its footer lists the
+    // file); no object written.
     let s = invoke(batch(&[2, 5, 7])).await;
     assert_eq!(local.keys().await.unwrap(), keys);
     let r = s.requests;
-    assert_eq!((r.s3_put, r.s3_head), (3 + 3, 0), "{r:?}");
+    assert_eq!(
+        (r.s3_put, r.s3_head, r.dynamodb_write_units),
+        (3, 0, 3),
+        "{r:?}"
+    );
 
     // session-2 and session-7 uploaded again (4 readings each) and delivered together: a
     // second object holds them, the first (rewritten once per file) no longer does.

@@ -218,6 +218,7 @@ async fn independent_readers_see_the_batch_truth_through_the_glue_catalog() {
     let ctx = stedi::Ctx::new(
         local.stack.s3.clone(),
         local.stack.glue.clone(),
+        local.stack.dynamodb.clone(),
         stedi::config::Config {
             compact_grace_seconds: 0,
             ..ctx.cfg.clone()

@@ -73,9 +73,22 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
         moved += 1;
     }
     assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 14);
+    // And the erasure postings as empty S3 objects, not items of the postings table.
+    let bucket = local.stack.cfg.bucket.clone();
+    let postings = local.all_postings().await.unwrap();
+    assert_eq!(postings.len(), 50);
+    let pairs = || postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
+    local.persons().remove(&bucket, pairs()).await.unwrap();
+    for (h, l) in &postings {
+        let key = stedi::transitions::erasure::posting_key(h, l);
+        local.put(&key, Vec::new()).await.unwrap();
+    }
+    assert_eq!(local.all_postings().await.unwrap(), Vec::new());
 
     let report = local.reconcile().await.unwrap();
-    assert_eq!(report.migrated, moved, "{report:?}");
+    assert_eq!(report.migrated, moved + postings.len(), "{report:?}");
+    // Every posting is in the table again, none left in S3.
+    assert_eq!(local.all_postings().await.unwrap(), postings);
     // The lineage came along: nothing is recomputed.
     assert!(report.items.values().all(|n| *n == 0), "{report:?}");
     let after = local.keys().await.unwrap();

@@ -775,13 +775,19 @@ async fn a_consent_is_checked_again_later_and_its_current_files_are_left_alone()
     assert!(recheck.outputs.is_empty(), "{:?}", recheck.outputs);
     assert!(recheck.deleted.is_empty(), "{:?}", recheck.deleted);
     let r = recheck.requests;
-    // Two postings and the wide indexes listed; the customer's two one-record files (the
-    // withdrawal and the consent) and their customer_trusted shard read, which agrees with
-    // the newer; the two manifests and the consent shard and device-index shard their
-    // answers fall in read; nothing written.
+    // Two postings queried (the e-mail's and the serial's: a read unit each) and the wide
+    // indexes listed; the customer's two one-record files (the withdrawal and the consent)
+    // and their customer_trusted shard read, which agrees with the newer; the two
+    // manifests and the consent shard and device-index shard their answers fall in read;
+    // nothing written.
     assert_eq!(
         (r.s3_list, r.s3_get, r.s3_put, r.s3_delete),
-        (3, 7, 0, 0),
+        (1, 7, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(
+        (r.dynamodb_read_units, r.dynamodb_write_units),
+        (2, 0),
         "{r:?}"
     );
     assert_consented(&local, &dir, &serial).await;
@@ -809,20 +815,20 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
     let ml_before = crate::rows::ml(&local.batches(Table::MachineLearningCurated).await.unwrap());
     let secret = local.stack.cfg.function.erasure_hash_key.clone();
     use stedi::compute::PersonKind;
-    use stedi::transitions::erasure::{person_hash, person_prefix};
+    use stedi::transitions::erasure::person_hash;
     let persons = vec![
         person_hash(&secret, PersonKind::Email, &email),
         person_hash(&secret, PersonKind::Serial, &serial),
     ];
+    let bucket = local.stack.cfg.bucket.clone();
     let mut hidden = Vec::new();
     for h in &persons {
-        for key in local.keys().await.unwrap() {
-            if key.starts_with(&person_prefix(h)) {
-                hidden.push((key.clone(), local.get(&key).await.unwrap()));
-            }
+        for landing in local.postings_of(h).await.unwrap() {
+            hidden.push((h.clone(), landing));
         }
-        delete_under(&local, &person_prefix(h)).await;
     }
+    let pairs = || hidden.iter().map(|(h, l)| (h.as_str(), l.as_str()));
+    local.persons().remove(&bucket, pairs()).await.unwrap();
     assert_eq!(hidden.len(), 2, "{hidden:?}");
 
     let withdrawal = crate::order::withdrawal(&email, &dir);
@@ -837,9 +843,7 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
     assert_eq!(customer.requests.sqs_calls, 1, "the recheck sent");
     assert!(out.of_function("reconcile").sources.is_empty());
-    for (key, body) in hidden {
-        local.put(&key, body).await.unwrap();
-    }
+    local.persons().post(&bucket, pairs()).await.unwrap();
     assert!(
         ml_rows_of(&local, &serial).await > 0,
         "the missed files' rows stay"

@@ -83,11 +83,17 @@ async fn per_event_cost_does_not_grow_with_the_customer_count() {
             (b.s3_get, b.s3_put, b.s3_list, b.s3_delete),
             "{a:?} vs {b:?}"
         );
+        assert_eq!(
+            (a.dynamodb_read_units, a.dynamodb_write_units),
+            (b.dynamodb_read_units, b.dynamodb_write_units),
+            "{a:?} vs {b:?}"
+        );
     }
     // One-record customer file (a consenting customer): the landing object, one customer
-    // shard, one device-index shard and the erasure epoch read; the two shards and the
-    // customer's erasure-index posting written.
-    assert_eq!((small.customer.s3_get, small.customer.s3_put), (4, 3));
+    // shard, one device-index shard and the erasure epoch read; the two shards written,
+    // and the customer's erasure-index posting (an item of the postings table).
+    assert_eq!((small.customer.s3_get, small.customer.s3_put), (4, 2));
+    assert_eq!(small.customer.dynamodb_write_units, 1);
     // Warm phone file: the consent shard is revalidated (304, no body), so the only bytes
     // read are the landing file's, whatever the customer count.
     assert_eq!(small.accel_warm.bytes_read, small.accel_warm_file);

@@ -151,6 +151,54 @@ impl Local {
         Ok(keys)
     }
 
+    /// The erasure index's postings table of the stack.
+    pub fn persons(&self) -> stedi::persons::PersonIndex {
+        stedi::persons::PersonIndex::new(
+            self.stack.dynamodb.clone(),
+            self.stack.cfg.function.persons_table.clone(),
+        )
+    }
+
+    /// The landing keys person `h` (a keyed hash) has postings for.
+    pub async fn postings_of(&self, h: &str) -> Result<Vec<String>> {
+        Ok(self
+            .persons()
+            .landing_keys(&self.stack.cfg.bucket, h)
+            .await?)
+    }
+
+    /// Every posting of this stack's lake, (keyed hash, landing key), sorted (a scan: a
+    /// test's table is small).
+    pub async fn all_postings(&self) -> Result<Vec<(String, String)>> {
+        let prefix = format!("{}/", self.stack.cfg.bucket);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .stack
+                .dynamodb
+                .scan()
+                .table_name(&self.stack.cfg.function.persons_table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            for item in page.items() {
+                let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(person), Some(landing)) = (text("person"), text("landing"))
+                    && let Some(h) = person.strip_prefix(&prefix)
+                {
+                    out.push((h.to_string(), landing));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Reads an object.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let out = self

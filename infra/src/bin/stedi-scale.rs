@@ -297,6 +297,7 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
             "handler_ms": f.handler_ms, "rows_in": f.rows_in, "rows_out": f.rows_out,
             "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_head": r.s3_head, "s3_list": r.s3_list,
             "s3_delete": r.s3_delete, "glue_calls": r.glue_calls, "sqs_calls": r.sqs_calls,
+            "dynamodb_rru": r.dynamodb_read_units, "dynamodb_wru": r.dynamodb_write_units,
             "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
         }));
     }
@@ -352,6 +353,8 @@ async fn cost(stack: &Stack, customers: u64, warm: u64, sessions: u64, lines: i6
                        "s3_put": r.s3_put, "s3_get": r.s3_get, "s3_head": r.s3_head,
                        "s3_list": r.s3_list, "s3_delete": r.s3_delete,
                        "glue_calls": r.glue_calls, "sqs_calls": r.sqs_calls,
+                       "dynamodb_rru": r.dynamodb_read_units,
+                       "dynamodb_wru": r.dynamodb_write_units,
                        "rows_out": f.rows_out})
             })
             .collect();
@@ -405,7 +408,8 @@ async fn reconcile_pass(
             name.to_string(),
             json!({"items": plan.items.len(), "ms": ms, "s3_get": requests.s3_get,
                    "s3_head": requests.s3_head, "s3_list": requests.s3_list,
-                   "s3_put": requests.s3_put, "glue_calls": requests.glue_calls}),
+                   "s3_put": requests.s3_put, "glue_calls": requests.glue_calls,
+                   "dynamodb_rru": requests.dynamodb_read_units}),
         );
     }
     // Shards the passes read one GET each (customer_trusted, customer_curated, the device

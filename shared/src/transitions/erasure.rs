@@ -1,11 +1,14 @@
 //! Right to erasure: one request removes a person from every zone, landing included.
 //!
 //! **The erasure index.** Every landing transition records, for each person its file holds
-//! (the e-mail of a customer or phone line, the serial of a Step Trainer line), an empty
-//! *posting* `_stedi/persons/<h>/<landing key>`, where `<h>` is a keyed hash of the person
-//! (HMAC-SHA256 under `ERASURE_HASH_KEY`; no e-mail or serial appears in a key). An erasure
-//! lists one folder and finds exactly the landing objects that hold the person; their
-//! outputs are named after them (the lineage), so the trusted and curated objects follow.
+//! (the e-mail of a customer or phone line, the serial of a Step Trainer line), a
+//! *posting* (`<h>`, landing key): an item of the DynamoDB table `PERSONS_TABLE`
+//! ([`crate::persons`]), where `<h>` is a keyed hash of the person (HMAC-SHA256 under
+//! `ERASURE_HASH_KEY`; no e-mail or serial is stored). An erasure queries one partition
+//! and finds exactly the landing objects that hold the person; their outputs are named
+//! after them (the lineage), so the trusted and curated objects follow. (Lakes of layout 4
+//! kept each posting as an empty S3 object `_stedi/persons/<h>/<landing key>`; `reconcile`
+//! moves them into the table.)
 //! A file holding more people than `ERASURE_WIDE_PERSONS` (a bulk import) writes one
 //! *wide index* `_stedi/persons-wide/<landing key>` instead, the sorted hashes of its
 //! people: one PUT, not thousands; an erasure also reads every wide index (bulk files are
@@ -14,7 +17,8 @@
 //! **The tombstone** `_stedi/persons/<h>/erased.json` holds the erasure time and the
 //! request id, nothing personal; an empty `_stedi/erased/<h>` beside it lets a wide file
 //! find the erased among its people with one LIST instead of one GET each. A landing
-//! transition writes its postings, then reads the tombstones (register, then look): of a
+//! transition writes its postings, then reads the tombstones (register, then look; the
+//! table's queries are strongly consistent): of a
 //! file arriving during an erasure and the erasure, at least one sees the other. A file
 //! holding lines of an erased person dated at or before the erasure is scrubbed (rewritten
 //! without them, its old versions deleted) and computed again; a line dated after it is a
@@ -99,9 +103,19 @@ pub fn tombstone_key(h: &str) -> String {
     format!("{}erased.json", person_prefix(h))
 }
 
-/// The posting saying landing object `landing_key` holds person `h`.
+/// Where a lake of layout 4 kept the posting saying landing object `landing_key` holds
+/// person `h`, as an empty S3 object (`reconcile` moves such postings into the table).
 pub fn posting_key(h: &str, landing_key: &str) -> String {
     format!("{}{landing_key}", person_prefix(h))
+}
+
+/// The posting (keyed hash, landing key) S3 object `key` is, if it is one of layout 4
+/// (not a tombstone or the epoch).
+pub fn legacy_posting(key: &str) -> Option<(&str, &str)> {
+    let (h, landing) = key.strip_prefix(PERSONS_PREFIX)?.split_once('/')?;
+    Table::landing()
+        .any(|t| landing.starts_with(t.prefix()))
+        .then_some((h, landing))
 }
 
 /// Where the wide indexes are kept (one per landing file with many people).
@@ -354,11 +368,10 @@ pub(super) async fn register(
             .put(bucket, &wide_key(&src.key), Bytes::from(body))
             .await?;
     } else {
-        let postings: Vec<String> = hashed
+        let postings = hashed
             .iter()
-            .map(|(h, _, _)| posting_key(h, &src.key))
-            .collect();
-        super::put_markers(ctx, bucket, postings).await?;
+            .map(|(h, _, _)| (h.as_str(), src.key.as_str()));
+        ctx.persons.post(bucket, postings).await?;
     }
     Ok(Some(Registered { hashed, wide }))
 }
@@ -416,9 +429,12 @@ pub(super) async fn scrub_erased(
         // The caller computes the file again, which indexes what is left.
         ctx.store.delete(bucket, &wide_key(&src.key)).await?;
     }
-    for (_, h, _) in erased.iter().filter(|_| !wide) {
+    if !wide {
         // Written again by the next run if lines dated after the erasure remain.
-        ctx.store.delete(bucket, &posting_key(h, &src.key)).await?;
+        let postings = erased
+            .iter()
+            .map(|(_, h, _)| (h.as_str(), src.key.as_str()));
+        ctx.persons.remove(bucket, postings).await?;
     }
     tracing::info!(
         key = %src.key,
@@ -696,7 +712,8 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         ..Audit::default()
     };
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    let mut postings: Vec<String> = Vec::new();
+    let mut postings: Vec<(String, String)> = Vec::new();
+    let mut legacy: Vec<String> = Vec::new();
     let mut saved: Progress = read_json(ctx, bucket, &progress_key(&h))
         .await?
         .unwrap_or_default();
@@ -710,9 +727,11 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     let Postings {
         found,
         listed,
+        legacy: in_s3,
         wide: mut wide_found,
     } = postings_of(ctx, bucket, &h).await?;
     postings.extend(listed);
+    legacy.extend(in_s3);
     let fresh: Vec<(String, Table)> = found
         .into_iter()
         .filter(|(k, _)| !p.found.contains(k))
@@ -777,9 +796,11 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         let Postings {
             found,
             listed,
+            legacy: in_s3,
             wide,
         } = postings_of(ctx, bucket, &hs).await?;
         postings.extend(listed);
+        legacy.extend(in_s3);
         wide_found.extend(wide);
         let fresh: Vec<(String, Table)> = found
             .iter()
@@ -819,8 +840,10 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
             *rows.entry(table).or_default() += n - left;
         }
     }
-    for p in &postings {
-        ctx.store.delete(bucket, p).await?;
+    let postings_of_theirs = postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
+    ctx.persons.remove(bucket, postings_of_theirs).await?;
+    for key in &legacy {
+        ctx.store.delete(bucket, key).await?;
     }
 
     // Old versions of everything touched: every object found and its quarantine (an
@@ -914,21 +937,28 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
 }
 
 /// The landing objects the erasure index names for person `h` (with their tables): by
-/// their postings, and by the wide indexes that list `h`; with the postings listed and the
+/// their postings, and by the wide indexes that list `h`; with the postings found and the
 /// landing objects found through a wide index.
 pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
-    let prefix = person_prefix(h);
     let mut p = Postings::default();
     let add = |p: &mut Postings, landing: &str| {
         if let Some(table) = Table::landing().find(|t| landing.starts_with(t.prefix())) {
             p.found.push((landing.to_string(), table));
         }
     };
+    for landing in ctx.persons.landing_keys(bucket, h).await? {
+        if Table::landing().any(|t| landing.starts_with(t.prefix())) {
+            add(&mut p, &landing);
+            p.listed.push((h.to_string(), landing));
+        }
+    }
+    // Postings a lake of layout 4 kept in S3, until `reconcile` has moved them.
+    let prefix = person_prefix(h);
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
         if Table::landing().any(|t| landing.starts_with(t.prefix())) {
             add(&mut p, landing);
-            p.listed.push(key);
+            p.legacy.push(key);
         } // else the tombstone
     }
     for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
@@ -960,8 +990,7 @@ fn is_reading_key(landing: &str) -> bool {
 }
 
 /// The landing objects each of the keyed hashes `persons` has a posting for (not those
-/// found through a wide index; a tombstone is not a landing object): one LIST per person,
-/// a few in flight.
+/// found through a wide index): one query per person, a few in flight.
 pub(crate) async fn postings(
     ctx: &Ctx,
     bucket: &str,
@@ -969,13 +998,11 @@ pub(crate) async fn postings(
 ) -> Result<BTreeMap<String, Vec<String>>> {
     stream::iter(persons)
         .map(|h| async move {
-            let prefix = person_prefix(&h);
             let listed: Vec<String> = ctx
-                .store
-                .list(bucket, &prefix)
+                .persons
+                .landing_keys(bucket, &h)
                 .await?
                 .into_iter()
-                .map(|key| key[prefix.len()..].to_string())
                 .filter(|landing| Table::landing().any(|t| landing.starts_with(t.prefix())))
                 .collect();
             Ok::<_, Error>((h, listed))
@@ -1032,8 +1059,10 @@ pub(super) async fn readings_of(
 pub(super) struct Postings {
     /// The landing objects (with their tables), customer files first.
     pub(super) found: Vec<(String, Table)>,
-    /// The person's postings.
-    listed: Vec<String>,
+    /// The person's postings: (keyed hash, landing key).
+    listed: Vec<(String, String)>,
+    /// The person's postings still kept as S3 objects (layout 4).
+    legacy: Vec<String>,
     /// The landing objects found through a wide index.
     wide: BTreeSet<String>,
 }
@@ -1101,6 +1130,14 @@ mod tests {
             format!("_stedi/persons/{a}/accelerometer/landing/f.json")
         );
         assert_eq!(tombstone_key(&a), format!("_stedi/persons/{a}/erased.json"));
+        let legacy = posting_key(&a, "accelerometer/landing/f.json");
+        assert_eq!(
+            legacy_posting(&legacy),
+            Some((a.as_str(), "accelerometer/landing/f.json"))
+        );
+        assert_eq!(legacy_posting(&tombstone_key(&a)), None);
+        assert_eq!(legacy_posting(EPOCH_KEY), None);
+        assert_eq!(legacy_posting("_stedi/erased/x"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::columnar::{column, read_parquet, row_cells};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::persons::PersonIndex;
 use crate::rules::{ConsentIndex, Customers, DeviceEntry, DeviceIndex, KeyIndex};
 use crate::schema::Table;
 use crate::store::{Fetched, Store};
@@ -25,6 +26,8 @@ pub struct Ctx {
     pub store: Store,
     /// Glue.
     pub glue: aws_sdk_glue::Client,
+    /// The erasure index's postings (DynamoDB, `PERSONS_TABLE`).
+    pub persons: PersonIndex,
     /// Configuration read at cold start.
     pub cfg: Config,
     consent: Mutex<ShardCache<i64>>,
@@ -124,12 +127,18 @@ impl<V> ShardCache<V> {
 }
 
 impl Ctx {
-    /// A context over the given clients.
-    pub fn new(s3: aws_sdk_s3::Client, glue: aws_sdk_glue::Client, cfg: Config) -> Ctx {
+    /// A context over the given clients (the postings in `cfg.persons_table`).
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        glue: aws_sdk_glue::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        cfg: Config,
+    ) -> Ctx {
         let limit = cfg.reference_cache_bytes;
         Ctx {
             store: Store::new(s3),
             glue,
+            persons: PersonIndex::new(dynamodb, cfg.persons_table.clone()),
             cfg,
             consent: Mutex::new(ShardCache::new(limit / 3)),
             devices: Mutex::new(ShardCache::new(limit / 3)),
