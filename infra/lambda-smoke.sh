@@ -30,7 +30,7 @@ $PY - "$AWS_ENDPOINT_URL" <<'PY'
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=sys.argv[1])
 # The sample's phone file of 50 users under the key the sample event names: few enough
-# people for one posting each in the postings table (PERSONS_TABLE, default stedi-persons).
+# people for one posting each in the index table (INDEX_TABLE, default stedi-index).
 s3.upload_file("../shared/data/stedi/accelerometer/landing/accelerometer-1691348232031.json",
                "stedi-lake", "accelerometer/landing/accelerometer-1691348231445.json")
 PY
@@ -60,10 +60,12 @@ part = glue.get_partition(DatabaseName="stedi", TableName="accelerometer_trusted
 loc = part["StorageDescriptor"]["Location"]
 assert loc == "s3://stedi-lake/accelerometer/trusted/dt=2022-06-18/", loc
 ddb = boto3.client("dynamodb", endpoint_url=ep)
-items = ddb.scan(TableName="stedi-persons")["Items"]
-landing = {i["landing"]["S"] for i in items}
-assert len(items) == 50 and landing == {"accelerometer/landing/accelerometer-1691348231445.json"}, items[:3]
+items = ddb.scan(TableName="stedi-index")["Items"]
+landing = {i["sk"]["S"] for i in items}
+people = {i["pk"]["S"] for i in items if i["pk"]["S"].startswith("stedi-lake/persons/")}
+assert len(items) == 50 and len(people) == 50, items[:3]
+assert landing == {"accelerometer/landing/accelerometer-1691348231445.json"}, landing
 print(f"lambda-smoke: {key} ({head['ContentLength']} bytes), partition dt=2022-06-18 at {loc}, "
-      f"{len(items)} postings in stedi-persons")
+      f"{len(items)} postings in stedi-index")
 print("lambda-smoke: 1 passed, 0 failed")
 PY

@@ -48,7 +48,7 @@ pub struct Stack {
     pub s3: aws_sdk_s3::Client,
     /// Glue.
     pub glue: aws_sdk_glue::Client,
-    /// DynamoDB (the erasure index's postings).
+    /// DynamoDB (the lookup index table).
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
@@ -220,16 +220,16 @@ impl Stack {
                     .context(what)?;
             }
         }
-        self.ensure_persons_table().await
+        self.ensure_index_table().await
     }
 
-    /// The erasure index's postings table (`PERSONS_TABLE`), as the template defines it:
-    /// on-demand, partition key `person`, sort key `landing`.
-    async fn ensure_persons_table(&self) -> Result<()> {
+    /// The lookup index table (`INDEX_TABLE`), as the template defines it: on demand,
+    /// partition key `pk`, sort key `sk`.
+    async fn ensure_index_table(&self) -> Result<()> {
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         };
-        let name = &self.cfg.function.persons_table;
+        let name = &self.cfg.function.index_table;
         let present = self
             .dynamodb
             .describe_table()
@@ -256,10 +256,10 @@ impl Stack {
             .create_table()
             .table_name(name)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute("person")?)
-            .attribute_definitions(attribute("landing")?)
-            .key_schema(key("person", KeyType::Hash)?)
-            .key_schema(key("landing", KeyType::Range)?)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
             .send()
             .await
             .with_context(|| format!("creating DynamoDB table {name}"))?;
@@ -344,7 +344,7 @@ impl Stack {
                     &self.cfg.bucket,
                     &self.cfg.database,
                     &self.cfg.name_prefix,
-                    &self.cfg.function.persons_table,
+                    &self.cfg.function.index_table,
                 )),
                 sends_to,
             });

@@ -121,13 +121,13 @@ impl IamPolicy {
     /// `${LakeBucket}`, its ARN for `${LakeBucket.Arn}`, `database` for `${DatabaseName}`,
     /// `aws` for `${AWS::Partition}`, any region and account (`*`), the ARN of the
     /// stack's queue for `!GetAtt <queue>.Arn` (queues are named `<queue_prefix><logical
-    /// id>`) and of table `persons_table` for `!GetAtt PersonsTable.Arn`.
+    /// id>`) and of table `index_table` for `!GetAtt IndexTable.Arn`.
     pub fn for_stack(
         &self,
         bucket: &str,
         database: &str,
         queue_prefix: &str,
-        persons_table: &str,
+        index_table: &str,
     ) -> IamPolicy {
         let arn = format!("arn:aws:s3:::{bucket}");
         let fill = |r: &String| {
@@ -135,8 +135,8 @@ impl IamPolicy {
                 if id.ends_with("Queue") {
                     return format!("arn:aws:sqs:*:*:{queue_prefix}{id}");
                 }
-                if id == "PersonsTable" {
-                    return format!("arn:aws:dynamodb:*:*:table/{persons_table}");
+                if id == "IndexTable" {
+                    return format!("arn:aws:dynamodb:*:*:table/{index_table}");
                 }
             }
             r.replace("${AWS::Partition}", "aws")
@@ -625,7 +625,7 @@ mod tests {
                 .find(|r| r.function == f)
                 .unwrap()
                 .policy
-                .for_stack("lake", "db", "p-", "people")
+                .for_stack("lake", "db", "p-", "index")
         };
         let obj = |key: &str| format!("arn:aws:s3:::lake/{key}");
         let accel = policy("accelerometer_landing_to_trusted");
@@ -668,19 +668,21 @@ mod tests {
         assert!(policy("customer_trusted_to_curated").allows("sqs:SendMessage", queue));
         assert!(customer.allows("sqs:SendMessage", queue));
         assert!(!accel.allows("sqs:SendMessage", queue));
-        // DynamoDB: the postings table, for the functions that compute landing files, and
-        // not for the ML function; its write and query, not a scan.
-        let people = "arn:aws:dynamodb:region:account:table/people";
-        assert!(accel.allows("dynamodb:BatchWriteItem", people));
-        assert!(customer.allows("dynamodb:Query", people));
-        assert!(policy("reconcile").allows("dynamodb:Query", people));
-        assert!(policy("erasure").allows("dynamodb:BatchWriteItem", people));
-        assert!(!accel.allows("dynamodb:Scan", people));
+        // DynamoDB: the index table, for the functions that compute landing files or join
+        // trusted objects, and not for compaction; its write and query, not a scan.
+        let index = "arn:aws:dynamodb:region:account:table/index";
+        assert!(accel.allows("dynamodb:BatchWriteItem", index));
+        assert!(customer.allows("dynamodb:Query", index));
+        assert!(policy("reconcile").allows("dynamodb:Query", index));
+        assert!(policy("erasure").allows("dynamodb:BatchWriteItem", index));
+        let ml = policy("machine_learning_trusted_to_curated");
+        assert!(ml.allows("dynamodb:Query", index));
+        assert!(!accel.allows("dynamodb:Scan", index));
         assert!(!accel.allows(
             "dynamodb:Query",
             "arn:aws:dynamodb:region:account:table/other"
         ));
-        assert!(!policy("machine_learning_trusted_to_curated").allows("dynamodb:Query", people));
+        assert!(!policy("compact").allows("dynamodb:Query", index));
         // Actions compare without case, as IAM's do.
         assert!(accel.allows("S3:GETOBJECT", &obj("accelerometer/landing/a.json")));
         let deny = IamPolicy {

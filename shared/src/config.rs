@@ -67,10 +67,10 @@ pub struct Config {
     /// own in production (the template takes it as a NoEcho parameter): without it, anyone
     /// who can list the bucket can test whether an e-mail is in the lake.
     pub erasure_hash_key: String,
-    /// `PERSONS_TABLE` (default `stedi-persons`): the DynamoDB table of the erasure index's
-    /// postings (partition key `person`, sort key `landing`, both strings), one item per
-    /// person a landing file holds: a write unit each instead of an S3 PUT each.
-    pub persons_table: String,
+    /// `INDEX_TABLE` (default `stedi-index`): the DynamoDB table of the lake's lookup
+    /// indexes (partition key `pk`, sort key `sk`, both strings; see [`crate::index`]): the
+    /// erasure postings and the ML join index, a write unit per entry instead of an S3 PUT.
+    pub index_table: String,
     /// `ERASURE_WIDE_PERSONS` (default 64): a landing file holding more people than this is
     /// indexed for erasure by one object listing their keyed hashes, instead of one posting
     /// per person (bulk files: one PUT instead of thousands; an erasure reads each such
@@ -130,7 +130,7 @@ impl Default for Config {
             compact_grace_seconds: 3600,
             compact_queue_url: None,
             erasure_hash_key: "stedi-erasure-index".into(),
-            persons_table: "stedi-persons".into(),
+            index_table: "stedi-index".into(),
             erasure_wide_persons: 64,
             batch_object_bytes: 2 << 20,
             batch_held_bytes: 16 << 20,
@@ -216,9 +216,9 @@ impl Config {
             erasure_hash_key: get("ERASURE_HASH_KEY")
                 .filter(|v| !v.is_empty())
                 .unwrap_or(d.erasure_hash_key),
-            persons_table: get("PERSONS_TABLE")
+            index_table: get("INDEX_TABLE")
                 .filter(|v| !v.trim().is_empty())
-                .unwrap_or(d.persons_table),
+                .unwrap_or(d.index_table),
             erasure_wide_persons: parse(
                 &get,
                 "ERASURE_WIDE_PERSONS",
@@ -311,11 +311,11 @@ mod tests {
             ("GLUE_DATABASE", "lake"),
             ("CONSENT_AS_OF", "TRUE"),
             ("MAX_LINE_BYTES", "100"),
-            ("PERSONS_TABLE", "lake-persons"),
+            ("INDEX_TABLE", "lake-index"),
         ])
         .unwrap();
         assert_eq!(c.database, "lake");
-        assert_eq!(c.persons_table, "lake-persons");
+        assert_eq!(c.index_table, "lake-index");
         assert!(c.consent_as_of);
         assert_eq!(c.max_line_bytes, 100);
     }

@@ -9,12 +9,12 @@ pub mod compute;
 pub mod config;
 pub mod error;
 pub mod event;
+#[cfg(feature = "aws")]
+pub mod index;
 pub mod keys;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod lines;
-#[cfg(feature = "aws")]
-pub mod persons;
 #[cfg(feature = "aws")]
 pub mod reconcile;
 pub mod record;

@@ -886,8 +886,8 @@ async fn stale_ml(ctx: &Ctx, bucket: &str, serials_now: &Answers) -> Result<Vec<
 /// (`<table>/_manifests/…`) to the bookkeeping prefix, keeping a manifest already written
 /// there (it is newer), so generic readers of a table location see only data files; and
 /// the erasure postings a lake of layout 4 kept as S3 objects (`_stedi/persons/<h>/<landing
-/// key>`) into the postings table (one LIST of the persons' folders a pass: the tombstones
-/// once moved).
+/// key>`) and the ML join index's S3 markers into the index table (one LIST of the
+/// persons' folders a pass, the tombstones once moved, and one of `_stedi/join/`).
 async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> Result<usize> {
     let legacy: Vec<String> = ctx
         .store
@@ -897,11 +897,22 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> R
         .filter(|key| erasure::legacy_posting(key).is_some())
         .collect();
     let postings = legacy.iter().filter_map(|key| erasure::legacy_posting(key));
-    ctx.persons.post(bucket, postings).await?;
+    erasure::post(&ctx.index, bucket, postings).await?;
     for key in &legacy {
         ctx.store.delete(bucket, key).await?;
     }
-    let mut moved = legacy.len();
+    // The ML join index's markers as S3 objects (`_stedi/join/dt=<dt>/<folder>/<s|p>.<stem>`).
+    let markers: Vec<String> = ctx.store.list(bucket, ml::JOIN_PREFIX).await?;
+    let entries = markers
+        .iter()
+        .filter_map(|key| ml::legacy_marker(bucket, key))
+        .flatten()
+        .collect();
+    ctx.index.put(entries).await?;
+    for key in &markers {
+        ctx.store.delete(bucket, key).await?;
+    }
+    let mut moved = legacy.len() + markers.len();
     for table in Table::ALL.into_iter().filter(|t| t.partitioned()) {
         let old_prefix = format!("{}_manifests/", table.prefix());
         for old in ctx.store.list(bucket, &old_prefix).await? {

@@ -503,6 +503,22 @@ impl Store {
             .collect())
     }
 
+    /// Whether any object is under `prefix` (one LIST request of at most one key).
+    pub async fn any(&self, bucket: &str, prefix: &str) -> Result<bool> {
+        authorize("ListObjectsV2", "s3:ListBucket", bucket, None)?;
+        record(Request::S3List);
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| classify("ListObjectsV2", bucket, prefix, e))?;
+        Ok(!page.contents().is_empty())
+    }
+
     /// Every object under `prefix` (key, ETag, size), in key order (one LIST request per
     /// page of up to 1,000 keys).
     pub async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {

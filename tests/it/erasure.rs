@@ -344,8 +344,8 @@ async fn three_people_erased_from_every_zone_and_every_version() {
             "customer/landing/customer-people.json"
         ]
     );
-    let pairs = theirs.iter().map(|l| (hb.as_str(), l.as_str()));
-    local.persons().remove(&bucket, pairs).await.unwrap();
+    let pairs: Vec<(String, String)> = theirs.iter().map(|l| (hb.clone(), l.clone())).collect();
+    local.unpost(&pairs).await.unwrap();
     for l in &theirs {
         local
             .put(&erasure::posting_key(&hb, l), Vec::new())

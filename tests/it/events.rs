@@ -288,8 +288,10 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     // object, whose ten users fall in several customer shards: it takes their devices from
     // the phone object's side manifest instead of reading those shards. GET: its own side
     // manifest (none yet), its object, the phone object and its side manifest, and the ML
-    // partition's compaction pointer; LIST: the serial's join-index folder and `wide/`;
-    // PUT: its marker, the pair, its side manifest.
+    // partition's compaction pointer; PUT: the pair, its side manifest. In the index table:
+    // its registration under the serial and in the dt's roster (a write unit each), then
+    // the queries of the serial's folder and `wide` (a read unit each). One LIST: this cold function's look for S3
+    // markers of an earlier release (none: a warm function looks no more).
     assert!(shards.len() > 1, "{shards:?}");
     let step_object = s
         .outputs
@@ -305,7 +307,12 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!(s.rows_out, 5, "{s:?}");
     let r = s.requests;
-    assert_eq!((r.s3_get, r.s3_list, r.s3_put), (5, 2, 3), "{r:?}");
+    assert_eq!((r.s3_get, r.s3_list, r.s3_put), (5, 1, 2), "{r:?}");
+    assert_eq!(
+        (r.dynamodb_write_units, r.dynamodb_read_units),
+        (2, 2),
+        "{r:?}"
+    );
     // Reconcile's rejoin reads the devices from the shards instead (a side manifest may be
     // rewritten by a concurrent item): one GET per shard for the manifest's one.
     let (_, again) = ml::with_fresh_devices(stedi::lambda::invoke(

@@ -73,22 +73,45 @@ async fn table_locations_hold_only_parquet_data_and_old_lakes_migrate() {
         moved += 1;
     }
     assert_eq!(non_data_objects(&local.keys().await.unwrap()).len(), 14);
-    // And the erasure postings as empty S3 objects, not items of the postings table.
-    let bucket = local.stack.cfg.bucket.clone();
+    // And the erasure postings and the ML join index as empty S3 objects, not entries of
+    // the index table.
     let postings = local.all_postings().await.unwrap();
     assert_eq!(postings.len(), 50);
-    let pairs = || postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
-    local.persons().remove(&bucket, pairs()).await.unwrap();
+    local.unpost(&postings).await.unwrap();
     for (h, l) in &postings {
         let key = stedi::transitions::erasure::posting_key(h, l);
         local.put(&key, Vec::new()).await.unwrap();
     }
+    let join = local.join_entries().await.unwrap();
+    assert_eq!(join.len(), 4, "{join:?}");
+    let entries = join
+        .iter()
+        .map(|(dt, sk)| (format!("{}/join/{dt}", local.stack.cfg.bucket), sk.clone()))
+        .collect();
+    local.index().remove(entries).await.unwrap();
+    // An S3 marker per folder entry (`dt=<dt>/<folder>`); the roster entries (`dt=<dt>`)
+    // come back from them.
+    let markers: Vec<String> = join
+        .iter()
+        .filter(|(p, _)| p.contains('/'))
+        .map(|(p, sk)| format!("_stedi/join/{p}/{sk}"))
+        .collect();
+    assert_eq!(markers.len(), 2);
+    for key in &markers {
+        local.put(key, Vec::new()).await.unwrap();
+    }
     assert_eq!(local.all_postings().await.unwrap(), Vec::new());
+    assert_eq!(local.join_entries().await.unwrap(), Vec::new());
 
     let report = local.reconcile().await.unwrap();
-    assert_eq!(report.migrated, moved + postings.len(), "{report:?}");
-    // Every posting is in the table again, none left in S3.
+    assert_eq!(
+        report.migrated,
+        moved + postings.len() + markers.len(),
+        "{report:?}"
+    );
+    // Every entry is in the table again, none left in S3.
     assert_eq!(local.all_postings().await.unwrap(), postings);
+    assert_eq!(local.join_entries().await.unwrap(), join);
     // The lineage came along: nothing is recomputed.
     assert!(report.items.values().all(|n| *n == 0), "{report:?}");
     let after = local.keys().await.unwrap();

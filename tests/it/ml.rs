@@ -128,7 +128,16 @@ async fn sessions_in_any_order_and_concurrently_join_to_the_truth_without_reconc
     assert!(!report.changed(), "reconcile found work: {report:?}");
 
     // The join again from nothing, every trusted object's arrival at once.
-    delete_under(&local, "_stedi/join/").await;
+    let join = local.join_entries().await.unwrap();
+    assert!(!join.is_empty());
+    let bucket = local.stack.cfg.bucket.clone();
+    let entries = join
+        .iter()
+        .map(|(dt, sk)| (format!("{bucket}/join/{dt}"), sk.clone()))
+        .collect();
+    local.index().remove(entries).await.unwrap();
+    let keys = local.keys().await.unwrap();
+    assert!(!keys.iter().any(|k| k.starts_with("_stedi/join/")));
     delete_under(&local, "_stedi/lineage/machine_learning_curated/").await;
     delete_under(&local, Table::MachineLearningCurated.prefix()).await;
     let ctx = local.stack.function_context();
@@ -158,7 +167,7 @@ async fn one_session(
     user: u64,
     ts: i64,
     lines: i64,
-) -> (BTreeMap<String, [u64; 4]>, u64) {
+) -> (BTreeMap<String, [u64; 6]>, u64) {
     let step = LandingFile {
         table: Table::StepTrainerLanding,
         path: PathBuf::new(),
@@ -178,13 +187,19 @@ async fn one_session(
     (requests_of(&out), out.of_function(ML).rows_out)
 }
 
-/// Requests per function of a drop: [get, list, put, glue].
-fn requests_of(out: &stedi_tests::Outcome) -> BTreeMap<String, [u64; 4]> {
+/// Requests per function of a drop: [get, list, put, glue, DynamoDB read units, write
+/// units].
+fn requests_of(out: &stedi_tests::Outcome) -> BTreeMap<String, [u64; 6]> {
     out.by_function
         .iter()
         .map(|(f, s)| {
             let r = s.requests;
-            (f.to_string(), [r.s3_get, r.s3_list, r.s3_put, r.glue_calls])
+            let units = [r.dynamodb_read_units, r.dynamodb_write_units];
+            let s3 = [r.s3_get, r.s3_list, r.s3_put, r.glue_calls];
+            (
+                f.to_string(),
+                [s3[0], s3[1], s3[2], s3[3], units[0], units[1]],
+            )
         })
         .collect()
 }
@@ -234,15 +249,16 @@ async fn a_phone_file_costs_the_same_in_a_dt_of_10_or_500_objects() {
         large.keys().collect::<Vec<_>>()
     );
     for (f, s) in &small {
-        // GET, LIST, PUT, Glue: the same with 10 or 500 objects in the dt.
+        // GET, LIST, PUT, Glue, read and write units: the same with 10 or 500 objects in
+        // the dt.
         assert_eq!(
             *s, large[f],
-            "{f}: requests [get, list, put, glue] with 10 vs 500 objects"
+            "{f}: requests [get, list, put, glue, rru, wru] with 10 vs 500 objects"
         );
     }
     // Both sides of the session joined: ML GETs its side manifests, the two objects and the
-    // users' customer shard; LISTs the serial's join-index folder and `wide/`.
-    println!("requests per function [get, list, put, glue]: {small:?}");
+    // users' customer shard; queries the serial's join-index folder and `wide/`.
+    println!("requests per function [get, list, put, glue, rru, wru]: {small:?}");
 }
 
 /// Requests per function ([get, list, put, glue]) of one round of `n` sessions of
@@ -255,9 +271,9 @@ async fn batch_round(
     round: u64,
     n: u64,
     ts: i64,
-) -> (BTreeMap<String, [u64; 4]>, u64) {
+) -> (BTreeMap<String, [u64; 6]>, u64) {
     const LINES: i64 = 20;
-    let mut requests: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    let mut requests: BTreeMap<String, [u64; 6]> = BTreeMap::new();
     let mut rows = 0;
     for zone in ["step_trainer", "accelerometer"] {
         for j in 0..n {
@@ -313,12 +329,19 @@ async fn a_batch_of_many_sessions_costs_the_same_in_a_dt_of_one_or_four_batches(
     for (f, e) in &early {
         assert_eq!(
             *e, late[f],
-            "{f}: requests [get, list, put, glue] with 1 vs 4 batches in the dt"
+            "{f}: requests [get, list, put, glue, rru, wru] with 1 vs 4 batches in the dt"
         );
     }
-    // Each side registers under its 40 serials and lists each of them and `wide/`.
-    assert_eq!(early[ML][1], 2 * (SESSIONS + 1), "{early:?}");
-    println!("requests per function [get, list, put, glue]: {early:?}");
+    // Each side registers under its 40 serials and in the dt's roster (a write unit each)
+    // and queries each serial's folder and `wide` (a read unit each); one LIST a round: a
+    // new runner's (a cold function's) look for join-index markers of an earlier release
+    // in S3 (none: a warm function looks no more).
+    assert_eq!(
+        (early[ML][1], early[ML][4], early[ML][5]),
+        (1, 2 * (SESSIONS + 1), 2 * (SESSIONS + 1)),
+        "{early:?}"
+    );
+    println!("requests per function [get, list, put, glue, rru, wru]: {early:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -820,15 +843,13 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
         person_hash(&secret, PersonKind::Email, &email),
         person_hash(&secret, PersonKind::Serial, &serial),
     ];
-    let bucket = local.stack.cfg.bucket.clone();
     let mut hidden = Vec::new();
     for h in &persons {
         for landing in local.postings_of(h).await.unwrap() {
             hidden.push((h.clone(), landing));
         }
     }
-    let pairs = || hidden.iter().map(|(h, l)| (h.as_str(), l.as_str()));
-    local.persons().remove(&bucket, pairs()).await.unwrap();
+    local.unpost(&hidden).await.unwrap();
     assert_eq!(hidden.len(), 2, "{hidden:?}");
 
     let withdrawal = crate::order::withdrawal(&email, &dir);
@@ -843,7 +864,7 @@ async fn a_file_computed_while_its_customer_withdrew_is_caught_by_the_recheck() 
     assert!(customer.deleted.is_empty(), "{:?}", customer.deleted);
     assert_eq!(customer.requests.sqs_calls, 1, "the recheck sent");
     assert!(out.of_function("reconcile").sources.is_empty());
-    local.persons().post(&bucket, pairs()).await.unwrap();
+    local.post(&hidden).await.unwrap();
     assert!(
         ml_rows_of(&local, &serial).await > 0,
         "the missed files' rows stay"

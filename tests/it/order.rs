@@ -385,13 +385,12 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
     let secret = local.stack.cfg.function.erasure_hash_key.clone();
     let h =
         stedi::transitions::erasure::person_hash(&secret, stedi::compute::PersonKind::Email, email);
-    let bucket = local.stack.cfg.bucket.clone();
-    let posting = [(h.as_str(), withdrawal.key.as_str())];
+    let posting = [(h.clone(), withdrawal.key.clone())];
     assert_eq!(
         local.postings_of(&h).await.unwrap(),
         [withdrawal.key.as_str()]
     );
-    local.persons().remove(&bucket, posting).await.unwrap();
+    local.unpost(&posting).await.unwrap();
     let mut rec = customer_record(email);
     later(&mut rec, 500);
     rec["phone"] = json!("8015550000");
@@ -403,7 +402,7 @@ async fn a_withdrawal_an_older_record_missed_at_the_same_moment_is_caught_by_the
         "the drops outlasted the recheck's delay: the staging needs a longer one"
     );
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
-    local.persons().post(&bucket, posting).await.unwrap();
+    local.post(&posting).await.unwrap();
     let truth = Truth::compute(&dir, false).unwrap();
     assert!(!truth.customer_trusted.contains(email));
     let trusted = rows::emails(&local.batches(Table::CustomerTrusted).await.unwrap());

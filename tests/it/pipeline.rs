@@ -215,10 +215,13 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
     assert_eq!(under(Table::MachineLearningCurated.prefix()), pair_keys);
     assert_eq!(pair_keys.len(), 1);
     // The join index: each trusted object (more devices than ML_WIDE_SERIALS) registers
-    // once for the dt.
-    let join = under("_stedi/join/");
-    assert_eq!(join.iter().filter(|k| k.contains("/wide/")).count(), 2);
-    assert_eq!(join.len(), 2, "{join:#?}");
+    // once for the dt, as entries of the index table (no S3 marker): under `wide`, and in
+    // the dt's roster.
+    let join = local.join_entries().await.unwrap();
+    assert_eq!(join.iter().filter(|(p, _)| p.ends_with("/wide")).count(), 2);
+    assert_eq!(join.iter().filter(|(p, _)| !p.contains('/')).count(), 2);
+    assert_eq!(join.len(), 4, "{join:#?}");
+    assert_eq!(under("_stedi/join/"), Vec::<String>::new());
     // Step Trainer files wait only for devices of consenting customers who have no phone
     // reading yet; in the sample every consenting customer has one, so none waits (the
     // readings of the other devices are filtered for good).
@@ -269,18 +272,11 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         [stedi::keys::RECONCILE_CHECKED.to_string()]
     );
     // 13 landing, the shards, the trusted objects and the pairs, 9 + 3 manifests and a
-    // side manifest per trusted object, the join index, the wide indexes (the postings are
-    // items of the postings table), the reconcile mark.
+    // side manifest per trusted object, the wide indexes (the postings and the join index
+    // are entries of the index table), the reconcile mark.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    let expected = 13
-        + shards
-        + trusted.len()
-        + pair_keys.len()
-        + 12
-        + trusted.len()
-        + join.len()
-        + wide.len()
-        + 1;
+    let expected =
+        13 + shards + trusted.len() + pair_keys.len() + 12 + trusted.len() + wide.len() + 1;
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);

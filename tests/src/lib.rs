@@ -151,26 +151,39 @@ impl Local {
         Ok(keys)
     }
 
-    /// The erasure index's postings table of the stack.
-    pub fn persons(&self) -> stedi::persons::PersonIndex {
-        stedi::persons::PersonIndex::new(
+    /// The stack's index table (erasure postings, ML join index).
+    pub fn index(&self) -> stedi::index::Index {
+        stedi::index::Index::new(
             self.stack.dynamodb.clone(),
-            self.stack.cfg.function.persons_table.clone(),
+            self.stack.cfg.function.index_table.clone(),
         )
     }
 
     /// The landing keys person `h` (a keyed hash) has postings for.
     pub async fn postings_of(&self, h: &str) -> Result<Vec<String>> {
-        Ok(self
-            .persons()
-            .landing_keys(&self.stack.cfg.bucket, h)
-            .await?)
+        let bucket = &self.stack.cfg.bucket;
+        Ok(stedi::transitions::erasure::posted(&self.index(), bucket, h).await?)
     }
 
-    /// Every posting of this stack's lake, (keyed hash, landing key), sorted (a scan: a
-    /// test's table is small).
-    pub async fn all_postings(&self) -> Result<Vec<(String, String)>> {
-        let prefix = format!("{}/", self.stack.cfg.bucket);
+    /// Records postings (keyed hash, landing key).
+    pub async fn post(&self, postings: &[(String, String)]) -> Result<()> {
+        let pairs = postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
+        let bucket = &self.stack.cfg.bucket;
+        Ok(stedi::transitions::erasure::post(&self.index(), bucket, pairs).await?)
+    }
+
+    /// Removes postings (keyed hash, landing key).
+    pub async fn unpost(&self, postings: &[(String, String)]) -> Result<()> {
+        let pairs = postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
+        let bucket = &self.stack.cfg.bucket;
+        Ok(stedi::transitions::erasure::unpost(&self.index(), bucket, pairs).await?)
+    }
+
+    /// Every entry of this stack's lake in the index table whose partition key is
+    /// `<bucket>/<namespace>/…`: (the rest of the partition key, sort key), sorted (a scan:
+    /// a test's table is small).
+    pub async fn index_entries(&self, namespace: &str) -> Result<Vec<(String, String)>> {
+        let prefix = format!("{}/{namespace}/", self.stack.cfg.bucket);
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -178,16 +191,16 @@ impl Local {
                 .stack
                 .dynamodb
                 .scan()
-                .table_name(&self.stack.cfg.function.persons_table)
+                .table_name(&self.stack.cfg.function.index_table)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await?;
             for item in page.items() {
                 let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                if let (Some(person), Some(landing)) = (text("person"), text("landing"))
-                    && let Some(h) = person.strip_prefix(&prefix)
+                if let (Some(pk), Some(sk)) = (text("pk"), text("sk"))
+                    && let Some(rest) = pk.strip_prefix(&prefix)
                 {
-                    out.push((h.to_string(), landing));
+                    out.push((rest.to_string(), sk));
                 }
             }
             match page.last_evaluated_key() {
@@ -197,6 +210,16 @@ impl Local {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Every posting of this stack's lake, (keyed hash, landing key), sorted.
+    pub async fn all_postings(&self) -> Result<Vec<(String, String)>> {
+        self.index_entries("persons").await
+    }
+
+    /// The ML join index of this stack's lake, (`dt=<dt>`, `<folder>/<s|p>.<stem>`), sorted.
+    pub async fn join_entries(&self) -> Result<Vec<(String, String)>> {
+        self.index_entries("join").await
     }
 
     /// Reads an object.

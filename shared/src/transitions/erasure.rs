@@ -2,10 +2,11 @@
 //!
 //! **The erasure index.** Every landing transition records, for each person its file holds
 //! (the e-mail of a customer or phone line, the serial of a Step Trainer line), a
-//! *posting* (`<h>`, landing key): an item of the DynamoDB table `PERSONS_TABLE`
-//! ([`crate::persons`]), where `<h>` is a keyed hash of the person (HMAC-SHA256 under
-//! `ERASURE_HASH_KEY`; no e-mail or serial is stored). An erasure queries one partition
-//! and finds exactly the landing objects that hold the person; their outputs are named
+//! *posting*: an entry of the index table (`INDEX_TABLE`, [`crate::index`]) under
+//! partition `<bucket>/persons/<h>` naming the landing key, where `<h>` is a keyed hash of
+//! the person (HMAC-SHA256 under `ERASURE_HASH_KEY`; no e-mail or serial is stored). An
+//! erasure queries one partition and finds exactly the landing objects that hold the
+//! person; their outputs are named
 //! after them (the lineage), so the trusted and curated objects follow. (Lakes of layout 4
 //! kept each posting as an empty S3 object `_stedi/persons/<h>/<landing key>`; `reconcile`
 //! moves them into the table.)
@@ -54,6 +55,7 @@ use super::{
 use crate::columnar::{read_holder, read_parquet};
 use crate::compute::{PersonKind, person_columns};
 use crate::error::{Error, Result};
+use crate::index::{Entry, Index};
 use crate::keys::{self, SourceKey};
 use crate::schema::Table;
 use crate::store::Fetched;
@@ -101,6 +103,45 @@ pub fn person_prefix(h: &str) -> String {
 /// The tombstone of person `h`.
 pub fn tombstone_key(h: &str) -> String {
     format!("{}erased.json", person_prefix(h))
+}
+
+/// The index partition of person `h`'s postings in `bucket`'s lake.
+pub fn postings_partition(bucket: &str, h: &str) -> String {
+    format!("{bucket}/persons/{h}")
+}
+
+/// The index entries of `postings` (keyed hash, landing key).
+fn posting_entries<'a>(
+    bucket: &str,
+    postings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<Entry> {
+    postings
+        .into_iter()
+        .map(|(h, landing)| (postings_partition(bucket, h), landing.to_string()))
+        .collect()
+}
+
+/// Records `postings` (keyed hash, landing key) in the index.
+pub fn post<'a, 'i>(
+    index: &'i Index,
+    bucket: &str,
+    postings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> impl Future<Output = Result<()>> + Send + 'i {
+    index.put(posting_entries(bucket, postings))
+}
+
+/// Removes `postings` (keyed hash, landing key) from the index.
+pub fn unpost<'a, 'i>(
+    index: &'i Index,
+    bucket: &str,
+    postings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> impl Future<Output = Result<()>> + Send + 'i {
+    index.remove(posting_entries(bucket, postings))
+}
+
+/// The landing keys person `h` has postings for, in key order (one query).
+pub async fn posted(index: &Index, bucket: &str, h: &str) -> Result<Vec<String>> {
+    index.query(&postings_partition(bucket, h), "").await
 }
 
 /// Where a lake of layout 4 kept the posting saying landing object `landing_key` holds
@@ -371,7 +412,7 @@ pub(super) async fn register(
         let postings = hashed
             .iter()
             .map(|(h, _, _)| (h.as_str(), src.key.as_str()));
-        ctx.persons.post(bucket, postings).await?;
+        post(&ctx.index, bucket, postings).await?;
     }
     Ok(Some(Registered { hashed, wide }))
 }
@@ -434,7 +475,7 @@ pub(super) async fn scrub_erased(
         let postings = erased
             .iter()
             .map(|(_, h, _)| (h.as_str(), src.key.as_str()));
-        ctx.persons.remove(bucket, postings).await?;
+        unpost(&ctx.index, bucket, postings).await?;
     }
     tracing::info!(
         key = %src.key,
@@ -841,7 +882,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
         }
     }
     let postings_of_theirs = postings.iter().map(|(h, l)| (h.as_str(), l.as_str()));
-    ctx.persons.remove(bucket, postings_of_theirs).await?;
+    unpost(&ctx.index, bucket, postings_of_theirs).await?;
     for key in &legacy {
         ctx.store.delete(bucket, key).await?;
     }
@@ -946,7 +987,7 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
             p.found.push((landing.to_string(), table));
         }
     };
-    for landing in ctx.persons.landing_keys(bucket, h).await? {
+    for landing in posted(&ctx.index, bucket, h).await? {
         if Table::landing().any(|t| landing.starts_with(t.prefix())) {
             add(&mut p, &landing);
             p.listed.push((h.to_string(), landing));
@@ -998,9 +1039,7 @@ pub(crate) async fn postings(
 ) -> Result<BTreeMap<String, Vec<String>>> {
     stream::iter(persons)
         .map(|h| async move {
-            let listed: Vec<String> = ctx
-                .persons
-                .landing_keys(bucket, &h)
+            let listed: Vec<String> = posted(&ctx.index, bucket, &h)
                 .await?
                 .into_iter()
                 .filter(|landing| Table::landing().any(|t| landing.starts_with(t.prefix())))

@@ -8,14 +8,19 @@
 //! from those two objects alone (and the phone users' devices), so either side computes
 //! the same bytes, and whichever side arrives second writes it.
 //!
-//! The other side is found through the join index, `_stedi/join/dt=<dt>/<serial hash>/
-//! <s|p>.<stem>` (empty objects): an arrival registers under each serial it holds (a phone
-//! object: its users' devices, from the customer_trusted shards), then lists those folders
-//! for the other side. Both sides register before they look, so of two concurrent arrivals
-//! at least one sees the other (S3 lists are strongly consistent); when both do, both
-//! write the same key with the same bytes, and no row is held twice. An object with more
-//! than `ML_WIDE_SERIALS` serials (a bulk file) registers once under `wide/` and lists the
-//! whole `dt` folder instead.
+//! The other side is found through the join index, entries `<s|p>.<stem>` of the index
+//! table ([`crate::index`]) under partition `<bucket>/join/dt=<dt>/<serial hash>` (a write
+//! unit each, where an S3 marker cost a PUT), and one under the `dt`'s roster
+//! `<bucket>/join/dt=<dt>`: an arrival registers under each serial it holds (a phone
+//! object: its users' devices, from the customer_trusted shards), then queries those
+//! folders for the other side. Both sides register before they
+//! look, so of two concurrent arrivals at least one sees the other (the queries are
+//! strongly consistent); when both do, both write the same key with the same bytes, and no
+//! row is held twice. An object with more than `ML_WIDE_SERIALS` serials (a bulk file)
+//! registers once under `wide` and queries the `dt`'s roster instead. A lake of an earlier
+//! release kept the index as empty S3 objects `_stedi/join/dt=<dt>/<folder>/<s|p>.<stem>`:
+//! while a `dt` still holds any (one LIST of at most one key tells), they are listed too,
+//! until `reconcile` moves them into the table.
 //!
 //! Each object's side manifest, `_stedi/lineage/machine_learning_curated/dt=<dt>/<s|p>/
 //! <stem>.json`, records its ETag, its serial hashes and each phone user's device as read:
@@ -93,20 +98,59 @@ impl Side {
     }
 }
 
-/// The join-index folder of `dt`.
+/// Where an earlier release kept the join index as S3 objects.
+pub const JOIN_PREFIX: &str = "_stedi/join/";
+
+/// The S3 join-index folder of `dt` an earlier release kept.
 pub fn join_prefix(dt: &str) -> String {
-    format!("{}join/dt={dt}/", keys::BOOKKEEPING_PREFIX)
+    format!("{JOIN_PREFIX}dt={dt}/")
 }
 
+/// The index partition of join-index folder `folder` (a serial hash, or `wide`) of `dt` in
+/// `bucket`'s lake: one query finds who registered there.
+pub fn join_partition(bucket: &str, dt: &str, folder: &str) -> String {
+    format!("{bucket}/join/dt={dt}/{folder}")
+}
+
+/// The index partition of every object registered in `dt`, whatever its folders: what a
+/// wide object queries (one entry an object, not one a serial).
+pub fn roster_partition(bucket: &str, dt: &str) -> String {
+    format!("{bucket}/join/dt={dt}")
+}
+
+/// The sort key of object `stem` of `side` in a join-index partition.
+fn entry(side: Side, stem: &str) -> String {
+    format!("{}.{stem}", side.tag())
+}
+
+/// The S3 marker an earlier release kept for the registration under `folder`.
 fn marker_key(dt: &str, folder: &str, side: Side, stem: &str) -> String {
-    format!("{}{folder}/{}.{stem}", join_prefix(dt), side.tag())
+    format!("{}{folder}/{}", join_prefix(dt), entry(side, stem))
+}
+
+/// The index entries S3 marker `key` of an earlier release stands for, if it is one: its
+/// folder's and the `dt` roster's.
+pub fn legacy_marker(bucket: &str, key: &str) -> Option<[(String, String); 2]> {
+    let rest = key.strip_prefix(JOIN_PREFIX)?.strip_prefix("dt=")?;
+    let (dt, rest) = rest.split_once('/')?;
+    let (folder, side, stem) = parse_marker(rest)?;
+    Some([
+        (join_partition(bucket, dt, folder), entry(side, stem)),
+        (roster_partition(bucket, dt), entry(side, stem)),
+    ])
 }
 
 /// `(folder, side, stem)` of a join-index key relative to its `dt` folder.
 fn parse_marker(rest: &str) -> Option<(&str, Side, &str)> {
     let (folder, name) = rest.split_once('/')?;
+    let (side, stem) = parse_entry(name)?;
+    Some((folder, side, stem))
+}
+
+/// `(side, stem)` of a join-index entry's sort key.
+fn parse_entry(name: &str) -> Option<(Side, &str)> {
     let (tag, stem) = name.split_once('.')?;
-    Some((folder, Side::from_tag(tag)?, stem))
+    Some((Side::from_tag(tag)?, stem))
 }
 
 /// The side manifest of object `stem` of `side` in `dt`.
@@ -367,32 +411,77 @@ fn pair(ctx: &Ctx, dt: &str, a: &Loaded, b: &Loaded) -> Result<(String, Option<P
     Ok((key, rows))
 }
 
-/// Stems of the other side's objects registered where `m`'s object may meet them.
+/// Whether `dt` may still have join-index markers an earlier release kept in S3: none once
+/// `_stedi/join/` is empty (`reconcile` has moved them into the index table, or there never
+/// were any), which a warm function remembers (nothing writes them any more); else one
+/// LIST of at most one key of the `dt`'s folder.
+async fn legacy_markers(ctx: &Ctx, bucket: &str, dt: &str) -> Result<bool> {
+    let known = |c: &Ctx| {
+        c.join_migrated
+            .lock()
+            .map(|b| b.contains(bucket))
+            .unwrap_or(false)
+    };
+    if known(ctx) {
+        return Ok(false);
+    }
+    if !ctx.store.any(bucket, JOIN_PREFIX).await? {
+        if let Ok(mut b) = ctx.join_migrated.lock() {
+            b.insert(bucket.to_string());
+        }
+        return Ok(false);
+    }
+    ctx.store.any(bucket, &join_prefix(dt)).await
+}
+
+/// Stems of the other side's objects registered where `m`'s object may meet them: one
+/// query per folder and `wide` (the `dt` roster for a wide object), and with `legacy` one
+/// LIST each of the S3 markers too.
 async fn counterparts(
     ctx: &Ctx,
     bucket: &str,
     dt: &str,
     side: Side,
     m: &SideManifest,
+    legacy: bool,
 ) -> Result<BTreeSet<String>> {
-    let prefix = join_prefix(dt);
-    let folders: Vec<String> = match m.wide {
-        true => vec![prefix.clone()],
+    // (partition, S3 folder of an earlier release) of each look.
+    let looks: Vec<(String, String)> = match m.wide {
+        true => vec![(roster_partition(bucket, dt), String::new())],
         false => (m.folders().into_iter().chain([WIDE]))
-            .map(|folder| format!("{prefix}{folder}/"))
+            .map(|folder| (join_partition(bucket, dt, folder), format!("{folder}/")))
             .collect(),
     };
-    let listed: Vec<Vec<String>> = stream::iter(folders)
-        .map(|folder| async move { ctx.store.list(bucket, &folder).await })
+    let prefix = join_prefix(dt);
+    let found: Vec<Vec<(Side, String)>> = stream::iter(looks)
+        .map(|(partition, folder)| {
+            let prefix = prefix.clone();
+            async move {
+                let mut found: Vec<(Side, String)> = ctx
+                    .index
+                    .query(&partition, "")
+                    .await?
+                    .iter()
+                    .filter_map(|k| parse_entry(k).map(|(s, stem)| (s, stem.to_string())))
+                    .collect();
+                if legacy {
+                    let listed = ctx.store.list(bucket, &format!("{prefix}{folder}")).await?;
+                    found.extend(listed.iter().filter_map(|k| {
+                        let (f, s, stem) = parse_marker(&k[prefix.len()..])?;
+                        m.meets(f).then(|| (s, stem.to_string()))
+                    }));
+                }
+                Ok::<_, Error>(found)
+            }
+        })
         .buffer_unordered(IN_FLIGHT)
         .try_collect()
         .await?;
-    Ok(listed
-        .iter()
+    Ok(found
+        .into_iter()
         .flatten()
-        .filter_map(|k| parse_marker(&k[prefix.len()..]))
-        .filter(|(folder, s, _)| *s == side.other() && m.meets(folder))
-        .map(|(_, _, stem)| stem.to_string())
+        .filter(|(s, _)| *s == side.other())
+        .map(|(_, stem)| stem)
         .collect())
 }
 
@@ -414,12 +503,17 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Register, then look: of two concurrent arrivals at least one sees the other.
     let now = me.manifest.folders();
     let had: BTreeSet<&str> = before.as_ref().map(|b| b.folders()).unwrap_or_default();
-    let markers: Vec<String> = now
+    let mine = entry(side, &src.stem);
+    let mut markers: Vec<(String, String)> = now
         .difference(&had)
-        .map(|folder| marker_key(dt, folder, side, &src.stem))
+        .map(|folder| (join_partition(bucket, dt, folder), mine.clone()))
         .collect();
-    super::put_markers(ctx, bucket, markers).await?;
-    let others = counterparts(ctx, bucket, dt, side, &me.manifest).await?;
+    if before.is_none() {
+        markers.push((roster_partition(bucket, dt), mine.clone()));
+    }
+    ctx.index.put(markers).await?;
+    let legacy = legacy_markers(ctx, bucket, dt).await?;
+    let others = counterparts(ctx, bucket, dt, side, &me.manifest, legacy).await?;
     // Read the other side, join, write.
     let (mut written, mut deleted) = (false, false);
     for stem in &others {
@@ -446,11 +540,9 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Whatever the previous version registered and this one does not: its markers, and its
     // pairs with objects this version no longer meets.
     if let Some(b) = before.as_ref().filter(|b| b.folders() != now) {
-        for folder in had.difference(&now) {
-            let key = marker_key(dt, folder, side, &src.stem);
-            super::compact::delete_working(ctx, bucket, &key).await?;
-        }
-        for stem in counterparts(ctx, bucket, dt, side, b)
+        let gone: Vec<&str> = had.difference(&now).copied().collect();
+        unregister(ctx, bucket, dt, side, &src.stem, &gone, false, legacy).await?;
+        for stem in counterparts(ctx, bucket, dt, side, b, legacy)
             .await?
             .difference(&others)
         {
@@ -470,6 +562,38 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     }
     super::write_json(ctx, bucket, &mkey, &me.manifest).await?;
     Ok(s)
+}
+
+/// Takes object `stem` of `side` out of the join index's `folders` (and out of the `dt`
+/// roster with `roster`; its S3 markers too with `legacy`).
+#[allow(clippy::too_many_arguments)]
+async fn unregister(
+    ctx: &Ctx,
+    bucket: &str,
+    dt: &str,
+    side: Side,
+    stem: &str,
+    folders: &[&str],
+    roster: bool,
+    legacy: bool,
+) -> Result<()> {
+    let mine = entry(side, stem);
+    let mut entries: Vec<(String, String)> = folders
+        .iter()
+        .map(|folder| (join_partition(bucket, dt, folder), mine.clone()))
+        .collect();
+    if roster {
+        entries.push((roster_partition(bucket, dt), mine));
+    }
+    ctx.index.remove(entries).await?;
+    if legacy {
+        for folder in folders {
+            ctx.store
+                .delete(bucket, &marker_key(dt, folder, side, stem))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The pair key of this side's object `stem` and the other side's `other`.
@@ -494,12 +618,10 @@ async fn unjoin(
     let Some(before) = before else {
         return Ok(());
     };
-    for folder in before.folders() {
-        ctx.store
-            .delete(bucket, &marker_key(dt, folder, side, stem))
-            .await?;
-    }
-    for other in counterparts(ctx, bucket, dt, side, &before).await? {
+    let legacy = legacy_markers(ctx, bucket, dt).await?;
+    let folders: Vec<&str> = before.folders().into_iter().collect();
+    unregister(ctx, bucket, dt, side, stem, &folders, true, legacy).await?;
+    for other in counterparts(ctx, bucket, dt, side, &before, legacy).await? {
         let key = pair_of(dt, side, stem, &other);
         super::compact::delete_working(ctx, bucket, &key).await?;
         s.deleted.push(key);
@@ -567,6 +689,22 @@ mod tests {
         assert_eq!(k, "_stedi/join/dt=2022-06-18/00ff/s.s.1");
         let rest = &k[join_prefix("2022-06-18").len()..];
         assert_eq!(parse_marker(rest), Some(("00ff", Side::Step, "s.1")));
+        assert_eq!(
+            parse_entry(&entry(Side::Step, "s.1")),
+            Some((Side::Step, "s.1"))
+        );
+        // An earlier release's S3 marker is the index entries of the same registration:
+        // its folder's and the dt roster's.
+        let e = entry(Side::Step, "s.1");
+        assert_eq!(
+            legacy_marker("lake", &k),
+            Some([
+                ("lake/join/dt=2022-06-18/00ff".to_string(), e.clone()),
+                ("lake/join/dt=2022-06-18".to_string(), e)
+            ])
+        );
+        assert_eq!(legacy_marker("lake", "_stedi/join/dt=2022-06-18/x"), None);
+        assert_eq!(legacy_marker("lake", "_stedi/persons/x/y"), None);
         assert_eq!(
             pair_key("2022-06-18", "st", "ph"),
             format!(

@@ -46,18 +46,6 @@ pub use snapshot::{
     by_shard, rewrite_object, rewrite_object_from, rewrite_shard, rewrite_shard_from,
 };
 
-/// Writes an empty marker object at each of `keys` (an index entry: a posting, a join-index
-/// registration), a few at a time.
-pub(crate) async fn put_markers(ctx: &Ctx, bucket: &str, keys: Vec<String>) -> Result<()> {
-    use futures::stream::{self, StreamExt, TryStreamExt};
-    stream::iter(keys)
-        .map(|key| async move { ctx.store.put(bucket, &key, bytes::Bytes::new()).await })
-        .buffer_unordered(customer_trusted_to_curated::IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
-
 impl Transition {
     /// Processes one accepted source object: [`Transition::compute`], then the compacted
     /// generations of the partitions it changed ([`compact::follow`]).

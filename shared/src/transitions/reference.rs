@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::columnar::{column, read_parquet, row_cells};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::keys;
-use crate::persons::PersonIndex;
 use crate::rules::{ConsentIndex, Customers, DeviceEntry, DeviceIndex, KeyIndex};
 use crate::schema::Table;
 use crate::store::{Fetched, Store};
@@ -26,8 +26,8 @@ pub struct Ctx {
     pub store: Store,
     /// Glue.
     pub glue: aws_sdk_glue::Client,
-    /// The erasure index's postings (DynamoDB, `PERSONS_TABLE`).
-    pub persons: PersonIndex,
+    /// The lookup indexes: erasure postings, the ML join index (DynamoDB, `INDEX_TABLE`).
+    pub index: Index,
     /// Configuration read at cold start.
     pub cfg: Config,
     consent: Mutex<ShardCache<i64>>,
@@ -44,6 +44,9 @@ pub struct Ctx {
     pub compact_queue: Option<(aws_sdk_sqs::Client, String)>,
     /// The erased people as last listed, per bucket (see [`super::erasure::erased_now`]).
     pub(crate) erased: Mutex<HashMap<String, ErasedList>>,
+    /// Buckets whose S3 join-index markers of an earlier release are all gone (see
+    /// [`super::machine_learning_trusted_to_curated`]).
+    pub(crate) join_migrated: Mutex<BTreeSet<String>>,
 }
 
 /// The erased people's hashes as listed, with the ETag the erasure epoch had just before
@@ -127,7 +130,7 @@ impl<V> ShardCache<V> {
 }
 
 impl Ctx {
-    /// A context over the given clients (the postings in `cfg.persons_table`).
+    /// A context over the given clients (the index in `cfg.index_table`).
     pub fn new(
         s3: aws_sdk_s3::Client,
         glue: aws_sdk_glue::Client,
@@ -138,7 +141,7 @@ impl Ctx {
         Ctx {
             store: Store::new(s3),
             glue,
-            persons: PersonIndex::new(dynamodb, cfg.persons_table.clone()),
+            index: Index::new(dynamodb, cfg.index_table.clone()),
             cfg,
             consent: Mutex::new(ShardCache::new(limit / 3)),
             devices: Mutex::new(ShardCache::new(limit / 3)),
@@ -148,6 +151,7 @@ impl Ctx {
             step_trainer_queue: None,
             compact_queue: None,
             erased: Mutex::new(HashMap::new()),
+            join_migrated: Mutex::new(BTreeSet::new()),
         }
     }
 

@@ -1,14 +1,19 @@
-//! The erasure index's postings, in DynamoDB: one item per (person, landing object) saying
-//! that the landing object holds the person (see [`crate::transitions::erasure`]).
+//! The lake's lookup index in DynamoDB: small entries found by a key, where one S3 object
+//! each cost a PUT to write ($5 a million at list prices) and a LIST to find. An entry is
+//! an item of two strings, a partition key `pk` and a sort key `sk`; an entry costs one
+//! write request unit ($0.625 a million on demand), a batch's entries go in one
+//! `BatchWriteItem` per 25, and a partition's entries (or those whose sort key starts
+//! with a prefix) are read with one strongly consistent `Query`: an entry written before
+//! the query is always seen, what "register, then look" needs.
 //!
-//! An S3 object per posting cost one PUT per person a landing file holds ($5 a million at
-//! list prices): at launch, one per landing object. An item costs one write request unit
-//! ($0.625 a million on demand), and a batch's postings go in one `BatchWriteItem` per 25.
-//! A person's postings are read with one strongly consistent `Query` (what the erasure's
-//! "register, then look" needs: a posting written before the look is always seen).
+//! Two indexes share the table (`INDEX_TABLE`), each partition key naming its lake's bucket:
+//! - the erasure index's postings (see [`crate::transitions::erasure`]): partition
+//!   `<bucket>/persons/<keyed hash>`, one entry per landing object holding the person;
+//! - the ML join index (see [`crate::transitions::machine_learning_trusted_to_curated`]):
+//!   partition `<bucket>/join/dt=<dt>`, one entry `<serial hash or wide>/<s|p>.<stem>` per
+//!   folder a trusted object registers under.
 //!
-//! Items: partition key `person` = `<bucket>/<keyed hash>` (one table can index several
-//! lakes), sort key `landing` = the landing key. Nothing personal is stored.
+//! Nothing personal is stored: hashes, landing keys and object stems.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -28,29 +33,29 @@ const BATCH: usize = 25;
 const ATTEMPTS: u32 = 6;
 
 /// The partition key attribute.
-const PERSON: &str = "person";
+const PK: &str = "pk";
 /// The sort key attribute.
-const LANDING: &str = "landing";
+const SK: &str = "sk";
 
 /// Read request units a strongly consistent read costs: one per 4 KB.
 const READ_UNIT_BYTES: usize = 4096;
 /// Write request units an item costs: one per 1 KB.
 const WRITE_UNIT_BYTES: usize = 1024;
 
-/// The postings table, with the client to reach it.
+/// The index table, with the client to reach it.
 #[derive(Debug, Clone)]
-pub struct PersonIndex {
+pub struct Index {
     client: Client,
     table: String,
 }
 
-/// A posting: (the person's keyed hash, the landing key).
-pub type Posting<'a> = (&'a str, &'a str);
+/// An entry: (partition key, sort key).
+pub type Entry = (String, String);
 
-impl PersonIndex {
+impl Index {
     /// The index in `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        PersonIndex {
+        Index {
             client,
             table: table.into(),
         }
@@ -121,18 +126,14 @@ impl PersonIndex {
         self.error(op, sdk_message(&e), retryable, Some(Box::new(e)))
     }
 
-    /// Records `postings` (idempotent: a posting written twice is one item).
-    pub async fn post<'a>(
-        &self,
-        bucket: &str,
-        postings: impl IntoIterator<Item = Posting<'a>>,
-    ) -> Result<()> {
+    /// Writes `entries` (idempotent: an entry written twice is one item).
+    pub async fn put(&self, entries: Vec<Entry>) -> Result<()> {
         // One request may not name an item twice.
-        let requests = BTreeSet::from_iter(postings)
+        let requests = BTreeSet::from_iter(entries)
             .into_iter()
-            .map(|(h, landing)| {
+            .map(|(pk, sk)| {
                 let put = PutRequest::builder()
-                    .set_item(Some(self.item(bucket, h, landing)))
+                    .set_item(Some(item(pk, sk)))
                     .build()
                     .map_err(|e| {
                         self.error("BatchWriteItem", e.to_string(), false, Some(Box::new(e)))
@@ -143,17 +144,13 @@ impl PersonIndex {
         self.write(requests).await
     }
 
-    /// Removes `postings` (those absent are no error).
-    pub async fn remove<'a>(
-        &self,
-        bucket: &str,
-        postings: impl IntoIterator<Item = Posting<'a>>,
-    ) -> Result<()> {
-        let requests = BTreeSet::from_iter(postings)
+    /// Removes `entries` (those absent are no error).
+    pub async fn remove(&self, entries: Vec<Entry>) -> Result<()> {
+        let requests = BTreeSet::from_iter(entries)
             .into_iter()
-            .map(|(h, landing)| {
+            .map(|(pk, sk)| {
                 let delete = DeleteRequest::builder()
-                    .set_key(Some(self.item(bucket, h, landing)))
+                    .set_key(Some(item(pk, sk)))
                     .build()
                     .map_err(|e| {
                         self.error("BatchWriteItem", e.to_string(), false, Some(Box::new(e)))
@@ -164,28 +161,32 @@ impl PersonIndex {
         self.write(requests).await
     }
 
-    /// The landing keys person `h` has postings for, in key order.
-    pub async fn landing_keys(&self, bucket: &str, h: &str) -> Result<Vec<String>> {
+    /// The sort keys of partition `pk` that start with `prefix` (all: `""`), in order.
+    pub async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<String>> {
         self.authorize("Query", "dynamodb:Query")?;
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let page = self
+            let mut q = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("#p = :p")
-                .expression_attribute_names("#p", PERSON)
-                .expression_attribute_values(":p", AttributeValue::S(person(bucket, h)))
+                .expression_attribute_names("#p", PK)
+                .expression_attribute_values(":p", AttributeValue::S(pk.to_string()))
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("Query", e))?;
+                .set_exclusive_start_key(start.take());
+            q = if prefix.is_empty() {
+                q.key_condition_expression("#p = :p")
+            } else {
+                q.key_condition_expression("#p = :p AND begins_with(#s, :s)")
+                    .expression_attribute_names("#s", SK)
+                    .expression_attribute_values(":s", AttributeValue::S(prefix.to_string()))
+            };
+            let page = q.send().await.map_err(|e| self.sdk_error("Query", e))?;
             let mut bytes = 0;
             for item in page.items() {
                 bytes += item_bytes(item);
-                if let Some(AttributeValue::S(k)) = item.get(LANDING) {
+                if let Some(AttributeValue::S(k)) = item.get(SK) {
                     out.push(k.clone());
                 }
             }
@@ -199,14 +200,6 @@ impl PersonIndex {
             }
         }
         Ok(out)
-    }
-
-    /// The key attributes of one posting.
-    fn item(&self, bucket: &str, h: &str, landing: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            (PERSON.to_string(), AttributeValue::S(person(bucket, h))),
-            (LANDING.to_string(), AttributeValue::S(landing.to_string())),
-        ])
     }
 
     /// Sends `requests` 25 at a time, sending again what the service left unprocessed
@@ -255,9 +248,12 @@ impl PersonIndex {
     }
 }
 
-/// The partition key of person `h` in `bucket`'s lake.
-fn person(bucket: &str, h: &str) -> String {
-    format!("{bucket}/{h}")
+/// The key attributes of one entry.
+fn item(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_string(), AttributeValue::S(pk)),
+        (SK.to_string(), AttributeValue::S(sk)),
+    ])
 }
 
 /// An item's size as DynamoDB counts it: attribute names and string values.
@@ -286,37 +282,33 @@ mod tests {
 
     #[test]
     fn units_are_counted_by_item_size() {
-        let small = WriteRequest::builder()
-            .put_request(
-                PutRequest::builder()
-                    .set_item(Some(HashMap::from([
-                        (
-                            PERSON.to_string(),
-                            AttributeValue::S("b/".to_string() + &"a".repeat(32)),
-                        ),
-                        (
-                            LANDING.to_string(),
-                            AttributeValue::S("accelerometer/landing/x.json".into()),
-                        ),
-                    ])))
-                    .build()
-                    .unwrap(),
-            )
-            .build();
+        let put = |pk: &str, sk: String| {
+            WriteRequest::builder()
+                .put_request(
+                    PutRequest::builder()
+                        .set_item(Some(item(pk.into(), sk)))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        };
+        let small = put(
+            &format!("b/persons/{}", "a".repeat(32)),
+            "accelerometer/landing/x.json".into(),
+        );
         assert_eq!(write_units(&small), 1);
+        // 2 + 1 + 2 + 1100 bytes: two units, a delete as its key.
         let big = WriteRequest::builder()
             .delete_request(
                 DeleteRequest::builder()
-                    .set_key(Some(HashMap::from([
-                        (PERSON.to_string(), AttributeValue::S("p".into())),
-                        (LANDING.to_string(), AttributeValue::S("k".repeat(1100))),
-                    ])))
+                    .set_key(Some(item("p".into(), "k".repeat(1100))))
                     .build()
                     .unwrap(),
             )
             .build();
-        // 6 + 1 + 7 + 1100 bytes: two units.
         assert_eq!(write_units(&big), 2);
-        assert_eq!(person("lake", "ab12"), "lake/ab12");
+        // 1 KB exactly is one unit; a byte more, two.
+        assert_eq!(write_units(&put("p", "k".repeat(1019))), 1);
+        assert_eq!(write_units(&put("p", "k".repeat(1020))), 2);
     }
 }
