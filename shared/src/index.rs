@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{BuildError, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use crate::error::{Error, Result, sdk_message, sdk_retryable};
@@ -128,37 +128,37 @@ impl Index {
 
     /// Writes `entries` (idempotent: an entry written twice is one item).
     pub async fn put(&self, entries: Vec<Entry>) -> Result<()> {
-        // One request may not name an item twice.
-        let requests = BTreeSet::from_iter(entries)
-            .into_iter()
-            .map(|(pk, sk)| {
-                let put = PutRequest::builder()
-                    .set_item(Some(item(pk, sk)))
-                    .build()
-                    .map_err(|e| {
-                        self.error("BatchWriteItem", e.to_string(), false, Some(Box::new(e)))
-                    })?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let requests = self.requests(entries, |key| {
+            let put = PutRequest::builder().set_item(Some(key)).build()?;
+            Ok(WriteRequest::builder().put_request(put).build())
+        })?;
         self.write(requests).await
     }
 
     /// Removes `entries` (those absent are no error).
     pub async fn remove(&self, entries: Vec<Entry>) -> Result<()> {
-        let requests = BTreeSet::from_iter(entries)
+        let requests = self.requests(entries, |key| {
+            let delete = DeleteRequest::builder().set_key(Some(key)).build()?;
+            Ok(WriteRequest::builder().delete_request(delete).build())
+        })?;
+        self.write(requests).await
+    }
+
+    /// One write request made by `make` from the key of each distinct entry (one
+    /// `BatchWriteItem` may not name an item twice).
+    fn requests(
+        &self,
+        entries: Vec<Entry>,
+        make: impl Fn(HashMap<String, AttributeValue>) -> Result<WriteRequest, BuildError>,
+    ) -> Result<Vec<WriteRequest>> {
+        BTreeSet::from_iter(entries)
             .into_iter()
             .map(|(pk, sk)| {
-                let delete = DeleteRequest::builder()
-                    .set_key(Some(item(pk, sk)))
-                    .build()
-                    .map_err(|e| {
-                        self.error("BatchWriteItem", e.to_string(), false, Some(Box::new(e)))
-                    })?;
-                Ok(WriteRequest::builder().delete_request(delete).build())
+                make(item(pk, sk)).map_err(|e| {
+                    self.error("BatchWriteItem", e.to_string(), false, Some(Box::new(e)))
+                })
             })
-            .collect::<Result<Vec<_>>>()?;
-        self.write(requests).await
+            .collect()
     }
 
     /// The sort keys of partition `pk` that start with `prefix` (all: `""`), in order.

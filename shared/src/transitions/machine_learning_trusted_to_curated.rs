@@ -503,14 +503,14 @@ pub async fn run(ctx: &Ctx, bucket: &str, src: &SourceKey) -> Result<Summary> {
     // Register, then look: of two concurrent arrivals at least one sees the other.
     let now = me.manifest.folders();
     let had: BTreeSet<&str> = before.as_ref().map(|b| b.folders()).unwrap_or_default();
+    // The roster entry every run (a write unit): an object first registered by an earlier
+    // release's S3 markers has none until `reconcile` moves them.
     let mine = entry(side, &src.stem);
-    let mut markers: Vec<(String, String)> = now
+    let markers: Vec<(String, String)> = now
         .difference(&had)
         .map(|folder| (join_partition(bucket, dt, folder), mine.clone()))
+        .chain([(roster_partition(bucket, dt), mine.clone())])
         .collect();
-    if before.is_none() {
-        markers.push((roster_partition(bucket, dt), mine.clone()));
-    }
     ctx.index.put(markers).await?;
     let legacy = legacy_markers(ctx, bucket, dt).await?;
     let others = counterparts(ctx, bucket, dt, side, &me.manifest, legacy).await?;
