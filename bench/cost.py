@@ -148,9 +148,9 @@ CUSTOMER_PER_DAY = 100_000
 CHANGED_PER_DAY, FULL_PER_DAY = 1.0, 1 / 7
 HOURLY = 24  # what rate(1 hour) of full passes, the default before the recheck, made of it
 # Keys a pass lists per object the lake holds, a LIST request per 1,000 (too few keys here
-# to show in the counts): each customer landing object; each reading landing object and
-# its manifest.
-LISTED_KEYS = {"customer": 1, "reading": 2}
+# to show in the counts): each customer landing object; each reading landing object (its
+# manifest is an entry of the index table, read by the pass's query: counted in read units).
+LISTED_KEYS = {"customer": 1, "reading": 1}
 
 
 def reconcile(passes):
@@ -158,17 +158,19 @@ def reconcile(passes):
     requests at three lake sizes, what one more customer or reading object in the lake adds
     to every pass, and what that costs a day at SCALE.md's launch as the lake fills."""
     print("\n| reconcile pass over | customer objects | reading objects | shards | full: items "
-          "| GET | LIST | changed: items | GET | LIST | changed, everything new: items | GET | LIST |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| GET | LIST | RRU | changed: items | GET | LIST | RRU | changed, everything new: "
+          "items | GET | LIST | RRU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, p in zip(["the warm lake", "+ profile files", "+ the sessions"], passes):
-        f, c, r = (p["scopes"][k] for k in ["full", "changed", "changed_recent"])
-        print(f"| {label} | {p['customer_objects']} | {p['reading_objects']} | {p['shards']} | "
-              f"{f['items']} | {f['s3_get']} | {f['s3_list']} | {c['items']} | {c['s3_get']} | "
-              f"{c['s3_list']} | {r['items']} | {r['s3_get']} | {r['s3_list']} |")
+        cells = [p["customer_objects"], p["reading_objects"], p["shards"]]
+        for k in ["full", "changed", "changed_recent"]:
+            sc = p["scopes"][k]
+            cells += [sc["items"], sc["s3_get"], sc["s3_list"], sc["dynamodb_rru"]]
+        print(f"| {label} | " + " | ".join(str(x) for x in cells) + " |")
     a, b, c = passes
     per = {}
     for scope in ["full", "changed"]:
-        for kind in ["s3_get", "s3_put"]:
+        for kind in ["s3_get", "s3_put", "dynamodb_rru"]:
             # Every pass reads each customer and device shard once: the shards the new
             # customers of the sessions bring into being are taken out of what the reading
             # objects add (at launch every shard exists already).
@@ -180,14 +182,16 @@ def reconcile(passes):
         for who in ["customer", "reading"]:
             per[(scope, who, "s3_list")] = LISTED_KEYS[who] / 1000
             print(f"RESULT reconcile {scope} per_{who}_object_get="
-                  f"{per[(scope, who, 's3_get')]:.3f} put={per[(scope, who, 's3_put')]:.3f}")
+                  f"{per[(scope, who, 's3_get')]:.3f} put={per[(scope, who, 's3_put')]:.3f} "
+                  f"dynamodb_rru={per[(scope, who, 'dynamodb_rru')]:.3f}")
     # What each manifest written since the last pass adds to a changed pass (it is read):
     # the same lake with every customer file and manifest new, against none (each new
     # customer file is read once: 1 GET, taken out here and counted per day below).
     recent = (c["scopes"]["changed_recent"]["s3_get"] - c["scopes"]["changed"]["s3_get"]
               - c["customer_objects"]) / c["reading_objects"]
     print(f"RESULT reconcile changed per_new_reading_object_get={recent:.3f}")
-    price = {"s3_get": S3_GET, "s3_list": S3_PUT_LIST, "s3_put": S3_PUT_LIST}
+    price = {"s3_get": S3_GET, "s3_list": S3_PUT_LIST, "s3_put": S3_PUT_LIST,
+             "dynamodb_rru": DYNAMODB_RRU}
 
     def pass_cost(scope, day):
         held = {"customer": CUSTOMER_OBJECTS, "reading": PER_DAY * day}
@@ -202,9 +206,10 @@ def reconcile(passes):
         return CHANGED_PER_DAY * changed_cost(day) + FULL_PER_DAY * pass_cost("full", day)
 
     daily_full = {d: pass_cost("full", d) for d in (1, 30, 365)}
-    print(f"each pass lists every object again and the full pass reads every reading file's "
-          f"manifest: {CUSTOMER_OBJECTS:,} customer objects and {PER_DAY:,} reading objects "
-          f"more each day; a changed pass (reading the day's new manifests) "
+    print(f"each pass lists every landing object again and reads every reading file's "
+          f"manifest (a query of the index table): {CUSTOMER_OBJECTS:,} customer objects and "
+          f"{PER_DAY:,} reading objects "
+          f"more each day; a changed pass (holding the day's new manifests against the objects) "
           f"${changed_cost(1):.2f} on day 1, "
           f"${changed_cost(30):.2f} on day 30, ${changed_cost(365):.2f} on "
           f"day 365; a full pass ${daily_full[1]:.2f}, ${daily_full[30]:.2f}, "

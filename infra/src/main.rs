@@ -78,7 +78,8 @@ enum Command {
     /// Bring every trusted and curated table to the batch truth (the backfill).
     Reconcile {
         /// Check only what changed, as the daily schedule does: reading files without a
-        /// manifest or written after it, no manifest read (the full check otherwise).
+        /// manifest or written after it, and manifests written since the last pass (the
+        /// full check otherwise).
         #[arg(long)]
         changed: bool,
     },

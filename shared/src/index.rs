@@ -6,22 +6,32 @@
 //! with a prefix) are read with one strongly consistent `Query`: an entry written before
 //! the query is always seen, what "register, then look" needs.
 //!
-//! Two indexes share the table (`INDEX_TABLE`), each partition key naming its lake's bucket:
+//! Three indexes share the table (`INDEX_TABLE`), each partition key naming its lake's
+//! bucket:
 //! - the erasure index's postings (see [`crate::transitions::erasure`]): partition
 //!   `<bucket>/persons/<keyed hash>`, one entry per landing object holding the person;
 //! - the ML join index (see [`crate::transitions::machine_learning_trusted_to_curated`]):
-//!   partition `<bucket>/join/dt=<dt>`, one entry `<serial hash or wide>/<s|p>.<stem>` per
-//!   folder a trusted object registers under.
+//!   partition `<bucket>/join/dt=<dt>/<serial hash or wide>`, one entry `<s|p>.<stem>` per
+//!   trusted object registered under the folder, and a `dt` roster;
+//! - the lineage manifests (see [`crate::transitions::read_manifest`]): partition
+//!   `<bucket>/lineage/<table>`, one entry per landing file, its stem the sort key, with
+//!   attributes: the manifest (or the S3 key of one too large for an item), when it was
+//!   written, and a version a conditional delete names. An entry is created with a
+//!   conditional `PutItem` (a first run reads nothing), read with a strongly consistent
+//!   `GetItem`.
 //!
-//! Nothing personal is stored: hashes, landing keys and object stems.
+//! Nothing personal is stored: hashes, landing keys, object stems and lineage (answers by
+//! the hash of the key consulted).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{BuildError, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, PutRequest, ReturnValue, WriteRequest,
+};
 
 use crate::error::{Error, Result, sdk_message, sdk_retryable};
 use crate::store::{Request, record_units, refused};
@@ -51,6 +61,9 @@ pub struct Index {
 
 /// An entry: (partition key, sort key).
 pub type Entry = (String, String);
+
+/// An item's attributes other than its key, all strings.
+pub type Attrs = BTreeMap<String, String>;
 
 impl Index {
     /// The index in `table`.
@@ -161,8 +174,117 @@ impl Index {
             .collect()
     }
 
+    /// The item (`pk`, `sk`)'s other attributes, read strongly consistent (`None`: no item).
+    pub async fn get(&self, pk: &str, sk: &str) -> Result<Option<Attrs>> {
+        self.authorize("GetItem", "dynamodb:GetItem")?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(item(pk.to_string(), sk.to_string())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("GetItem", e))?;
+        let found = out.item();
+        let bytes = found.map(item_bytes).unwrap_or(0);
+        record_units(
+            Request::DynamoRead,
+            bytes.div_ceil(READ_UNIT_BYTES).max(1) as u64,
+        );
+        Ok(found.map(attrs_of))
+    }
+
+    /// Writes item (`pk`, `sk`) with `attrs`; with `only_new`, only where there is none
+    /// (`false` when one exists, left as it was). Returns `true` and the attributes of the
+    /// item replaced, if any.
+    pub async fn put_item(
+        &self,
+        pk: &str,
+        sk: &str,
+        attrs: &Attrs,
+        only_new: bool,
+    ) -> Result<(bool, Option<Attrs>)> {
+        self.authorize("PutItem", "dynamodb:PutItem")?;
+        let mut full = item(pk.to_string(), sk.to_string());
+        full.extend(
+            attrs
+                .iter()
+                .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone()))),
+        );
+        record_units(
+            Request::DynamoWrite,
+            item_bytes(&full).div_ceil(WRITE_UNIT_BYTES).max(1) as u64,
+        );
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(full))
+            .return_values(ReturnValue::AllOld);
+        if only_new {
+            put = put
+                .condition_expression("attribute_not_exists(#p)")
+                .expression_attribute_names("#p", PK);
+        }
+        match put.send().await {
+            Ok(out) => Ok((true, out.attributes().map(attrs_of))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok((false, None))
+            }
+            Err(e) => Err(self.sdk_error("PutItem", e)),
+        }
+    }
+
+    /// Deletes item (`pk`, `sk`) while its attribute `name` is `value` (`false`: it is
+    /// not, or there is no item).
+    pub async fn delete_item_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<bool> {
+        self.authorize("DeleteItem", "dynamodb:DeleteItem")?;
+        record_units(Request::DynamoWrite, 1);
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(item(pk.to_string(), sk.to_string())))
+            .condition_expression("#n = :v")
+            .expression_attribute_names("#n", name)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.sdk_error("DeleteItem", e)),
+        }
+    }
+
     /// The sort keys of partition `pk` that start with `prefix` (all: `""`), in order.
     pub async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .items(pk, prefix)
+            .await?
+            .into_iter()
+            .map(|(sk, _)| sk)
+            .collect())
+    }
+
+    /// The items of partition `pk` whose sort key starts with `prefix` (all: `""`), in
+    /// order: (sort key, the other attributes).
+    pub async fn items(&self, pk: &str, prefix: &str) -> Result<Vec<(String, Attrs)>> {
         self.authorize("Query", "dynamodb:Query")?;
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -187,7 +309,7 @@ impl Index {
             for item in page.items() {
                 bytes += item_bytes(item);
                 if let Some(AttributeValue::S(k)) = item.get(SK) {
-                    out.push(k.clone());
+                    out.push((k.clone(), attrs_of(item)));
                 }
             }
             record_units(
@@ -254,6 +376,14 @@ fn item(pk: String, sk: String) -> HashMap<String, AttributeValue> {
         (PK.to_string(), AttributeValue::S(pk)),
         (SK.to_string(), AttributeValue::S(sk)),
     ])
+}
+
+/// The string attributes of `item` other than its key.
+fn attrs_of(item: &HashMap<String, AttributeValue>) -> Attrs {
+    item.iter()
+        .filter(|(k, _)| k.as_str() != PK && k.as_str() != SK)
+        .filter_map(|(k, v)| Some((k.clone(), v.as_s().ok()?.clone())))
+        .collect()
 }
 
 /// An item's size as DynamoDB counts it: attribute names and string values.

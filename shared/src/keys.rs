@@ -84,9 +84,16 @@ pub fn accept(bucket: &str, key: &str, tables: &[Table]) -> Result<SourceKey> {
 /// (awswrangler, Glue crawlers, `aws s3 sync`) see only the table's Parquet data files.
 pub const BOOKKEEPING_PREFIX: &str = "_stedi/";
 
-/// The folder of the lineage manifests of `table`'s outputs.
+/// The folder where an earlier release kept the lineage manifests of `table`'s outputs as
+/// S3 objects (the ML join's side manifests are still kept there).
 pub fn lineage_prefix(table: Table) -> String {
     format!("{BOOKKEEPING_PREFIX}lineage/{}/", table.name())
+}
+
+/// The folder of the lineage manifests of `table`'s outputs too large for their entry in
+/// the index table (see [`crate::transitions::read_manifest`]).
+pub fn manifest_body_prefix(table: Table) -> String {
+    format!("{BOOKKEEPING_PREFIX}manifests/{}/", table.name())
 }
 
 /// The shard (of `shards`) a customer's e-mail, or a device's serial, falls in: FNV-1a

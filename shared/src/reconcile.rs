@@ -35,9 +35,9 @@ use crate::store::Fetched;
 use crate::streams::Rule;
 use crate::summary::Summary;
 use crate::transitions::{
-    Answers, Ctx, IN_FLIGHT_SECONDS, LAYOUT, Manifest, Transition, by_shard, compact,
-    decode_customers, device_entries, encode_devices, erasure,
-    machine_learning_trusted_to_curated as ml, manifest_key, prune_partition, read_landing,
+    Answers, Ctx, IN_FLIGHT_SECONDS, LAYOUT, Manifest, Transition, all_manifests, by_shard,
+    compact, decode_customers, device_entries, encode_devices, erasure,
+    machine_learning_trusted_to_curated as ml, migrate_manifests, prune_partition, read_landing,
     read_manifest, rewrite_object_from, rewrite_shard_from,
 };
 
@@ -638,41 +638,32 @@ async fn stale_landing(
     let mut stems = BTreeSet::new();
     let mut fresh_manifests = BTreeMap::new();
     let mut recent = Vec::new();
-    let prefix = keys::lineage_prefix(target);
-    // Each landing file's manifest (by stem) and when it was written.
-    let written: BTreeMap<String, i64> = ctx
-        .store
-        .list_objects(bucket, &prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let stem = o.key[prefix.len()..].strip_suffix(".json")?;
-            (!stem.contains('/')).then(|| (stem.to_string(), o.modified))
-        })
-        .collect();
+    // Each landing file's manifest (by stem), with when it was written.
+    let mut written = all_manifests(ctx, bucket, target).await?;
     for o in ctx.store.list_objects(bucket, source.prefix()).await? {
         let Ok(src) = keys::accept(bucket, &o.key, &[source]) else {
             continue;
         };
         stems.insert(src.stem.clone());
         if let Some(checked_before) = changed {
-            match written.get(&src.stem) {
-                // No manifest, or the file written since (to the second, as S3 times
-                // objects).
+            match written.get_mut(&src.stem) {
+                // No manifest, or the file written since (to the second).
                 None => items.push(Item::Landing {
                     function: t,
                     key: o.key,
                 }),
-                Some(m) if o.modified > *m => items.push(Item::Landing {
+                Some(m) if o.modified > m.written => items.push(Item::Landing {
                     function: t,
                     key: o.key,
                 }),
-                Some(m) if *m >= checked_before => recent.push((src.stem, o.key, o.etag)),
+                Some(m) if m.written >= checked_before => {
+                    recent.push((src.stem, o.key, o.etag, m.manifest.take()))
+                }
                 Some(_) => {}
             }
             continue;
         }
-        let m = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await?;
+        let m = written.get_mut(&src.stem).and_then(|m| m.manifest.take());
         match m.filter(|m| {
             m.layout == LAYOUT
                 && m.lineage.source_etag == o.etag
@@ -706,17 +697,17 @@ async fn stale_landing(
     Ok(items)
 }
 
-/// The files of `recent` (stem, landing key, its ETag as listed), whose manifests were
-/// written since the last changed pass, that a changed pass computes again: the manifest
-/// records another ETag (an older upload computed after a newer one) or an earlier layout,
-/// or names an object that is not there and no longer on its way (a batch dead-lettered
-/// after writing its manifests). One GET per manifest, and the two LISTs of the table's
+/// The files of `recent` (stem, landing key, its ETag as listed, its manifest), whose
+/// manifests were written since the last changed pass, that a changed pass computes
+/// again: the manifest records another ETag (an older upload computed after a newer one)
+/// or an earlier layout, or names an object that is not there and no longer on its way
+/// (a batch dead-lettered after writing its manifests). The two LISTs of the table's
 /// objects when there is any.
 async fn stale_recent(
     ctx: &Ctx,
     bucket: &str,
     t: Transition,
-    recent: Vec<(String, String, String)>,
+    recent: Vec<(String, String, String, Option<Manifest>)>,
 ) -> Result<Vec<Item>> {
     if recent.is_empty() {
         return Ok(Vec::new());
@@ -729,8 +720,7 @@ async fn stale_recent(
         .collect();
     let now = compact::unix_now();
     let mut items = Vec::new();
-    for (stem, key, etag) in recent {
-        let m = read_manifest(ctx, bucket, &manifest_key(target, &stem)).await?;
+    for (stem, key, etag, m) in recent {
         let current = m.is_some_and(|m| {
             let held =
                 |dt: &String| objects.contains(&keys::output_key(target, dt, m.object_of(&stem)));
@@ -887,7 +877,9 @@ async fn stale_ml(ctx: &Ctx, bucket: &str, serials_now: &Answers) -> Result<Vec<
 /// there (it is newer), so generic readers of a table location see only data files; and
 /// the erasure postings a lake of layout 4 kept as S3 objects (`_stedi/persons/<h>/<landing
 /// key>`) and the ML join index's S3 markers into the index table (one LIST of the
-/// persons' folders a pass, the tombstones once moved, and one of `_stedi/join/`).
+/// persons' folders a pass, the tombstones once moved, and one of `_stedi/join/`), as
+/// are the landing files' manifests a lake of layout 4 kept as S3 objects (one LIST of
+/// each table's folder a pass).
 async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> Result<usize> {
     let legacy: Vec<String> = ctx
         .store
@@ -931,6 +923,14 @@ async fn migrate_bookkeeping(ctx: &Ctx, bucket: &str, full: &mut FullCheck) -> R
             ctx.store.delete(bucket, &old).await?;
             moved += 1;
         }
+    }
+    // The landing files' manifests as S3 objects (`_stedi/lineage/<table>/<stem>.json`).
+    let landing_targets = Table::landing()
+        .filter_map(Transition::of_landing)
+        .map(|t| t.target())
+        .filter(|t| t.partitioned());
+    for table in landing_targets {
+        moved += migrate_manifests(ctx, bucket, table).await?;
     }
     Ok(moved)
 }
@@ -1405,11 +1405,10 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             let out = keys::accept(bucket, key, &trusted)?;
             let dt = out.dt.unwrap_or_default();
             // The manifest decides: written since the plan to name this object, it holds.
-            let mkey = manifest_key(out.table, stem);
             let names = |m: Option<Manifest>| {
                 m.is_some_and(|m| m.object_of(stem) == out.stem && m.dts.contains(&dt))
             };
-            if names(read_manifest(ctx, bucket, &mkey).await?) {
+            if names(read_manifest(ctx, bucket, out.table, stem).await?) {
                 return Ok(Summary::default());
             }
             let mut s = Summary::default();
@@ -1418,7 +1417,7 @@ pub async fn execute(ctx: &Ctx, bucket: &str, item: &Item) -> Result<Summary> {
             // Named meanwhile (the same batch redelivered and written again): the rows just
             // taken out were the file's only ones, so the file is computed again, alone.
             if let Some(landing) = landing
-                && names(read_manifest(ctx, bucket, &mkey).await?)
+                && names(read_manifest(ctx, bucket, out.table, stem).await?)
             {
                 let landing_tables: Vec<Table> = Table::landing().collect();
                 let src = keys::accept(bucket, landing, &landing_tables)?;

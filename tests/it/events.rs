@@ -76,10 +76,10 @@ async fn odd_keys_flow_through_eventbridge_and_sqs() {
 /// Requests are the bill: one accelerometer landing file, processed by a cold function
 /// after the customers are in, makes exactly these requests (GET the landing file, each
 /// consent shard its readers need, the compaction pointer and the erasure epoch, with one
-/// LIST of the erased markers as the function is cold; PUT
-/// the one `dt` output, the manifest (created where there is none: no old one to read)
-/// and each user's erasure-index posting; DELETE the stale quarantine object; one Glue
-/// BatchCreatePartition), and its
+/// LIST of the erased markers and one for S3 manifests of an earlier release as the
+/// function is cold; PUT the one `dt` output; write the manifest (an entry of the index
+/// table, created where there is none: no old one to read) and each user's erasure-index
+/// posting; DELETE the stale quarantine object; one Glue BatchCreatePartition), and its
 /// byte counts are the sizes of what it read and wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invocation_counts_its_requests() {
@@ -108,27 +108,27 @@ async fn an_invocation_counts_its_requests() {
     let s = out.of_function("accelerometer_landing_to_trusted");
     let output = format!("accelerometer/trusted/dt=2022-06-18/{stem}.parquet");
     assert_eq!(s.outputs, std::slice::from_ref(&output));
-    // The file's 50 people: 50 postings (items of the postings table, in two batch
-    // writes: no S3 PUT), then one look at who is erased (a GET of the erasure epoch, none
-    // yet, and this cold function's one LIST of the erased markers), not 50 tombstone GETs.
+    // The file's 50 people: 50 postings (items of the index table, in two batch writes:
+    // no S3 PUT), then one look at who is erased (a GET of the erasure epoch, none yet,
+    // and this cold function's one LIST of the erased markers), not 50 tombstone GETs. The
+    // manifest an item too, created without a read (this cold function's one LIST finds
+    // no S3 manifest of an earlier release): the output is the one S3 PUT.
     let r = s.requests;
     assert_eq!(
         (r.s3_get, r.s3_put, r.s3_delete, r.s3_list, r.s3_head),
-        (28, 2, 1, 1, 0),
+        (28, 1, 1, 2, 0),
         "{r:?}"
     );
     assert_eq!((r.glue_calls, r.sqs_calls), (1, 0), "{r:?}");
-    assert_eq!(
-        (r.dynamodb_write_units, r.dynamodb_read_units),
-        (50, 0),
-        "{r:?}"
-    );
+    assert_eq!(r.dynamodb_read_units, 0, "{r:?}");
 
     // The lineage records one answer per user of the file (by the e-mail's hash: its
     // consent date, or nothing), and the shards it read are those users' shards.
-    let manifest = stedi::transitions::manifest_key(Table::AccelerometerTrusted, stem);
-    let manifest_bytes = local.get(&manifest).await.unwrap();
-    let lineage: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let manifest = local
+        .manifest(Table::AccelerometerTrusted, stem)
+        .await
+        .unwrap();
+    let lineage = serde_json::to_value(&manifest).unwrap();
     let text = std::fs::read_to_string(&file_path).unwrap();
     let users: std::collections::BTreeSet<String> = text
         .lines()
@@ -156,18 +156,20 @@ async fn an_invocation_counts_its_requests() {
     assert_eq!(shards.len(), 25, "{shards:?}");
     // GETs: the landing file, its users' shards, the partition's compaction pointer
     // (missing: never compacted, nothing to keep in step), and the erasure epoch (missing:
-    // nobody erased); no previous manifest (the new one is created with If-None-Match).
-    // PUTs: the output and the manifest; one erasure-index posting per user, an item of
-    // the postings table (a write unit each).
+    // nobody erased); no previous manifest (the new one is created conditionally). PUT:
+    // the output. Write units: one erasure-index posting per user, and the manifest's
+    // entry, a unit per KB of it (its 50 answers).
     assert_eq!(r.s3_get, 1 + shards.len() as u64 + 1 + 1);
-    assert_eq!(r.s3_put, 2);
-    assert_eq!(r.dynamodb_write_units, users.len() as u64);
+    assert_eq!(r.s3_put, 1);
+    let json = serde_json::to_vec(&manifest).unwrap().len();
+    assert_eq!((json / 1024, json % 1024 < 800), (1, true), "{json}");
+    assert_eq!(r.dynamodb_write_units, users.len() as u64 + 2);
     let mut shard_bytes = 0;
     for k in &shards {
         shard_bytes += local.get(k).await.unwrap().len() as u64;
     }
     assert_eq!(r.bytes_read, landing_bytes + shard_bytes);
-    let written = local.get(&output).await.unwrap().len() + manifest_bytes.len();
+    let written = local.get(&output).await.unwrap().len();
     assert_eq!(r.bytes_written, written as u64);
 
     // The summary line carries them as metrics.
@@ -244,12 +246,13 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
         .collect();
     // GET: the ten files, their users' consent shards, the partition pointer, and one
     // erasure epoch for the batch (its files' people registered first, then one look; a
-    // cold function lists the erased markers once). PUT: the object and ten manifests; the
-    // ten postings are items of the postings table (one batch write).
+    // cold function lists the erased markers once, and looks once for S3 manifests of an
+    // earlier release). PUT: the object; the ten postings and the ten manifests are items
+    // of the index table (a write unit each).
     let r = s.requests;
     assert_eq!(r.s3_get, 10 + shards.len() as u64 + 1 + 1, "{r:?}");
-    assert_eq!((r.s3_put, r.s3_list), (1 + 10, 1), "{r:?}");
-    assert_eq!(r.dynamodb_write_units, 10, "{r:?}");
+    assert_eq!((r.s3_put, r.s3_list), (1, 2), "{r:?}");
+    assert_eq!(r.dynamodb_write_units, 10 + 10, "{r:?}");
     assert_eq!(r.glue_calls, 1, "{r:?}");
     let counts = local.counts().await.unwrap();
     assert_eq!(counts["accelerometer_trusted"], 50);
@@ -265,8 +268,9 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     // The rest of the pipeline settles (the ten files' queued events find them done); then
     // a Step Trainer file of customer 0's device, now owned, creates its manifest without
     // reading one: GET the file, the serial's device-index shard, the pointer and the
-    // erasure epoch (still none: the list of erased markers stands, no LIST); PUT the
-    // output and the manifest; the serial's posting is a table item.
+    // erasure epoch (still none: the list of erased markers stands); one LIST, the look
+    // for S3 manifests of step_trainer_trusted of an earlier release; PUT the output; the
+    // manifest and the serial's posting are table items.
     let out = local.settle().await.unwrap();
     assert!(out.total.errors.is_empty(), "{:?}", out.total.errors);
     let key = "step_trainer/landing/session-0.json";
@@ -281,8 +285,8 @@ async fn a_batch_reads_each_partition_pointer_once_and_each_manifest_once() {
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!((s.sources.len(), s.rows_out), (1, 5));
     let r = s.requests;
-    assert_eq!((r.s3_get, r.s3_put, r.s3_list), (4, 2, 0), "{r:?}");
-    assert_eq!(r.dynamodb_write_units, 1, "{r:?}");
+    assert_eq!((r.s3_get, r.s3_put, r.s3_list), (4, 1, 1), "{r:?}");
+    assert_eq!(r.dynamodb_write_units, 2, "{r:?}");
 
     // The ML join of that Step Trainer object (a cold function) meets the phone batch
     // object, whose ten users fall in several customer shards: it takes their devices from
@@ -433,15 +437,16 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     assert_eq!(trusted_objects(&local).await, first);
 
     // Three of its files redelivered in another batch (unchanged): they stay where they
-    // are. Per file the manifest's create (refused: one exists) and the posting (a table
-    // item written again), and a GET of the object holding it (its footer lists the
-    // file); no object written.
+    // are. Per file the manifest's create (a conditional write of the index table,
+    // refused: one exists; a write unit all the same) and then its read, the posting (a
+    // table item written again), and a GET of the object holding it (its footer lists
+    // the file); no object written, nothing in S3.
     let s = invoke(batch(&[2, 5, 7])).await;
     assert_eq!(local.keys().await.unwrap(), keys);
     let r = s.requests;
     assert_eq!(
         (r.s3_put, r.s3_head, r.dynamodb_write_units),
-        (3, 0, 3),
+        (0, 0, 3 + 3),
         "{r:?}"
     );
 
@@ -542,19 +547,19 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
             .await
             .unwrap();
     }
-    let ghost = |at: u64| {
-        let m = stedi::transitions::Manifest {
-            layout: stedi::transitions::LAYOUT,
-            dts: ["2022-06-20".to_string()].into(),
-            object: Some("session-30.bghost".to_string()),
-            written_at: at,
-            ..Default::default()
-        };
-        serde_json::to_vec(&m).unwrap()
+    let ghost = |at: u64| stedi::transitions::Manifest {
+        layout: stedi::transitions::LAYOUT,
+        dts: ["2022-06-20".to_string()].into(),
+        object: Some("session-30.bghost".to_string()),
+        written_at: at,
+        ..Default::default()
     };
-    let manifest = stedi::transitions::manifest_key(Table::AccelerometerTrusted, "session-30");
+    let accel = Table::AccelerometerTrusted;
     let now = stedi::transitions::compact::unix_now();
-    local.put(&manifest, ghost(now)).await.unwrap();
+    local
+        .set_manifest(accel, "session-30", &ghost(now))
+        .await
+        .unwrap();
     let (response, _) = stedi::lambda::invoke(&ctx, f, &batch(&[30, 31]))
         .await
         .unwrap();
@@ -568,7 +573,10 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
         local.counts().await.unwrap()["accelerometer_trusted"],
         50 + 2
     );
-    local.put(&manifest, ghost(now - 901)).await.unwrap();
+    local
+        .set_manifest(accel, "session-30", &ghost(now - 901))
+        .await
+        .unwrap();
     invoke(batch(&[30, 31])).await;
     assert_eq!(
         local.counts().await.unwrap()["accelerometer_trusted"],
@@ -608,15 +616,10 @@ async fn a_batch_object_keeps_each_file_once_through_redelivery_and_reupload() {
     // more than 15 minutes ago, so not one on its way): session-0's manifest made to name
     // session-2 and session-7's object. Reconcile computes session-0 again (its own
     // object), then detaches it from the first object, which its manifest no longer names.
-    let key = stedi::transitions::manifest_key(Table::AccelerometerTrusted, "session-0");
-    let mut m: stedi::transitions::Manifest =
-        serde_json::from_slice(&local.get(&key).await.unwrap()).unwrap();
+    let mut m = local.manifest(accel, "session-0").await.unwrap();
     m.object = Some(second.clone());
     m.written_at = 0;
-    local
-        .put(&key, serde_json::to_vec(&m).unwrap())
-        .await
-        .unwrap();
+    local.set_manifest(accel, "session-0", &m).await.unwrap();
     let report = local.reconcile().await.unwrap();
     assert_eq!(
         report.items.get("accelerometer_trusted").copied(),
@@ -669,9 +672,10 @@ async fn a_warm_function_sees_an_erasure_made_after_it_listed_the_erased() {
             s
         }
     };
-    // Cold: the epoch does not exist yet; the erased markers are listed once (none).
+    // Cold: the epoch does not exist yet; the erased markers are listed once (none), as
+    // is the folder of S3 manifests of an earlier release (empty).
     let s = arrive(0).await;
-    assert_eq!((s.rows_out, s.requests.s3_list), (5, 1), "{s:?}");
+    assert_eq!((s.rows_out, s.requests.s3_list), (5, 2), "{s:?}");
     // Warm, nobody erased since: the epoch still missing, the list stands.
     let s = arrive(4).await;
     assert_eq!((s.rows_out, s.requests.s3_list), (5, 0), "{s:?}");

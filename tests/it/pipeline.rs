@@ -271,12 +271,11 @@ async fn natural_order_gives_the_batch_truth_and_redelivery_changes_nothing() {
         under("_stedi/reconcile/"),
         [stedi::keys::RECONCILE_CHECKED.to_string()]
     );
-    // 13 landing, the shards, the trusted objects and the pairs, 9 + 3 manifests and a
-    // side manifest per trusted object, the wide indexes (the postings and the join index
-    // are entries of the index table), the reconcile mark.
+    // 13 landing, the shards, the trusted objects and the pairs, a side manifest per
+    // trusted object, the wide indexes (the landing files' manifests, the postings and the
+    // join index are entries of the index table), the reconcile mark.
     let shards = trusted_shards.len() + curated_shards.len() + serials.len();
-    let expected =
-        13 + shards + trusted.len() + pair_keys.len() + 12 + trusted.len() + wide.len() + 1;
+    let expected = 13 + shards + trusted.len() + pair_keys.len() + trusted.len() + wide.len() + 1;
     assert_eq!(keys_before.len(), expected, "{keys_before:#?}");
     let again = local.drop_sample(3).await.unwrap();
     assert!(again.total.errors.is_empty(), "{:?}", again.total.errors);

@@ -10,7 +10,6 @@ use stedi::lambda::Function;
 use stedi::reconcile::{Item, Plan, Scope};
 use stedi::schema::Table;
 use stedi::summary::Requests;
-use stedi::transitions::Manifest;
 use stedi::transitions::is_batch_name;
 use stedi_infra::lake;
 use stedi_tests::truth::Truth;
@@ -80,7 +79,7 @@ async fn lose_events(local: &Local, functions: &[stedi::Transition]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left() {
+async fn a_changed_pass_finds_what_lost_events_left_from_the_listings() {
     let local = Local::start().await.unwrap();
     local.drop_sample(0).await.unwrap();
     let keys = local.keys().await.unwrap();
@@ -109,9 +108,10 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     let checked = serde_json::json!({"checked_before": unix_now() + 1}).to_string();
     local.put(RECONCILE_CHECKED, checked).await.unwrap();
 
-    // In step, both scopes find nothing; the changed pass reads none of the twelve reading
-    // files' manifests nor the batch objects' footers, and lists neither table's objects
-    // for them (one LIST of the objects and one of those held aside, per reading table).
+    // In step, both scopes find nothing; both read the twelve reading files' manifests in
+    // one query of each table's (the same read units), the changed pass none of the batch
+    // objects' footers, and lists neither table's objects for them (one LIST of the
+    // objects and one of those held aside, per reading table).
     let (full, full_req) = plan(&local, Scope::Full).await;
     let (changed, changed_req) = plan(&local, Scope::Changed).await;
     assert!(full.is_done() && full.stage.is_none(), "{full:?}");
@@ -119,7 +119,11 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     // Nor the customer file, older than the last pass: the shards are the customer state.
     assert_eq!(
         full_req.s3_get - changed_req.s3_get,
-        readings + batch_objects + 1,
+        batch_objects + 1,
+        "full {full_req:?}, changed {changed_req:?}"
+    );
+    assert_eq!(
+        full_req.dynamodb_read_units, changed_req.dynamodb_read_units,
         "full {full_req:?}, changed {changed_req:?}"
     );
     assert_eq!(full_req.s3_list - changed_req.s3_list, 4);
@@ -179,12 +183,12 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
             },
         ]
     );
-    // The full check finds the same at this stage, reading the manifest of each of the
-    // nine phone files to do it, and the customer file.
+    // The full check finds the same at this stage, holding each of the nine phone files'
+    // manifests against its ETag and answers to do it, and reading the customer file.
     let (full_now, full_now_req) = plan(&local, Scope::Full).await;
     assert_eq!(full_now.items, changed.items);
     assert_eq!(std::fs::read_dir(&phone).unwrap().count(), 9);
-    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 9 + 1);
+    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 1);
 
     // Driven to the end with the changed scope, the lake is the batch truth of the changed
     // landing data, and a full pass finds nothing left to do.
@@ -265,22 +269,16 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
         .unwrap();
     lose_events(&local, &[stedi::Transition::AccelerometerLandingToTrusted]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mkey = |stem: &str| stedi::transitions::manifest_key(Table::AccelerometerTrusted, stem);
-    let manifest = local.get(&mkey(older)).await.unwrap();
-    local.put(&mkey(older), manifest).await.unwrap();
+    let accel = Table::AccelerometerTrusted;
+    let manifest = local.manifest(accel, older).await.unwrap();
+    local.set_manifest(accel, older, &manifest).await.unwrap();
     let lost = local
         .object_of(Table::AccelerometerTrusted, "accelerometer-1691348231931")
         .await
         .unwrap();
     let mut of_lost = Vec::new();
-    for key in local.keys().await.unwrap() {
-        let Some(stem) = key
-            .strip_prefix(&stedi::keys::lineage_prefix(Table::AccelerometerTrusted))
-            .and_then(|k| k.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let mut m: Manifest = serde_json::from_slice(&local.get(&key).await.unwrap()).unwrap();
+    for stem in local.manifest_stems(accel).await.unwrap() {
+        let mut m = local.manifest(accel, &stem).await.unwrap();
         if m.object.as_deref() != Some(lost.as_str()) {
             continue;
         }
@@ -291,11 +289,8 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
             }
         }
         m.written_at = unix_now() as u64 - 1000;
-        local
-            .put(&key, serde_json::to_vec(&m).unwrap())
-            .await
-            .unwrap();
-        of_lost.push(stem.to_string());
+        local.set_manifest(accel, &stem, &m).await.unwrap();
+        of_lost.push(stem);
     }
     assert!(!of_lost.is_empty());
     let landing = |stem: &str| Item::Landing {
@@ -315,12 +310,13 @@ async fn a_changed_pass_reads_only_new_manifests_and_finds_what_lost_events_left
     // in a later pass, its footer check running only once every manifest is fresh.
     let (full_now, full_now_req) = plan(&local, Scope::Full).await;
     assert_eq!(full_now.items, vec![landing(older)]);
-    // The changed pass read only the manifests written since the last pass (the full one
-    // all nine phone files', and the customer file), and listed the table's objects to
-    // find the lost one.
+    // Both passes read every manifest in one query of the table's; the changed pass held
+    // only those written since the last pass against the objects, listing the table's
+    // objects to find the lost one (the full pass reads the customer file).
+    assert_eq!(full_now_req.s3_get - changed_req.s3_get, 1);
     assert_eq!(
-        full_now_req.s3_get - changed_req.s3_get,
-        9 - want.len() as u64 + 1
+        full_now_req.dynamodb_read_units,
+        changed_req.dynamodb_read_units
     );
     assert_eq!(changed_req.s3_list - full_now_req.s3_list, 2);
     let report = local.reconcile_scoped(Scope::Changed).await.unwrap();

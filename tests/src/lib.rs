@@ -238,9 +238,41 @@ impl Local {
     /// The name of the objects holding landing source `stem`'s rows in partitioned table
     /// `table`, as its manifest says: its own stem, or its SQS batch's.
     pub async fn object_of(&self, table: Table, stem: &str) -> Result<String> {
-        let key = stedi::transitions::manifest_key(table, stem);
-        let m: stedi::transitions::Manifest = serde_json::from_slice(&self.get(&key).await?)?;
+        let m = self.manifest(table, stem).await?;
         Ok(m.object_of(stem).to_string())
+    }
+
+    /// The manifest of landing source `stem`'s outputs in `table` (an error when there is
+    /// none).
+    pub async fn manifest(&self, table: Table, stem: &str) -> Result<stedi::transitions::Manifest> {
+        let ctx = self.stack.function_context();
+        let bucket = &self.stack.cfg.bucket;
+        stedi::transitions::read_manifest(&ctx, bucket, table, stem)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no manifest of {stem} in {}", table.name()))
+    }
+
+    /// Writes the manifest of landing source `stem`'s outputs in `table` (as a function
+    /// would).
+    pub async fn set_manifest(
+        &self,
+        table: Table,
+        stem: &str,
+        m: &stedi::transitions::Manifest,
+    ) -> Result<()> {
+        let ctx = self.stack.function_context();
+        let bucket = &self.stack.cfg.bucket;
+        Ok(stedi::transitions::write_manifest(&ctx, bucket, table, stem, m).await?)
+    }
+
+    /// The stems of every manifest of `table` in the index table, in order.
+    pub async fn manifest_stems(&self, table: Table) -> Result<Vec<String>> {
+        let ctx = self.stack.function_context();
+        let bucket = &self.stack.cfg.bucket;
+        Ok(stedi::transitions::all_manifests(&ctx, bucket, table)
+            .await?
+            .into_keys()
+            .collect())
     }
 
     /// Deletes an object.

@@ -49,8 +49,8 @@ use super::customer_trusted_to_curated::{
 };
 use super::machine_learning_trusted_to_curated::{Side, side_manifest_key};
 use super::{
-    Ctx, Rule, Transition, compact, device_entries, manifest_key, quarantine_key, read_json,
-    read_manifest, rewrite_object, rewrite_shard, write_json,
+    Ctx, Rule, Transition, compact, device_entries, quarantine_key, read_json, read_manifest,
+    rewrite_object, rewrite_shard, write_json,
 };
 use crate::columnar::{read_holder, read_parquet};
 use crate::compute::{PersonKind, person_columns};
@@ -515,7 +515,7 @@ pub fn audit_key(request: &str) -> String {
 
 /// The rows the outputs of landing source `stem` hold in `table` now (from its manifest).
 async fn source_rows(ctx: &Ctx, bucket: &str, table: Table, stem: &str) -> Result<u64> {
-    let Some(m) = read_manifest(ctx, bucket, &manifest_key(table, stem)).await? else {
+    let Some(m) = read_manifest(ctx, bucket, table, stem).await? else {
         return Ok(0);
     };
     let mut n = 0;
@@ -713,7 +713,7 @@ async fn output_keys(
             continue;
         };
         let src = keys::accept(bucket, key, &[*table])?;
-        let Some(m) = read_manifest(ctx, bucket, &manifest_key(target, &src.stem)).await? else {
+        let Some(m) = read_manifest(ctx, bucket, target, &src.stem).await? else {
             continue;
         };
         for dt in &m.dts {

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::compact::unix_now;
 use super::reference::Ctx;
 use crate::error::{Error, Result};
+use crate::index::Attrs;
 use crate::keys;
 use crate::schema::Table;
-use crate::store::{Fetched, Precondition, PutOutcome};
+use crate::store::Fetched;
 
 /// The layout version manifests are written with; a manifest of an earlier layout is
 /// stale, so `reconcile` recomputes its outputs once after an upgrade. 3: lineage records
@@ -137,15 +139,297 @@ impl Manifest {
     }
 }
 
-/// Where the manifest of `stem`'s outputs in `table` is kept: under the bookkeeping prefix,
-/// outside the table's location.
-pub fn manifest_key(table: Table, stem: &str) -> String {
+/// Where an earlier release kept the manifest of `stem`'s outputs in `table`, as an S3
+/// object under the bookkeeping prefix: `reconcile` moves it into the index table.
+pub fn legacy_manifest_key(table: Table, stem: &str) -> String {
     format!("{}{stem}.json", keys::lineage_prefix(table))
 }
 
-/// Reads a manifest (`None` when there is none or it is unreadable).
-pub async fn read_manifest(ctx: &Ctx, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-    read_json(ctx, bucket, key).await
+/// The index partition holding `table`'s manifests, one entry per landing source, its
+/// stem the sort key: `<bucket>/lineage/<table>`.
+fn manifests_partition(bucket: &str, table: Table) -> String {
+    format!("{bucket}/lineage/{}", table.name())
+}
+
+/// A manifest's JSON up to this size is kept in its entry (an item holds at most 400 KB);
+/// a larger one (a bulk file's lineage, an answer for each of its many people) is an S3
+/// object under [`keys::manifest_body_prefix`] that the entry names.
+const INLINE_BYTES: usize = 256 * 1024;
+
+/// Entry attributes: the manifest's JSON, or the key of the S3 object holding it.
+const JSON: &str = "m";
+const BODY: &str = "body";
+/// When the entry was written (Unix seconds).
+const AT: &str = "at";
+/// The version written, unique to one write: a delete removes only the version read.
+const VERSION: &str = "v";
+/// The version of a manifest still in its S3 object of an earlier release.
+const LEGACY: &str = "s3";
+
+/// A manifest as kept: `None` when unreadable (its outputs are computed again).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The manifest.
+    pub manifest: Option<Manifest>,
+    /// When it was written (Unix seconds; an S3 object's time for one of an earlier
+    /// release).
+    pub written: i64,
+    version: String,
+    /// Whether its JSON is an S3 object (a manifest too large for its entry).
+    body: bool,
+}
+
+/// A version no other write has: the clock's nanoseconds and a counter of this process.
+fn new_version() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}.{n:x}")
+}
+
+/// The entry of `table`'s manifest of `stem` as kept: its JSON read from the entry, or
+/// from the S3 object it names.
+async fn stored_of(ctx: &Ctx, bucket: &str, attrs: Attrs) -> Result<Stored> {
+    let manifest = match (attrs.get(JSON), attrs.get(BODY)) {
+        (Some(json), _) => serde_json::from_str(json).ok(),
+        (None, Some(body)) => read_json(ctx, bucket, body).await?,
+        (None, None) => None,
+    };
+    Ok(Stored {
+        manifest,
+        written: attrs.get(AT).and_then(|a| a.parse().ok()).unwrap_or(0),
+        version: attrs.get(VERSION).cloned().unwrap_or_default(),
+        body: attrs.contains_key(BODY),
+    })
+}
+
+/// The manifest of `stem`'s outputs in `table` as kept (`None`: there is none): its
+/// entry in the index table (one strongly consistent read), else, while the lake still
+/// holds manifests of an earlier release as S3 objects, that object.
+pub async fn stored_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+) -> Result<Option<Stored>> {
+    if let Some(attrs) = ctx
+        .index
+        .get(&manifests_partition(bucket, table), stem)
+        .await?
+    {
+        return Ok(Some(stored_of(ctx, bucket, attrs).await?));
+    }
+    if !ctx
+        .holds_legacy(bucket, &keys::lineage_prefix(table))
+        .await?
+    {
+        return Ok(None);
+    }
+    Ok(
+        match ctx
+            .store
+            .fetch(bucket, &legacy_manifest_key(table, stem), None)
+            .await?
+        {
+            Fetched::Body(b, _) => Some(Stored {
+                manifest: serde_json::from_slice(&b).ok(),
+                written: 0,
+                version: LEGACY.to_string(),
+                body: false,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// Reads the manifest of `stem`'s outputs in `table` (`None` when there is none or it is
+/// unreadable).
+pub async fn read_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+) -> Result<Option<Manifest>> {
+    Ok(stored_manifest(ctx, bucket, table, stem)
+        .await?
+        .and_then(|s| s.manifest))
+}
+
+/// Every manifest of `table` (stem → as kept), one strongly consistent query of its
+/// partition (and a GET for each manifest too large for its entry).
+pub async fn all_manifests(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+) -> Result<BTreeMap<String, Stored>> {
+    let mut out = BTreeMap::new();
+    for (stem, attrs) in ctx
+        .index
+        .items(&manifests_partition(bucket, table), "")
+        .await?
+    {
+        out.insert(stem, stored_of(ctx, bucket, attrs).await?);
+    }
+    Ok(out)
+}
+
+/// Writes the manifest of `stem`'s outputs in `table`; with `only_new`, only where there
+/// is none (`false`: one exists, left as it was). One write to the index table; the S3
+/// object of an earlier release goes after it.
+async fn put_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    m: &Manifest,
+    only_new: bool,
+) -> Result<bool> {
+    let legacy = ctx
+        .holds_legacy(bucket, &keys::lineage_prefix(table))
+        .await?;
+    let legacy_key = legacy_manifest_key(table, stem);
+    if only_new
+        && legacy
+        && matches!(
+            ctx.store.fetch(bucket, &legacy_key, None).await?,
+            Fetched::Body(..)
+        )
+    {
+        return Ok(false);
+    }
+    let json = serde_json::to_string(m).map_err(|source| Error::Json {
+        context: format!("manifest of {stem} in {}", table.name()),
+        source,
+    })?;
+    let written = put_entry(ctx, bucket, table, stem, json, unix_now() as i64, only_new).await?;
+    if written && legacy {
+        ctx.store.delete(bucket, &legacy_key).await?;
+    }
+    Ok(written)
+}
+
+/// Writes the entry of manifest `json` of `stem`'s outputs in `table`, written at `at`
+/// (see [`put_manifest`]): the JSON in the entry, or too large for it, in an S3 object
+/// the entry names (written first, and named by the entry's version, so a body is never
+/// overwritten); the body of the entry replaced goes after.
+async fn put_entry(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    json: String,
+    at: i64,
+    only_new: bool,
+) -> Result<bool> {
+    let version = new_version();
+    let mut attrs = Attrs::from([
+        (AT.to_string(), at.to_string()),
+        (VERSION.to_string(), version.clone()),
+    ]);
+    let body = (json.len() > INLINE_BYTES).then(|| body_key(table, stem, &version));
+    match &body {
+        Some(key) => {
+            ctx.store.put(bucket, key, Bytes::from(json)).await?;
+            attrs.insert(BODY.to_string(), key.clone());
+        }
+        None => {
+            attrs.insert(JSON.to_string(), json);
+        }
+    }
+    let pk = manifests_partition(bucket, table);
+    let (written, replaced) = ctx.index.put_item(&pk, stem, &attrs, only_new).await?;
+    if !written && let Some(key) = &body {
+        ctx.store.delete(bucket, key).await?;
+    }
+    if let Some(old) = replaced.as_ref().and_then(|r| r.get(BODY)) {
+        ctx.store.delete(bucket, old).await?;
+    }
+    Ok(written)
+}
+
+/// Where the JSON of version `version` of a manifest too large for its entry is kept.
+fn body_key(table: Table, stem: &str, version: &str) -> String {
+    format!("{}{stem}/{version}.json", keys::manifest_body_prefix(table))
+}
+
+/// Writes the manifest of `stem`'s outputs in `table`.
+pub async fn write_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    m: &Manifest,
+) -> Result<()> {
+    put_manifest(ctx, bucket, table, stem, m, false).await?;
+    Ok(())
+}
+
+/// Creates the manifest of `stem`'s outputs in `table` where there is none (a conditional
+/// write, no read): `false` when one exists.
+pub async fn create_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    m: &Manifest,
+) -> Result<bool> {
+    put_manifest(ctx, bucket, table, stem, m, true).await
+}
+
+/// Deletes the manifest of `stem`'s outputs in `table` while it is the one `read` (one a
+/// concurrent run wrote meanwhile stays): `false` when it is not.
+pub async fn delete_manifest(
+    ctx: &Ctx,
+    bucket: &str,
+    table: Table,
+    stem: &str,
+    read: &Stored,
+) -> Result<bool> {
+    if read.version == LEGACY {
+        ctx.store
+            .delete(bucket, &legacy_manifest_key(table, stem))
+            .await?;
+        return Ok(true);
+    }
+    let pk = manifests_partition(bucket, table);
+    let deleted = ctx
+        .index
+        .delete_item_if(&pk, stem, VERSION, &read.version)
+        .await?;
+    if deleted && read.body {
+        ctx.store
+            .delete(bucket, &body_key(table, stem, &read.version))
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// Moves the manifests an earlier release kept as S3 objects under `table`'s lineage
+/// prefix into the index table, written at the object's time (an entry a function has
+/// written since is newer and stays), then deletes the objects: one LIST, and a GET of
+/// each. Returns how many moved.
+pub async fn migrate_manifests(ctx: &Ctx, bucket: &str, table: Table) -> Result<usize> {
+    let prefix = keys::lineage_prefix(table);
+    let mut moved = 0;
+    for o in ctx.store.list_objects(bucket, &prefix).await? {
+        let Some(stem) = o.key[prefix.len()..].strip_suffix(".json") else {
+            continue;
+        };
+        if stem.contains('/') {
+            continue;
+        }
+        if let Fetched::Body(b, _) = ctx.store.fetch(bucket, &o.key, None).await?
+            && let Ok(json) = String::from_utf8(b.to_vec())
+        {
+            put_entry(ctx, bucket, table, stem, json, o.modified, true).await?;
+        }
+        ctx.store.delete(bucket, &o.key).await?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// Reads a bookkeeping object written by [`write_json`] (`None` when there is none or it is
@@ -159,20 +443,6 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         Fetched::Body(b, _) => serde_json::from_slice(&b).ok(),
         _ => None,
     })
-}
-
-/// Writes a manifest.
-pub async fn write_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<()> {
-    write_json(ctx, bucket, key, m).await
-}
-
-/// Creates a manifest where there is none (`If-None-Match: *`): `false` when one exists.
-pub async fn create_manifest(ctx: &Ctx, bucket: &str, key: &str, m: &Manifest) -> Result<bool> {
-    let created = ctx
-        .store
-        .put_if(bucket, key, json_body(key, m)?, &Precondition::Absent)
-        .await?;
-    Ok(matches!(created, PutOutcome::Written(_)))
 }
 
 /// Writes a bookkeeping object as JSON.
@@ -198,6 +468,17 @@ fn json_body<T: serde::Serialize>(key: &str, value: &T) -> Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_write_has_its_own_version_and_body_key() {
+        let versions: BTreeSet<String> = (0..1000).map(|_| new_version()).collect();
+        assert_eq!(versions.len(), 1000);
+        let v = versions.first().unwrap();
+        assert_eq!(
+            body_key(Table::AccelerometerTrusted, "s-1", v),
+            format!("_stedi/manifests/accelerometer_trusted/s-1/{v}.json")
+        );
+    }
 
     #[test]
     fn answers_compare_each_recorded_answer_with_the_current_one() {

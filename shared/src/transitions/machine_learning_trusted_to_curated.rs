@@ -416,17 +416,8 @@ fn pair(ctx: &Ctx, dt: &str, a: &Loaded, b: &Loaded) -> Result<(String, Option<P
 /// were any), which a warm function remembers (nothing writes them any more); else one
 /// LIST of at most one key of the `dt`'s folder.
 async fn legacy_markers(ctx: &Ctx, bucket: &str, dt: &str) -> Result<bool> {
-    let migrated = &ctx.join_migrated;
-    if migrated.lock().is_ok_and(|b| b.contains(bucket)) {
-        return Ok(false);
-    }
-    if ctx.store.any(bucket, JOIN_PREFIX).await? {
-        return ctx.store.any(bucket, &join_prefix(dt)).await;
-    }
-    if let Ok(mut b) = migrated.lock() {
-        b.insert(bucket.to_string());
-    }
-    Ok(false)
+    Ok(ctx.holds_legacy(bucket, JOIN_PREFIX).await?
+        && ctx.store.any(bucket, &join_prefix(dt)).await?)
 }
 
 /// Stems of the other side's objects registered where `m`'s object may meet them: one

@@ -32,8 +32,9 @@ use crate::summary::Summary;
 
 pub use landing::{Filtered, filter_landing, quarantine_key, read_landing, scan_landing};
 pub use lineage::{
-    Answers, IN_FLIGHT_SECONDS, LAYOUT, Lineage, Manifest, manifest_key, read_json, read_manifest,
-    write_json, write_manifest,
+    Answers, IN_FLIGHT_SECONDS, LAYOUT, Lineage, Manifest, Stored, all_manifests, create_manifest,
+    delete_manifest, legacy_manifest_key, migrate_manifests, read_json, read_manifest,
+    stored_manifest, write_json, write_manifest,
 };
 pub use publish::{
     Batch, Previous, detach, forget, is_batch_name, prune_partition, publish_filtered,

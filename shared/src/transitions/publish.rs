@@ -15,7 +15,8 @@ use crate::columnar::{
 use super::compact::list_working;
 use super::landing::Filtered;
 use super::lineage::{
-    LAYOUT, Manifest, create_manifest, manifest_key, read_manifest, write_manifest,
+    LAYOUT, Manifest, create_manifest, delete_manifest, read_manifest, stored_manifest,
+    write_manifest,
 };
 use super::reference::Ctx;
 use super::snapshot::rewrite_object;
@@ -268,7 +269,6 @@ pub async fn publish_partitioned(
         dts.push(dt);
     }
     ctx.register(bucket, table, &dts).await?;
-    let mkey = manifest_key(table, stem);
     manifest.dts = dts.iter().cloned().collect();
     let before = match previous {
         Previous::Read(m) => m,
@@ -276,13 +276,13 @@ pub async fn publish_partitioned(
             // A first run (the common case) creates the manifest, with nothing earlier to
             // replace and no GET; where one exists (a rerun, a re-upload) the create
             // answers 412 and the manifest is read.
-            if create_manifest(ctx, bucket, &mkey, &manifest).await? {
+            if create_manifest(ctx, bucket, table, stem, &manifest).await? {
                 if let Some(b) = batch.filter(|_| manifest.object.is_some()) {
                     b.commit(table, stem);
                 }
                 return Ok(None);
             }
-            read_manifest(ctx, bucket, &mkey).await?
+            read_manifest(ctx, bucket, table, stem).await?
         }
     };
     if let (Some(b), Some(old)) = (batch.filter(|_| manifest.object.is_some()), &before) {
@@ -292,11 +292,11 @@ pub async fn publish_partitioned(
                 summary.outputs.truncate(written);
                 return Ok(before);
             }
-            Held::InFlight => {
+            Held::InFlight(key) => {
                 b.remove(table, stem);
                 return Err(Error::Contention {
                     bucket: bucket.to_string(),
-                    key: mkey,
+                    key,
                     attempts: 1,
                 });
             }
@@ -306,7 +306,7 @@ pub async fn publish_partitioned(
     if let Some(old) = &before {
         take_out(ctx, bucket, table, stem, old, (&name, &dts), summary).await?;
     }
-    write_manifest(ctx, bucket, &mkey, &manifest).await?;
+    write_manifest(ctx, bucket, table, stem, &manifest).await?;
     if let Some(b) = batch.filter(|_| manifest.object.is_some()) {
         b.commit(table, stem);
     }
@@ -358,15 +358,11 @@ pub async fn forget(
     stem: &str,
     summary: &mut Summary,
 ) -> Result<()> {
-    let mkey = manifest_key(table, stem);
-    let (old, etag): (Manifest, String) = match ctx.store.fetch(bucket, &mkey, None).await? {
-        Fetched::Body(body, etag) => match serde_json::from_slice(&body) {
-            Ok(m) => (m, etag),
-            // Unreadable: nothing to take out by it; `reconcile` recomputes what it names.
-            Err(_) => (Manifest::default(), etag),
-        },
-        _ => return Ok(()),
+    let Some(read) = stored_manifest(ctx, bucket, table, stem).await? else {
+        return Ok(());
     };
+    // Unreadable: nothing to take out by it; `reconcile` recomputes what it names.
+    let old = read.manifest.clone().unwrap_or_default();
     if old.in_flight(super::compact::unix_now()) {
         for dt in &old.dts {
             let key = keys::output_key(table, dt, old.object_of(stem));
@@ -374,7 +370,7 @@ pub async fn forget(
             if !kept.iter().any(|o| o.key == key) {
                 return Err(Error::Contention {
                     bucket: bucket.to_string(),
-                    key: mkey,
+                    key,
                     attempts: 1,
                 });
             }
@@ -384,7 +380,7 @@ pub async fn forget(
     for hash in &old.waiting {
         ctx.store.delete(bucket, &waiting_key(hash, stem)).await?;
     }
-    ctx.store.delete_if(bucket, &mkey, &etag).await?;
+    delete_manifest(ctx, bucket, table, stem, &read).await?;
     Ok(())
 }
 
@@ -421,8 +417,8 @@ enum Held {
     /// computed again sends its event afterwards.
     InPlace,
     /// In a batch object another invocation has not written yet: this run would put the
-    /// rows in two objects, so it waits (fails, for SQS to redeliver it).
-    InFlight,
+    /// rows in two objects, so it waits (fails, for SQS to redeliver it). The object's key.
+    InFlight(String),
     /// Anywhere else: this run replaces them.
     Elsewhere,
 }
@@ -457,7 +453,7 @@ async fn held_where(
                     return Ok(Held::Elsewhere);
                 }
             }
-            _ if old.in_flight(super::compact::unix_now()) => return Ok(Held::InFlight),
+            _ if old.in_flight(super::compact::unix_now()) => return Ok(Held::InFlight(key)),
             _ => return Ok(Held::Elsewhere),
         }
     }

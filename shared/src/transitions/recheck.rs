@@ -23,9 +23,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::customer_trusted_to_curated::IN_FLIGHT;
 use super::reference::{Ctx, Reference};
-use super::{
-    LAYOUT, Manifest, Transition, customer_landing_to_trusted, erasure, manifest_key, read_manifest,
-};
+use super::{LAYOUT, Manifest, Transition, customer_landing_to_trusted, erasure, read_manifest};
 use crate::compute::{Answer, PersonKind};
 use crate::error::Result;
 use crate::keys;
@@ -219,7 +217,7 @@ async fn stale_readings(
     let manifests: Vec<(String, Rule, Option<Manifest>)> =
         stream::iter(landing.iter().filter_map(of))
             .map(|(key, t, stem)| async move {
-                let m = read_manifest(ctx, bucket, &manifest_key(t.target(), &stem)).await?;
+                let m = read_manifest(ctx, bucket, t.target(), &stem).await?;
                 Ok::<_, crate::Error>((key, t.rule(), m))
             })
             .buffer_unordered(IN_FLIGHT)

@@ -44,9 +44,9 @@ pub struct Ctx {
     pub compact_queue: Option<(aws_sdk_sqs::Client, String)>,
     /// The erased people as last listed, per bucket (see [`super::erasure::erased_now`]).
     pub(crate) erased: Mutex<HashMap<String, ErasedList>>,
-    /// Buckets whose S3 join-index markers of an earlier release are all gone (see
-    /// [`super::machine_learning_trusted_to_curated`]).
-    pub(crate) join_migrated: Mutex<BTreeSet<String>>,
+    /// Prefixes (`<bucket>/<prefix>`) found empty of what an earlier release kept in S3
+    /// (see [`Ctx::holds_legacy`]).
+    emptied: Mutex<BTreeSet<String>>,
 }
 
 /// The erased people's hashes as listed, with the ETag the erasure epoch had just before
@@ -151,8 +151,26 @@ impl Ctx {
             step_trainer_queue: None,
             compact_queue: None,
             erased: Mutex::new(HashMap::new()),
-            join_migrated: Mutex::new(BTreeSet::new()),
+            emptied: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Whether `prefix` may still hold entries an earlier release kept in S3 objects (the
+    /// ML join index's markers, lineage manifests) that `reconcile` moves into the index
+    /// table: one LIST of at most one key until it is found empty, which the warm function
+    /// remembers (nothing writes there any more).
+    pub(crate) async fn holds_legacy(&self, bucket: &str, prefix: &str) -> Result<bool> {
+        let key = format!("{bucket}/{prefix}");
+        if self.emptied.lock().is_ok_and(|e| e.contains(&key)) {
+            return Ok(false);
+        }
+        if self.store.any(bucket, prefix).await? {
+            return Ok(true);
+        }
+        if let Ok(mut e) = self.emptied.lock() {
+            e.insert(key);
+        }
+        Ok(false)
     }
 
     /// Shard `shard` of a reference index (`V` says which: [`ConsentIndex`] values for the
