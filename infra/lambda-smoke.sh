@@ -49,7 +49,7 @@ echo "$out" | $PY -c 'import sys, json; assert json.load(sys.stdin) == {"batchIt
   || { echo "FAIL: unexpected response"; tail -20 "$LOG/watch.log"; exit 1; }
 
 $PY - "$AWS_ENDPOINT_URL" <<'PY'
-import sys, boto3
+import json, sys, boto3
 ep = sys.argv[1]
 s3 = boto3.client("s3", endpoint_url=ep)
 glue = boto3.client("glue", endpoint_url=ep)
@@ -61,11 +61,19 @@ loc = part["StorageDescriptor"]["Location"]
 assert loc == "s3://stedi-lake/accelerometer/trusted/dt=2022-06-18/", loc
 ddb = boto3.client("dynamodb", endpoint_url=ep)
 items = ddb.scan(TableName="stedi-index")["Items"]
-landing = {i["sk"]["S"] for i in items}
-people = {i["pk"]["S"] for i in items if i["pk"]["S"].startswith("stedi-lake/persons/")}
-assert len(items) == 50 and len(people) == 50, items[:3]
+postings = [i for i in items if i["pk"]["S"].startswith("stedi-lake/persons/")]
+landing = {i["sk"]["S"] for i in postings}
+people = {i["pk"]["S"] for i in postings}
+assert len(postings) == 50 and len(people) == 50, postings[:3]
 assert landing == {"accelerometer/landing/accelerometer-1691348231445.json"}, landing
+# The file's lineage manifest: an entry of the same table, no S3 object.
+manifests = [i for i in items if i["pk"]["S"] == "stedi-lake/lineage/accelerometer_trusted"]
+assert [m["sk"]["S"] for m in manifests] == ["accelerometer-1691348231445"], manifests
+assert json.loads(manifests[0]["m"]["S"])["dts"] == ["2022-06-18"], manifests
+assert len(items) == 51, items
+listed = s3.list_objects_v2(Bucket="stedi-lake", Prefix="_stedi/lineage/").get("Contents", [])
+assert listed == [], listed
 print(f"lambda-smoke: {key} ({head['ContentLength']} bytes), partition dt=2022-06-18 at {loc}, "
-      f"{len(items)} postings in stedi-index")
+      f"{len(postings)} postings and its manifest in stedi-index")
 print("lambda-smoke: 1 passed, 0 failed")
 PY

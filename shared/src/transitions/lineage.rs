@@ -175,11 +175,12 @@ pub struct Stored {
     /// release).
     pub written: i64,
     version: String,
-    /// Whether its JSON is an S3 object (a manifest too large for its entry).
-    body: bool,
+    /// The S3 object holding its JSON (a manifest too large for its entry).
+    body: Option<String>,
 }
 
-/// A version no other write has: the clock's nanoseconds and a counter of this process.
+/// A version no other write has: the clock's nanoseconds (which tell processes apart) and
+/// a counter of this process.
 fn new_version() -> String {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -202,7 +203,7 @@ async fn stored_of(ctx: &Ctx, bucket: &str, attrs: Attrs) -> Result<Stored> {
         manifest,
         written: attrs.get(AT).and_then(|a| a.parse().ok()).unwrap_or(0),
         version: attrs.get(VERSION).cloned().unwrap_or_default(),
-        body: attrs.contains_key(BODY),
+        body: attrs.get(BODY).cloned(),
     })
 }
 
@@ -238,7 +239,7 @@ pub async fn stored_manifest(
                 manifest: serde_json::from_slice(&b).ok(),
                 written: 0,
                 version: LEGACY.to_string(),
-                body: false,
+                body: None,
             }),
             _ => None,
         },
@@ -399,10 +400,8 @@ pub async fn delete_manifest(
         .index
         .delete_item_if(&pk, stem, VERSION, &read.version)
         .await?;
-    if deleted && read.body {
-        ctx.store
-            .delete(bucket, &body_key(table, stem, &read.version))
-            .await?;
+    if deleted && let Some(body) = &read.body {
+        ctx.store.delete(bucket, body).await?;
     }
     Ok(deleted)
 }
