@@ -224,5 +224,24 @@ def reconcile(passes):
           f"hourly_full_dollars_per_day_day30={HOURLY * daily_full[30]:.2f}")
 
 
+def issue_pattern():
+    """The arrival the request issue was measured on: the sample's phone lines cut into 91
+    files of 900 lines for one `dt`; the customers, 30 phone files and the Step Trainer
+    files first; then the other 61 phone files uploaded together. Requests of every
+    function the 61 fire, per landing object."""
+    with local_stack() as env:
+        lines, _, _ = run(["fill-dt", "--lines", "900", "--first", "30", "--together"], env)
+    line = lines[-1]
+    n, r = line["files"], line["requests"]
+    print(f"\nthe issue's arrival: {n} phone files of 900 lines together into a dt holding 30 "
+          f"(all functions): PUT {r['put']}, GET {r['get']}, LIST {r['list']}, DELETE "
+          f"{r['delete']}, Glue {r['glue']}, DynamoDB WRU {r['wru']} / RRU {r['rru']}")
+    print(f"RESULT cost issue_pattern files={n} s3_put_per_object={r['put'] / n:.2f} "
+          f"s3_get_list_per_object={(r['get'] + r['list']) / n:.2f} "
+          f"glue_per_object={r['glue'] / n:.2f} dynamodb_wru_per_object={r['wru'] / n:.2f} "
+          f"dynamodb_rru_per_object={r['rru'] / n:.2f}")
+
+
 if __name__ == "__main__":
     main()
+    issue_pattern()

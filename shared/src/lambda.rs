@@ -98,6 +98,9 @@ async fn invoke_counted(ctx: &Ctx, f: Function, payload: &Value) -> Result<Invoc
     // Boxed so the Lambda main's future stays shallow.
     let work = async {
         match f {
+            Function::Transition(t) if t.reads_references_only() => {
+                Box::pin(ctx.reading_invocation(invoke_transition(ctx, t, payload))).await
+            }
             Function::Transition(t) => Box::pin(invoke_transition(ctx, t, payload)).await,
             Function::Reconcile => Box::pin(invoke_reconcile(ctx, payload)).await,
             Function::Compact => Box::pin(invoke_compact(ctx, payload)).await,

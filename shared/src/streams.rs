@@ -294,6 +294,19 @@ impl Transition {
         self.def().rule
     }
 
+    /// Whether the function reads the reference shards (consent, device index) and writes
+    /// none of them (see [`crate::Ctx::reading_invocation`]): the phone, Step Trainer and
+    /// ML transitions. The customer functions write shards and compute reading files
+    /// inline after.
+    pub fn reads_references_only(self) -> bool {
+        matches!(
+            self,
+            Transition::AccelerometerLandingToTrusted
+                | Transition::StepTrainerLandingToTrusted
+                | Transition::MachineLearningTrustedToCurated
+        )
+    }
+
     /// The transition a landing table's new objects fire (`None` for other tables).
     pub fn of_landing(table: Table) -> Option<Transition> {
         Transition::ALL

@@ -445,10 +445,12 @@ async fn three_people_erased_from_every_zone_and_every_version() {
         others,
         "the late wide file keeps every other line byte-identical"
     );
-    let wide = local.keys().await.unwrap();
-    let wide: Vec<&String> = wide
-        .iter()
-        .filter(|k| k.starts_with(erasure::WIDE_PREFIX))
+    let wide: Vec<String> = local
+        .index_entries("persons-wide")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, landing)| landing)
         .collect();
     assert!(
         wide.iter()

@@ -711,3 +711,44 @@ async fn a_warm_function_sees_an_erasure_made_after_it_listed_the_erased() {
     assert_eq!((s.rows_out, r.s3_list, r.s3_get), (5, 0, 4), "{s:?}");
     assert_eq!(local.counts().await.unwrap()["accelerometer_trusted"], 15);
 }
+
+/// The phone (and Step Trainer, ML) function validates each reference shard once an
+/// invocation, not once per file of its batch: ten files of one consenting customer (one
+/// consent shard) GET the shard once, cold (its body) and warm (a 304), where each file
+/// revalidated it before (10 GETs a batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_validates_each_reference_shard_once() {
+    let local = with_customers().await;
+    let bucket = local.stack.cfg.bucket.clone();
+    let ts = 1_655_600_000_000; // 2022-06-19
+    let ctx = local.stack.function_context();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    for round in 0..2u64 {
+        let mut records = Vec::new();
+        for j in 0..10u64 {
+            let key = format!("accelerometer/landing/one-{round}-{j}.json");
+            let at = ts + 1_000 * (10 * round + j) as i64;
+            let body = stedi_infra::synthetic::readings_file(0, at, 5);
+            local.put(&key, body).await.unwrap();
+            records.push(
+                json!({"eventSource": "aws:sqs", "messageId": format!("m{j}"),
+                "body": created(&bucket, &key).to_string()}),
+            );
+        }
+        let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{s:?}");
+        assert_eq!((s.sources.len(), s.rows_out), (10, 50), "{s:?}");
+        // GET: the ten files, the one consent shard, the partition's compaction pointer
+        // and the erasure epoch. LIST: a cold function's look at the erased markers and
+        // for S3 manifests of an earlier release.
+        let r = s.requests;
+        let lists = if round == 0 { 2 } else { 0 };
+        assert_eq!(
+            (r.s3_get, r.s3_list),
+            (10 + 1 + 1 + 1, lists),
+            "round {round}: {r:?}"
+        );
+    }
+}

@@ -804,10 +804,11 @@ async fn a_consent_is_checked_again_later_and_its_current_files_are_left_alone()
     assert!(recheck.outputs.is_empty(), "{:?}", recheck.outputs);
     assert!(recheck.deleted.is_empty(), "{:?}", recheck.deleted);
     let r = recheck.requests;
-    // Two postings queried (the e-mail's and the serial's: a read unit each) and the wide
-    // indexes listed; the customer's two one-record files (the withdrawal and the consent)
-    // and their customer_trusted shard read, which agrees with the newer; the two
-    // manifests (entries of the index table: a read unit each) and the consent shard and
+    // Two postings queried (the e-mail's and the serial's: a read unit each), the two
+    // reading tables' wide indexes queried (none: a read unit each) and those kept in S3
+    // listed; the customer's two one-record files (the withdrawal and the consent) and
+    // their customer_trusted shard read, which agrees with the newer; the two manifests
+    // (entries of the index table: a read unit each) and the consent shard and
     // device-index shard their answers fall in read; nothing written.
     assert_eq!(
         (r.s3_list, r.s3_get, r.s3_put, r.s3_delete),
@@ -816,7 +817,7 @@ async fn a_consent_is_checked_again_later_and_its_current_files_are_left_alone()
     );
     assert_eq!(
         (r.dynamodb_read_units, r.dynamodb_write_units),
-        (2 + 2, 0),
+        (2 + 2 + 2, 0),
         "{r:?}"
     );
     assert_consented(&local, &dir, &serial).await;

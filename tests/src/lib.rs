@@ -180,8 +180,8 @@ impl Local {
     }
 
     /// Every entry of this stack's lake in the index table whose partition key is
-    /// `<bucket>/<namespace>/…`: (the rest of the partition key, sort key), sorted (a scan:
-    /// a test's table is small).
+    /// `<bucket>/<namespace>/…` or `<bucket>/<namespace>`: (the rest of the partition key,
+    /// sort key), sorted (a scan: a test's table is small).
     pub async fn index_entries(&self, namespace: &str) -> Result<Vec<(String, String)>> {
         let prefix = format!("{}/{namespace}/", self.stack.cfg.bucket);
         let mut out = Vec::new();
@@ -198,7 +198,9 @@ impl Local {
             for item in page.items() {
                 let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 if let (Some(pk), Some(sk)) = (text("pk"), text("sk"))
-                    && let Some(rest) = pk.strip_prefix(&prefix)
+                    && let Some(rest) = pk
+                        .strip_prefix(&prefix)
+                        .or((pk == prefix[..prefix.len() - 1]).then_some(""))
                 {
                     out.push((rest.to_string(), sk));
                 }

@@ -143,6 +143,10 @@ enum Command {
         lines: usize,
         #[arg(long, default_value_t = 30)]
         first: usize,
+        /// The files after the first arrive together, one upload of them all (the request
+        /// issue's arrival pattern), instead of one by one.
+        #[arg(long)]
+        together: bool,
     },
 }
 
@@ -577,7 +581,7 @@ async fn counted<F: std::future::Future>(f: F) -> (F::Output, stedi::summary::Re
     (out, counts.snapshot(), ms)
 }
 
-async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
+async fn fill_dt(stack: &Stack, lines: usize, first: usize, together: bool) -> Result<()> {
     let sample = stedi_infra::project_root().join("../shared/data/stedi");
     let files = lake::landing_files(&sample, None)?;
     let of =
@@ -592,6 +596,12 @@ async fn fill_dt(stack: &Stack, lines: usize, first: usize) -> Result<()> {
         of(Table::StepTrainerLanding),
     ] {
         lake::drop_files(stack, &mut runner, &batch, 0, timeout, |_| {}).await?;
+    }
+    if together {
+        let rest = &phone[first..];
+        let line = json!({"arrival": "together", "files": rest.len()});
+        println!("{}", arrival(stack, &mut runner, rest, line).await?);
+        return Ok(());
     }
     for (i, f) in phone[first..].iter().enumerate() {
         let line = json!({"arrival": first + i + 1});
@@ -639,6 +649,7 @@ async fn arrival(
     lake::drop_files(stack, runner, files, 0, Duration::from_secs(1800), |_| {}).await?;
     line["ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
     let (mut get, mut put, mut list, mut glue, mut read) = (0, 0, 0, 0, 0);
+    let (mut delete, mut wru, mut rru) = (0, 0, 0);
     for (name, s) in &runner.by_function {
         let was = before.get(name).cloned().unwrap_or_default();
         let skip = calls.get(name).copied().unwrap_or(0);
@@ -649,14 +660,19 @@ async fn arrival(
         list += r.s3_list - w.s3_list;
         glue += r.glue_calls - w.glue_calls;
         read += r.bytes_read - w.bytes_read;
+        delete += r.s3_delete - w.s3_delete;
+        wru += r.dynamodb_write_units - w.dynamodb_write_units;
+        rru += r.dynamodb_read_units - w.dynamodb_read_units;
         line[*name] = json!({
             "rows_out": s.rows_out - was.rows_out, "handler_ms": handler_ms,
             "get": r.s3_get - w.s3_get, "put": r.s3_put - w.s3_put,
             "list": r.s3_list - w.s3_list, "bytes_read": r.bytes_read - w.bytes_read,
         });
     }
-    line["requests"] =
-        json!({"get": get, "put": put, "list": list, "glue": glue, "bytes_read": read});
+    line["requests"] = json!({
+        "get": get, "put": put, "list": list, "glue": glue, "bytes_read": read,
+        "delete": delete, "wru": wru, "rru": rru,
+    });
     Ok(line)
 }
 
@@ -744,7 +760,11 @@ async fn main() -> Result<()> {
             queries,
         } => compact_probe(&stack, &data, lines, queries).await?,
         Command::Erase { data, lines } => erase_probe(&stack, &data, lines).await?,
-        Command::FillDt { lines, first } => fill_dt(&stack, lines, first).await?,
+        Command::FillDt {
+            lines,
+            first,
+            together,
+        } => fill_dt(&stack, lines, first, together).await?,
         Command::FillBatches {
             rounds,
             sessions,

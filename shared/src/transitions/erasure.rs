@@ -11,9 +11,11 @@
 //! kept each posting as an empty S3 object `_stedi/persons/<h>/<landing key>`; `reconcile`
 //! moves them into the table.)
 //! A file holding more people than `ERASURE_WIDE_PERSONS` (a bulk import) writes one
-//! *wide index* `_stedi/persons-wide/<landing key>` instead, the sorted hashes of its
-//! people: one PUT, not thousands; an erasure also reads every wide index (bulk files are
-//! few; per-session files hold one person).
+//! *wide index* instead, the sorted hashes of its people: one entry of the index table
+//! under partition `<bucket>/persons-wide/<table>` (its landing key the sort key; a write unit per
+//! KB, not thousands of postings), or for a file too large for an item (more than ~15,000
+//! people) an S3 object `_stedi/persons-wide/<landing key>`; an erasure also reads every
+//! wide index (bulk files are few; per-session files hold one person).
 //!
 //! **The tombstone** `_stedi/persons/<h>/erased.json` holds the erasure time and the
 //! request id, nothing personal; an empty `_stedi/erased/<h>` beside it lets a wide file
@@ -159,12 +161,67 @@ pub fn legacy_posting(key: &str) -> Option<(&str, &str)> {
         .then_some((h, landing))
 }
 
-/// Where the wide indexes are kept (one per landing file with many people).
+/// Where the wide indexes too large for an entry of the index table are kept (one per
+/// landing file with very many people).
 pub const WIDE_PREFIX: &str = "_stedi/persons-wide/";
 
-/// The wide index of landing object `landing_key`: the sorted hashes of its people.
+/// The S3 object of the wide index of landing object `landing_key`: the sorted hashes of
+/// its people, one a line.
 pub fn wide_key(landing_key: &str) -> String {
     format!("{WIDE_PREFIX}{landing_key}")
+}
+
+/// The index partition of the wide indexes of landing table `table`: one entry per
+/// landing file with many people, its landing key the sort key, the sorted hashes of its
+/// people (one a line) an attribute. One partition a table, so that a consent's look-up
+/// of reading files reads none of the bulk customer files' indexes.
+pub fn wide_partition(bucket: &str, table: Table) -> String {
+    format!("{bucket}/persons-wide/{}", table.name())
+}
+
+/// The attribute of a wide index entry holding the hashes.
+const HASHES: &str = "h";
+
+/// A wide index up to this size is an entry of the index table (an item holds at most
+/// 400 KB); a larger one an S3 object.
+const WIDE_INLINE_BYTES: usize = 256 * 1024;
+
+/// The landing table of landing key `landing`.
+fn landing_table(landing: &str) -> Option<Table> {
+    Table::landing().find(|t| landing.starts_with(t.prefix()))
+}
+
+/// Removes the wide index of landing object `landing_key`, wherever it is kept.
+async fn remove_wide(ctx: &Ctx, bucket: &str, landing_key: &str) -> Result<()> {
+    if let Some(table) = landing_table(landing_key) {
+        let entry = (wide_partition(bucket, table), landing_key.to_string());
+        ctx.index.remove(vec![entry]).await?;
+    }
+    ctx.store.delete(bucket, &wide_key(landing_key)).await
+}
+
+/// Every wide index of the landing files of `tables`: (landing key, the hashes it lists,
+/// one a line). One query per table's entries, and one LIST of those kept as S3 objects, a
+/// GET of each of those tables'.
+async fn wide_indexes(ctx: &Ctx, bucket: &str, tables: &[Table]) -> Result<Vec<(String, Bytes)>> {
+    let mut out = Vec::new();
+    for table in tables {
+        for (landing, attrs) in ctx.index.items(&wide_partition(bucket, *table), "").await? {
+            if let Some(hashes) = attrs.get(HASHES) {
+                out.push((landing, Bytes::from(hashes.clone())));
+            }
+        }
+    }
+    for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
+        let landing = &key[WIDE_PREFIX.len()..];
+        if !landing_table(landing).is_some_and(|t| tables.contains(&t)) {
+            continue;
+        }
+        if let Fetched::Body(body, _) = ctx.store.fetch(bucket, &key, None).await? {
+            out.push((landing.to_string(), body));
+        }
+    }
+    Ok(out)
 }
 
 /// Where every erased person has an empty marker (listed by wide files).
@@ -405,9 +462,16 @@ pub(super) async fn register(
     hashed.sort();
     if wide {
         let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
-        ctx.store
-            .put(bucket, &wide_key(&src.key), Bytes::from(body))
-            .await?;
+        let pk = wide_partition(bucket, src.table);
+        if body.len() <= WIDE_INLINE_BYTES {
+            let attrs = crate::index::Attrs::from([(HASHES.to_string(), body)]);
+            ctx.index.put_item(&pk, &src.key, &attrs, false).await?;
+        } else {
+            ctx.store
+                .put(bucket, &wide_key(&src.key), Bytes::from(body))
+                .await?;
+            ctx.index.remove(vec![(pk, src.key.clone())]).await?;
+        }
     } else {
         let postings = hashed
             .iter()
@@ -468,7 +532,7 @@ pub(super) async fn scrub_erased(
         .await?;
     if wide {
         // The caller computes the file again, which indexes what is left.
-        ctx.store.delete(bucket, &wide_key(&src.key)).await?;
+        remove_wide(ctx, bucket, &src.key).await?;
     }
     if !wide {
         // Written again by the next run if lines dated after the erasure remain.
@@ -869,7 +933,7 @@ pub async fn erase(ctx: &Ctx, bucket: &str, email: &str, request: &str) -> Resul
     // scrubbed too (which indexes what is left of them: a found file's wide index goes
     // first, it may now be narrow).
     for key in computed.intersection(&wide_found) {
-        ctx.store.delete(bucket, &wide_key(key)).await?;
+        remove_wide(ctx, bucket, key).await?;
     }
     let (done, sides) = recompute(ctx, bucket, &computed, false).await?;
     touched.extend(sides);
@@ -1002,14 +1066,11 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
             p.legacy.push(key);
         } // else the tombstone
     }
-    for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
-        let Fetched::Body(body, _) = ctx.store.fetch(bucket, &key, None).await? else {
-            continue;
-        };
+    let tables: Vec<Table> = Table::landing().collect();
+    for (landing, body) in wide_indexes(ctx, bucket, &tables).await? {
         if body.split(|b| *b == b'\n').any(|l| l == h.as_bytes()) {
-            let landing = &key[WIDE_PREFIX.len()..];
-            add(&mut p, landing);
-            p.wide.insert(landing.to_string());
+            add(&mut p, &landing);
+            p.wide.insert(landing);
         }
     }
     // Customer files first: they name the serials.
@@ -1074,20 +1135,16 @@ pub(super) async fn readings_of(
         .flat_map(|(_, landing)| landing)
         .filter(|landing| is_reading_key(landing))
         .collect();
-    // One LIST for every table's wide indexes (bulk files are few).
-    for key in ctx.store.list(bucket, WIDE_PREFIX).await? {
-        let landing = &key[WIDE_PREFIX.len()..];
-        if !is_reading_key(landing) {
-            continue;
-        }
-        let Fetched::Body(body, _) = ctx.store.fetch(bucket, &key, None).await? else {
-            continue;
-        };
+    // Every wide index of a reading file (bulk files are few).
+    let reading: Vec<Table> = Table::landing()
+        .filter(|t| is_reading_key(t.prefix()))
+        .collect();
+    for (landing, body) in wide_indexes(ctx, bucket, &reading).await? {
         let holds = body
             .split(|b| *b == b'\n')
             .any(|l| std::str::from_utf8(l).is_ok_and(|h| persons.contains(h)));
         if holds {
-            found.insert(landing.to_string());
+            found.insert(landing);
         }
     }
     Ok(found)

@@ -3,6 +3,7 @@
 //! bytes), bounded by `REFERENCE_CACHE_BYTES` (least recently used shards go first).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ pub struct Ctx {
     /// Prefixes (`<bucket>/<prefix>`) found empty of what an earlier release kept in S3
     /// (see [`Ctx::holds_legacy`]).
     emptied: Mutex<BTreeSet<String>>,
+    /// Reading invocations begun (see [`Ctx::reading_invocation`]).
+    invocations: AtomicU64,
 }
 
 /// The erased people's hashes as listed, with the ETag the erasure epoch had just before
@@ -73,6 +76,13 @@ struct Entry<V> {
     index: Arc<KeyIndex<V>>,
     bytes: usize,
     used: u64,
+    /// The reading invocation that last validated it against S3 (0: none).
+    checked: u64,
+}
+
+tokio::task_local! {
+    /// The reading invocation the current task runs (see [`Ctx::reading_invocation`]).
+    static INVOCATION: u64;
 }
 
 impl<V> ShardCache<V> {
@@ -85,13 +95,20 @@ impl<V> ShardCache<V> {
         }
     }
 
-    fn get(&mut self, id: &(String, String)) -> Option<(String, Arc<KeyIndex<V>>)> {
+    fn get(&mut self, id: &(String, String)) -> Option<(String, Arc<KeyIndex<V>>, u64)> {
         self.tick += 1;
         let tick = self.tick;
         self.entries.get_mut(id).map(|e| {
             e.used = tick;
-            (e.etag.clone(), e.index.clone())
+            (e.etag.clone(), e.index.clone(), e.checked)
         })
+    }
+
+    /// Records that reading invocation `n` validated entry `id`.
+    fn checked(&mut self, id: &(String, String), n: u64) {
+        if let Some(e) = self.entries.get_mut(id) {
+            e.checked = n;
+        }
     }
 
     fn remove(&mut self, id: &(String, String)) {
@@ -124,6 +141,7 @@ impl<V> ShardCache<V> {
                 index,
                 bytes,
                 used,
+                checked: INVOCATION.try_with(|n| *n).unwrap_or(0),
             },
         );
     }
@@ -152,7 +170,21 @@ impl Ctx {
             compact_queue: None,
             erased: Mutex::new(HashMap::new()),
             emptied: Mutex::new(BTreeSet::new()),
+            invocations: AtomicU64::new(0),
         }
+    }
+
+    /// Runs `work` as one invocation of a function that reads the reference shards and
+    /// writes none of them (the phone, Step Trainer and ML transitions): each shard it
+    /// needs is validated against S3 (a conditional GET) once in it, not once per file of
+    /// its batch. The batch's files are computed with the shards as they were when it first
+    /// needed each, as if computed together at that moment; a change made meanwhile reaches
+    /// them as any later change does (its own event, its recheck). The functions that write
+    /// shards (the customer functions, `reconcile`, the erasure), which compute reading
+    /// files inline after a write, validate every read.
+    pub async fn reading_invocation<F: std::future::Future>(&self, work: F) -> F::Output {
+        let n = self.invocations.fetch_add(1, Ordering::Relaxed) + 1;
+        INVOCATION.scope(n, work).await
     }
 
     /// Whether `prefix` may still hold entries an earlier release kept in S3 objects (the
@@ -320,10 +352,22 @@ async fn cached<V: Reference>(
 ) -> Result<(Arc<KeyIndex<V>>, Option<String>)> {
     let id = (bucket.to_string(), key);
     let known = cache.lock().ok().and_then(|mut c| c.get(&id));
-    let etag = known.as_ref().map(|(e, _)| e.as_str());
+    let invocation = INVOCATION.try_with(|n| *n).ok();
+    if let (Some(n), Some((etag, index, checked))) = (invocation, &known)
+        && *checked == n
+    {
+        // Validated once in this reading invocation already.
+        return Ok((index.clone(), Some(etag.clone())));
+    }
+    let etag = known.as_ref().map(|(e, _, _)| e.as_str());
     match store.fetch(bucket, &id.1, etag).await? {
         Fetched::NotModified => match known {
-            Some((etag, index)) => Ok((index, Some(etag))),
+            Some((etag, index, _)) => {
+                if let (Some(n), Ok(mut c)) = (invocation, cache.lock()) {
+                    c.checked(&id, n);
+                }
+                Ok((index, Some(etag)))
+            }
             None => Err(Error::S3 {
                 op: "GetObject",
                 bucket: bucket.to_string(),
@@ -488,7 +532,7 @@ mod tests {
         assert!(c.get(&id("a")).is_some()); // a is now the most recent
         c.insert(id("c"), "e3".into(), index(100));
         assert!(c.get(&id("b")).is_none(), "b was least recently used");
-        assert_eq!(c.get(&id("a")).map(|(e, _)| e), Some("e1".to_string()));
+        assert_eq!(c.get(&id("a")).map(|(e, _, _)| e), Some("e1".to_string()));
         assert!(c.get(&id("c")).is_some());
         assert!(c.bytes <= c.limit);
     }
