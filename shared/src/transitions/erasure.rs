@@ -12,10 +12,10 @@
 //! moves them into the table.)
 //! A file holding more people than `ERASURE_WIDE_PERSONS` (a bulk import) writes one
 //! *wide index* instead, the sorted hashes of its people: one entry of the index table
-//! under partition `<bucket>/persons-wide/<table>` (its landing key the sort key; a write unit per
-//! KB, not thousands of postings), or for a file too large for an item (more than ~15,000
-//! people) an S3 object `_stedi/persons-wide/<landing key>`; an erasure also reads every
-//! wide index (bulk files are few; per-session files hold one person).
+//! under partition `<bucket>/persons-wide/<landing table>` (its landing key the sort key;
+//! a write unit per KB, not thousands of postings), or for a file too large for an item
+//! (more than ~15,000 people) an S3 object `_stedi/persons-wide/<landing key>`; an erasure
+//! also reads every wide index (bulk files are few; per-session files hold one person).
 //!
 //! **The tombstone** `_stedi/persons/<h>/erased.json` holds the erasure time and the
 //! request id, nothing personal; an empty `_stedi/erased/<h>` beside it lets a wide file
@@ -156,9 +156,7 @@ pub fn posting_key(h: &str, landing_key: &str) -> String {
 /// (not a tombstone or the epoch).
 pub fn legacy_posting(key: &str) -> Option<(&str, &str)> {
     let (h, landing) = key.strip_prefix(PERSONS_PREFIX)?.split_once('/')?;
-    Table::landing()
-        .any(|t| landing.starts_with(t.prefix()))
-        .then_some((h, landing))
+    landing_table(landing).map(|_| (h, landing))
 }
 
 /// Where the wide indexes too large for an entry of the index table are kept (one per
@@ -1047,12 +1045,12 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
 pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
     let mut p = Postings::default();
     let add = |p: &mut Postings, landing: &str| {
-        if let Some(table) = Table::landing().find(|t| landing.starts_with(t.prefix())) {
+        if let Some(table) = landing_table(landing) {
             p.found.push((landing.to_string(), table));
         }
     };
     for landing in posted(&ctx.index, bucket, h).await? {
-        if Table::landing().any(|t| landing.starts_with(t.prefix())) {
+        if landing_table(&landing).is_some() {
             add(&mut p, &landing);
             p.listed.push((h.to_string(), landing));
         }
@@ -1061,13 +1059,12 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
     let prefix = person_prefix(h);
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
-        if Table::landing().any(|t| landing.starts_with(t.prefix())) {
+        if landing_table(landing).is_some() {
             add(&mut p, landing);
             p.legacy.push(key);
         } // else the tombstone
     }
-    let tables: Vec<Table> = Table::landing().collect();
-    for (landing, body) in wide_indexes(ctx, bucket, &tables).await? {
+    for (landing, body) in wide_indexes(ctx, bucket, &landing_tables()).await? {
         if body.split(|b| *b == b'\n').any(|l| l == h.as_bytes()) {
             add(&mut p, &landing);
             p.wide.insert(landing);
@@ -1103,7 +1100,7 @@ pub(crate) async fn postings(
             let listed: Vec<String> = posted(&ctx.index, bucket, &h)
                 .await?
                 .into_iter()
-                .filter(|landing| Table::landing().any(|t| landing.starts_with(t.prefix())))
+                .filter(|landing| landing_table(landing).is_some())
                 .collect();
             Ok::<_, Error>((h, listed))
         })
