@@ -52,6 +52,10 @@ const READ_UNIT_BYTES: usize = 4096;
 /// Write request units an item costs: one per 1 KB.
 const WRITE_UNIT_BYTES: usize = 1024;
 
+/// The largest attribute value its writers keep in an item (an item holds at most 400 KB,
+/// keys and names included); a larger value goes to an S3 object the item names.
+pub const INLINE_BYTES: usize = 256 * 1024;
+
 /// The index table, with the client to reach it.
 #[derive(Debug, Clone)]
 pub struct Index {
@@ -114,6 +118,28 @@ impl Index {
                 None,
             )),
             None => Ok(()),
+        }
+    }
+
+    /// Conditional request `op`'s outcome: `None` where the service refused it because
+    /// its condition did not hold (`refused` tells that error from the others).
+    fn unless_refused<T, E>(
+        &self,
+        op: &'static str,
+        out: std::result::Result<T, SdkError<E, HttpResponse>>,
+        refused: impl FnOnce(&E) -> bool,
+    ) -> Result<Option<T>>
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        match out {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(refused) => Ok(None),
+            Err(e) => Err(self.sdk_error(op, e)),
         }
     }
 
@@ -227,16 +253,13 @@ impl Index {
                 .condition_expression("attribute_not_exists(#p)")
                 .expression_attribute_names("#p", PK);
         }
-        match put.send().await {
-            Ok(out) => Ok((true, out.attributes().map(attrs_of))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok((false, None))
-            }
-            Err(e) => Err(self.sdk_error("PutItem", e)),
-        }
+        let out = self.unless_refused("PutItem", put.send().await, |e| {
+            e.is_conditional_check_failed_exception()
+        })?;
+        Ok(match out {
+            Some(out) => (true, out.attributes().map(attrs_of)),
+            None => (false, None),
+        })
     }
 
     /// Deletes item (`pk`, `sk`) while its attribute `name` is `value` (`false`: it is
@@ -260,16 +283,10 @@ impl Index {
             .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.sdk_error("DeleteItem", e)),
-        }
+        let out = self.unless_refused("DeleteItem", out, |e| {
+            e.is_conditional_check_failed_exception()
+        })?;
+        Ok(out.is_some())
     }
 
     /// The sort keys of partition `pk` that start with `prefix` (all: `""`), in order.

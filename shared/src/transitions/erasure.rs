@@ -180,10 +180,6 @@ pub fn wide_partition(bucket: &str, table: Table) -> String {
 /// The attribute of a wide index entry holding the hashes.
 const HASHES: &str = "h";
 
-/// A wide index up to this size is an entry of the index table (an item holds at most
-/// 400 KB); a larger one an S3 object.
-const WIDE_INLINE_BYTES: usize = 256 * 1024;
-
 /// The landing table of landing key `landing`.
 fn landing_table(landing: &str) -> Option<Table> {
     Table::landing().find(|t| landing.starts_with(t.prefix()))
@@ -461,7 +457,7 @@ pub(super) async fn register(
     if wide {
         let body: String = hashed.iter().map(|(h, _, _)| format!("{h}\n")).collect();
         let pk = wide_partition(bucket, src.table);
-        if body.len() <= WIDE_INLINE_BYTES {
+        if body.len() <= crate::index::INLINE_BYTES {
             let attrs = crate::index::Attrs::from([(HASHES.to_string(), body)]);
             ctx.index.put_item(&pk, &src.key, &attrs, false).await?;
         } else {

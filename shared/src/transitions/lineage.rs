@@ -151,11 +151,6 @@ fn manifests_partition(bucket: &str, table: Table) -> String {
     format!("{bucket}/lineage/{}", table.name())
 }
 
-/// A manifest's JSON up to this size is kept in its entry (an item holds at most 400 KB);
-/// a larger one (a bulk file's lineage, an answer for each of its many people) is an S3
-/// object under [`keys::manifest_body_prefix`] that the entry names.
-const INLINE_BYTES: usize = 256 * 1024;
-
 /// Entry attributes: the manifest's JSON, or the key of the S3 object holding it.
 const JSON: &str = "m";
 const BODY: &str = "body";
@@ -301,10 +296,7 @@ async fn put_manifest(
     {
         return Ok(false);
     }
-    let json = serde_json::to_string(m).map_err(|source| Error::Json {
-        context: format!("manifest of {stem} in {}", table.name()),
-        source,
-    })?;
+    let json = json_text(&format!("manifest of {stem} in {}", table.name()), m)?;
     let written = put_entry(ctx, bucket, table, stem, json, unix_now() as i64, only_new).await?;
     if written && legacy {
         ctx.store.delete(bucket, &legacy_key).await?;
@@ -330,7 +322,7 @@ async fn put_entry(
         (AT.to_string(), at.to_string()),
         (VERSION.to_string(), version.clone()),
     ]);
-    let body = (json.len() > INLINE_BYTES).then(|| body_key(table, stem, &version));
+    let body = (json.len() > crate::index::INLINE_BYTES).then(|| body_key(table, stem, &version));
     match &body {
         Some(key) => {
             ctx.store.put(bucket, key, Bytes::from(json)).await?;
@@ -456,12 +448,15 @@ pub async fn write_json<T: serde::Serialize>(
 
 /// The JSON body of bookkeeping object `key`.
 fn json_body<T: serde::Serialize>(key: &str, value: &T) -> Result<Bytes> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|source| Error::Json {
-            context: key.to_string(),
-            source,
-        })
+    json_text(key, value).map(Bytes::from)
+}
+
+/// The JSON text of `value`, the record named by `what`.
+fn json_text<T: serde::Serialize>(what: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| Error::Json {
+        context: what.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
