@@ -228,18 +228,34 @@ def issue_pattern():
     """The arrival the request issue was measured on: the sample's phone lines cut into 91
     files of 900 lines for one `dt`; the customers, 30 phone files and the Step Trainer
     files first; then the other 61 phone files uploaded together. Requests of every
-    function the 61 fire, per landing object."""
-    with local_stack() as env:
-        lines, _, _ = run(["fill-dt", "--lines", "900", "--first", "30", "--together"], env)
-    line = lines[-1]
-    n, r = line["files"], line["requests"]
-    print(f"\nthe issue's arrival: {n} phone files of 900 lines together into a dt holding 30 "
-          f"(all functions): PUT {r['put']}, GET {r['get']}, LIST {r['list']}, DELETE "
-          f"{r['delete']}, Glue {r['glue']}, DynamoDB WRU {r['wru']} / RRU {r['rru']}")
-    print(f"RESULT cost issue_pattern files={n} s3_put_per_object={r['put'] / n:.2f} "
-          f"s3_get_list_per_object={(r['get'] + r['list']) / n:.2f} "
-          f"glue_per_object={r['glue'] / n:.2f} dynamodb_wru_per_object={r['wru'] / n:.2f} "
-          f"dynamodb_rru_per_object={r['rru'] / n:.2f}")
+    function the 61 fire, per landing object: at the default `CUSTOMER_SHARDS` (256: a
+    shard per two of the sample's 482 consenting customers, so a file of ~100 users reads
+    ~100 shards), then at the count a reconcile planning pass of that lake advises."""
+    advised = None
+    for shards in (None, "advised"):
+        env_shards = {} if shards is None else {"CUSTOMER_SHARDS": str(advised)}
+        with local_stack() as env:
+            env = dict(env, **env_shards)
+            lines, _, _ = run(["fill-dt", "--lines", "900", "--first", "30", "--together"], env)
+            if shards is None:
+                plan, _, _ = run(["plan"], env)
+                advised = plan[-1]["advised_shards"]
+        line = lines[-1]
+        n, r = line["files"], line["requests"]
+        count = env_shards.get("CUSTOMER_SHARDS", "256 (default)")
+        print(f"\nthe issue's arrival at CUSTOMER_SHARDS={count}: {n} phone files of 900 lines "
+              f"together into a dt holding 30 (all functions): PUT {r['put']}, GET {r['get']}, "
+              f"LIST {r['list']}, DELETE {r['delete']}, Glue {r['glue']}, DynamoDB WRU "
+              f"{r['wru']} / RRU {r['rru']}")
+        label = "default" if shards is None else "advised"
+        print(f"RESULT cost issue_pattern shards={label} customer_shards={count.split()[0]} "
+              f"files={n} s3_put_per_object={r['put'] / n:.2f} "
+              f"s3_get_list_per_object={(r['get'] + r['list']) / n:.2f} "
+              f"glue_per_object={r['glue'] / n:.2f} dynamodb_wru_per_object={r['wru'] / n:.2f} "
+              f"dynamodb_rru_per_object={r['rru'] / n:.2f}")
+        if advised is None:
+            print("(the plan advised no other count)")
+            return
 
 
 if __name__ == "__main__":

@@ -539,8 +539,8 @@ pub fn describe(report: &reconcile::Report) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(n) = report.advised_shards {
         lines.push(format!(
-            "advice: the customer shards are large; set CUSTOMER_SHARDS={n} (about {} \
-             consenting customers a shard) and reconcile again to migrate",
+            "advice: set CUSTOMER_SHARDS={n} (about {} consenting customers a shard) and \
+             reconcile again to migrate",
             reconcile::CUSTOMERS_PER_SHARD
         ));
     }

@@ -157,17 +157,21 @@ pub enum Scope {
 pub const CUSTOMERS_PER_SHARD: usize = 250;
 
 /// The shard count that brings `consenting` customers back to about [`CUSTOMERS_PER_SHARD`]
-/// a shard (a power of two, at most 65536), when `shards` holds more than twice that;
-/// `None` while they fit.
+/// a shard (a power of two, 1 to 65536), when `shards` holds more than twice that (a
+/// one-record customer file rewrites a shard), or, in a lake of at least that many
+/// consenting customers, fewer than an eighth of it (a file of many users, or a batch of
+/// files, reads a shard for each user's: with a customer or two a shard, a read for nearly
+/// every user); `None` while they fit. An empty lake gets no advice: a launch sets its
+/// count for the customers it expects.
 pub fn advised_shards(consenting: usize, shards: u32) -> Option<u32> {
-    if consenting <= 2 * CUSTOMERS_PER_SHARD * shards as usize {
-        return None;
-    }
     let want = consenting
         .div_ceil(CUSTOMERS_PER_SHARD)
         .next_power_of_two()
         .min(65536) as u32;
-    (want > shards).then_some(want)
+    let capacity = CUSTOMERS_PER_SHARD * shards as usize;
+    let too_large = consenting > 2 * capacity && want > shards;
+    let too_many = consenting >= CUSTOMERS_PER_SHARD && 8 * consenting < capacity && want < shards;
+    (too_large || too_many).then_some(want)
 }
 
 impl Plan {
@@ -1141,7 +1145,8 @@ pub async fn plan(ctx: &Ctx, bucket: &str, scope: Scope) -> Result<Plan> {
             shards,
             advised,
             "customer shards hold {} consenting customers each: set CUSTOMER_SHARDS to {advised} \
-             (the next reconcile migrates); a one-record customer file rewrites a shard",
+             (the next reconcile migrates); a one-record customer file rewrites a shard, a \
+             file of many users reads a shard for each",
             plan.consenting / shards.max(1) as usize
         );
     }
@@ -1486,7 +1491,7 @@ impl Report {
         self.passes += 1;
         self.groups = self.groups.max(plan.groups);
         self.most_held = self.most_held.max(plan.most_held);
-        self.advised_shards = self.advised_shards.max(plan.advised_shards);
+        self.advised_shards = plan.advised_shards.or(self.advised_shards);
         self.migrated += plan.migrated;
         self.device_shards += plan.device_shards;
         for (t, a, r) in &plan.snapshots {
@@ -1615,6 +1620,24 @@ mod tests {
         assert_eq!(advised_shards(100_000_000, 256), Some(65536));
         assert_eq!(advised_shards(100_000_000, 65536), None);
         assert_eq!(advised_shards(1_000, 1), Some(4));
+    }
+
+    #[test]
+    fn fewer_shards_are_advised_below_an_eighth_of_their_size() {
+        // The sample: 482 consenting customers in the default 256 shards.
+        assert_eq!(advised_shards(482, 256), Some(2));
+        assert_eq!(advised_shards(482, 2), None);
+        assert_eq!(advised_shards(482, 4), None);
+        assert_eq!(advised_shards(482, 8), None);
+        assert_eq!(advised_shards(482, 16), Some(2));
+        // An empty or nearly empty lake keeps the count it was given.
+        assert_eq!(advised_shards(0, 256), None);
+        assert_eq!(advised_shards(249, 65536), None);
+        assert_eq!(advised_shards(250, 65536), Some(1));
+        // The boundary: an eighth of 250 a shard.
+        assert_eq!(advised_shards(8_000, 256), None);
+        assert_eq!(advised_shards(7_999, 256), Some(32));
+        assert_eq!(advised_shards(100_000, 256), None);
     }
 
     #[test]

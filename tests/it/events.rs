@@ -752,3 +752,62 @@ async fn a_batch_validates_each_reference_shard_once() {
         );
     }
 }
+
+/// A batch of files of many users reads the consent shard of each shard its users fall in:
+/// with a customer or two a shard (300 consenting in the test's 32), that is every shard
+/// for one batch. The reconcile advises the count that fits the lake (about 250 consenting
+/// customers a shard: 2) and, migrated to it, the same batch reads the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_user_files_reads_a_consent_shard_per_shard_its_users_fall_in() {
+    use stedi_infra::synthetic::{customers_file, email, readings_file};
+    let mut local = Local::start().await.unwrap();
+    local
+        .drop_bytes("customer/landing/customers.json", customers_file(0, 600))
+        .await
+        .unwrap();
+    let report = local.reconcile().await.unwrap();
+    assert_eq!(report.advised_shards, Some(2), "{report:?}");
+    let bucket = local.stack.cfg.bucket.clone();
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let ts = 1_655_600_000_000; // 2022-06-19
+    for (round, shards) in [(0u64, 32u32), (1, 2)] {
+        if shards != local.stack.cfg.function.customer_shards {
+            local.stack.cfg.function.customer_shards = shards;
+            let report = local.reconcile().await.unwrap();
+            assert_eq!(report.advised_shards, None, "{report:?}");
+        }
+        let ctx = local.stack.function_context();
+        let mut records = Vec::new();
+        let mut touched = std::collections::BTreeSet::new();
+        // Ten files of 30 consenting customers each (the even ones), 300 in all.
+        for j in 0..10u64 {
+            let key = format!("accelerometer/landing/many-{round}-{j}.json");
+            let at = ts + 1_000 * (10 * round + j) as i64;
+            let mut body = String::new();
+            for k in 0..30 {
+                let i = 2 * (30 * j + k);
+                body += &readings_file(i, at, 2);
+                touched.insert(stedi::keys::shard_of(&email(i), shards));
+            }
+            local.put(&key, body).await.unwrap();
+            records.push(
+                json!({"eventSource": "aws:sqs", "messageId": format!("m{j}"),
+                "body": created(&bucket, &key).to_string()}),
+            );
+        }
+        let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{s:?}");
+        assert_eq!((s.sources.len(), s.rows_out), (10, 600), "{s:?}");
+        assert_eq!(touched.len(), shards as usize);
+        // GET: the ten files, a consent shard for each shard touched, the partition's
+        // compaction pointer and the erasure epoch: 44 at 32 shards, 14 at 2.
+        let r = s.requests;
+        assert_eq!(
+            r.s3_get,
+            10 + touched.len() as u64 + 2,
+            "{shards} shards: {r:?}"
+        );
+    }
+}
