@@ -302,43 +302,24 @@ impl Index {
     /// The items of partition `pk` whose sort key starts with `prefix` (all: `""`), in
     /// order: (sort key, the other attributes).
     pub async fn items(&self, pk: &str, prefix: &str) -> Result<Vec<(String, Attrs)>> {
-        self.authorize("Query", "dynamodb:Query")?;
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_names("#p", PK)
-                .expression_attribute_values(":p", AttributeValue::S(pk.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take());
-            q = if prefix.is_empty() {
-                q.key_condition_expression("#p = :p")
-            } else {
-                q.key_condition_expression("#p = :p AND begins_with(#s, :s)")
-                    .expression_attribute_names("#s", SK)
-                    .expression_attribute_values(":s", AttributeValue::S(prefix.to_string()))
-            };
-            let page = q.send().await.map_err(|e| self.sdk_error("Query", e))?;
-            let mut bytes = 0;
-            for item in page.items() {
-                bytes += item_bytes(item);
-                if let Some(AttributeValue::S(k)) = item.get(SK) {
-                    out.push((k.clone(), attrs_of(item)));
-                }
-            }
-            record_units(
-                Request::DynamoRead,
-                bytes.div_ceil(READ_UNIT_BYTES).max(1) as u64,
-            );
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
+        let mut pages = self.pages(pk, prefix);
+        while let Some(page) = pages.next().await? {
+            out.extend(page);
         }
         Ok(out)
+    }
+
+    /// The items of [`Index::items`] a page (up to 1 MB of items) at a time, for a reader
+    /// that keeps less than every item.
+    pub fn pages<'a>(&'a self, pk: &'a str, prefix: &'a str) -> Pages<'a> {
+        Pages {
+            index: self,
+            pk,
+            prefix,
+            start: None,
+            done: false,
+        }
     }
 
     /// Sends `requests` 25 at a time, sending again what the service left unprocessed
@@ -421,6 +402,59 @@ fn write_units(r: &WriteRequest) -> usize {
         .unwrap_or(0)
         .div_ceil(WRITE_UNIT_BYTES)
         .max(1)
+}
+
+/// A strongly consistent query of one partition, read a page at a time ([`Index::pages`]).
+pub struct Pages<'a> {
+    index: &'a Index,
+    pk: &'a str,
+    prefix: &'a str,
+    start: Option<HashMap<String, AttributeValue>>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// The next page's items, in order (`None`: none left).
+    pub async fn next(&mut self) -> Result<Option<Vec<(String, Attrs)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let index = self.index;
+        index.authorize("Query", "dynamodb:Query")?;
+        let mut q = index
+            .client
+            .query()
+            .table_name(&index.table)
+            .expression_attribute_names("#p", PK)
+            .expression_attribute_values(":p", AttributeValue::S(self.pk.to_string()))
+            .consistent_read(true)
+            .set_exclusive_start_key(self.start.take());
+        q = if self.prefix.is_empty() {
+            q.key_condition_expression("#p = :p")
+        } else {
+            q.key_condition_expression("#p = :p AND begins_with(#s, :s)")
+                .expression_attribute_names("#s", SK)
+                .expression_attribute_values(":s", AttributeValue::S(self.prefix.to_string()))
+        };
+        let page = q.send().await.map_err(|e| index.sdk_error("Query", e))?;
+        let mut bytes = 0;
+        let mut out = Vec::with_capacity(page.items().len());
+        for item in page.items() {
+            bytes += item_bytes(item);
+            if let Some(AttributeValue::S(k)) = item.get(SK) {
+                out.push((k.clone(), attrs_of(item)));
+            }
+        }
+        record_units(
+            Request::DynamoRead,
+            bytes.div_ceil(READ_UNIT_BYTES).max(1) as u64,
+        );
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => self.start = Some(k.clone()),
+            _ => self.done = true,
+        }
+        Ok(Some(out))
+    }
 }
 
 #[cfg(test)]

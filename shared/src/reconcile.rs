@@ -642,8 +642,22 @@ async fn stale_landing(
     let mut stems = BTreeSet::new();
     let mut fresh_manifests = BTreeMap::new();
     let mut recent = Vec::new();
-    // Each landing file's manifest (by stem), with when it was written.
-    let mut written = all_manifests(ctx, bucket, target).await?;
+    // Each landing file's manifest (by stem), with when it was written; of each, only what
+    // the plan needs: where its rows are and the source's ETag, and for a full pass only
+    // when every reference it consulted still answers the same (the answers, one per person
+    // consulted, are dropped as each is read).
+    let mut written = all_manifests(ctx, bucket, target, |mut st| {
+        st.manifest = st.manifest.and_then(|mut m| {
+            if changed.is_none() && !(m.layout == LAYOUT && m.lineage.refs_current(refs_now)) {
+                return None;
+            }
+            m.lineage.refs = Default::default();
+            m.waiting.clear();
+            Some(m)
+        });
+        st
+    })
+    .await?;
     for o in ctx.store.list_objects(bucket, source.prefix()).await? {
         let Ok(src) = keys::accept(bucket, &o.key, &[source]) else {
             continue;
@@ -667,18 +681,12 @@ async fn stale_landing(
             }
             continue;
         }
+        // Read as current against the references (above): fresh when the source is the
+        // one computed. Kept for the footer check, which needs where the rows are: held for
+        // every landing file of the table, it stays a few strings a file.
         let m = written.get_mut(&src.stem).and_then(|m| m.manifest.take());
-        match m.filter(|m| {
-            m.layout == LAYOUT
-                && m.lineage.source_etag == o.etag
-                && m.lineage.refs_current(refs_now)
-        }) {
-            Some(mut m) => {
-                // Kept for the footer check, which needs where the rows are, not the
-                // lineage (the answers of every person consulted): held for every landing
-                // file of the table, it stays a few strings a file.
-                m.lineage = Default::default();
-                m.waiting.clear();
+        match m.filter(|m| m.lineage.source_etag == o.etag) {
+            Some(m) => {
                 fresh_manifests.insert(src.stem, (o.key, m));
             }
             None => items.push(Item::Landing {

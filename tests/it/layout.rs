@@ -307,3 +307,36 @@ async fn a_manifest_too_large_for_an_item_keeps_its_json_in_s3() {
     );
     assert_eq!(bodies().await, Vec::<String>::new());
 }
+
+/// A partition of the index table larger than a query page (1 MB) is read a page at a time
+/// and whole, in order: five entries of 300 KiB come as a page of three and a page of two
+/// (the query the reconcile planner reads each table's manifests with, reducing each to
+/// what the plan needs before the next page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_past_a_query_page_is_read_page_by_page() {
+    let local = Local::start().await.unwrap();
+    let ctx = local.stack.function_context();
+    let pk = "stedi-test/pages";
+    let value = "x".repeat(300 * 1024);
+    for i in 0..5 {
+        let attrs = stedi::index::Attrs::from([("v".to_string(), value.clone())]);
+        let (written, _) = ctx
+            .index
+            .put_item(pk, &format!("k{i}"), &attrs, true)
+            .await
+            .unwrap();
+        assert!(written);
+    }
+    let mut pages = ctx.index.pages(pk, "");
+    let (mut sizes, mut keys) = (Vec::new(), Vec::new());
+    while let Some(page) = pages.next().await.unwrap() {
+        sizes.push(page.len());
+        for (k, attrs) in page {
+            assert_eq!(attrs.get("v").map(String::len), Some(300 * 1024));
+            keys.push(k);
+        }
+    }
+    assert_eq!(sizes, [3, 2]);
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
+    assert_eq!(ctx.index.items(pk, "").await.unwrap().len(), 5);
+}

@@ -271,10 +271,12 @@ impl Local {
     pub async fn manifest_stems(&self, table: Table) -> Result<Vec<String>> {
         let ctx = self.stack.function_context();
         let bucket = &self.stack.cfg.bucket;
-        Ok(stedi::transitions::all_manifests(&ctx, bucket, table)
-            .await?
-            .into_keys()
-            .collect())
+        Ok(
+            stedi::transitions::all_manifests(&ctx, bucket, table, |_| ())
+                .await?
+                .into_keys()
+                .collect(),
+        )
     }
 
     /// Deletes an object.

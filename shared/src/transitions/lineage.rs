@@ -254,20 +254,24 @@ pub async fn read_manifest(
         .and_then(|s| s.manifest))
 }
 
-/// Every manifest of `table` (stem → as kept), one strongly consistent query of its
-/// partition (and a GET for each manifest too large for its entry).
-pub async fn all_manifests(
+/// Every manifest of `table` (stem → what `keep` makes of it as kept), one strongly
+/// consistent query of its partition (and a GET for each manifest too large for its
+/// entry). Read a page at a time, each manifest handed to `keep` before the next is read:
+/// the caller holds what it keeps of each (a planner: a few strings, not every person's
+/// answer), never every manifest at once.
+pub async fn all_manifests<T>(
     ctx: &Ctx,
     bucket: &str,
     table: Table,
-) -> Result<BTreeMap<String, Stored>> {
+    mut keep: impl FnMut(Stored) -> T,
+) -> Result<BTreeMap<String, T>> {
     let mut out = BTreeMap::new();
-    for (stem, attrs) in ctx
-        .index
-        .items(&manifests_partition(bucket, table), "")
-        .await?
-    {
-        out.insert(stem, stored_of(ctx, bucket, attrs).await?);
+    let pk = manifests_partition(bucket, table);
+    let mut pages = ctx.index.pages(&pk, "");
+    while let Some(page) = pages.next().await? {
+        for (stem, attrs) in page {
+            out.insert(stem, keep(stored_of(ctx, bucket, attrs).await?));
+        }
     }
     Ok(out)
 }
