@@ -233,7 +233,7 @@ def issue_pattern():
     ~100 shards), then at the count a reconcile planning pass of that lake advises."""
     advised = None
     for shards in (None, "advised"):
-        env_shards = {} if shards is None else {"CUSTOMER_SHARDS": str(advised)}
+        env_shards = {"CUSTOMER_SHARDS": "256" if shards is None else str(advised)}
         with local_stack() as env:
             env = dict(env, **env_shards)
             lines, _, _ = run(["fill-dt", "--lines", "900", "--first", "30", "--together"], env)
@@ -242,11 +242,15 @@ def issue_pattern():
                 advised = plan[-1]["advised_shards"]
         line = lines[-1]
         n, r = line["files"], line["requests"]
-        count = env_shards.get("CUSTOMER_SHARDS", "256 (default)")
+        count = env_shards["CUSTOMER_SHARDS"] + (" (default)" if shards is None else "")
         print(f"\nthe issue's arrival at CUSTOMER_SHARDS={count}: {n} phone files of 900 lines "
               f"together into a dt holding 30 (all functions): PUT {r['put']}, GET {r['get']}, "
               f"LIST {r['list']}, DELETE {r['delete']}, Glue {r['glue']}, DynamoDB WRU "
               f"{r['wru']} / RRU {r['rru']}")
+        by_function = sorted((k, v) for k, v in line.items()
+                             if isinstance(v, dict) and "get" in v and k != "requests")
+        print("  by function (GET / LIST / PUT): " + ", ".join(
+            f"{k} {v['get']} / {v['list']} / {v['put']}" for k, v in by_function))
         label = "default" if shards is None else "advised"
         print(f"RESULT cost issue_pattern shards={label} customer_shards={count.split()[0]} "
               f"files={n} s3_put_per_object={r['put'] / n:.2f} "

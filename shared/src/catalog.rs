@@ -9,7 +9,7 @@
 //! invocation's counters (see [`crate::store::count_invocation`]).
 
 use aws_sdk_glue::Client;
-use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_glue::error::SdkError;
 use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
 
 use crate::error::{Error, Result, sdk_message, sdk_retryable};
@@ -30,7 +30,7 @@ pub fn partition_location(bucket: &str, table: Table, dt: &str) -> String {
 
 fn glue_err<E, R>(op: &'static str, table: &str, e: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: crate::error::ServiceError,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let retryable = sdk_retryable(&e, |code| {

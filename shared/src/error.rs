@@ -187,6 +187,24 @@ impl Error {
     }
 }
 
+/// A service error of an AWS SDK operation, as the error mappers take it: its code and
+/// message, and kept as the source of ours.
+#[cfg(feature = "aws")]
+pub(crate) trait ServiceError:
+    aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
+{
+}
+
+#[cfg(feature = "aws")]
+impl<E> ServiceError for E where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Whether a failed AWS SDK call (S3, Glue, SQS: one `SdkError` type) may succeed when
 /// retried: a service error if `retryable_code` says so of its code, never a request that
 /// could not be built, always a timeout or transport failure.

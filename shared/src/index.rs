@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, PutRequest, ReturnValue, WriteRequest,
 };
 
-use crate::error::{Error, Result, sdk_message, sdk_retryable};
+use crate::error::{Error, Result, ServiceError, sdk_message, sdk_retryable};
 use crate::store::{Request, record_units, refused};
 
 /// Items per `BatchWriteItem` (the service's limit).
@@ -130,11 +130,7 @@ impl Index {
         refused: impl FnOnce(&E) -> bool,
     ) -> Result<Option<T>>
     where
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
+        E: ServiceError,
     {
         match out {
             Ok(out) => Ok(Some(out)),
@@ -145,11 +141,7 @@ impl Index {
 
     fn sdk_error<E>(&self, op: &'static str, e: SdkError<E, HttpResponse>) -> Error
     where
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
+        E: ServiceError,
     {
         let retryable = sdk_retryable(&e, |code| {
             matches!(
@@ -428,7 +420,7 @@ impl Pages<'_> {
             .expression_attribute_names("#p", PK)
             .expression_attribute_values(":p", AttributeValue::S(self.pk.to_string()))
             .consistent_read(true)
-            .set_exclusive_start_key(self.start.take());
+            .set_exclusive_start_key(self.start.clone());
         q = if self.prefix.is_empty() {
             q.key_condition_expression("#p = :p")
         } else {
@@ -436,6 +428,7 @@ impl Pages<'_> {
                 .expression_attribute_names("#s", SK)
                 .expression_attribute_values(":s", AttributeValue::S(self.prefix.to_string()))
         };
+        // A failed page leaves the cursor where it was: `next` asks for the same page again.
         let page = q.send().await.map_err(|e| index.sdk_error("Query", e))?;
         let mut bytes = 0;
         let mut out = Vec::with_capacity(page.items().len());

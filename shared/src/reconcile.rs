@@ -121,8 +121,8 @@ pub struct Plan {
     pub most_held: usize,
     /// Consenting customers (rows of customer_trusted).
     pub consenting: usize,
-    /// A larger `CUSTOMER_SHARDS` when the shards hold more than twice
-    /// [`CUSTOMERS_PER_SHARD`] (see [`advised_shards`]).
+    /// Another `CUSTOMER_SHARDS` when the shards hold more than twice
+    /// [`CUSTOMERS_PER_SHARD`] or under an eighth of it (see [`advised_shards`]).
     pub advised_shards: Option<u32>,
 }
 
@@ -1480,7 +1480,8 @@ pub struct Report {
     pub groups: u32,
     /// The most customers a plan held at once.
     pub most_held: usize,
-    /// The `CUSTOMER_SHARDS` a plan advised (see [`advised_shards`]).
+    /// The `CUSTOMER_SHARDS` the last plan that counted the customers advised (see
+    /// [`advised_shards`]).
     pub advised_shards: Option<u32>,
 }
 

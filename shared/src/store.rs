@@ -283,11 +283,7 @@ pub struct Store {
 
 fn classify<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
+    E: crate::error::ServiceError,
 {
     let retryable = sdk_retryable(&e, |code| {
         matches!(

@@ -42,11 +42,15 @@ fn phone_batch(bucket: &str, ids: &[u64]) -> Value {
         .iter()
         .map(|i| {
             let key = format!("accelerometer/landing/session-{i}.json");
-            json!({"eventSource": "aws:sqs", "messageId": format!("m{i}"),
-                "body": created(bucket, &key).to_string()})
+            sqs_record(bucket, format!("m{i}"), &key)
         })
         .collect();
     json!({ "Records": records })
+}
+
+/// The SQS message `id` that carries new object `key`'s event.
+fn sqs_record(bucket: &str, id: String, key: &str) -> Value {
+    json!({"eventSource": "aws:sqs", "messageId": id, "body": created(bucket, key).to_string()})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -730,10 +734,7 @@ async fn a_batch_validates_each_reference_shard_once() {
             let at = ts + 1_000 * (10 * round + j) as i64;
             let body = stedi_infra::synthetic::readings_file(0, at, 5);
             local.put(&key, body).await.unwrap();
-            records.push(
-                json!({"eventSource": "aws:sqs", "messageId": format!("m{j}"),
-                "body": created(&bucket, &key).to_string()}),
-            );
+            records.push(sqs_record(&bucket, format!("m{j}"), &key));
         }
         let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
             .await
@@ -790,10 +791,7 @@ async fn a_batch_of_many_user_files_reads_a_consent_shard_per_shard_its_users_fa
                 touched.insert(stedi::keys::shard_of(&email(i), shards));
             }
             local.put(&key, body).await.unwrap();
-            records.push(
-                json!({"eventSource": "aws:sqs", "messageId": format!("m{j}"),
-                "body": created(&bucket, &key).to_string()}),
-            );
+            records.push(sqs_record(&bucket, format!("m{j}"), &key));
         }
         let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
             .await
