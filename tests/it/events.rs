@@ -48,6 +48,27 @@ fn phone_batch(bucket: &str, ids: &[u64]) -> Value {
     json!({ "Records": records })
 }
 
+/// Uploads `files` (key, body) and runs the phone function on them as one SQS batch,
+/// none failing; its summary.
+async fn phone_files_as_one_batch(
+    local: &Local,
+    ctx: &stedi::Ctx,
+    files: impl IntoIterator<Item = (String, String)>,
+) -> stedi::summary::Summary {
+    let bucket = &local.stack.cfg.bucket;
+    let mut records = Vec::new();
+    for (n, (key, body)) in files.into_iter().enumerate() {
+        local.put(&key, body).await.unwrap();
+        records.push(sqs_record(bucket, format!("m{n}"), &key));
+    }
+    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
+    let (response, s) = stedi::lambda::invoke(ctx, f, &json!({ "Records": records }))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{s:?}");
+    s
+}
+
 /// The SQS message `id` that carries new object `key`'s event.
 fn sqs_record(bucket: &str, id: String, key: &str) -> Value {
     json!({"eventSource": "aws:sqs", "messageId": id, "body": created(bucket, key).to_string()})
@@ -723,23 +744,15 @@ async fn a_warm_function_sees_an_erasure_made_after_it_listed_the_erased() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_validates_each_reference_shard_once() {
     let local = with_customers().await;
-    let bucket = local.stack.cfg.bucket.clone();
     let ts = 1_655_600_000_000; // 2022-06-19
     let ctx = local.stack.function_context();
-    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
     for round in 0..2u64 {
-        let mut records = Vec::new();
-        for j in 0..10u64 {
+        let files = (0..10u64).map(|j| {
             let key = format!("accelerometer/landing/one-{round}-{j}.json");
             let at = ts + 1_000 * (10 * round + j) as i64;
-            let body = stedi_infra::synthetic::readings_file(0, at, 5);
-            local.put(&key, body).await.unwrap();
-            records.push(sqs_record(&bucket, format!("m{j}"), &key));
-        }
-        let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
-            .await
-            .unwrap();
-        assert!(response.batch_item_failures.is_empty(), "{s:?}");
+            (key, stedi_infra::synthetic::readings_file(0, at, 5))
+        });
+        let s = phone_files_as_one_batch(&local, &ctx, files).await;
         assert_eq!((s.sources.len(), s.rows_out), (10, 50), "{s:?}");
         // GET: the ten files, the one consent shard, the partition's compaction pointer
         // and the erasure epoch. LIST: a cold function's look at the erased markers and
@@ -768,8 +781,6 @@ async fn a_batch_of_many_user_files_reads_a_consent_shard_per_shard_its_users_fa
         .unwrap();
     let report = local.reconcile().await.unwrap();
     assert_eq!(report.advised_shards, Some(2), "{report:?}");
-    let bucket = local.stack.cfg.bucket.clone();
-    let f = stedi::lambda::Function::Transition(stedi::Transition::AccelerometerLandingToTrusted);
     let ts = 1_655_600_000_000; // 2022-06-19
     for (round, shards) in [(0u64, 32u32), (1, 2)] {
         if shards != local.stack.cfg.function.customer_shards {
@@ -778,9 +789,9 @@ async fn a_batch_of_many_user_files_reads_a_consent_shard_per_shard_its_users_fa
             assert_eq!(report.advised_shards, None, "{report:?}");
         }
         let ctx = local.stack.function_context();
-        let mut records = Vec::new();
         let mut touched = std::collections::BTreeSet::new();
         // Ten files of 30 consenting customers each (the even ones), 300 in all.
+        let mut files = Vec::new();
         for j in 0..10u64 {
             let key = format!("accelerometer/landing/many-{round}-{j}.json");
             let at = ts + 1_000 * (10 * round + j) as i64;
@@ -790,13 +801,9 @@ async fn a_batch_of_many_user_files_reads_a_consent_shard_per_shard_its_users_fa
                 body += &readings_file(i, at, 2);
                 touched.insert(stedi::keys::shard_of(&email(i), shards));
             }
-            local.put(&key, body).await.unwrap();
-            records.push(sqs_record(&bucket, format!("m{j}"), &key));
+            files.push((key, body));
         }
-        let (response, s) = stedi::lambda::invoke(&ctx, f, &json!({ "Records": records }))
-            .await
-            .unwrap();
-        assert!(response.batch_item_failures.is_empty(), "{s:?}");
+        let s = phone_files_as_one_batch(&local, &ctx, files).await;
         assert_eq!((s.sources.len(), s.rows_out), (10, 600), "{s:?}");
         assert_eq!(touched.len(), shards as usize);
         // GET: the ten files, a consent shard for each shard touched, the partition's

@@ -1040,14 +1040,16 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
 /// landing objects found through a wide index.
 pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
     let mut p = Postings::default();
+    // Whether `landing` is a landing object (then found).
     let add = |p: &mut Postings, landing: &str| {
-        if let Some(table) = landing_table(landing) {
+        let table = landing_table(landing);
+        if let Some(table) = table {
             p.found.push((landing.to_string(), table));
         }
+        table.is_some()
     };
     for landing in posted(&ctx.index, bucket, h).await? {
-        if landing_table(&landing).is_some() {
-            add(&mut p, &landing);
+        if add(&mut p, &landing) {
             p.listed.push((h.to_string(), landing));
         }
     }
@@ -1055,8 +1057,7 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
     let prefix = person_prefix(h);
     for key in ctx.store.list(bucket, &prefix).await? {
         let landing = &key[prefix.len()..];
-        if landing_table(landing).is_some() {
-            add(&mut p, landing);
+        if add(&mut p, landing) {
             p.legacy.push(key);
         } // else the tombstone
     }
@@ -1076,12 +1077,13 @@ pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Post
 /// Whether landing key `landing` is a reading file (phone or Step Trainer): what a
 /// customer's consent decides the fate of.
 fn is_reading_key(landing: &str) -> bool {
-    Table::landing().any(|table| {
-        landing.starts_with(table.prefix())
-            && Transition::of_landing(table).is_some_and(|t| {
-                matches!(t.rule(), Rule::Consented { .. } | Rule::OwnedDevice { .. })
-            })
-    })
+    landing_table(landing).is_some_and(is_reading_table)
+}
+
+/// Whether landing table `table` holds readings (the phone and Step Trainer files).
+fn is_reading_table(table: Table) -> bool {
+    Transition::of_landing(table)
+        .is_some_and(|t| matches!(t.rule(), Rule::Consented { .. } | Rule::OwnedDevice { .. }))
 }
 
 /// The landing objects each of the keyed hashes `persons` has a posting for (not those
@@ -1129,9 +1131,7 @@ pub(super) async fn readings_of(
         .filter(|landing| is_reading_key(landing))
         .collect();
     // Every wide index of a reading file (bulk files are few).
-    let reading: Vec<Table> = Table::landing()
-        .filter(|t| is_reading_key(t.prefix()))
-        .collect();
+    let reading: Vec<Table> = Table::landing().filter(|t| is_reading_table(*t)).collect();
     for (landing, body) in wide_indexes(ctx, bucket, &reading).await? {
         let holds = body
             .split(|b| *b == b'\n')
