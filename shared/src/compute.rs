@@ -73,9 +73,12 @@ struct ScanState {
     reader: LineReader,
     max_line_bytes: usize,
     /// The person of the last line and the earliest time of their lines since: lines come
-    /// grouped by person, so `summary.persons` is touched once per run of lines, not per
-    /// line.
+    /// grouped by person, so `persons` is touched once per run of lines, not per line.
     last_person: Option<(String, i64)>,
+    /// The people of the lines so far and the earliest time of each, hashed (a run of one
+    /// person's lines is a few lines long: a sorted map paid a dozen comparisons and an
+    /// allocation a run); `summary.persons` when the file ends.
+    persons: FastMap<String, i64>,
     summary: Summary,
     quarantine: Quarantine,
 }
@@ -83,22 +86,25 @@ struct ScanState {
 impl ScanState {
     /// Notes that `who` has a line at `at`.
     fn person(&mut self, who: &str, at: i64) {
-        match &mut self.last_person {
-            Some((p, earliest)) if same(p.as_bytes(), who.as_bytes()) => {
-                *earliest = (*earliest).min(at)
-            }
-            _ => {
-                self.flush_person();
-                self.last_person = Some((who.to_string(), at));
-            }
+        if let Some((p, earliest)) = &mut self.last_person
+            && same(p.as_bytes(), who.as_bytes())
+        {
+            *earliest = (*earliest).min(at);
+            return;
         }
+        self.flush_person();
+        remember(&mut self.last_person, who, at);
     }
 
-    /// Moves the last person into `summary.persons`.
+    /// Folds the last person into `persons` (the memo stays: its string is reused).
     fn flush_person(&mut self) {
-        if let Some((who, at)) = self.last_person.take() {
-            let e = self.summary.persons.entry(who).or_insert(at);
-            *e = (*e).min(at);
+        if let Some((who, at)) = &self.last_person {
+            match self.persons.get_mut(who.as_str()) {
+                Some(e) => *e = (*e).min(*at),
+                None => {
+                    self.persons.insert(who.clone(), *at);
+                }
+            }
         }
     }
 
@@ -115,12 +121,8 @@ impl ScanState {
                 text,
             } => {
                 self.summary.rows_in += 1;
-                // Collecting an empty Vec into one of a same-layout type reuses its
-                // allocation: the cells buffer is not reallocated per line.
-                let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells)
-                    .into_iter()
-                    .map(|_| Cell::Null)
-                    .collect();
+                // The buffer of null cells, borrowed for this line's lifetime.
+                let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells);
                 let parsed = match text {
                     Some(text) => self.reader.text(text, self.columns, &mut cells),
                     None => self.reader.line(bytes, self.columns, &mut cells),
@@ -137,7 +139,8 @@ impl ScanState {
                         on_row(&cells)?
                     }
                 };
-                cells.clear();
+                // Collected into a same-layout type in place: the buffer keeps its
+                // allocation and its length (one null cell a column) from line to line.
                 self.cells = cells.into_iter().map(|_| Cell::Null).collect();
                 match outcome {
                     RowOutcome::Kept => self.summary.rows_out += 1,
@@ -224,6 +227,7 @@ impl LandingScan {
                 reader: LineReader::default(),
                 max_line_bytes: cfg.max_line_bytes,
                 last_person: None,
+                persons: FastMap::default(),
                 summary: Summary::default(),
                 quarantine: Quarantine {
                     source: source.to_string(),
@@ -253,6 +257,7 @@ impl LandingScan {
         self.splitter.finish(&mut |l| state.line(l, on_row))?;
         self.state.flush_person();
         let mut s = self.state.summary;
+        s.persons = self.state.persons;
         s.quarantined = self.state.quarantine.count;
         Ok((s, self.state.quarantine))
     }
@@ -942,7 +947,7 @@ mod tests {
             .into_iter()
             .map(|(p, t)| (p.to_string(), t))
             .collect();
-        assert_eq!(s.persons, want);
+        assert_eq!(s.persons.into_iter().collect::<BTreeMap<_, _>>(), want);
         assert_eq!((s.rows_in, s.rows_out, s.quarantined), (6, 5, 1));
     }
 

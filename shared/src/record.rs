@@ -157,7 +157,7 @@ fn parse_from<'a>(
 /// Every required column has a value.
 fn required(columns: &[Column], out: &[Cell<'_>]) -> Result<(), String> {
     for (c, cell) in columns.iter().zip(out) {
-        if c.required && *cell == Cell::Null {
+        if c.required && matches!(cell, Cell::Null) {
             return Err(format!("missing required field `{}`", c.name));
         }
     }
@@ -522,7 +522,7 @@ mod tests {
             .and_then(|()| de.end())
             .map_err(|e| e.to_string())?;
         for (c, cell) in columns.iter().zip(&out) {
-            if c.required && *cell == Cell::Null {
+            if c.required && matches!(cell, Cell::Null) {
                 return Err(format!("missing required field `{}`", c.name));
             }
         }

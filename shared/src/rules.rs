@@ -312,9 +312,9 @@ pub type DeviceReading = (String, Vec<(i64, i32)>);
 /// Step Trainer readings grouped by device: each serial once.
 pub type DeviceReadings = Vec<DeviceReading>;
 
-/// The join's maps, probed once per phone reading: foldhash (seeded per process) instead
-/// of SipHash.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// Maps probed on the hot path (the ML join once per phone reading, the landing scan once
+/// per run of one person's lines): foldhash (seeded per process) instead of SipHash.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Serial number → e-mails of the customers with that device (built once per snapshot).
 pub type SerialIndex = HashMap<String, Vec<String>>;

@@ -4,7 +4,6 @@
 //! Besides the rows, the line carries the requests the invocation made ([`Requests`]): S3
 //! and Glue bill per request, so the cost of a function is read off its metrics.
 
-use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign};
 
 use serde_json::{Map, Value, json};
@@ -137,8 +136,9 @@ pub struct Summary {
     /// The requests the invocation made (S3, Glue, SQS) and the bytes it moved.
     pub requests: Requests,
     /// The people a landing file holds (e-mail or serial → the earliest time of their
-    /// lines): what the erasure index records. Taken by the transition, never reported.
-    pub persons: BTreeMap<String, i64>,
+    /// lines): what the erasure index records (by keyed hash, in the hashes' order, so
+    /// this map has none). Taken by the transition, never reported.
+    pub persons: crate::rules::FastMap<String, i64>,
 }
 
 impl Summary {

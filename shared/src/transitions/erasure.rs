@@ -37,6 +37,7 @@
 //! recorded beside the request before anything changes, so a retry after a stop half-way
 //! finishes the erasure although the person's lines are already gone.
 
+use crate::rules::FastMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -439,7 +440,7 @@ pub(super) async fn register(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    persons: BTreeMap<String, i64>,
+    persons: FastMap<String, i64>,
 ) -> Result<Option<Registered>> {
     let Some((kind, _, _)) = person_columns(src.table) else {
         return Ok(None);
@@ -482,7 +483,7 @@ pub(super) async fn guard(
     ctx: &Ctx,
     bucket: &str,
     src: &SourceKey,
-    persons: BTreeMap<String, i64>,
+    persons: FastMap<String, i64>,
 ) -> Result<u64> {
     // Register, then look: of this file and an erasure, at least one sees the other.
     let Some(registered) = register(ctx, bucket, src, persons).await? else {
