@@ -293,7 +293,7 @@ impl PartitionedSink {
     /// The position of partition `dt`'s sink, created if needed.
     fn position(&mut self, dt: &str) -> Result<usize> {
         if let Some(i) = self.last
-            && self.parts[i].0 == dt
+            && crate::record::same(self.parts[i].0.as_bytes(), dt.as_bytes())
         {
             return Ok(i);
         }

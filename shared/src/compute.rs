@@ -711,9 +711,11 @@ pub fn ml_join_batch(
 ) -> Result<()> {
     let devices = Strings::of(b, "user", context)?.map_rows(|u| join.device_of(u));
     let ts = column::<Int64Array>(b, "timestamp", context)?;
-    let mut rows: Vec<u32> = Vec::new();
-    let mut serials: Vec<&str> = Vec::new();
-    let mut distances: Vec<i32> = Vec::new();
+    // A phone reading of a curated user usually meets one Step Trainer reading: room for
+    // one each, so the three grow as rarely as the rows they gather.
+    let mut rows: Vec<u32> = Vec::with_capacity(b.num_rows());
+    let mut serials: Vec<&str> = Vec::with_capacity(b.num_rows());
+    let mut distances: Vec<i32> = Vec::with_capacity(b.num_rows());
     for (i, device) in devices.into_iter().enumerate() {
         let Some((serial, found)) = device.and_then(|d| join.at(d, ts.value(i))) else {
             continue;
