@@ -422,6 +422,9 @@ fn value(line: &str, i: usize, ty: ColType) -> Option<(Cell<'_>, usize)> {
             (ty == ColType::Long || I32.contains(&v)).then_some((Cell::Long(v), end))
         }
         (b'-' | b'0'..=b'9', ColType::Double) => {
+            if let Some(read) = one_decimal(b, i) {
+                return Some(read);
+            }
             let n = number(b, i)?;
             // Both operands exact: the quotient is the correctly rounded value.
             if n.digits >= 1 << 53 {
@@ -432,6 +435,27 @@ fn value(line: &str, i: usize, ty: ColType) -> Option<(Cell<'_>, usize)> {
         }
         _ => None,
     }
+}
+
+/// A decimal of one digit before the point and one after (`1.0`, `-0.5`: how the phone
+/// writes its readings), not followed by another digit, a point or an exponent: its cell and
+/// end, what [`number`] gives for it, without the digit loops. `None` for anything else
+/// (`-0.0` too), which [`number`] then decides.
+fn one_decimal(b: &[u8], i: usize) -> Option<(Cell<'static>, usize)> {
+    let negative = b.get(i) == Some(&b'-');
+    let s = i + usize::from(negative);
+    let &[whole @ b'0'..=b'9', b'.', tenths @ b'0'..=b'9'] = b.get(s..)?.first_chunk::<3>()? else {
+        return None;
+    };
+    if matches!(b.get(s + 3), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let digits = u64::from(whole - b'0') * 10 + u64::from(tenths - b'0');
+    if negative && digits == 0 {
+        return None;
+    }
+    let v = digits as f64 / POW10[1];
+    Some((Cell::Double(if negative { -v } else { v }), s + 3))
 }
 
 /// Where a value of a field no column takes ends, if it is a plain string, number or null.
@@ -636,6 +660,46 @@ mod tests {
             98_765_432
         );
         assert_eq!(eight_digits(u64::from_le_bytes(*b"907,xxxx"), 3), 907);
+    }
+
+    #[test]
+    fn a_one_digit_decimal_read_at_once_is_the_digit_loops_answer() {
+        // Every string of up to five bytes over digits, a point, signs, exponents and the
+        // bytes that end a value: where the shortcut reads a decimal, it is the cell and
+        // end the digit loop gives; it reads exactly the `-?D.D` not followed by a digit, a
+        // point or an exponent, `-0.0` excepted.
+        let alphabet = b"0159.-eE,} ";
+        let (mut checked, mut taken) = (0, 0);
+        let mut strings: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let longer: Vec<Vec<u8>> = strings
+                .iter()
+                .filter(|s| s.len() == strings.last().map_or(0, Vec::len))
+                .flat_map(|s| alphabet.iter().map(move |&c| [s.as_slice(), &[c]].concat()))
+                .collect();
+            strings.extend(longer);
+        }
+        for b in &strings {
+            let loop_answer = number(b, 0).and_then(|n| {
+                (n.digits < 1 << 53).then(|| {
+                    let v = n.digits as f64 / POW10[n.fraction as usize];
+                    (Cell::Double(if n.negative { -v } else { v }), n.end)
+                })
+            });
+            if let Some(read) = one_decimal(b, 0) {
+                assert_eq!(Some(read), loop_answer, "{}", String::from_utf8_lossy(b));
+                taken += 1;
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, (0..=5).map(|k| 11usize.pow(k)).sum::<usize>());
+        // `D.D` (4 * 4 of them) alone, then before one of the 4 bytes that end it (`-`, `,`,
+        // `}`, space), then before an ender and any byte; `-D.D` (16, less `-0.0`) alone and
+        // before an ender.
+        assert_eq!(taken, 16 + 16 * 4 + 16 * 4 * 11 + 15 + 15 * 4);
+        assert_eq!(one_decimal(b"-1.0}", 0), Some((Cell::Double(-1.0), 4)));
+        assert_eq!(one_decimal(b"-0.0,", 0), None);
+        assert_eq!(one_decimal(b"1.25,", 0), None);
     }
 
     #[test]
