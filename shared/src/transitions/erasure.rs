@@ -37,7 +37,6 @@
 //! recorded beside the request before anything changes, so a retry after a stop half-way
 //! finishes the erasure although the person's lines are already gone.
 
-use crate::rules::FastMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -60,6 +59,7 @@ use crate::compute::{PersonKind, person_columns};
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::keys::{self, SourceKey};
+use crate::rules::FastMap;
 use crate::schema::Table;
 use crate::store::Fetched;
 use crate::summary::Summary;
@@ -1042,12 +1042,12 @@ pub async fn handle_request(ctx: &Ctx, bucket: &str, key: &str) -> Result<Summar
 pub(super) async fn postings_of(ctx: &Ctx, bucket: &str, h: &str) -> Result<Postings> {
     let mut p = Postings::default();
     // Whether `landing` is a landing object (then found).
-    let add = |p: &mut Postings, landing: &str| {
-        let table = landing_table(landing);
-        if let Some(table) = table {
+    let add = |p: &mut Postings, landing: &str| match landing_table(landing) {
+        Some(table) => {
             p.found.push((landing.to_string(), table));
+            true
         }
-        table.is_some()
+        None => false,
     };
     for landing in posted(&ctx.index, bucket, h).await? {
         if add(&mut p, &landing) {
@@ -1083,8 +1083,7 @@ fn is_reading_key(landing: &str) -> bool {
 
 /// Whether landing table `table` holds readings (the phone and Step Trainer files).
 fn is_reading_table(table: Table) -> bool {
-    Transition::of_landing(table)
-        .is_some_and(|t| matches!(t.rule(), Rule::Consented { .. } | Rule::OwnedDevice { .. }))
+    Transition::of_landing(table).is_some_and(Transition::filters_readings)
 }
 
 /// The landing objects each of the keyed hashes `persons` has a posting for (not those

@@ -162,13 +162,19 @@ impl Transition {
         Ok(summary)
     }
 
-    /// Whether the transition's outputs can share one object per SQS batch ([`Batch`]):
-    /// the reading filters of landing files.
-    pub fn batches(self) -> bool {
+    /// Whether the transition filters readings (the phone's and the Step Trainer's landing
+    /// files): what a customer's consent decides the fate of.
+    pub fn filters_readings(self) -> bool {
         matches!(
             self.rule(),
             Rule::Consented { .. } | Rule::OwnedDevice { .. }
         )
+    }
+
+    /// Whether the transition's outputs can share one object per SQS batch ([`Batch`]):
+    /// the reading filters.
+    pub fn batches(self) -> bool {
+        self.filters_readings()
     }
 
     /// The transition's own work on one source object (the reading filters' outputs into
