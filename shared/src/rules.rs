@@ -19,8 +19,10 @@ pub mod customer {
     pub const RESEARCH: usize = 7;
 }
 
-/// One customer row, all columns in schema order.
-pub type CustomerRow = Vec<Cell<'static>>;
+/// One customer row, all columns in schema order, shared: a snapshot is copied for every
+/// merge (a shard's rewrite, a file folded in), and a copied row is a reference count, not
+/// ten cells' strings allocated again.
+pub type CustomerRow = Arc<[Cell<'static>]>;
 
 /// Consent is a non-null, positive `sharewithresearchasofdate`.
 pub fn consents(research_as_of: Option<i64>) -> bool {
@@ -444,7 +446,7 @@ mod tests {
         row[customer::SERIAL] = Cell::Str(Cow::Owned(serial.into()));
         row[customer::LAST_UPDATE] = Cell::Long(updated);
         row[customer::RESEARCH] = research.map_or(Cell::Null, Cell::Long);
-        row
+        row.into()
     }
 
     #[test]

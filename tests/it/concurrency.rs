@@ -103,7 +103,7 @@ async fn a_lost_race_is_retried_on_the_fresh_snapshot() {
         cells
             .into_iter()
             .map(|c| c.into_owned())
-            .collect::<Vec<_>>()
+            .collect::<stedi::rules::CustomerRow>()
     };
     let theirs = stedi::rules::Customers::latest_of([customer("theirs@x")]);
     let theirs =

@@ -397,7 +397,7 @@ async fn cached<V: Reference>(
 pub fn decode_customers(bytes: Bytes, key: &str) -> Result<Customers> {
     let batches = read_parquet(bytes, &[], key)?;
     Ok(Customers::latest_of(batches.iter().flat_map(|b| {
-        (0..b.num_rows()).map(move |i| row_cells(b, i))
+        (0..b.num_rows()).map(move |i| row_cells(b, i).into())
     })))
 }
 
