@@ -17,12 +17,14 @@
 //! - `init --bin PATH`: cold start of a function binary: time from exec to its first call
 //!   to the Lambda runtime API (played by a listener here).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use stedi::Transition;
@@ -32,7 +34,7 @@ use stedi::compute::{
     ml_join_batch, ml_pair, step_readings,
 };
 use stedi::config::Config;
-use stedi::rules::{self, Customers, MlJoin};
+use stedi::rules::{self, Customers, MlJoin, SerialIndex};
 use stedi::schema::Table;
 
 const DAY: i64 = 86_400_000;
@@ -368,25 +370,170 @@ fn machine_learning(
 ) -> Result<u64> {
     let index = trusted.serial_index();
     per_dt(steps, accel, stats, threads, |dt, phones, steps| {
-        let mut batches = Vec::new();
-        for a in phones {
-            batches.extend(read_parquet_keyed((*a).clone(), &[], &["user"], "accel")?);
-        }
+        let phones = decode_phones(phones)?;
         let mut rows = 0;
         for bytes in steps {
-            let step = read_parquet_keyed((*bytes).clone(), &[], &["serialnumber"], "step")?;
-            let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(&index);
-            let mut sink = stedi::columnar::PartitionedSink::new(
-                Table::MachineLearningCurated,
-                cfg.row_group_rows,
-            );
-            for b in &batches {
-                ml_join_batch(&join, b, dt, &mut sink, "accel")?;
-            }
-            rows += sink.finish()?.iter().map(|p| p.rows).sum::<u64>();
+            rows += join_step_object(bytes, dt, &phones, &index, cfg)?;
         }
         Ok(rows)
     })
+}
+
+/// The phone objects of one `dt`, decoded.
+fn decode_phones(objects: &[&Bytes]) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for a in objects {
+        batches.extend(read_parquet_keyed((*a).clone(), &[], &["user"], "accel")?);
+    }
+    Ok(batches)
+}
+
+/// One Step Trainer object of `dt` joined with that `dt`'s decoded phone readings into one
+/// machine_learning_curated output; its rows.
+fn join_step_object(
+    step: &Bytes,
+    dt: &str,
+    phones: &[RecordBatch],
+    index: &SerialIndex,
+    cfg: &Config,
+) -> Result<u64> {
+    let step = read_parquet_keyed(step.clone(), &[], &["serialnumber"], "step")?;
+    let join = MlJoin::of_devices(step_readings(&step, "step")?).with_index(index);
+    let table = Table::MachineLearningCurated;
+    let mut sink = stedi::columnar::PartitionedSink::new(table, cfg.row_group_rows);
+    for b in phones {
+        ml_join_batch(&join, b, dt, &mut sink, "accel")?;
+    }
+    Ok(sink.finish()?.iter().map(|p| p.rows).sum())
+}
+
+/// What a thread of [`step_trainer_then_ml`] does next.
+enum Task {
+    /// Filter a Step Trainer landing file.
+    File(PathBuf),
+    /// Join a Step Trainer output with its `dt`'s phone readings.
+    Join(Part),
+}
+
+/// A `dt`'s phone objects, decoded by the first join that needs them (the error as text:
+/// every join of the `dt` reports it).
+#[derive(Default)]
+struct DtPhones<'a> {
+    objects: Vec<&'a Bytes>,
+    decoded: OnceLock<Result<Vec<RecordBatch>, String>>,
+}
+
+/// The work [`step_trainer_then_ml`] has left.
+#[derive(Default)]
+struct Queue {
+    files: VecDeque<PathBuf>,
+    joins: VecDeque<Part>,
+    /// Files being filtered: their outputs are joins still to come.
+    filtering: usize,
+}
+
+/// step_trainer_trusted, then machine_learning_curated, as the lake runs them: the ML
+/// function fires on each new step_trainer_trusted object, so each object is joined as soon
+/// as it is written, by whichever thread is free. Landing files are taken first, joins when
+/// none is left: a thread done with its files joins the others' outputs instead of waiting
+/// for the slowest file. Each `dt`'s phone objects are decoded once, by the first join that
+/// needs them. Returns the Step Trainer rows kept and the ML rows; `stats` counts the Step
+/// Trainer landing files as [`step_trainer`] does.
+fn step_trainer_then_ml(
+    data: &Path,
+    curated: &Customers,
+    accel: &Outputs,
+    trusted: &Customers,
+    cfg: &Config,
+    stats: &mut Stats,
+    threads: usize,
+) -> Result<(u64, u64)> {
+    let devices = StepTrainerFilter::shards(curated, cfg);
+    let index = trusted.serial_index();
+    let t = Transition::StepTrainerLandingToTrusted;
+    let mut phones: HashMap<&str, DtPhones> = HashMap::new();
+    for Part { dt, bytes, .. } in accel {
+        phones.entry(dt.as_str()).or_default().objects.push(bytes);
+    }
+    let files = landing_files(data, "step_trainer")?;
+    let queue = Mutex::new(Queue {
+        files: files.into(),
+        ..Queue::default()
+    });
+    let changed = Condvar::new();
+    let lock = || {
+        queue
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a worker panicked"))
+    };
+    let per_thread = on_threads(threads, |_| {
+        let (mut st, mut steps, mut rows) = (Stats::default(), 0, 0);
+        loop {
+            let task = {
+                let mut q = lock()?;
+                loop {
+                    if let Some(f) = q.files.pop_front() {
+                        q.filtering += 1;
+                        break Some(Task::File(f));
+                    }
+                    if let Some(p) = q.joins.pop_front() {
+                        break Some(Task::Join(p));
+                    }
+                    if q.filtering == 0 {
+                        break None;
+                    }
+                    q = changed
+                        .wait(q)
+                        .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+                }
+            };
+            match task {
+                None => return Ok((st, steps, rows)),
+                Some(Task::File(f)) => {
+                    let filtered = (|| -> Result<Outputs> {
+                        let mut filter = StepTrainerFilter::new(t, devices.share(), cfg)?;
+                        scan(t.sources()[0], &f, cfg, |c| filter.row(c), &mut st)?;
+                        Ok(filter.into_sink().finish()?)
+                    })();
+                    let mut q = lock()?;
+                    q.filtering -= 1;
+                    changed.notify_all();
+                    match filtered {
+                        Ok(out) => {
+                            st.bytes_out += out.iter().map(|p| p.bytes.len() as u64).sum::<u64>();
+                            steps += out.iter().map(|p| p.rows).sum::<u64>();
+                            q.joins.extend(out);
+                        }
+                        Err(e) => {
+                            // Nothing more is started; the others finish what they hold.
+                            q.files.clear();
+                            q.joins.clear();
+                            return Err(e);
+                        }
+                    }
+                }
+                Some(Task::Join(Part { dt, bytes, .. })) => {
+                    let Some(DtPhones { objects, decoded }) = phones.get(dt.as_str()) else {
+                        continue;
+                    };
+                    let decoded = decoded
+                        .get_or_init(|| decode_phones(objects).map_err(|e| format!("{e:#}")))
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    rows += join_step_object(&bytes, &dt, decoded, &index, cfg)?;
+                }
+            }
+        }
+    })?;
+    let (mut steps, mut rows) = (0, 0);
+    for (st, s, r) in per_thread {
+        stats.bytes += st.bytes;
+        stats.bytes_out += st.bytes_out;
+        stats.rows_in += st.rows_in;
+        stats.rows_out += st.rows_out;
+        (steps, rows) = (steps + s, rows + r);
+    }
+    Ok((steps, rows))
 }
 
 /// machine_learning_curated the way the function makes it when a Step Trainer object
@@ -514,15 +661,13 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             let curated = curated_from_outputs(&accel, &trusted, threads)?;
             encode_customers(Table::CustomerCurated, &curated, cfg.row_group_rows)?;
             let t = lap(&mut stages, "customer_trusted_to_curated", t);
-            let steps = step_trainer(data, &curated, &cfg, &mut stats, threads, true)?;
-            let t = lap(&mut stages, "step_trainer_landing_to_trusted", t);
-            let mut ml = Stats::default();
-            let rows = machine_learning(&steps, &accel, &trusted, &cfg, &mut ml, threads)?;
-            lap(&mut stages, "machine_learning_trusted_to_curated", t);
+            let (steps, rows) =
+                step_trainer_then_ml(data, &curated, &accel, &trusted, &cfg, &mut stats, threads)?;
+            lap(&mut stages, "step_trainer_then_machine_learning", t);
             counts.insert("customer_trusted", trusted.rows.len() as u64);
             counts.insert("accelerometer_trusted", accel.iter().map(|o| o.rows).sum());
             counts.insert("customer_curated", curated.rows.len() as u64);
-            counts.insert("step_trainer_trusted", steps.iter().map(|o| o.rows).sum());
+            counts.insert("step_trainer_trusted", steps);
             counts.insert("machine_learning_curated", rows);
         }
         other => bail!("unknown --what {other}"),
