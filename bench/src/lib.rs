@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -411,34 +411,35 @@ fn join_step_object(
 enum Task {
     /// Filter a Step Trainer landing file.
     File(PathBuf),
-    /// Join a Step Trainer output with its `dt`'s phone readings.
-    Join(Part),
+    /// Join a Step Trainer output of this `dt` with the `dt`'s decoded phone readings.
+    Join(String, Bytes, Arc<Decoded>),
 }
 
-/// A `dt`'s phone objects, decoded by the first join that needs them (the error as text:
+/// A `dt`'s phone objects decoded, by the first join that needs them (the error as text:
 /// every join of the `dt` reports it).
-#[derive(Default)]
-struct DtPhones<'a> {
-    objects: Vec<&'a Bytes>,
-    decoded: OnceLock<Result<Vec<RecordBatch>, String>>,
-}
+type Decoded = OnceLock<Result<Vec<RecordBatch>, String>>;
 
 /// The work [`step_trainer_then_ml`] has left.
 #[derive(Default)]
 struct Queue {
     files: VecDeque<PathBuf>,
-    joins: VecDeque<Part>,
+    /// Step Trainer outputs to join, by `dt`: a `dt`'s joins are taken one after another.
+    joins: BTreeMap<String, Vec<Bytes>>,
     /// Files being filtered: their outputs are joins still to come.
     filtering: usize,
+    /// The `dt`s with joins queued or running, their decoded phone readings, and how many.
+    open: HashMap<String, (Arc<Decoded>, usize)>,
 }
 
 /// step_trainer_trusted, then machine_learning_curated, as the lake runs them: the ML
 /// function fires on each new step_trainer_trusted object, so each object is joined as soon
 /// as it is written, by whichever thread is free. Landing files are taken first, joins when
 /// none is left: a thread done with its files joins the others' outputs instead of waiting
-/// for the slowest file. Each `dt`'s phone objects are decoded once, by the first join that
-/// needs them. Returns the Step Trainer rows kept and the ML rows; `stats` counts the Step
-/// Trainer landing files as [`step_trainer`] does.
+/// for the slowest file. Joins are taken by `dt`; a `dt`'s phone objects are decoded by its
+/// first join and dropped when none of its joins is left (decoded again if a file filtered
+/// later brings another), so the decoded readings held are a `dt` or two a thread, as when
+/// the stages ran one after the other. Returns the Step Trainer rows kept and the ML rows;
+/// `stats` counts the Step Trainer landing files as [`step_trainer`] does.
 fn step_trainer_then_ml(
     data: &Path,
     curated: &Customers,
@@ -451,40 +452,45 @@ fn step_trainer_then_ml(
     let devices = StepTrainerFilter::shards(curated, cfg);
     let index = trusted.serial_index();
     let t = Transition::StepTrainerLandingToTrusted;
-    let mut phones: HashMap<&str, DtPhones> = HashMap::new();
+    let mut phones: HashMap<&str, Vec<&Bytes>> = HashMap::new();
     for Part { dt, bytes, .. } in accel {
-        phones.entry(dt.as_str()).or_default().objects.push(bytes);
+        phones.entry(dt.as_str()).or_default().push(bytes);
     }
-    let files = landing_files(data, "step_trainer")?;
     let queue = Mutex::new(Queue {
-        files: files.into(),
+        files: landing_files(data, "step_trainer")?.into(),
         ..Queue::default()
     });
     let changed = Condvar::new();
-    let lock = || {
-        queue
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a worker panicked"))
-    };
+    let poisoned = |_| anyhow::anyhow!("a worker panicked");
     let per_thread = on_threads(threads, |_| {
         let (mut st, mut steps, mut rows) = (Stats::default(), 0, 0);
         loop {
             let task = {
-                let mut q = lock()?;
+                let mut q = queue.lock().map_err(poisoned)?;
                 loop {
                     if let Some(f) = q.files.pop_front() {
                         q.filtering += 1;
                         break Some(Task::File(f));
                     }
-                    if let Some(p) = q.joins.pop_front() {
-                        break Some(Task::Join(p));
+                    if let Some(mut entry) = q.joins.first_entry() {
+                        let (dt, bytes) = match entry.get_mut().pop() {
+                            Some(bytes) if entry.get().is_empty() => {
+                                (entry.remove_entry().0, bytes)
+                            }
+                            Some(bytes) => (entry.key().clone(), bytes),
+                            None => {
+                                entry.remove();
+                                continue;
+                            }
+                        };
+                        let decoded = q.open.get(&dt).map(|(d, _)| d.clone());
+                        let decoded = decoded.ok_or_else(|| anyhow::anyhow!("{dt}: not open"))?;
+                        break Some(Task::Join(dt, bytes, decoded));
                     }
                     if q.filtering == 0 {
                         break None;
                     }
-                    q = changed
-                        .wait(q)
-                        .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+                    q = changed.wait(q).map_err(poisoned)?;
                 }
             };
             match task {
@@ -495,14 +501,17 @@ fn step_trainer_then_ml(
                         scan(t.sources()[0], &f, cfg, |c| filter.row(c), &mut st)?;
                         Ok(filter.into_sink().finish()?)
                     })();
-                    let mut q = lock()?;
+                    let mut q = queue.lock().map_err(poisoned)?;
                     q.filtering -= 1;
                     changed.notify_all();
                     match filtered {
                         Ok(out) => {
-                            st.bytes_out += out.iter().map(|p| p.bytes.len() as u64).sum::<u64>();
-                            steps += out.iter().map(|p| p.rows).sum::<u64>();
-                            q.joins.extend(out);
+                            for Part { dt, rows: n, bytes } in out {
+                                st.bytes_out += bytes.len() as u64;
+                                steps += n;
+                                q.open.entry(dt.clone()).or_default().1 += 1;
+                                q.joins.entry(dt).or_default().push(bytes);
+                            }
                         }
                         Err(e) => {
                             // Nothing more is started; the others finish what they hold.
@@ -512,15 +521,21 @@ fn step_trainer_then_ml(
                         }
                     }
                 }
-                Some(Task::Join(Part { dt, bytes, .. })) => {
-                    let Some(DtPhones { objects, decoded }) = phones.get(dt.as_str()) else {
-                        continue;
-                    };
-                    let decoded = decoded
+                Some(Task::Join(dt, bytes, decoded)) => {
+                    let objects = phones.get(dt.as_str()).map_or(&[][..], Vec::as_slice);
+                    let batches = decoded
                         .get_or_init(|| decode_phones(objects).map_err(|e| format!("{e:#}")))
                         .as_ref()
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    rows += join_step_object(&bytes, &dt, decoded, &index, cfg)?;
+                    rows += join_step_object(&bytes, &dt, batches, &index, cfg)?;
+                    drop(decoded);
+                    let mut q = queue.lock().map_err(poisoned)?;
+                    if let Some((_, n)) = q.open.get_mut(&dt) {
+                        *n -= 1;
+                        if *n == 0 {
+                            q.open.remove(&dt);
+                        }
+                    }
                 }
             }
         }
