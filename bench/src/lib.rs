@@ -13,7 +13,10 @@
 //!   `--what machine_learning_pairs` is the ML join one output per pair of objects, as the
 //!   function writes it when a Step Trainer object arrives),
 //!   files read in 8 MiB chunks as the functions read S3 bodies; prints one JSON line with
-//!   bytes, rows, seconds, the table counts and the peak RSS of this process.
+//!   bytes, rows, seconds, the table counts and the peak RSS of this process. `pipeline`
+//!   runs the five on `BENCH_THREADS` threads: the customers, the phone files, the curated
+//!   customers, then the Step Trainer files and the ML joins from one queue (each Step
+//!   Trainer object joined as soon as it is written, as the ML function fires on it).
 //! - `init --bin PATH`: cold start of a function binary: time from exec to its first call
 //!   to the Lambda runtime API (played by a listener here).
 
