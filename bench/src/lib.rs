@@ -475,17 +475,12 @@ fn step_trainer_then_ml(
                         q.filtering += 1;
                         break Some(Task::File(f));
                     }
-                    if let Some(mut entry) = q.joins.first_entry() {
-                        let (dt, bytes) = match entry.get_mut().pop() {
-                            Some(bytes) if entry.get().is_empty() => {
-                                (entry.remove_entry().0, bytes)
-                            }
-                            Some(bytes) => (entry.key().clone(), bytes),
-                            None => {
-                                entry.remove();
-                                continue;
-                            }
-                        };
+                    if let Some((dt, mut rest)) = q.joins.pop_first()
+                        && let Some(bytes) = rest.pop()
+                    {
+                        if !rest.is_empty() {
+                            q.joins.insert(dt.clone(), rest);
+                        }
                         let decoded = q.open.get(&dt).map(|(d, _)| d.clone());
                         let decoded = decoded.ok_or_else(|| anyhow::anyhow!("{dt}: not open"))?;
                         break Some(Task::Join(dt, bytes, decoded));
