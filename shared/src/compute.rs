@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::lines::{Line, LineSplitter};
 use crate::record::{Cell, LineReader, same};
-use crate::rules::{self, Customers, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex};
+use crate::rules::{
+    self, Customers, DeviceEntry, DeviceReadings, FastMap, KeyIndex, MlJoin, SerialIndex,
+};
 use crate::schema::{Column, Table};
 use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
@@ -638,6 +640,24 @@ pub fn encode_customers(table: Table, c: &Customers, row_group_rows: usize) -> R
         sink.append(row)?;
     }
     sink.finish()
+}
+
+/// A device-index shard as JSON lines, one `["serial","email",curated]` array per line,
+/// sorted.
+pub fn encode_devices(entries: &[DeviceEntry]) -> Result<Bytes> {
+    let mut sorted: Vec<&DeviceEntry> = entries.iter().collect();
+    sorted.sort();
+    let mut out = Vec::new();
+    for e in sorted {
+        serde_json::to_writer(&mut out, &(&e.serial, &e.email, e.curated)).map_err(|source| {
+            Error::Json {
+                context: "device index".into(),
+                source,
+            }
+        })?;
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The step trainer readings of a step_trainer_trusted object, grouped by device (serials

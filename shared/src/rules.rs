@@ -231,6 +231,18 @@ impl Customers {
     }
 }
 
+/// Groups customers by the shard their e-mail falls in.
+pub fn by_shard(customers: Customers, shards: u32) -> BTreeMap<u32, Customers> {
+    let mut out: BTreeMap<u32, Customers> = BTreeMap::new();
+    for (email, row) in customers.rows {
+        out.entry(crate::keys::shard_of(&email, shards))
+            .or_default()
+            .rows
+            .insert(email, row);
+    }
+    out
+}
+
 /// Result of folding a landing file's customers into the trusted snapshot.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MergeStats {

@@ -30,6 +30,8 @@ use crate::keys::SourceKey;
 pub use crate::streams::{Rule, Transition};
 use crate::summary::Summary;
 
+pub use crate::compute::encode_devices;
+pub use crate::rules::by_shard;
 pub use landing::{Filtered, filter_landing, quarantine_key, read_landing, scan_landing};
 pub use lineage::{
     Answers, IN_FLIGHT_SECONDS, LAYOUT, Lineage, Manifest, Stored, all_manifests, create_manifest,
@@ -40,12 +42,8 @@ pub use publish::{
     Batch, Previous, detach, forget, is_batch_name, prune_partition, publish_filtered,
     publish_partitioned,
 };
-pub use reference::{
-    Ctx, Reference, SerialOf, decode_customers, device_entries, encode_devices, refs_unchanged,
-};
-pub use snapshot::{
-    by_shard, rewrite_object, rewrite_object_from, rewrite_shard, rewrite_shard_from,
-};
+pub use reference::{Ctx, Reference, SerialOf, decode_customers, device_entries, refs_unchanged};
+pub use snapshot::{rewrite_object, rewrite_object_from, rewrite_shard, rewrite_shard_from};
 
 impl Transition {
     /// Processes one accepted source object: [`Transition::compute`], then the compacted

@@ -418,24 +418,6 @@ fn decode_consent(bytes: Bytes, key: &str) -> Result<ConsentIndex> {
     Ok(KeyIndex::build(entries))
 }
 
-/// A device-index shard as JSON lines, one `["serial","email",curated]` array per line,
-/// sorted.
-pub fn encode_devices(entries: &[DeviceEntry]) -> Result<Bytes> {
-    let mut sorted: Vec<&DeviceEntry> = entries.iter().collect();
-    sorted.sort();
-    let mut out = Vec::new();
-    for e in sorted {
-        serde_json::to_writer(&mut out, &(&e.serial, &e.email, e.curated)).map_err(|source| {
-            Error::Json {
-                context: "device index".into(),
-                source,
-            }
-        })?;
-        out.push(b'\n');
-    }
-    Ok(Bytes::from(out))
-}
-
 /// A device-index line: `[serial, email, curated]`, or `[serial, email]` as the earlier
 /// layout wrote it (curated owners only).
 #[derive(serde::Deserialize)]
@@ -492,6 +474,7 @@ pub async fn refs_unchanged(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::encode_devices;
 
     #[test]
     fn device_shards_round_trip_sorted() {

@@ -1,7 +1,6 @@
 //! The conditional-write loop: rewriting one object (a customer shard, a device-index shard)
 //! without losing a concurrent writer's update.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,16 +123,4 @@ pub async fn rewrite_shard_from(
         }
     })
     .await
-}
-
-/// Groups customers by the shard their e-mail falls in.
-pub fn by_shard(customers: Customers, shards: u32) -> BTreeMap<u32, Customers> {
-    let mut out: BTreeMap<u32, Customers> = BTreeMap::new();
-    for (email, row) in customers.rows {
-        out.entry(keys::shard_of(&email, shards))
-            .or_default()
-            .rows
-            .insert(email, row);
-    }
-    out
 }
