@@ -16,7 +16,9 @@
 //!   bytes, rows, seconds, the table counts and the peak RSS of this process. `pipeline`
 //!   runs the five on `BENCH_THREADS` threads: the customers, the phone files, the curated
 //!   customers, then the Step Trainer files and the ML joins from one queue (each Step
-//!   Trainer object joined as soon as it is written, as the ML function fires on it).
+//!   Trainer object joined as soon as it is written, as the ML function fires on it). The
+//!   customer stages encode what the functions write into a fresh lake: customer_trusted and
+//!   customer_curated as `CUSTOMER_SHARDS` objects, and the device index's shards.
 //! - `init --bin PATH`: cold start of a function binary: time from exec to its first call
 //!   to the Lambda runtime API (played by a listener here).
 
@@ -34,10 +36,11 @@ use stedi::Transition;
 use stedi::columnar::{Part, Strings, read_parquet_keyed};
 use stedi::compute::{
     ConsentFilter, LandingScan, RowFilter, RowOutcome, StepTrainerFilter, encode_customers,
-    ml_join_batch, ml_pair, step_readings,
+    encode_devices, ml_join_batch, ml_pair, step_readings,
 };
 use stedi::config::Config;
-use stedi::rules::{self, Customers, MlJoin, SerialIndex};
+use stedi::keys::shard_of;
+use stedi::rules::{self, Customers, DeviceEntry, MlJoin, SerialIndex, by_shard};
 use stedi::schema::Table;
 
 const DAY: i64 = 86_400_000;
@@ -199,6 +202,51 @@ fn customers_trusted(data: &Path, cfg: &Config, stats: &mut Stats) -> Result<Cus
 }
 
 type Outputs = Vec<Part>;
+
+/// Objects a customer function writes into a fresh lake for `customers`: one Parquet
+/// object per shard of `table` that holds a customer (`CUSTOMER_SHARDS` shards, by the
+/// e-mail's hash), and one device-index object per shard that holds an entry of `devices`
+/// (by the serial's hash); each shard encoded whole by one of `threads` threads, as the
+/// function rewrites its shards concurrently. Returns (customer objects, device objects).
+fn write_shards(
+    table: Table,
+    customers: &Customers,
+    devices: Vec<DeviceEntry>,
+    cfg: &Config,
+    threads: usize,
+) -> Result<(u64, u64)> {
+    let shards = cfg.customer_shards;
+    let tables: Vec<Customers> = by_shard(customers.clone(), shards).into_values().collect();
+    let mut by_device: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
+    for e in devices {
+        by_device
+            .entry(shard_of(&e.serial, shards))
+            .or_default()
+            .push(e);
+    }
+    let devices: Vec<Vec<DeviceEntry>> = by_device.into_values().collect();
+    let threads = threads.max(1);
+    on_threads(threads, |t| {
+        for part in tables.iter().skip(t).step_by(threads) {
+            encode_customers(table, part, cfg.row_group_rows)?;
+        }
+        for entries in devices.iter().skip(t).step_by(threads) {
+            encode_devices(entries)?;
+        }
+        Ok(())
+    })?;
+    Ok((tables.len() as u64, devices.len() as u64))
+}
+
+/// The device index once customer_trusted and customer_curated are written: every trusted
+/// customer's device, flagged when its owner is curated.
+fn device_index(trusted: &Customers, curated: &Customers) -> Vec<DeviceEntry> {
+    let mut entries = trusted.device_entries(false);
+    for e in &mut entries {
+        e.curated = curated.rows.contains_key(&e.email);
+    }
+    entries
+}
 
 /// Runs `f(t)` for `t` in `0..threads` on scoped threads and collects the results.
 fn on_threads<T: Send>(threads: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
@@ -629,8 +677,12 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
         "customer" => {
             started = Instant::now();
             let trusted = customers_trusted(data, &cfg, &mut stats)?;
-            encode_customers(Table::CustomerTrusted, &trusted, cfg.row_group_rows)?;
+            let devices = trusted.device_entries(false);
+            let (objects, device_objects) =
+                write_shards(Table::CustomerTrusted, &trusted, devices, &cfg, 1)?;
             counts.insert("customer_trusted", trusted.rows.len() as u64);
+            counts.insert("customer_trusted_objects", objects);
+            counts.insert("device_index_objects", device_objects);
         }
         "accelerometer" => {
             let trusted = customers_trusted(data, &cfg, &mut Stats::default())?;
@@ -665,14 +717,18 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
                 Instant::now()
             };
             let t = Instant::now();
-            let trusted = customers_trusted(data, &cfg, &mut stats)?;
-            encode_customers(Table::CustomerTrusted, &trusted, cfg.row_group_rows)?;
-            let t = lap(&mut stages, "customer_landing_to_trusted", t);
             let threads = pipeline_threads();
+            let trusted = customers_trusted(data, &cfg, &mut stats)?;
+            let devices = trusted.device_entries(false);
+            let (trusted_objects, _) =
+                write_shards(Table::CustomerTrusted, &trusted, devices, &cfg, threads)?;
+            let t = lap(&mut stages, "customer_landing_to_trusted", t);
             let accel = accelerometer(data, &trusted, &cfg, &mut stats, threads, true)?;
             let t = lap(&mut stages, "accelerometer_landing_to_trusted", t);
             let curated = curated_from_outputs(&accel, &trusted, threads)?;
-            encode_customers(Table::CustomerCurated, &curated, cfg.row_group_rows)?;
+            let devices = device_index(&trusted, &curated);
+            let (curated_objects, device_objects) =
+                write_shards(Table::CustomerCurated, &curated, devices, &cfg, threads)?;
             let t = lap(&mut stages, "customer_trusted_to_curated", t);
             let (steps, rows) =
                 step_trainer_then_ml(data, &curated, &accel, &trusted, &cfg, &mut stats, threads)?;
@@ -680,6 +736,9 @@ pub fn compute(what: &str, data: &Path) -> Result<Value> {
             counts.insert("customer_trusted", trusted.rows.len() as u64);
             counts.insert("accelerometer_trusted", accel.iter().map(|o| o.rows).sum());
             counts.insert("customer_curated", curated.rows.len() as u64);
+            counts.insert("customer_trusted_objects", trusted_objects);
+            counts.insert("customer_curated_objects", curated_objects);
+            counts.insert("device_index_objects", device_objects);
             counts.insert("step_trainer_trusted", steps);
             counts.insert("machine_learning_curated", rows);
         }
