@@ -3,7 +3,7 @@
 //! the Athena DDL are all generated from [`Table`]; column names are lower case, as Athena
 //! shows them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
@@ -118,15 +118,25 @@ impl Table {
         Table::ALL.into_iter().filter(|t| t.is_landing())
     }
 
-    /// Arrow schema of the table's Parquet files.
+    /// Arrow schema of the table's Parquet files (built once per process).
     pub fn arrow_schema(self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .columns()
-            .iter()
-            // Landing-required columns are never null downstream.
-            .map(|c| Field::new(c.name, c.ty.arrow(), !c.required))
-            .collect();
-        Arc::new(Schema::new(fields))
+        static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+        let all = SCHEMAS.get_or_init(|| {
+            Table::ALL
+                .iter()
+                .map(|t| {
+                    let fields: Vec<Field> = t
+                        .columns()
+                        .iter()
+                        // Landing-required columns are never null downstream.
+                        .map(|c| Field::new(c.name, c.ty.arrow(), !c.required))
+                        .collect();
+                    Arc::new(Schema::new(fields))
+                })
+                .collect()
+        });
+        // `ALL` lists the tables in declaration order, which is their discriminants' order.
+        all[self as usize].clone()
     }
 }
 
