@@ -117,7 +117,10 @@ impl RowsBuilder {
 /// The lake's Parquet settings for `table`: zstd, `row_group_rows` a row group, and no
 /// dictionary for `bigint` columns. Those are the lake's epoch-millisecond times (reading
 /// times, registration and consent dates), nearly one value a row: a dictionary would
-/// intern every value only to fall back to plain pages once it fills. Values go to the
+/// intern every value only to fall back to plain pages once it fills. Nor for the sharded
+/// customer tables, one row a customer (e-mails, names, phones, serials are each one value
+/// a row): a dictionary page of every value plus a page of indices cost a shard of 94
+/// customers 11% more instructions and 5% more bytes than plain pages. Values go to the
 /// column writers 8,192 at a time (the crate's default is 1,024): the same pages and bytes
 /// here, 1% fewer instructions for the whole pipeline.
 fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
@@ -128,6 +131,7 @@ fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
         .fold(WriterProperties::builder(), |b, c| {
             b.set_column_dictionary_enabled(ColumnPath::from(c.name), false)
         })
+        .set_dictionary_enabled(!table.sharded())
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_write_batch_size(8192)
@@ -964,6 +968,33 @@ mod tests {
                 ("distancefromobject".to_string(), true)
             ]
         );
+    }
+
+    #[test]
+    fn customer_shards_are_written_without_dictionaries() {
+        for table in [Table::CustomerTrusted, Table::CustomerCurated] {
+            let cells: Vec<Cell<'_>> = table
+                .columns()
+                .iter()
+                .map(|c| match c.ty {
+                    ColType::Str => Cell::Str(Cow::Borrowed("x")),
+                    _ => Cell::Long(1_655_564_444_103),
+                })
+                .collect();
+            let mut sink = ParquetSink::new(table, 100).unwrap();
+            for _ in 0..10 {
+                sink.append(&cells).unwrap();
+            }
+            let builder = ParquetRecordBatchReaderBuilder::try_new(sink.finish().unwrap()).unwrap();
+            let columns = builder.metadata().row_group(0).columns();
+            assert_eq!(columns.len(), table.columns().len());
+            let with_dictionary: Vec<String> = columns
+                .iter()
+                .filter(|c| c.dictionary_page_offset().is_some())
+                .map(|c| c.column_path().string())
+                .collect();
+            assert_eq!(with_dictionary, Vec::<String>::new(), "{}", table.name());
+        }
     }
 
     #[test]
