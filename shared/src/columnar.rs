@@ -970,17 +970,23 @@ mod tests {
         );
     }
 
+    /// One row of `table` with a value in every column.
+    fn full_row(table: Table) -> Vec<Cell<'static>> {
+        table
+            .columns()
+            .iter()
+            .map(|c| match c.ty {
+                ColType::Str => Cell::Str(Cow::Borrowed("a@b")),
+                ColType::Long | ColType::Int => Cell::Long(7),
+                ColType::Double => Cell::Double(0.5),
+            })
+            .collect()
+    }
+
     #[test]
     fn customer_shards_are_written_without_dictionaries() {
         for table in [Table::CustomerTrusted, Table::CustomerCurated] {
-            let cells: Vec<Cell<'_>> = table
-                .columns()
-                .iter()
-                .map(|c| match c.ty {
-                    ColType::Str => Cell::Str(Cow::Borrowed("x")),
-                    _ => Cell::Long(1_655_564_444_103),
-                })
-                .collect();
+            let cells = full_row(table);
             let mut sink = ParquetSink::new(table, 100).unwrap();
             for _ in 0..10 {
                 sink.append(&cells).unwrap();
@@ -1000,15 +1006,7 @@ mod tests {
     #[test]
     fn objects_carry_no_arrow_schema_and_read_back_as_the_tables_types() {
         for table in [Table::AccelerometerTrusted, Table::StepTrainerTrusted] {
-            let cells: Vec<Cell<'_>> = table
-                .columns()
-                .iter()
-                .map(|c| match c.ty {
-                    ColType::Str => Cell::Str(Cow::Borrowed("a@b")),
-                    ColType::Long | ColType::Int => Cell::Long(7),
-                    ColType::Double => Cell::Double(0.5),
-                })
-                .collect();
+            let cells = full_row(table);
             let mut sink = ParquetSink::new(table, 10).unwrap();
             sink.append(&cells).unwrap();
             sink.append(&cells).unwrap();
