@@ -39,8 +39,7 @@ use stedi::compute::{
     encode_devices, ml_join_batch, ml_pair, step_readings,
 };
 use stedi::config::Config;
-use stedi::keys::shard_of;
-use stedi::rules::{self, Customers, DeviceEntry, MlJoin, SerialIndex, by_shard};
+use stedi::rules::{self, Customers, DeviceEntry, MlJoin, SerialIndex, by_shard, devices_by_shard};
 use stedi::schema::Table;
 
 const DAY: i64 = 86_400_000;
@@ -217,14 +216,7 @@ fn write_shards(
 ) -> Result<(u64, u64)> {
     let shards = cfg.customer_shards;
     let tables: Vec<Customers> = by_shard(customers.clone(), shards).into_values().collect();
-    let mut by_device: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
-    for e in devices {
-        by_device
-            .entry(shard_of(&e.serial, shards))
-            .or_default()
-            .push(e);
-    }
-    let devices: Vec<Vec<DeviceEntry>> = by_device.into_values().collect();
+    let devices: Vec<Vec<DeviceEntry>> = devices_by_shard(devices, shards).into_values().collect();
     let threads = threads.max(1);
     on_threads(threads, |t| {
         for part in tables.iter().skip(t).step_by(threads) {

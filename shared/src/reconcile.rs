@@ -562,18 +562,15 @@ async fn converge_devices(
 ) -> Result<(usize, Vec<(u64, u64)>)> {
     let shards = ctx.cfg.customer_shards;
     let mut answers: BTreeMap<u64, &str> = BTreeMap::new();
-    let mut want: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
-    for e in entries {
+    for e in &entries {
         let answer = answers
             .entry(keys::fnv1a(&e.serial))
             .or_insert(crate::compute::WAITING);
         if e.curated {
             *answer = crate::compute::OWNED;
         }
-        want.entry(keys::shard_of(&e.serial, shards))
-            .or_default()
-            .push(e);
     }
+    let mut want = rules::devices_by_shard(entries, shards);
     let mut changed = 0;
     let mut s = Summary::default();
     for shard in (0..shards).filter(|s| group.holds_shard(*s)) {

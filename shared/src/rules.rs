@@ -243,6 +243,17 @@ pub fn by_shard(customers: Customers, shards: u32) -> BTreeMap<u32, Customers> {
     out
 }
 
+/// Groups device-index entries by the shard their serial falls in.
+pub fn devices_by_shard(entries: Vec<DeviceEntry>, shards: u32) -> BTreeMap<u32, Vec<DeviceEntry>> {
+    let mut out: BTreeMap<u32, Vec<DeviceEntry>> = BTreeMap::new();
+    for e in entries {
+        out.entry(crate::keys::shard_of(&e.serial, shards))
+            .or_default()
+            .push(e);
+    }
+    out
+}
+
 /// Result of folding a landing file's customers into the trusted snapshot.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MergeStats {
