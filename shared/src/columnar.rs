@@ -140,34 +140,27 @@ fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
 
 /// A Parquet writer of `table`'s schema into memory, with the lake's writer settings.
 fn in_memory_writer(table: Table, row_group_rows: usize) -> Result<ArrowWriter<Vec<u8>>> {
-    let parquet_error = |source| Error::Parquet {
-        context: table.name().to_string(),
-        source,
-    };
     // No `ARROW:schema` in the footer: every reader of the lake (these functions, Athena,
     // DuckDB, pyarrow) takes the columns' types from the Parquet schema, which says the
     // same; writing it cost each object ~30k instructions and ~480 bytes.
-    let options = ArrowWriterOptions::new()
+    let mut options = ArrowWriterOptions::new()
         .with_properties(writer_properties(table, row_group_rows))
-        .with_skip_arrow_metadata(true)
-        .with_parquet_schema(parquet_schema(table).map_err(parquet_error)?);
-    ArrowWriter::try_new_with_options(Vec::new(), table.arrow_schema(), options)
-        .map_err(parquet_error)
-}
-
-/// The Parquet schema of `table`'s files, converted from its Arrow schema once per process.
-fn parquet_schema(table: Table) -> parquet::errors::Result<SchemaDescriptor> {
+        .with_skip_arrow_metadata(true);
+    // The Parquet schema converted once per process; were the conversion to fail, the
+    // writer converts again and reports the error.
     static SCHEMAS: OnceLock<Vec<Option<SchemaDescriptor>>> = OnceLock::new();
-    let all = SCHEMAS.get_or_init(|| {
-        Table::ALL
-            .iter()
-            .map(|t| ArrowSchemaConverter::new().convert(&t.arrow_schema()).ok())
-            .collect()
+    let converted = table.cached(&SCHEMAS, |t| {
+        ArrowSchemaConverter::new().convert(&t.arrow_schema()).ok()
     });
-    match &all[table as usize] {
-        Some(schema) => Ok(schema.clone()),
-        None => ArrowSchemaConverter::new().convert(&table.arrow_schema()),
+    if let Some(schema) = converted {
+        options = options.with_parquet_schema(schema.clone());
     }
+    ArrowWriter::try_new_with_options(Vec::new(), table.arrow_schema(), options).map_err(|source| {
+        Error::Parquet {
+            context: table.name().to_string(),
+            source,
+        }
+    })
 }
 
 /// One Parquet object being written: rows are buffered up to a row group, then encoded.

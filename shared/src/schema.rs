@@ -121,22 +121,26 @@ impl Table {
     /// Arrow schema of the table's Parquet files (built once per process).
     pub fn arrow_schema(self) -> SchemaRef {
         static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
-        let all = SCHEMAS.get_or_init(|| {
-            Table::ALL
+        self.cached(&SCHEMAS, |t| {
+            let fields: Vec<Field> = t
+                .columns()
                 .iter()
-                .map(|t| {
-                    let fields: Vec<Field> = t
-                        .columns()
-                        .iter()
-                        // Landing-required columns are never null downstream.
-                        .map(|c| Field::new(c.name, c.ty.arrow(), !c.required))
-                        .collect();
-                    Arc::new(Schema::new(fields))
-                })
-                .collect()
-        });
+                // Landing-required columns are never null downstream.
+                .map(|c| Field::new(c.name, c.ty.arrow(), !c.required))
+                .collect();
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+    }
+
+    /// This table's entry of a per-process cache holding `build(t)` for every table.
+    pub(crate) fn cached<T>(
+        self,
+        cache: &'static OnceLock<Vec<T>>,
+        build: impl Fn(Table) -> T,
+    ) -> &'static T {
         // `ALL` lists the tables in declaration order, which is their discriminants' order.
-        all[self as usize].clone()
+        &cache.get_or_init(|| Table::ALL.into_iter().map(build).collect())[self as usize]
     }
 }
 
