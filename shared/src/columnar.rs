@@ -3,8 +3,8 @@
 //! Outputs are written as they are read: rows go into builders, every `row_group_rows`
 //! rows become a record batch handed to the Parquet writer (one row group), so memory is
 //! bounded by a row group plus the compressed output. Files are zstd, lower-case columns,
-//! the table's schema from [`crate::schema`], dictionary-encoded but for the `bigint`
-//! times.
+//! the table's schema from [`crate::schema`] (no `ARROW:schema` copy in the footer),
+//! dictionary-encoded but for the `bigint` times and the customer shards (one value a row).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
